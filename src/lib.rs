@@ -1,0 +1,2 @@
+//! annfs: AnnData stores as a lazily-read file tree.
+pub mod storage;

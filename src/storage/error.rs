@@ -1,0 +1,62 @@
+//! Errors raised while opening or reading a store. Every variant names the element.
+
+/// Result alias for storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What went wrong in a backend, always with the store path or element path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The operating system refused an operation on the store.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or element path.
+        path: String,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store is not in a format annfs can open (e.g. not HDF5).
+    #[error("{path}: not a readable store: {reason}")]
+    NotAStore {
+        /// File path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Metadata or data is malformed (truncated file, bad chunk, bad attribute).
+    #[error("{path}: corrupt data: {reason}")]
+    Corrupt {
+        /// Element path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A valid feature annfs does not read (a filter, a type, a layout).
+    #[error("{path}: unsupported: {reason}")]
+    Unsupported {
+        /// Element path.
+        path: String,
+        /// What is unsupported.
+        reason: String,
+    },
+    /// An error reported by the HDF5 library.
+    #[error("{path}: HDF5 error: {reason}")]
+    Hdf5 {
+        /// Element path.
+        path: String,
+        /// The library's message.
+        reason: String,
+    },
+}
+
+impl StorageError {
+    /// Builds a [`StorageError::Corrupt`].
+    pub fn corrupt(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        StorageError::Corrupt { path: path.into(), reason: reason.into() }
+    }
+
+    /// Builds a [`StorageError::Unsupported`].
+    pub fn unsupported(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        StorageError::Unsupported { path: path.into(), reason: reason.into() }
+    }
+}

@@ -1,0 +1,286 @@
+//! Storage backends: a store (HDF5 file, Zarr directory) seen as a tree of groups and
+//! arrays with JSON-like attributes, where every array's data is read chunk by chunk.
+//!
+//! This is the seam between the on-disk formats and the AnnData model. A backend builds
+//! the whole metadata [`Group`] tree once at open (cost: O(number of elements)); data is
+//! only touched through [`ArraySource`] when a view asks for it.
+
+pub mod error;
+pub mod grid;
+pub mod hdf5;
+
+use std::sync::Arc;
+
+pub use error::{StorageError, StorageResult};
+pub use grid::ChunkGrid;
+
+/// Attribute values, JSON-shaped. HDF5 object references become `String` paths
+/// (absolute, e.g. `/obs/__categories/cell_type`), as Zarr stores them.
+pub type AttrValue = serde_json::Value;
+
+/// An element's attributes in a stable (sorted) order.
+pub type Attrs = std::collections::BTreeMap<String, AttrValue>;
+
+/// Fixed-size numeric element types, as decoded chunk bytes hold them (little-endian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NumType {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F16,
+    F32,
+    F64,
+    C64,
+    C128,
+}
+
+impl NumType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            NumType::Bool | NumType::I8 | NumType::U8 => 1,
+            NumType::I16 | NumType::U16 | NumType::F16 => 2,
+            NumType::I32 | NumType::U32 | NumType::F32 => 4,
+            NumType::I64 | NumType::U64 | NumType::F64 | NumType::C64 => 8,
+            NumType::C128 => 16,
+        }
+    }
+
+    /// The numpy `descr` string (`<f4`, `|b1`, …) for little-endian data.
+    pub fn npy_descr(self) -> &'static str {
+        match self {
+            NumType::Bool => "|b1",
+            NumType::I8 => "|i1",
+            NumType::I16 => "<i2",
+            NumType::I32 => "<i4",
+            NumType::I64 => "<i8",
+            NumType::U8 => "|u1",
+            NumType::U16 => "<u2",
+            NumType::U32 => "<u4",
+            NumType::U64 => "<u8",
+            NumType::F16 => "<f2",
+            NumType::F32 => "<f4",
+            NumType::F64 => "<f8",
+            NumType::C64 => "<c8",
+            NumType::C128 => "<c16",
+        }
+    }
+
+    /// True for signed or unsigned integer types (not bool).
+    pub fn is_integer(self) -> bool {
+        matches!(
+            self,
+            NumType::I8
+                | NumType::I16
+                | NumType::I32
+                | NumType::I64
+                | NumType::U8
+                | NumType::U16
+                | NumType::U32
+                | NumType::U64
+        )
+    }
+}
+
+/// One field of a compound (record) type, as [`ArraySource::read_chunk`] lays it out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Field {
+    /// Field name.
+    pub name: String,
+    /// Byte offset of the field inside one packed record.
+    pub offset: usize,
+    /// The field's type.
+    pub dtype: FieldType,
+}
+
+/// The type of a compound field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldType {
+    /// `count` numbers of one type (count > 1 for sub-array fields such as `X_pca <f4 x 50`).
+    Num(NumType, usize),
+    /// Fixed-length byte string of `len` bytes, NUL-padded (numpy `S{len}`).
+    FixedStr(usize),
+    /// Variable-length string; [`ArraySource::read_field_strings`] reads it.
+    VarStr,
+}
+
+/// The element type of an array.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DType {
+    /// Numbers or bools: chunks hold packed little-endian values.
+    Num(NumType),
+    /// Strings (variable-length or fixed); read with [`ArraySource::read_strings`].
+    Str,
+    /// Records; chunks hold packed records of `record_size` bytes (see [`Field::offset`]).
+    Compound { fields: Vec<Field>, record_size: usize },
+    /// A type annfs does not render; the string describes it for messages.
+    Unsupported(String),
+}
+
+/// Static facts about an array, known at open.
+#[derive(Clone, Debug)]
+pub struct ArrayMeta {
+    /// Absolute path inside the store, e.g. `/obs/n_genes`.
+    pub path: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape; empty for a scalar (0-d). For a null dataspace `null` is set and shape is empty.
+    pub shape: Vec<u64>,
+    /// True for an HDF5 NULL dataspace (anndata's `null` encoding).
+    pub null: bool,
+    /// How the array is split into chunks. Contiguous storage is presented as a grid too.
+    pub grid: ChunkGrid,
+    /// One line describing storage for `annfs info` (e.g. `chunks 1000x200, gzip(4)+shuffle`).
+    pub storage_desc: String,
+}
+
+impl ArrayMeta {
+    /// Number of elements (1 for a scalar, 0 for null).
+    pub fn len(&self) -> u64 {
+        if self.null {
+            0
+        } else {
+            self.shape.iter().product()
+        }
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads an array's data. Implementations must be cheap to call from many threads at once
+/// (no global lock on numeric data).
+pub trait ArraySource: Send + Sync {
+    /// Static facts about the array.
+    fn meta(&self) -> &ArrayMeta;
+
+    /// Decodes the chunk at linear (C-order) index `index` of [`ArrayMeta::grid`] and returns its
+    /// elements *clipped to the array's extent*, in C order, little-endian — for `DType::Num` packed
+    /// values, for `DType::Compound` packed records. A chunk that was never written reads as the
+    /// fill value.
+    fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>>;
+
+    /// Reads elements `[start, end)` (flat C-order indices) of a string array.
+    fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>>;
+
+    /// Reads a variable-length string field of records `[start, end)` of a 1-D compound array.
+    fn read_field_strings(&self, _field: &str, _start: u64, _end: u64) -> StorageResult<Vec<String>> {
+        Err(StorageError::Unsupported {
+            path: self.meta().path.clone(),
+            reason: "variable-length string fields in compound datasets".into(),
+        })
+    }
+}
+
+/// A node of the store's metadata tree.
+#[derive(Clone)]
+pub enum Node {
+    /// A group and its members.
+    Group(Group),
+    /// An array with its attributes and a reader for its data.
+    Array(Array),
+}
+
+impl Node {
+    /// The node's attributes.
+    pub fn attrs(&self) -> &Attrs {
+        match self {
+            Node::Group(g) => &g.attrs,
+            Node::Array(a) => &a.attrs,
+        }
+    }
+}
+
+/// A group: attributes plus named children in the store's order (creation order where the
+/// store records it, otherwise sorted by name).
+#[derive(Clone, Default)]
+pub struct Group {
+    /// Absolute path (`/` for the root).
+    pub path: String,
+    /// The group's attributes.
+    pub attrs: Attrs,
+    /// Children in store order.
+    pub children: Vec<(String, Node)>,
+}
+
+impl Group {
+    /// Looks up a direct child by name.
+    pub fn get(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|(n, _)| n == name).map(|(_, n)| n)
+    }
+
+    /// Looks up a descendant by a relative `/`-separated path.
+    pub fn get_path(&self, path: &str) -> Option<&Node> {
+        let mut parts = path.split('/').filter(|p| !p.is_empty());
+        let first = parts.next()?;
+        let mut node = self.get(first)?;
+        for p in parts {
+            match node {
+                Node::Group(g) => node = g.get(p)?,
+                Node::Array(_) => return None,
+            }
+        }
+        Some(node)
+    }
+}
+
+/// An array node: attributes and a shared reader.
+#[derive(Clone)]
+pub struct Array {
+    /// The array's attributes.
+    pub attrs: Attrs,
+    /// Reads the array's data.
+    pub source: Arc<dyn ArraySource>,
+}
+
+impl Array {
+    /// Static facts about the array.
+    pub fn meta(&self) -> &ArrayMeta {
+        self.source.meta()
+    }
+}
+
+/// Facts about the opened store, for `info.json` and source-change checks.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoreInfo {
+    /// `hdf5` or `zarr`.
+    pub format: &'static str,
+    /// The store path or URL as given.
+    pub location: String,
+    /// Size in bytes of the store file (0 for directories).
+    pub size: u64,
+    /// Modification time (seconds since the epoch), when known.
+    pub mtime: Option<i64>,
+}
+
+/// An opened store: its metadata tree and facts about it.
+pub struct Store {
+    /// The root group.
+    pub root: Group,
+    /// Facts about the store.
+    pub info: StoreInfo,
+}
+
+/// Opens a store, choosing the backend from what the path is.
+pub fn open(location: &str) -> StorageResult<Store> {
+    let path = std::path::Path::new(location);
+    let meta = std::fs::metadata(path).map_err(|e| StorageError::Io {
+        path: location.to_string(),
+        source: e,
+    })?;
+    if meta.is_dir() {
+        return Err(StorageError::Unsupported {
+            path: location.to_string(),
+            reason: "Zarr stores are not supported by this build yet (directory given)".into(),
+        });
+    }
+    hdf5::open(path)
+}
