@@ -1,2 +1,10 @@
-//! annfs: AnnData stores as a lazily-read file tree.
+//! annfs: AnnData stores (`.h5ad`, `.zarr`) as a read-only tree of plain, lazily-read files.
+//!
+//! Data flows one way: [`storage`] backends read chunks → [`model`] types them as AnnData
+//! elements → [`views`] render elements as file bytes through the shared [`cache`] → [`fs`]
+//! serves them over FUSE; [`cli`] wires it together.
+
+pub mod cache;
+pub mod model;
 pub mod storage;
+pub mod views;

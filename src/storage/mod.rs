@@ -5,6 +5,7 @@
 //! the whole metadata [`Group`] tree once at open (cost: O(number of elements)); data is
 //! only touched through [`ArraySource`] when a view asks for it.
 
+pub mod compound;
 pub mod error;
 pub mod grid;
 pub mod hdf5;
@@ -153,6 +154,15 @@ impl ArrayMeta {
     /// True when the array has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes per element for numeric and compound types (0 for strings and unsupported types).
+    pub fn dtype_size(&self) -> usize {
+        match &self.dtype {
+            DType::Num(t) => t.size(),
+            DType::Compound { record_size, .. } => *record_size,
+            _ => 0,
+        }
     }
 }
 

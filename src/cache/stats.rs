@@ -1,0 +1,72 @@
+//! Live counters for `.annfs/stats.json`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use super::Key;
+
+/// Counters updated lock-free on the read path.
+#[derive(Default)]
+pub struct Stats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    chunks_decoded: AtomicU64,
+    bytes_decoded: AtomicU64,
+    decode_nanos: AtomicU64,
+    blocks_rendered: AtomicU64,
+    bytes_served: AtomicU64,
+    reads: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn hit(&self) {
+        self.hits.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn miss(&self) {
+        self.misses.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn loaded(&self, key: &Key, bytes: u64, took: Duration) {
+        match key {
+            Key::Chunk(..) | Key::Strings(..) => {
+                self.chunks_decoded.fetch_add(1, Relaxed);
+                self.bytes_decoded.fetch_add(bytes, Relaxed);
+                self.decode_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+            }
+            Key::Rendered(..) => {
+                self.blocks_rendered.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Records one served read of `bytes` bytes.
+    pub fn served(&self, bytes: u64) {
+        self.reads.fetch_add(1, Relaxed);
+        self.bytes_served.fetch_add(bytes, Relaxed);
+    }
+
+    /// Records one failed request.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    /// A JSON snapshot of the counters.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        let (hits, misses) = (g(&self.hits), g(&self.misses));
+        serde_json::json!({
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "cache_hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            "chunks_decoded": g(&self.chunks_decoded),
+            "bytes_decoded": g(&self.bytes_decoded),
+            "decode_seconds": g(&self.decode_nanos) as f64 / 1e9,
+            "blocks_rendered": g(&self.blocks_rendered),
+            "reads": g(&self.reads),
+            "bytes_served": g(&self.bytes_served),
+            "errors": g(&self.errors),
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! [`Arr`]: a store array read through the shared chunk cache, with typed helpers.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::cache::{ChunkCache, Key};
+use crate::storage::{ArrayMeta, ArraySource, DType, NumType, StorageError, StorageResult};
+
+/// How many strings one cached string block holds.
+const STRING_BLOCK: u64 = 4096;
+
+/// A handle to one array: its source plus the mount's cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Arr {
+    id: u32,
+    src: Arc<dyn ArraySource>,
+    cache: Arc<ChunkCache>,
+}
+
+/// Hands out array ids unique within one mount.
+#[derive(Default)]
+pub struct ArrIds(AtomicU32);
+
+impl Arr {
+    /// Wraps `src`, giving it a fresh cache id.
+    pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
+        Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone() }
+    }
+
+    /// The underlying store array.
+    pub fn source(&self) -> Arc<dyn ArraySource> {
+        self.src.clone()
+    }
+
+    /// Static facts about the array.
+    pub fn meta(&self) -> &ArrayMeta {
+        self.src.meta()
+    }
+
+    /// Store path of the array.
+    pub fn path(&self) -> &str {
+        &self.meta().path
+    }
+
+    /// Shape.
+    pub fn shape(&self) -> &[u64] {
+        &self.meta().shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> u64 {
+        self.meta().len()
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Length along the first axis (1 for a scalar).
+    pub fn rows(&self) -> u64 {
+        self.shape().first().copied().unwrap_or(1)
+    }
+
+    /// The numeric type, if the array is numeric.
+    pub fn num_type(&self) -> Option<NumType> {
+        match self.meta().dtype {
+            DType::Num(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// True for string arrays.
+    pub fn is_str(&self) -> bool {
+        matches!(self.meta().dtype, DType::Str)
+    }
+
+    /// Bytes per element for numeric and compound arrays.
+    pub fn elem_size(&self) -> usize {
+        self.meta().dtype_size()
+    }
+
+    /// Elements per first-axis row.
+    pub fn row_elems(&self) -> u64 {
+        self.shape().iter().skip(1).product()
+    }
+
+    fn chunk(&self, index: u64) -> StorageResult<Arc<[u8]>> {
+        self.cache.bytes(Key::Chunk(self.id, index), || self.src.read_chunk(index))
+    }
+
+    fn corrupt(&self, reason: impl Into<String>) -> StorageError {
+        StorageError::corrupt(self.path(), reason)
+    }
+
+    /// Reads first-axis rows `[r0, r1)` (all trailing dimensions) as packed C-order bytes.
+    /// A scalar has one row.
+    pub fn read_rows(&self, r0: u64, r1: u64) -> StorageResult<Vec<u8>> {
+        let elem = self.elem_size();
+        let grid = &self.meta().grid;
+        let rank = grid.shape.len();
+        if rank == 0 {
+            let c = self.chunk(0)?;
+            if r0 == 0 && r1 == 1 && c.len() >= elem {
+                return Ok(c[..elem].to_vec());
+            }
+            return Err(self.corrupt("bad scalar read"));
+        }
+        if r1 > self.rows() || r0 > r1 {
+            return Err(self.corrupt(format!("rows {r0}..{r1} out of range")));
+        }
+        let row_bytes = self.row_elems() as usize * elem;
+        let mut out = vec![0u8; (r1 - r0) as usize * row_bytes];
+        if r0 == r1 || row_bytes == 0 {
+            return Ok(out);
+        }
+        let per = grid.chunks_per_dim();
+        let ch0 = grid.chunk[0];
+        let trailing: u64 = per[1..].iter().product();
+        for cr in r0 / ch0..=(r1 - 1) / ch0 {
+            for t in 0..trailing {
+                // Grid coordinates of this chunk: cr, then t decomposed over trailing dims.
+                let mut coords = vec![0u64; rank];
+                coords[0] = cr;
+                let mut rem = t;
+                for d in (1..rank).rev() {
+                    coords[d] = rem % per[d];
+                    rem /= per[d];
+                }
+                let data = self.chunk(grid.index(&coords))?;
+                let cs = grid.clipped_shape(&coords);
+                let want: u64 = cs.iter().product::<u64>() * elem as u64;
+                if data.len() as u64 != want {
+                    return Err(self.corrupt(format!(
+                        "chunk {coords:?} has {} bytes, expected {want}",
+                        data.len()
+                    )));
+                }
+                copy_chunk_rows(&mut out, r0, r1, &grid.shape, &grid.chunk, &coords, &cs, &data, elem);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads flat (C-order) elements `[e0, e1)` as packed bytes.
+    pub fn read_flat(&self, e0: u64, e1: u64) -> StorageResult<Vec<u8>> {
+        let elem = self.elem_size();
+        let row = self.row_elems().max(1);
+        if self.shape().is_empty() {
+            let all = self.read_rows(0, 1)?;
+            return Ok(all[(e0 as usize * elem).min(all.len())..(e1 as usize * elem).min(all.len())].to_vec());
+        }
+        if e0 >= e1 {
+            return Ok(Vec::new());
+        }
+        let (r0, r1) = (e0 / row, e1.div_ceil(row));
+        let rows = self.read_rows(r0, r1)?;
+        let skip = ((e0 - r0 * row) as usize) * elem;
+        let take = ((e1 - e0) as usize) * elem;
+        Ok(rows[skip..skip + take].to_vec())
+    }
+
+    /// Reads flat elements `[e0, e1)` of an integer array as `i64`.
+    pub fn read_i64(&self, e0: u64, e1: u64) -> StorageResult<Vec<i64>> {
+        let t = self.num_type().filter(|t| t.is_integer() || *t == NumType::Bool);
+        let t = t.ok_or_else(|| self.corrupt("expected an integer array"))?;
+        let bytes = self.read_flat(e0, e1)?;
+        let mut out = Vec::with_capacity(bytes.len() / t.size());
+        for c in bytes.chunks_exact(t.size()) {
+            let v = match t {
+                NumType::Bool | NumType::U8 => c[0] as i64,
+                NumType::I8 => c[0] as i8 as i64,
+                NumType::I16 => i16::from_le_bytes([c[0], c[1]]) as i64,
+                NumType::U16 => u16::from_le_bytes([c[0], c[1]]) as i64,
+                NumType::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
+                NumType::U32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
+                NumType::I64 => i64::from_le_bytes(c.try_into().unwrap_or_default()),
+                NumType::U64 => {
+                    let v = u64::from_le_bytes(c.try_into().unwrap_or_default());
+                    i64::try_from(v).map_err(|_| self.corrupt(format!("index {v} too large")))?
+                }
+                _ => return Err(self.corrupt("expected an integer array")),
+            };
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Reads flat elements `[e0, e1)` of a string array, through cached blocks.
+    pub fn read_strings(&self, e0: u64, e1: u64) -> StorageResult<Vec<String>> {
+        let n = self.len();
+        let e1 = e1.min(n);
+        let mut out = Vec::with_capacity(e1.saturating_sub(e0) as usize);
+        if e0 >= e1 {
+            return Ok(out);
+        }
+        for b in e0 / STRING_BLOCK..=(e1 - 1) / STRING_BLOCK {
+            let (b0, b1) = (b * STRING_BLOCK, ((b + 1) * STRING_BLOCK).min(n));
+            let block = self.cache.strings(Key::Strings(self.id, b), || {
+                let v = self.src.read_strings(b0, b1)?;
+                if v.len() as u64 != b1 - b0 {
+                    return Err(self.corrupt(format!("read {} strings, expected {}", v.len(), b1 - b0)));
+                }
+                Ok(v)
+            })?;
+            let (s, e) = (e0.max(b0) - b0, e1.min(b1) - b0);
+            out.extend(block[s as usize..e as usize].iter().cloned());
+        }
+        Ok(out)
+    }
+}
+
+/// Copies the rows of one (clipped) chunk that fall in `[r0, r1)` into `out`, which holds rows
+/// `[r0, r1)` of an array of `shape` in C order.
+#[allow(clippy::too_many_arguments)]
+fn copy_chunk_rows(
+    out: &mut [u8],
+    r0: u64,
+    r1: u64,
+    shape: &[u64],
+    chunk: &[u64],
+    coords: &[u64],
+    cs: &[u64],
+    data: &[u8],
+    elem: usize,
+) {
+    let rank = shape.len();
+    let origin: Vec<u64> = coords.iter().zip(chunk).map(|(c, k)| c * k).collect();
+    let lo = r0.max(origin[0]);
+    let hi = r1.min(origin[0] + cs[0]);
+    if rank == 1 {
+        let (s, e) = ((lo - origin[0]) as usize * elem, (hi - origin[0]) as usize * elem);
+        let o = (lo - r0) as usize * elem;
+        out[o..o + (e - s)].copy_from_slice(&data[s..e]);
+        return;
+    }
+    // Strides (in elements) of the output block and of the clipped chunk.
+    let mut out_stride = vec![1u64; rank];
+    let mut src_stride = vec![1u64; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        out_stride[d] = out_stride[d + 1] * shape[d + 1];
+        src_stride[d] = src_stride[d + 1] * cs[d + 1];
+    }
+    let run = cs[rank - 1] as usize * elem;
+    // Iterate over every index of the chunk's dims 1..rank-1 (the last dim is one run).
+    let mid: Vec<u64> = cs[1..rank - 1].to_vec();
+    let mid_count: u64 = mid.iter().product();
+    for r in lo..hi {
+        let mut idx = vec![0u64; mid.len()];
+        for _ in 0..mid_count.max(1) {
+            let mut o = (r - r0) * out_stride[0];
+            let mut s = (r - origin[0]) * src_stride[0];
+            for (k, i) in idx.iter().enumerate() {
+                let d = k + 1;
+                o += (origin[d] + i) * out_stride[d];
+                s += i * src_stride[d];
+            }
+            o += origin[rank - 1];
+            let (o, s) = (o as usize * elem, s as usize * elem);
+            out[o..o + run].copy_from_slice(&data[s..s + run]);
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < mid[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::storage::grid::{clip_chunk, ChunkGrid};
+
+    /// An in-memory array source for tests: u16 values 0..n in C order, any chunking.
+    pub struct MemSource {
+        pub meta: ArrayMeta,
+        pub data: Vec<u8>,
+        pub strings: Vec<String>,
+    }
+
+    impl MemSource {
+        pub fn num(shape: Vec<u64>, chunk: Vec<u64>, t: NumType, data: Vec<u8>) -> Self {
+            MemSource {
+                meta: ArrayMeta {
+                    path: "/mem".into(),
+                    dtype: DType::Num(t),
+                    grid: ChunkGrid::new(shape.clone(), chunk),
+                    shape,
+                    null: false,
+                    storage_desc: "memory".into(),
+                },
+                data,
+                strings: vec![],
+            }
+        }
+    }
+
+    impl ArraySource for MemSource {
+        fn meta(&self) -> &ArrayMeta {
+            &self.meta
+        }
+        fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
+            let g = &self.meta.grid;
+            let DType::Num(t) = self.meta.dtype else { unreachable!() };
+            let elem = t.size();
+            let coords = g.coords(index);
+            // Build the full chunk from the flat data, then clip.
+            let full_n: u64 = g.chunk.iter().product();
+            let mut full = vec![0u8; full_n as usize * elem];
+            for i in 0..full_n {
+                let mut rem = i;
+                let mut flat = 0u64;
+                let mut inside = true;
+                let mut pos = vec![0u64; g.chunk.len()];
+                for d in (0..g.chunk.len()).rev() {
+                    pos[d] = rem % g.chunk[d];
+                    rem /= g.chunk[d];
+                }
+                for d in 0..g.chunk.len() {
+                    let p = coords[d] * g.chunk[d] + pos[d];
+                    if p >= g.shape[d] {
+                        inside = false;
+                    }
+                    flat = flat * g.shape[d] + p;
+                }
+                if inside {
+                    let s = flat as usize * elem;
+                    full[i as usize * elem..(i as usize + 1) * elem].copy_from_slice(&self.data[s..s + elem]);
+                }
+            }
+            Ok(clip_chunk(g, &coords, &full, elem))
+        }
+        fn read_strings(&self, s: u64, e: u64) -> StorageResult<Vec<String>> {
+            Ok(self.strings[s as usize..e as usize].to_vec())
+        }
+    }
+
+    fn u16s(n: u64) -> Vec<u8> {
+        (0..n as u16).flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_match_flat_data(
+            shape in proptest::collection::vec(1u64..7, 1..4),
+            chunk_seed in proptest::collection::vec(1u64..5, 3),
+            a in 0u64..100, b in 0u64..100,
+        ) {
+            let chunk: Vec<u64> = shape.iter().zip(&chunk_seed).map(|(s, c)| (*c).min(*s)).collect();
+            let n: u64 = shape.iter().product();
+            let data = u16s(n);
+            let src = MemSource::num(shape.clone(), chunk, NumType::U16, data.clone());
+            let cache = Arc::new(ChunkCache::new(1 << 20));
+            let arr = Arr::new(Arc::new(src), &cache, &ArrIds::default());
+            let rows = shape[0];
+            let (r0, r1) = (a % (rows + 1), b % (rows + 1));
+            let (r0, r1) = (r0.min(r1), r0.max(r1));
+            let row = (n / rows) as usize * 2;
+            let got = arr.read_rows(r0, r1).unwrap();
+            proptest::prop_assert_eq!(&got[..], &data[r0 as usize * row..r1 as usize * row]);
+            let (e0, e1) = ((a % (n + 1)).min(b % (n + 1)), (a % (n + 1)).max(b % (n + 1)));
+            let flat = arr.read_flat(e0, e1).unwrap();
+            proptest::prop_assert_eq!(&flat[..], &data[e0 as usize * 2..e1 as usize * 2]);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Errors that make a store unusable as an AnnData.
+
+use crate::storage::StorageError;
+
+/// Why a store cannot be presented as an AnnData.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An element is missing or malformed; names the element.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// Store path of the element.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ModelError {
+    /// Builds an [`ModelError::Invalid`].
+    pub fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ModelError::Invalid { path: path.into(), reason: reason.into() }
+    }
+}

@@ -1,0 +1,210 @@
+//! The AnnData model: a backend-independent, typed view of a store, as anndata reads it.
+//!
+//! [`build`] walks the storage tree once, dispatching on `encoding-type`/`encoding-version`
+//! (and recognising the pre-0.7 legacy layout), and yields an [`AnnData`] whose leaves are
+//! lazy [`Arr`] handles. An element that cannot be understood is recorded in
+//! [`AnnData::problems`] and left out; only a broken `obs`/`var`/`X` fails the whole store.
+
+pub mod array;
+mod build;
+mod dataframe;
+mod error;
+mod legacy;
+
+pub use array::{Arr, ArrIds};
+pub use build::build;
+pub use error::ModelError;
+
+use crate::storage::Field;
+
+/// An AnnData object: `n_obs × n_vars` and its elements.
+pub struct AnnData {
+    /// Number of observations (cells).
+    pub n_obs: u64,
+    /// Number of variables (genes).
+    pub n_vars: u64,
+    /// Observation annotations.
+    pub obs: DataFrame,
+    /// Variable annotations.
+    pub var: DataFrame,
+    /// The main matrix, if present.
+    pub x: Option<Matrix>,
+    /// `layers/<name>` matrices.
+    pub layers: Elements,
+    /// `obsm/<key>`.
+    pub obsm: Elements,
+    /// `varm/<key>`.
+    pub varm: Elements,
+    /// `obsp/<key>`.
+    pub obsp: Elements,
+    /// `varp/<key>`.
+    pub varp: Elements,
+    /// `uns/<key>`.
+    pub uns: Elements,
+    /// `raw`, if present.
+    pub raw: Option<Raw>,
+    /// Elements that are not rendered, with the reason.
+    pub problems: Vec<Problem>,
+    /// Which layout the store uses (`anndata 0.8+`, `anndata 0.7`, `legacy (pre-0.7)`).
+    pub layout: String,
+}
+
+/// `raw`: a frozen copy of X and var from before filtering.
+pub struct Raw {
+    /// raw.X.
+    pub x: Option<Matrix>,
+    /// raw.var.
+    pub var: DataFrame,
+    /// raw.varm.
+    pub varm: Elements,
+}
+
+/// Named elements in store order.
+pub type Elements = Vec<(String, Element)>;
+
+/// Something the mount does not render, and why.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// Store path of the element.
+    pub path: String,
+    /// Why it is not rendered.
+    pub reason: String,
+}
+
+/// An element of a mapping (`obsm`, `uns`, …).
+#[derive(Clone)]
+pub enum Element {
+    /// A dataframe.
+    Frame(DataFrame),
+    /// A sparse matrix, or a dense 2-D array shown as a matrix directory.
+    Matrix(Matrix),
+    /// A dense numeric/bool array of any rank (0-d arrays are scalars).
+    Array(Arr),
+    /// A string array (0-d: a string scalar).
+    Strings(Arr),
+    /// A column-like array (categorical or nullable), rendered as text.
+    Column(Column),
+    /// A record array.
+    Records(Records),
+    /// A nested mapping.
+    Dict(Elements),
+}
+
+/// A dataframe: an index and named columns, all of `n_rows`.
+#[derive(Clone)]
+pub struct DataFrame {
+    /// Number of rows.
+    pub n_rows: u64,
+    /// The index name (None when anndata stored the default `_index`).
+    pub index_name: Option<String>,
+    /// The index values.
+    pub index: Column,
+    /// Columns in `column-order`.
+    pub columns: Vec<(String, Column)>,
+}
+
+/// One dataframe column (or a 1-D array rendered like one).
+#[derive(Clone)]
+pub enum Column {
+    /// Numeric or bool values.
+    Num(Arr),
+    /// Strings.
+    Str(Arr),
+    /// Categorical: codes into categories (-1 = missing).
+    Categorical {
+        /// Signed integer codes.
+        codes: Arr,
+        /// The category labels (strings or numbers).
+        categories: Box<Column>,
+        /// Whether the categories are ordered.
+        ordered: bool,
+    },
+    /// Nullable integer, boolean or string: values plus a mask (true = missing).
+    Nullable {
+        /// The values (masked slots hold anything).
+        values: Arr,
+        /// Bool mask, true = missing.
+        mask: Arr,
+    },
+}
+
+impl Column {
+    /// Number of values.
+    pub fn len(&self) -> u64 {
+        match self {
+            Column::Num(a) | Column::Str(a) => a.rows(),
+            Column::Categorical { codes, .. } => codes.rows(),
+            Column::Nullable { values, .. } => values.rows(),
+        }
+    }
+
+    /// True when the column has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A sparse or dense matrix.
+#[derive(Clone)]
+pub enum Matrix {
+    /// A dense 2-D array.
+    Dense(Arr),
+    /// A compressed sparse matrix.
+    Sparse(Sparse),
+}
+
+impl Matrix {
+    /// `(rows, columns)`.
+    pub fn shape(&self) -> (u64, u64) {
+        match self {
+            Matrix::Dense(a) => {
+                let s = a.shape();
+                (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(1))
+            }
+            Matrix::Sparse(s) => (s.shape[0], s.shape[1]),
+        }
+    }
+}
+
+/// Which axis a sparse matrix compresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseFormat {
+    /// Compressed rows.
+    Csr,
+    /// Compressed columns.
+    Csc,
+}
+
+impl SparseFormat {
+    /// `csr` or `csc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SparseFormat::Csr => "csr",
+            SparseFormat::Csc => "csc",
+        }
+    }
+}
+
+/// A CSR or CSC matrix as stored.
+#[derive(Clone)]
+pub struct Sparse {
+    /// Compressed axis.
+    pub format: SparseFormat,
+    /// `(rows, columns)`.
+    pub shape: [u64; 2],
+    /// Stored values.
+    pub data: Arr,
+    /// Minor-axis indices.
+    pub indices: Arr,
+    /// Major-axis pointers (length = major + 1).
+    pub indptr: Arr,
+}
+
+/// A 1-D record array.
+#[derive(Clone)]
+pub struct Records {
+    /// The compound array.
+    pub array: Arr,
+    /// The fields, as columns (sub-array fields are 2-D arrays).
+    pub fields: Vec<(Field, Arr)>,
+}

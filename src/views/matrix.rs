@@ -1,0 +1,190 @@
+//! Dense rows of sparse matrices, for `dense.npy` (and the text views built on it).
+//!
+//! CSR rows are densified straight from the rows' `indptr` range. CSC matrices are densified in
+//! bands of rows (one pass over the nonzeros per band), and each band is kept in the cache.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::npy::RowBytes;
+use super::ViewResult;
+use crate::cache::{ChunkCache, Key};
+use crate::model::{Sparse, SparseFormat};
+use crate::storage::{NumType, StorageError};
+
+/// Target size of one densified CSC band.
+const CSC_BAND_BYTES: u64 = 8 << 20;
+/// Nonzeros processed per step while scanning.
+const SCAN_STEP: u64 = 1 << 20;
+
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for cache keys of rendered blocks.
+pub fn next_file_id() -> u64 {
+    NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Dense rows of a CSR or CSC matrix.
+pub struct SparseRows {
+    m: Sparse,
+    t: NumType,
+    cache: Arc<ChunkCache>,
+    id: u64,
+}
+
+impl SparseRows {
+    /// Dense rows of `m`, caching CSC bands in `cache`.
+    pub fn new(m: Sparse, cache: Arc<ChunkCache>) -> Option<Self> {
+        let t = m.data.num_type()?;
+        Some(SparseRows { m, t, cache, id: next_file_id() })
+    }
+
+    fn corrupt(&self, why: String) -> StorageError {
+        StorageError::corrupt(self.m.indptr.path().rsplit_once('/').map(|p| p.0).unwrap_or(""), why)
+    }
+
+    fn csr_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let cols = self.m.shape[1];
+        let w = self.t.size();
+        let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
+        let ptr = self.m.indptr.read_i64(r0, r1 + 1)?;
+        let (p0, p1) = (ptr[0], ptr[ptr.len() - 1]);
+        if p0 < 0 || p1 < p0 || p1 as u64 > self.m.indices.len() {
+            return Err(self.corrupt(format!("indptr range {p0}..{p1} is invalid")));
+        }
+        let idx = self.m.indices.read_i64(p0 as u64, p1 as u64)?;
+        let data = self.m.data.read_flat(p0 as u64, p1 as u64)?;
+        for r in 0..(r1 - r0) as usize {
+            let (a, b) = ((ptr[r] - p0) as usize, (ptr[r + 1] - p0) as usize);
+            if a > b || b > idx.len() {
+                return Err(self.corrupt(format!("indptr not monotonic at row {}", r0 + r as u64)));
+            }
+            let base = r * cols as usize;
+            for k in a..b {
+                let c = idx[k];
+                if c < 0 || c as u64 >= cols {
+                    return Err(self.corrupt(format!("column index {c} out of range")));
+                }
+                accumulate(self.t, &mut out[(base + c as usize) * w..][..w], &data[k * w..][..w]);
+            }
+        }
+        Ok(out)
+    }
+
+    fn csc_band(&self, band: u64, band_rows: u64) -> ViewResult<Arc<[u8]>> {
+        self.cache.bytes(Key::Rendered(self.id, band), || {
+            let (rows, cols) = (self.m.shape[0], self.m.shape[1]);
+            let (r0, r1) = (band * band_rows, ((band + 1) * band_rows).min(rows));
+            let w = self.t.size();
+            let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
+            let ptr = self.m.indptr.read_i64(0, cols + 1)?;
+            let nnz = ptr[cols as usize].max(0) as u64;
+            if nnz > self.m.indices.len() {
+                return Err(self.corrupt(format!("indptr ends at {nnz}, past the data")));
+            }
+            let mut col = 0usize;
+            let mut s = 0u64;
+            while s < nnz {
+                let e = (s + SCAN_STEP).min(nnz);
+                let idx = self.m.indices.read_i64(s, e)?;
+                let data = self.m.data.read_flat(s, e)?;
+                for (k, &r) in idx.iter().enumerate() {
+                    let pos = s as i64 + k as i64;
+                    while col < cols as usize && ptr[col + 1] <= pos {
+                        col += 1;
+                    }
+                    if r < 0 || r as u64 >= rows {
+                        return Err(self.corrupt(format!("row index {r} out of range")));
+                    }
+                    let r = r as u64;
+                    if r >= r0 && r < r1 && col < cols as usize {
+                        let at = (((r - r0) * cols) as usize + col) * w;
+                        accumulate(self.t, &mut out[at..at + w], &data[k * w..][..w]);
+                    }
+                }
+                s = e;
+            }
+            Ok::<_, StorageError>(out)
+        })
+    }
+}
+
+impl RowBytes for SparseRows {
+    fn n_rows(&self) -> u64 {
+        self.m.shape[0]
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.m.shape[1] * self.t.size() as u64
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        if r0 >= r1 {
+            return Ok(Vec::new());
+        }
+        match self.m.format {
+            SparseFormat::Csr => self.csr_rows(r0, r1),
+            SparseFormat::Csc => {
+                let rb = self.row_bytes().max(1);
+                let band_rows = (CSC_BAND_BYTES / rb).max(1);
+                let mut out = Vec::with_capacity(((r1 - r0) * rb) as usize);
+                for band in r0 / band_rows..=(r1 - 1) / band_rows {
+                    let bytes = self.csc_band(band, band_rows)?;
+                    let b0 = band * band_rows;
+                    let (s, e) = (r0.max(b0) - b0, r1.min(b0 + band_rows) - b0);
+                    out.extend_from_slice(&bytes[(s * rb) as usize..(e * rb).min(bytes.len() as u64) as usize]);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// `dst += src` for one element of type `t` (bools: logical or), as scipy sums duplicates.
+fn accumulate(t: NumType, dst: &mut [u8], src: &[u8]) {
+    macro_rules! add {
+        ($ty:ty, $op:ident) => {{
+            let a = <$ty>::from_le_bytes(dst.try_into().unwrap_or_default());
+            let b = <$ty>::from_le_bytes(src.try_into().unwrap_or_default());
+            dst.copy_from_slice(&a.$op(b).to_le_bytes());
+        }};
+    }
+    trait Plus {
+        fn plus(self, o: Self) -> Self;
+    }
+    impl Plus for f32 {
+        fn plus(self, o: Self) -> Self {
+            self + o
+        }
+    }
+    impl Plus for f64 {
+        fn plus(self, o: Self) -> Self {
+            self + o
+        }
+    }
+    match t {
+        NumType::Bool => dst[0] |= src[0],
+        NumType::I8 => add!(i8, wrapping_add),
+        NumType::I16 => add!(i16, wrapping_add),
+        NumType::I32 => add!(i32, wrapping_add),
+        NumType::I64 => add!(i64, wrapping_add),
+        NumType::U8 => add!(u8, wrapping_add),
+        NumType::U16 => add!(u16, wrapping_add),
+        NumType::U32 => add!(u32, wrapping_add),
+        NumType::U64 => add!(u64, wrapping_add),
+        NumType::F32 => add!(f32, plus),
+        NumType::F64 => add!(f64, plus),
+        NumType::F16 => {
+            let a = half::f16::from_le_bytes([dst[0], dst[1]]);
+            let b = half::f16::from_le_bytes([src[0], src[1]]);
+            dst.copy_from_slice(&(a + b).to_le_bytes());
+        }
+        NumType::C64 | NumType::C128 => {
+            let h = dst.len() / 2;
+            let part = if t == NumType::C64 { NumType::F32 } else { NumType::F64 };
+            let (dr, di) = dst.split_at_mut(h);
+            accumulate(part, dr, &src[..h]);
+            accumulate(part, di, &src[h..]);
+        }
+    }
+}

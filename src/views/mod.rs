@@ -1,0 +1,128 @@
+//! Views: the virtual file tree and the file formats that render AnnData elements as bytes.
+//!
+//! Every file is a [`FileContent`]: it knows its exact size and serves any byte range by
+//! decoding only the chunks that range depends on. [`tree::build`] lays the files out as
+//! PRODUCT.md §2 describes; [`VTree`] is what `annfs ls`/`cat` and the FUSE adapter walk.
+
+pub mod column;
+pub mod format;
+pub mod matrix;
+pub mod names;
+pub mod npy;
+pub mod readme;
+pub mod text;
+pub mod tree;
+
+use std::sync::Arc;
+
+use crate::storage::StorageError;
+
+/// Result of rendering: storage errors (corrupt chunk, I/O) become `EIO` at the FUSE boundary.
+pub type ViewResult<T> = Result<T, StorageError>;
+
+/// The bytes of one virtual file.
+pub trait FileContent: Send + Sync {
+    /// Exact size in bytes (may be computed on first call, then remembered).
+    fn size(&self) -> ViewResult<u64>;
+
+    /// Reads up to `len` bytes at `offset` (fewer only at the end of the file).
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>>;
+
+    /// True when the content changes over time (live counters): served without page caching.
+    fn volatile(&self) -> bool {
+        false
+    }
+}
+
+/// A file whose bytes are known up front (README.txt, info.json).
+pub struct StaticFile(pub Vec<u8>);
+
+impl FileContent for StaticFile {
+    fn size(&self) -> ViewResult<u64> {
+        Ok(self.0.len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        Ok(slice(&self.0, offset, len).to_vec())
+    }
+}
+
+/// A file rendered afresh on every read (e.g. `.annfs/stats.json`).
+pub struct LiveFile(pub Box<dyn Fn() -> Vec<u8> + Send + Sync>);
+
+impl FileContent for LiveFile {
+    fn size(&self) -> ViewResult<u64> {
+        Ok((self.0)().len() as u64)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        Ok(slice(&(self.0)(), offset, len).to_vec())
+    }
+
+    fn volatile(&self) -> bool {
+        true
+    }
+}
+
+/// `bytes[offset..offset+len]`, clipped to the slice.
+pub fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
+    let start = (offset.min(bytes.len() as u64)) as usize;
+    let end = start.saturating_add(len).min(bytes.len());
+    &bytes[start..end]
+}
+
+/// Index of a node in a [`VTree`].
+pub type NodeId = usize;
+
+/// A node of the virtual tree.
+pub enum VNode {
+    /// A directory with named children (in display order).
+    Dir(Vec<(String, NodeId)>),
+    /// A file.
+    File(Arc<dyn FileContent>),
+}
+
+/// The whole virtual tree; node 0 is the root directory.
+pub struct VTree {
+    /// All nodes, indexed by [`NodeId`].
+    pub nodes: Vec<VNode>,
+}
+
+impl VTree {
+    /// The root's id.
+    pub const ROOT: NodeId = 0;
+
+    /// Looks up `name` in directory `dir`.
+    pub fn lookup(&self, dir: NodeId, name: &str) -> Option<NodeId> {
+        match self.nodes.get(dir)? {
+            VNode::Dir(entries) => entries.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
+            VNode::File(_) => None,
+        }
+    }
+
+    /// Resolves a `/`-separated path relative to the root (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Option<NodeId> {
+        path.split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .try_fold(Self::ROOT, |id, name| self.lookup(id, name))
+    }
+
+    /// Every file below `dir`, as (relative path, id), depth first in display order.
+    pub fn walk_files(&self, dir: NodeId) -> Vec<(String, NodeId)> {
+        let mut out = Vec::new();
+        self.walk_into(dir, "", &mut out);
+        out
+    }
+
+    fn walk_into(&self, dir: NodeId, prefix: &str, out: &mut Vec<(String, NodeId)>) {
+        if let Some(VNode::Dir(entries)) = self.nodes.get(dir) {
+            for (name, id) in entries {
+                let p = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+                match &self.nodes[*id] {
+                    VNode::Dir(_) => self.walk_into(*id, &p, out),
+                    VNode::File(_) => out.push((p, *id)),
+                }
+            }
+        }
+    }
+}

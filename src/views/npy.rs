@@ -1,0 +1,116 @@
+//! `.npy` files over any row-addressable byte source: the header, then rows in C order.
+
+use std::sync::Arc;
+
+use super::format::npy::header;
+use super::{slice, FileContent, ViewResult};
+use crate::model::Arr;
+use crate::storage::NumType;
+
+/// Fixed-width rows of bytes (rows of a matrix, elements of a 1-D array).
+pub trait RowBytes: Send + Sync {
+    /// Number of rows.
+    fn n_rows(&self) -> u64;
+    /// Bytes per row.
+    fn row_bytes(&self) -> u64;
+    /// Packed bytes of rows `[r0, r1)`.
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>>;
+}
+
+/// A `.npy` file: `numpy.save` header, then the rows.
+pub struct NpyFile {
+    header: Vec<u8>,
+    rows: Arc<dyn RowBytes>,
+}
+
+impl NpyFile {
+    /// A `.npy` of `shape` and element type `t` whose data comes from `rows`.
+    pub fn new(t: NumType, shape: &[u64], rows: Arc<dyn RowBytes>) -> Self {
+        NpyFile { header: header(t.npy_descr(), shape), rows }
+    }
+
+    /// A `.npy` holding an array exactly as stored (any rank).
+    pub fn of_array(arr: &Arr) -> Option<Self> {
+        let t = arr.num_type()?;
+        Some(Self::new(t, arr.shape(), Arc::new(ArrayRows(arr.clone()))))
+    }
+}
+
+impl FileContent for NpyFile {
+    fn size(&self) -> ViewResult<u64> {
+        Ok(self.header.len() as u64 + self.rows.n_rows() * self.rows.row_bytes())
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        let hlen = self.header.len() as u64;
+        let size = self.size()?;
+        let end = offset.saturating_add(len as u64).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        if offset < hlen {
+            out.extend_from_slice(slice(&self.header, offset, (end.min(hlen) - offset) as usize));
+        }
+        let rb = self.rows.row_bytes();
+        if end > hlen && rb > 0 {
+            let (d0, d1) = (offset.max(hlen) - hlen, end - hlen);
+            let (r0, r1) = (d0 / rb, d1.div_ceil(rb));
+            let rows = self.rows.read_rows(r0, r1)?;
+            let skip = d0 - r0 * rb;
+            out.extend_from_slice(slice(&rows, skip, (d1 - d0) as usize));
+        }
+        Ok(out)
+    }
+}
+
+/// Rows of a stored array (first axis; a scalar is one row).
+pub struct ArrayRows(pub Arr);
+
+impl RowBytes for ArrayRows {
+    fn n_rows(&self) -> u64 {
+        if self.0.shape().is_empty() {
+            1
+        } else {
+            self.0.rows()
+        }
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.0.row_elems() * self.0.elem_size() as u64
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        self.0.read_rows(r0, r1)
+    }
+}
+
+/// Values of a nullable array with masked slots zeroed.
+pub struct MaskedRows {
+    /// The values.
+    pub values: Arr,
+    /// Bool mask, true = missing.
+    pub mask: Arr,
+}
+
+impl RowBytes for MaskedRows {
+    fn n_rows(&self) -> u64 {
+        self.values.rows()
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.values.elem_size() as u64
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let mut v = self.values.read_rows(r0, r1)?;
+        let m = self.mask.read_rows(r0, r1)?;
+        let w = self.values.elem_size();
+        for (i, &masked) in m.iter().enumerate() {
+            if masked != 0 {
+                v[i * w..(i + 1) * w].fill(0);
+            }
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,284 @@
+//! Text files made of rows (one value per line, TSV tables, matrix rows): exact sizes and
+//! random access through a row-block → byte-offset index built on first use.
+
+use std::sync::{Arc, OnceLock};
+
+use super::column::ColumnCells;
+use super::format::text::{push_field, push_num};
+use super::matrix::next_file_id;
+use super::npy::RowBytes;
+use super::{slice, FileContent, ViewResult};
+use crate::cache::{ChunkCache, Key};
+use crate::model::Arr;
+use crate::storage::{FieldType, NumType, StorageError};
+
+/// Aim for rendered blocks of about this many bytes.
+const BLOCK_TARGET: u64 = 256 * 1024;
+
+/// A text body made of lines, each ending in `\n`.
+pub trait RowText: Send + Sync {
+    /// Number of lines.
+    fn n_rows(&self) -> u64;
+    /// Rough bytes per line, to size blocks.
+    fn row_cost(&self) -> u64;
+    /// Appends lines `[r0, r1)`, each with its `\n`.
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()>;
+}
+
+/// Byte offsets of every block of lines.
+struct Layout {
+    block_rows: u64,
+    /// `offsets[k]` = body offset of block `k`; the last entry is the body size.
+    offsets: Vec<u64>,
+}
+
+/// A text file: an optional header line, then a [`RowText`] body.
+pub struct TextFile {
+    id: u64,
+    header: Vec<u8>,
+    body: Arc<dyn RowText>,
+    cache: Arc<ChunkCache>,
+    layout: OnceLock<Result<Layout, String>>,
+}
+
+impl TextFile {
+    /// A text file of `header` (may be empty) then `body`.
+    pub fn new(header: Vec<u8>, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
+        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new() }
+    }
+
+    fn block_rows(&self) -> u64 {
+        (BLOCK_TARGET / self.body.row_cost().max(1)).max(1)
+    }
+
+    fn block(&self, k: u64, block_rows: u64) -> ViewResult<Arc<[u8]>> {
+        self.cache.bytes(Key::Rendered(self.id, k), || {
+            let n = self.body.n_rows();
+            let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
+            let mut out = Vec::new();
+            self.body.render(r0, r1, &mut out)?;
+            Ok::<_, StorageError>(out)
+        })
+    }
+
+    fn layout(&self) -> ViewResult<&Layout> {
+        self.layout
+            .get_or_init(|| {
+                let block_rows = self.block_rows();
+                let n_blocks = self.body.n_rows().div_ceil(block_rows);
+                let mut offsets = Vec::with_capacity(n_blocks as usize + 1);
+                let mut at = 0u64;
+                for k in 0..n_blocks {
+                    offsets.push(at);
+                    at += self.block(k, block_rows).map_err(|e| e.to_string())?.len() as u64;
+                }
+                offsets.push(at);
+                Ok(Layout { block_rows, offsets })
+            })
+            .as_ref()
+            .map_err(|e| StorageError::corrupt("text view", e.clone()))
+    }
+}
+
+impl FileContent for TextFile {
+    fn size(&self) -> ViewResult<u64> {
+        let body = self.layout()?.offsets.last().copied().unwrap_or(0);
+        Ok(self.header.len() as u64 + body)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        let hlen = self.header.len() as u64;
+        let size = self.size()?;
+        let end = offset.saturating_add(len as u64).min(size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        if offset < hlen {
+            out.extend_from_slice(slice(&self.header, offset, (end.min(hlen) - offset) as usize));
+        }
+        if end > hlen {
+            let layout = self.layout()?;
+            let (b0, b1) = (offset.max(hlen) - hlen, end - hlen);
+            // First block whose start is <= b0.
+            let mut k = layout.offsets.partition_point(|&o| o <= b0).saturating_sub(1);
+            while k + 1 < layout.offsets.len() && layout.offsets[k] < b1 {
+                let start = layout.offsets[k];
+                let bytes = self.block(k as u64, layout.block_rows)?;
+                let s = b0.max(start) - start;
+                let e = b1.min(start + bytes.len() as u64) - start;
+                out.extend_from_slice(&bytes[s as usize..e as usize]);
+                k += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One cell per line (index.txt, `<col>.txt`, string arrays, scalars).
+pub struct ColumnText {
+    cells: ColumnCells,
+    n: u64,
+}
+
+impl ColumnText {
+    /// Lines of `cells` (`n` of them).
+    pub fn new(cells: ColumnCells, n: u64) -> Self {
+        ColumnText { cells, n }
+    }
+}
+
+impl RowText for ColumnText {
+    fn n_rows(&self) -> u64 {
+        self.n
+    }
+
+    fn row_cost(&self) -> u64 {
+        12
+    }
+
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        let mut rows = vec![Vec::new(); (r1 - r0) as usize];
+        self.cells.render(r0, &mut rows)?;
+        join_lines(out, rows);
+        Ok(())
+    }
+}
+
+fn join_lines(out: &mut Vec<u8>, rows: Vec<Vec<u8>>) {
+    for r in rows {
+        out.extend_from_slice(&r);
+        out.push(b'\n');
+    }
+}
+
+/// A dataframe as TSV rows: the index, then every column, tab-separated.
+pub struct TableText {
+    /// Index cells, then column cells.
+    pub columns: Vec<ColumnCells>,
+    /// Number of rows.
+    pub n: u64,
+}
+
+impl RowText for TableText {
+    fn n_rows(&self) -> u64 {
+        self.n
+    }
+
+    fn row_cost(&self) -> u64 {
+        12 * self.columns.len() as u64
+    }
+
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        let mut rows = vec![Vec::new(); (r1 - r0) as usize];
+        for (i, c) in self.columns.iter().enumerate() {
+            if i > 0 {
+                rows.iter_mut().for_each(|r| r.push(b'\t'));
+            }
+            c.render(r0, &mut rows)?;
+        }
+        join_lines(out, rows);
+        Ok(())
+    }
+}
+
+/// The header line of a table: `cells` quoted and tab-separated; an empty line is written `""`.
+pub fn header_line(cells: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        push_field(&mut out, c);
+    }
+    if out.is_empty() {
+        out.extend_from_slice(b"\"\"");
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Numeric rows as TSV lines (values tab-separated), from any row source.
+pub struct NumRowsText {
+    /// The rows.
+    pub rows: Arc<dyn RowBytes>,
+    /// Element type.
+    pub t: NumType,
+}
+
+impl RowText for NumRowsText {
+    fn n_rows(&self) -> u64 {
+        self.rows.n_rows()
+    }
+
+    fn row_cost(&self) -> u64 {
+        (self.rows.row_bytes() / self.t.size() as u64).max(1) * 10
+    }
+
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        let bytes = self.rows.read_rows(r0, r1)?;
+        let rb = self.rows.row_bytes() as usize;
+        let w = self.t.size();
+        if rb == 0 {
+            (r0..r1).for_each(|_| out.push(b'\n'));
+            return Ok(());
+        }
+        for row in bytes.chunks_exact(rb) {
+            for (i, v) in row.chunks_exact(w).enumerate() {
+                if i > 0 {
+                    out.push(b'\t');
+                }
+                push_num(out, self.t, v);
+            }
+            out.push(b'\n');
+        }
+        Ok(())
+    }
+}
+
+/// A record array as TSV rows (no index column); sub-array fields span several columns.
+pub struct RecordsText {
+    /// One entry per field: its array (1-D numbers or strings, or 2-D numbers).
+    pub fields: Vec<(FieldType, Arr)>,
+    /// Number of records.
+    pub n: u64,
+}
+
+impl RowText for RecordsText {
+    fn n_rows(&self) -> u64 {
+        self.n
+    }
+
+    fn row_cost(&self) -> u64 {
+        12 * self.fields.len() as u64
+    }
+
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        let mut rows = vec![Vec::new(); (r1 - r0) as usize];
+        for (i, (ft, arr)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                rows.iter_mut().for_each(|r| r.push(b'\t'));
+            }
+            match ft {
+                FieldType::Num(t, k) => {
+                    let bytes = arr.read_rows(r0, r1)?;
+                    for (row, vals) in rows.iter_mut().zip(bytes.chunks_exact(t.size() * k)) {
+                        for (j, v) in vals.chunks_exact(t.size()).enumerate() {
+                            if j > 0 {
+                                row.push(b'\t');
+                            }
+                            push_num(row, *t, v);
+                        }
+                    }
+                }
+                _ => {
+                    for (row, s) in rows.iter_mut().zip(arr.read_strings(r0, r1)?) {
+                        push_field(row, &s);
+                    }
+                }
+            }
+        }
+        join_lines(out, rows);
+        Ok(())
+    }
+}

@@ -1,0 +1,218 @@
+//! Lays an [`AnnData`] out as the virtual tree of PRODUCT.md §2.
+
+use std::sync::Arc;
+
+use super::column::ColumnCells;
+use super::matrix::SparseRows;
+use super::names::{encode, encode_key};
+use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes};
+use super::readme;
+use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
+use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
+use crate::cache::ChunkCache;
+use crate::model::{AnnData, Arr, Column, DataFrame, Element, Elements, Matrix, Records};
+use crate::storage::StoreInfo;
+
+/// Builds the virtual tree of `ad`.
+pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
+    let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], cache };
+    let root = VTree::ROOT;
+    b.file(root, "README.txt", StaticFile(readme::readme(ad, info).into_bytes()));
+    b.table(root, "obs.tsv", &ad.obs);
+    b.table(root, "var.tsv", &ad.var);
+    let d = b.dir(root, "obs");
+    b.frame(d, &ad.obs);
+    let d = b.dir(root, "var");
+    b.frame(d, &ad.var);
+    if let Some(x) = &ad.x {
+        let d = b.dir(root, "X");
+        b.matrix(d, x);
+    }
+    for (name, map, ext) in [
+        ("layers", &ad.layers, "tsv"),
+        ("obsm", &ad.obsm, "tsv"),
+        ("varm", &ad.varm, "tsv"),
+        ("obsp", &ad.obsp, "tsv"),
+        ("varp", &ad.varp, "tsv"),
+        ("uns", &ad.uns, "txt"),
+    ] {
+        let d = b.dir(root, name);
+        b.elements(d, map, ext);
+    }
+    if let Some(raw) = &ad.raw {
+        let d = b.dir(root, "raw");
+        if let Some(x) = &raw.x {
+            let xd = b.dir(d, "X");
+            b.matrix(xd, x);
+        }
+        b.table(d, "var.tsv", &raw.var);
+        let vd = b.dir(d, "var");
+        b.frame(vd, &raw.var);
+        let md = b.dir(d, "varm");
+        b.elements(md, &raw.varm, "tsv");
+    }
+    let meta = b.dir(root, ".annfs");
+    b.file(meta, "info.json", StaticFile(readme::info_json(ad, info, b.cache.budget())));
+    let cache = b.cache.clone();
+    b.file(
+        meta,
+        "stats.json",
+        LiveFile(Box::new(move || {
+            let mut v = cache.stats.snapshot();
+            v["cache_bytes"] = cache.weight().into();
+            v["cache_budget"] = cache.budget().into();
+            let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
+            s.push(b'\n');
+            s
+        })),
+    );
+    VTree { nodes: b.nodes }
+}
+
+struct Builder {
+    nodes: Vec<VNode>,
+    cache: Arc<ChunkCache>,
+}
+
+impl Builder {
+    fn add(&mut self, parent: NodeId, name: &str, node: VNode) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(node);
+        if let VNode::Dir(entries) = &mut self.nodes[parent] {
+            entries.push((name.to_string(), id));
+        }
+        id
+    }
+
+    fn dir(&mut self, parent: NodeId, name: &str) -> NodeId {
+        self.add(parent, name, VNode::Dir(Vec::new()))
+    }
+
+    fn file(&mut self, parent: NodeId, name: &str, f: impl FileContent + 'static) {
+        self.add(parent, name, VNode::File(Arc::new(f)));
+    }
+
+    fn text(&mut self, parent: NodeId, name: &str, header: Vec<u8>, body: impl super::text::RowText + 'static) {
+        let f = TextFile::new(header, Arc::new(body), self.cache.clone());
+        self.file(parent, name, f);
+    }
+
+    fn npy(&mut self, parent: NodeId, name: &str, arr: &Arr) {
+        if let Some(f) = NpyFile::of_array(arr) {
+            self.file(parent, name, f);
+        }
+    }
+
+    /// One value per line.
+    fn lines(&mut self, parent: NodeId, name: &str, col: Column, n: u64) {
+        self.text(parent, name, Vec::new(), ColumnText::new(ColumnCells::new(col), n));
+    }
+
+    /// `obs.tsv`-style table.
+    fn table(&mut self, parent: NodeId, name: &str, df: &DataFrame) {
+        let mut head: Vec<&str> = vec![df.index_name.as_deref().unwrap_or("")];
+        head.extend(df.columns.iter().map(|(n, _)| n.as_str()));
+        let mut columns = vec![ColumnCells::new(df.index.clone())];
+        columns.extend(df.columns.iter().map(|(_, c)| ColumnCells::new(c.clone())));
+        self.text(parent, name, header_line(&head), TableText { columns, n: df.n_rows });
+    }
+
+    /// A dataframe directory.
+    fn frame(&mut self, d: NodeId, df: &DataFrame) {
+        self.lines(d, "index.txt", df.index.clone(), df.n_rows);
+        for (name, col) in &df.columns {
+            let stem = encode(name);
+            self.lines(d, &format!("{stem}.txt"), col.clone(), df.n_rows);
+            match col {
+                Column::Num(a) => self.npy(d, &format!("{stem}.npy"), a),
+                Column::Str(_) => {}
+                Column::Categorical { codes, categories, .. } => {
+                    self.npy(d, &format!("{stem}.codes.npy"), codes);
+                    let n = categories.len();
+                    self.lines(d, &format!("{stem}.categories.txt"), (**categories).clone(), n);
+                }
+                Column::Nullable { values, mask } => {
+                    if let Some(t) = values.num_type() {
+                        let rows = MaskedRows { values: values.clone(), mask: mask.clone() };
+                        self.file(d, &format!("{stem}.npy"), NpyFile::new(t, values.shape(), Arc::new(rows)));
+                        self.npy(d, &format!("{stem}.mask.npy"), mask);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A matrix directory: `dense.npy`, plus the stored arrays of a sparse matrix.
+    fn matrix(&mut self, d: NodeId, m: &Matrix) {
+        match m {
+            Matrix::Dense(a) => self.npy(d, "dense.npy", a),
+            Matrix::Sparse(s) => {
+                if let Some(rows) = SparseRows::new(s.clone(), self.cache.clone()) {
+                    if let Some(t) = s.data.num_type() {
+                        self.file(d, "dense.npy", NpyFile::new(t, &s.shape, Arc::new(rows)));
+                    }
+                }
+                let sd = self.dir(d, s.format.name());
+                self.npy(sd, "data.npy", &s.data);
+                self.npy(sd, "indices.npy", &s.indices);
+                self.npy(sd, "indptr.npy", &s.indptr);
+            }
+        }
+    }
+
+    /// Numeric array as `.npy` plus a text rendering (`ext` = `tsv` or `txt`).
+    fn array_files(&mut self, d: NodeId, stem: &str, a: &Arr, ext: &str) {
+        let Some(t) = a.num_type() else { return };
+        if !a.shape().is_empty() {
+            self.npy(d, &format!("{stem}.npy"), a);
+        }
+        let rows: Arc<dyn RowBytes> = Arc::new(ArrayRows(a.clone()));
+        self.text(d, &format!("{stem}.{ext}"), Vec::new(), NumRowsText { rows, t });
+    }
+
+    fn records(&mut self, d: NodeId, name: &str, r: &Records) {
+        let mut head = Vec::new();
+        for (f, _) in &r.fields {
+            match f.dtype {
+                crate::storage::FieldType::Num(_, k) if k > 1 => {
+                    head.extend((0..k).map(|i| format!("{}[{i}]", f.name)));
+                }
+                _ => head.push(f.name.clone()),
+            }
+        }
+        let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
+        let fields = r.fields.iter().map(|(f, a)| (f.dtype.clone(), a.clone())).collect();
+        self.text(d, name, header_line(&head_refs), RecordsText { fields, n: r.array.rows() });
+    }
+
+    /// Entries of a mapping (`obsm`, `uns`, …); dense arrays get `.npy` and `.<ext>` text.
+    fn elements(&mut self, d: NodeId, map: &Elements, ext: &str) {
+        for (key, el) in map {
+            let stem = encode_key(key);
+            match el {
+                Element::Dict(children) => {
+                    let sd = self.dir(d, &stem);
+                    self.elements(sd, children, ext);
+                }
+                Element::Frame(df) => {
+                    let sd = self.dir(d, &stem);
+                    self.frame(sd, df);
+                }
+                Element::Matrix(m) => {
+                    let sd = self.dir(d, &stem);
+                    self.matrix(sd, m);
+                }
+                Element::Array(a) => self.array_files(d, &stem, a, ext),
+                Element::Strings(a) => {
+                    let n = a.len();
+                    self.lines(d, &format!("{stem}.txt"), Column::Str(a.clone()), n);
+                }
+                Element::Column(c) => {
+                    let n = c.len();
+                    self.lines(d, &format!("{stem}.txt"), c.clone(), n);
+                }
+                Element::Records(r) => self.records(d, &format!("{stem}.tsv"), r),
+            }
+        }
+    }
+}
