@@ -1,0 +1,88 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// annfs: mount AnnData stores (.h5ad, .zarr) as a read-only tree of plain files.
+#[derive(Parser, Debug)]
+#[command(name = "annfs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount STORE at MOUNTPOINT (foreground; Ctrl-C or SIGTERM unmounts).
+    Mount(MountArgs),
+    /// List the virtual tree (no FUSE needed).
+    Ls {
+        /// The store.
+        store: String,
+        /// A directory of the virtual tree.
+        #[arg(default_value = "")]
+        path: String,
+        /// List every file below PATH, as relative paths.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Show sizes.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Print a virtual file to standard output (same code path as a mount).
+    Cat {
+        /// The store.
+        store: String,
+        /// A file of the virtual tree.
+        path: String,
+    },
+    /// Describe a store: shape, elements, encodings, chunking, compression.
+    Info {
+        /// The store.
+        store: String,
+    },
+    /// Mount the bundled sample store, tour it, and unmount.
+    Demo,
+}
+
+/// Options of `annfs mount`.
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The store: an .h5ad file.
+    pub store: String,
+    /// An empty directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Byte budget of the decoded-chunk cache (e.g. 512M, 4G).
+    #[arg(long, default_value = "1G")]
+    pub cache_size: String,
+    /// FUSE worker threads (default: number of CPUs, at least 2).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Let all users access the mount.
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Let root access the mount.
+    #[arg(long)]
+    pub allow_root: bool,
+    /// Owner uid of the files (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Owner gid of the files (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Permission bits to clear (octal, e.g. 027).
+    #[arg(long)]
+    pub umask: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Append logs to this file instead of standard error.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Mount options as `key=value,...` (every option above, plus generic mount options).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+}
