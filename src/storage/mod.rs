@@ -6,6 +6,7 @@
 //! only touched through [`ArraySource`] when a view asks for it.
 
 pub mod error;
+pub mod filters;
 pub mod grid;
 pub mod hdf5;
 
