@@ -7,6 +7,7 @@
 
 pub mod compound;
 pub mod error;
+pub mod filters;
 pub mod grid;
 pub mod hdf5;
 

@@ -1,0 +1,275 @@
+//! Reads through the HDF5 library: hyperslab selections, variable-length and fixed-length
+//! strings (datasets, attributes and compound fields). These take the library lock.
+
+use std::ffi::{c_char, c_void};
+
+use hdf5_sys::h5s::{self, H5S_seloper_t};
+use hdf5_sys::h5t::{self, H5T_cset_t, H5T_str_t};
+
+use super::ffi::{check, cstr, locked, Hid};
+use crate::storage::{StorageError, StorageResult};
+
+/// A region of a dataset: `start`/`count` per dimension (both empty for a scalar).
+pub struct Region<'a> {
+    /// First element per dimension.
+    pub start: &'a [u64],
+    /// Elements per dimension.
+    pub count: &'a [u64],
+}
+
+impl Region<'_> {
+    /// Number of elements in the region (checked).
+    pub fn elements(&self) -> Option<u64> {
+        self.count.iter().try_fold(1u64, |a, c| a.checked_mul(*c))
+    }
+}
+
+/// Reads `region` of dataset `dset` as `memtype` into `buf` (which must hold
+/// `region.elements() * H5Tget_size(memtype)` bytes). Caller holds the lock.
+unsafe fn read_region_locked(
+    dset: i64,
+    memtype: i64,
+    region: &Region,
+    buf: *mut c_void,
+    path: &str,
+) -> StorageResult<()> {
+    if region.start.is_empty() {
+        let st = hdf5_sys::h5d::H5Dread(dset, memtype, h5s::H5S_ALL, h5s::H5S_ALL, 0, buf);
+        return check(i64::from(st), path).map(|_| ());
+    }
+    let fspace = Hid::new(hdf5_sys::h5d::H5Dget_space(dset), path)?;
+    let st = h5s::H5Sselect_hyperslab(
+        fspace.id(),
+        H5S_seloper_t::H5S_SELECT_SET,
+        region.start.as_ptr(),
+        std::ptr::null(),
+        region.count.as_ptr(),
+        std::ptr::null(),
+    );
+    check(i64::from(st), path)?;
+    let n = region
+        .elements()
+        .ok_or_else(|| StorageError::corrupt(path, "selection too large"))?;
+    let mspace = Hid::new(h5s::H5Screate_simple(1, &n, std::ptr::null()), path)?;
+    let st = hdf5_sys::h5d::H5Dread(dset, memtype, mspace.id(), fspace.id(), 0, buf);
+    check(i64::from(st), path).map(|_| ())
+}
+
+/// Reads `region` as raw bytes of `memtype` (`elem` bytes each).
+pub fn read_bytes(
+    dset: i64,
+    memtype: i64,
+    elem: usize,
+    region: &Region,
+    path: &str,
+) -> StorageResult<Vec<u8>> {
+    let n = region.elements().and_then(|n| usize::try_from(n).ok());
+    let bytes = n
+        .and_then(|n| n.checked_mul(elem))
+        .ok_or_else(|| StorageError::corrupt(path, "region too large"))?;
+    let mut buf = vec![0u8; bytes];
+    if bytes == 0 {
+        return Ok(buf);
+    }
+    locked(|| unsafe { read_region_locked(dset, memtype, region, buf.as_mut_ptr().cast(), path) })?;
+    Ok(buf)
+}
+
+/// How a string type is stored.
+#[derive(Clone, Copy, Debug)]
+pub struct StrKind {
+    /// Variable-length (global heap).
+    pub vlen: bool,
+    /// Fixed length in bytes.
+    pub size: usize,
+    /// Padding of fixed strings.
+    pub pad: H5T_str_t,
+    /// Character set.
+    pub cset: H5T_cset_t,
+}
+
+/// A memory type for reading strings of `kind`.
+unsafe fn string_mem_type(file_type: i64, kind: &StrKind, path: &str) -> StorageResult<Hid> {
+    if kind.vlen {
+        let t = Hid::new(h5t::H5Tcopy(*h5t::H5T_C_S1), path)?;
+        check(i64::from(h5t::H5Tset_size(t.id(), h5t::H5T_VARIABLE)), path)?;
+        check(i64::from(h5t::H5Tset_cset(t.id(), kind.cset)), path)?;
+        Ok(t)
+    } else {
+        Hid::new(h5t::H5Tcopy(file_type), path)
+    }
+}
+
+/// Decodes a fixed-length string: cut at the first NUL (or strip trailing spaces for
+/// space-padded strings); invalid UTF-8 becomes U+FFFD.
+pub fn fixed_to_string(bytes: &[u8], pad: H5T_str_t) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    let mut s = &bytes[..end];
+    if pad == H5T_str_t::H5T_STR_SPACEPAD {
+        while let [rest @ .., b' '] = s {
+            s = rest;
+        }
+    }
+    String::from_utf8_lossy(s).into_owned()
+}
+
+/// Turns library-allocated `char*`s into strings (null → empty).
+unsafe fn from_ptrs(ptrs: &[*mut c_char]) -> Vec<String> {
+    ptrs.iter()
+        .map(|p| {
+            if p.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(*p).to_string_lossy().into_owned()
+            }
+        })
+        .collect()
+}
+
+/// Reads `n` strings with `read(memtype, buf)` (a dataset or attribute read of `n` elements).
+/// `space` describes the memory buffer for reclaiming vlen memory. Caller holds the lock.
+unsafe fn read_with(
+    file_type: i64,
+    kind: &StrKind,
+    n: usize,
+    path: &str,
+    read: impl FnOnce(i64, *mut c_void) -> StorageResult<()>,
+) -> StorageResult<Vec<String>> {
+    let mt = string_mem_type(file_type, kind, path)?;
+    if kind.vlen {
+        let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
+        read(mt.id(), ptrs.as_mut_ptr().cast())?;
+        let out = from_ptrs(&ptrs);
+        for p in ptrs.into_iter().filter(|p| !p.is_null()) {
+            hdf5_sys::h5::H5free_memory(p.cast());
+        }
+        Ok(out)
+    } else {
+        let size = kind.size.max(1);
+        let total = n
+            .checked_mul(size)
+            .ok_or_else(|| StorageError::corrupt(path, "string array too large"))?;
+        let mut buf = vec![0u8; total];
+        read(mt.id(), buf.as_mut_ptr().cast())?;
+        Ok(buf
+            .chunks_exact(size)
+            .map(|c| fixed_to_string(c, kind.pad))
+            .collect())
+    }
+}
+
+/// Reads flat elements `[start, end)` of a string dataset of `shape` (empty for a scalar).
+pub fn dataset_strings(
+    dset: i64,
+    file_type: i64,
+    kind: &StrKind,
+    shape: &[u64],
+    start: u64,
+    end: u64,
+    path: &str,
+) -> StorageResult<Vec<String>> {
+    let total: u64 = shape.iter().product();
+    if start > end || end > total {
+        return Err(StorageError::corrupt(
+            path,
+            format!("string range {start}..{end} outside 0..{total}"),
+        ));
+    }
+    if start == end {
+        return Ok(Vec::new());
+    }
+    // Whole rows along the first dimension cover the flat range; slice afterwards.
+    let row: u64 = shape.iter().skip(1).product();
+    let (r0, r1) = if shape.is_empty() {
+        (0, 1)
+    } else {
+        (start / row, end.div_ceil(row))
+    };
+    let mut rstart = vec![0u64; shape.len()];
+    let mut count = shape.to_vec();
+    if !shape.is_empty() {
+        rstart[0] = r0;
+        count[0] = r1 - r0;
+    }
+    let region = Region {
+        start: &rstart,
+        count: &count,
+    };
+    let n = region
+        .elements()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| StorageError::corrupt(path, "too many strings"))?;
+    let all = locked(|| unsafe {
+        read_with(file_type, kind, n, path, |mt, buf| {
+            read_region_locked(dset, mt, &region, buf, path)
+        })
+    })?;
+    let skip = (start - r0 * row) as usize;
+    Ok(all
+        .into_iter()
+        .skip(skip)
+        .take((end - start) as usize)
+        .collect())
+}
+
+/// Reads all `n` strings of an attribute.
+pub fn attr_strings(
+    attr: i64,
+    file_type: i64,
+    kind: &StrKind,
+    n: usize,
+    path: &str,
+) -> StorageResult<Vec<String>> {
+    locked(|| unsafe {
+        read_with(file_type, kind, n, path, |mt, buf| {
+            check(i64::from(hdf5_sys::h5a::H5Aread(attr, mt, buf)), path).map(|_| ())
+        })
+    })
+}
+
+/// Reads the variable-length string field `field` of records `[start, end)` of a 1-D compound
+/// dataset, through a memory compound type holding only that field.
+pub fn field_strings(
+    dset: i64,
+    field: &str,
+    cset: H5T_cset_t,
+    start: u64,
+    end: u64,
+    path: &str,
+) -> StorageResult<Vec<String>> {
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    let n = usize::try_from(end - start)
+        .map_err(|_| StorageError::corrupt(path, "too many records"))?;
+    locked(|| unsafe {
+        let ptr_size = std::mem::size_of::<*mut c_char>();
+        let ct = Hid::new(
+            h5t::H5Tcreate(h5t::H5T_class_t::H5T_COMPOUND, ptr_size),
+            path,
+        )?;
+        let kind = StrKind {
+            vlen: true,
+            size: 0,
+            pad: H5T_str_t::H5T_STR_NULLTERM,
+            cset,
+        };
+        let st = string_mem_type(-1, &kind, path)?;
+        let name = cstr(field, path)?;
+        check(
+            i64::from(h5t::H5Tinsert(ct.id(), name.as_ptr(), 0, st.id())),
+            path,
+        )?;
+        let mut ptrs: Vec<*mut c_char> = vec![std::ptr::null_mut(); n];
+        let region = Region {
+            start: &[start],
+            count: &[end - start],
+        };
+        read_region_locked(dset, ct.id(), &region, ptrs.as_mut_ptr().cast(), path)?;
+        let out = from_ptrs(&ptrs);
+        for p in ptrs.into_iter().filter(|p| !p.is_null()) {
+            hdf5_sys::h5::H5free_memory(p.cast());
+        }
+        Ok(out)
+    })
+}

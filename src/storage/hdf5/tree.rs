@@ -1,0 +1,136 @@
+//! Walks the file's groups into the metadata [`Group`] tree: children in creation order where the
+//! group indexes it, else by name.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::Arc;
+
+use hdf5_sys::h5::{H5_index_t, H5_iter_order_t};
+use hdf5_sys::h5i::H5I_type_t;
+use hdf5_sys::h5l::{H5L_info2_t, H5L_type_t};
+
+use super::ffi::{locked, Hid};
+use super::{attrs, source, FileCtx};
+use crate::storage::{Array, Group, Node, StorageError, StorageResult};
+
+/// Groups nested deeper than this are not descended into (guards hard-link cycles).
+const MAX_DEPTH: usize = 64;
+
+/// Builds the group at `path` (open as `gid`) with all descendants.
+pub fn walk(ctx: &Arc<FileCtx>, gid: &Hid, path: &str, depth: usize) -> StorageResult<Group> {
+    let attrs = attrs::read_all(gid.id(), path);
+    let mut children = Vec::new();
+    for (raw, kind) in links(gid.id(), path)? {
+        let name = raw.to_string_lossy().into_owned();
+        let child = join(path, &name);
+        if kind != H5L_type_t::H5L_TYPE_HARD && kind != H5L_type_t::H5L_TYPE_SOFT {
+            log::debug!("{child}: skipping {kind:?} link");
+            continue;
+        }
+        if let Some(node) = node(ctx, gid, &raw, &child, kind, depth)? {
+            children.push((name, node));
+        }
+    }
+    Ok(Group {
+        path: path.to_string(),
+        attrs,
+        children,
+    })
+}
+
+/// Opens and builds one child; `None` for things annfs skips (named datatypes, dangling links).
+fn node(
+    ctx: &Arc<FileCtx>,
+    gid: &Hid,
+    cname: &CStr,
+    path: &str,
+    kind: H5L_type_t,
+    depth: usize,
+) -> StorageResult<Option<Node>> {
+    let obj = match locked(|| {
+        Hid::new(
+            unsafe { hdf5_sys::h5o::H5Oopen(gid.id(), cname.as_ptr(), 0) },
+            path,
+        )
+    }) {
+        Ok(o) => o,
+        Err(e) if kind == H5L_type_t::H5L_TYPE_SOFT => {
+            log::debug!("{path}: dangling soft link: {e}");
+            return Ok(None);
+        }
+        Err(e) => return Err(as_corrupt(e)),
+    };
+    match locked(|| unsafe { hdf5_sys::h5i::H5Iget_type(obj.id()) }) {
+        H5I_type_t::H5I_GROUP if depth >= MAX_DEPTH => {
+            log::warn!(
+                "{path}: groups nested deeper than {MAX_DEPTH} (link cycle?); not descending"
+            );
+            Ok(None)
+        }
+        H5I_type_t::H5I_GROUP => Ok(Some(Node::Group(walk(ctx, &obj, path, depth + 1)?))),
+        H5I_type_t::H5I_DATASET => {
+            let attrs = attrs::read_all(obj.id(), path);
+            let src = source::open(ctx.clone(), obj, path).map_err(as_corrupt)?;
+            Ok(Some(Node::Array(Array {
+                attrs,
+                source: Arc::new(src),
+            })))
+        }
+        other => {
+            log::debug!("{path}: skipping {other:?} object");
+            Ok(None)
+        }
+    }
+}
+
+/// Library failures while reading metadata mean the file is damaged.
+fn as_corrupt(e: StorageError) -> StorageError {
+    match e {
+        StorageError::Hdf5 { path, reason } => StorageError::Corrupt { path, reason },
+        other => other,
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.ends_with('/') {
+        format!("{parent}{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+unsafe extern "C" fn link_cb(
+    _g: i64,
+    name: *const c_char,
+    info: *const H5L_info2_t,
+    data: *mut c_void,
+) -> c_int {
+    let out = &mut *data.cast::<Vec<(CString, H5L_type_t)>>();
+    if name.is_null() || info.is_null() {
+        return 0;
+    }
+    out.push((CStr::from_ptr(name).to_owned(), (*info).type_));
+    0
+}
+
+/// Link names (raw bytes, as the library needs them back) and kinds: by creation order when
+/// indexed, otherwise by name.
+fn links(gid: i64, path: &str) -> StorageResult<Vec<(CString, H5L_type_t)>> {
+    for index in [H5_index_t::H5_INDEX_CRT_ORDER, H5_index_t::H5_INDEX_NAME] {
+        let mut out: Vec<(CString, H5L_type_t)> = Vec::new();
+        let st = locked(|| unsafe {
+            let mut idx = 0u64;
+            hdf5_sys::h5l::H5Literate2(
+                gid,
+                index,
+                H5_iter_order_t::H5_ITER_INC,
+                &mut idx,
+                Some(link_cb),
+                (&mut out as *mut Vec<(CString, H5L_type_t)>).cast(),
+            )
+        });
+        if st >= 0 {
+            return Ok(out);
+        }
+    }
+    Err(StorageError::corrupt(path, "cannot list group members"))
+}
