@@ -5,6 +5,8 @@
 //! serves them over FUSE; [`cli`] wires it together.
 
 pub mod cache;
+pub mod cli;
+pub mod fs;
 pub mod model;
 pub mod storage;
 pub mod views;

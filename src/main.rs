@@ -1,1 +1,4 @@
-fn main() {}
+//! The `annfs` binary.
+fn main() -> std::process::ExitCode {
+    annfs::cli::main()
+}

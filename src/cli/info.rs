@@ -1,0 +1,46 @@
+//! `annfs info`: shapes, elements, encodings, chunking and compression of a store.
+
+use std::io::Write;
+
+use super::CliError;
+use crate::storage::{Group, Node};
+
+fn walk(out: &mut impl Write, g: &Group) -> std::io::Result<()> {
+    for (_, node) in &g.children {
+        match node {
+            Node::Group(sub) => {
+                let enc = sub.attrs.get("encoding-type").and_then(|v| v.as_str()).unwrap_or("group");
+                writeln!(out, "  {:<40} {enc}", format!("{}/", sub.path))?;
+                walk(out, sub)?;
+            }
+            Node::Array(a) => {
+                let m = a.meta();
+                let enc = a.attrs.get("encoding-type").and_then(|v| v.as_str()).unwrap_or("-");
+                let dtype = match &m.dtype {
+                    crate::storage::DType::Num(t) => t.npy_descr().to_string(),
+                    crate::storage::DType::Str => "str".into(),
+                    crate::storage::DType::Compound { fields, .. } => format!("record[{}]", fields.len()),
+                    crate::storage::DType::Unsupported(d) => format!("unsupported({d})"),
+                };
+                writeln!(out, "  {:<40} {enc} {dtype} {:?} {}", m.path, m.shape, m.storage_desc)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the summary of `store`.
+pub fn info(store: &str) -> Result<(), CliError> {
+    let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
+    let o = super::open(store, 64 << 20)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(crate::views::VNode::File(f)) = o.tree.resolve("README.txt").map(|id| &o.tree.nodes[id]) {
+        let readme = f.read(0, usize::MAX >> 1).unwrap_or_default();
+        let text = String::from_utf8_lossy(&readme);
+        let summary = text.split("\nHow to read the files:").next().unwrap_or("");
+        writeln!(out, "{}", summary.trim_end())?;
+    }
+    writeln!(out, "\nStorage (path, encoding, dtype, shape, layout):")?;
+    walk(&mut out, &st.root)?;
+    Ok(())
+}
