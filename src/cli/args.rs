@@ -82,6 +82,9 @@ pub struct MountArgs {
     /// Append logs to this file instead of standard error.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Adds `.annfs/zero`, a file of SIZE zero bytes, to measure the FUSE ceiling (benchmarks).
+    #[arg(long, hide = true)]
+    pub bench_zero_file: Option<String>,
     /// Mount options as `key=value,...` (every option above, plus generic mount options).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,

@@ -203,7 +203,14 @@ fn parse_umask(s: Option<&str>) -> Result<u16, CliError> {
 fn mount(mut args: MountArgs) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
-    let o = open(&args.store, budget)?;
+    let mut o = open(&args.store, budget)?;
+    if let Some(size) = &args.bench_zero_file {
+        let size = options::parse_size(size)?;
+        let dir = o.tree.resolve(".annfs");
+        if let (Some(dir), Some(tree)) = (dir, Arc::get_mut(&mut o.tree)) {
+            tree.add_file(dir, "zero", Arc::new(crate::views::ZeroFile(size)));
+        }
+    }
     let owner = Ownership {
         uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
         gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),

@@ -338,6 +338,25 @@ pub(crate) mod tests {
         }
     }
 
+    impl MemSource {
+        /// A 1-D string array.
+        pub fn strings(values: Vec<String>, chunk: u64) -> Self {
+            let n = values.len() as u64;
+            MemSource {
+                meta: ArrayMeta {
+                    path: "/mem_str".into(),
+                    dtype: DType::Str,
+                    grid: ChunkGrid::new(vec![n], vec![chunk.max(1)]),
+                    shape: vec![n],
+                    null: false,
+                    storage_desc: "memory".into(),
+                },
+                data: vec![],
+                strings: values,
+            }
+        }
+    }
+
     fn u16s(n: u64) -> Vec<u8> {
         (0..n as u16).flat_map(|v| v.to_le_bytes()).collect()
     }

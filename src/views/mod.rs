@@ -13,6 +13,9 @@ pub mod readme;
 pub mod text;
 pub mod tree;
 
+#[cfg(test)]
+mod proptests;
+
 use std::sync::Arc;
 
 use crate::storage::StorageError;
@@ -64,6 +67,19 @@ impl FileContent for LiveFile {
     }
 }
 
+/// A file of zeros, for measuring the FUSE ceiling (`annfs mount --bench-zero-file SIZE`).
+pub struct ZeroFile(pub u64);
+
+impl FileContent for ZeroFile {
+    fn size(&self) -> ViewResult<u64> {
+        Ok(self.0)
+    }
+
+    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        Ok(vec![0; self.0.saturating_sub(offset).min(len as u64) as usize])
+    }
+}
+
 /// `bytes[offset..offset+len]`, clipped to the slice.
 pub fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
     let start = (offset.min(bytes.len() as u64)) as usize;
@@ -105,6 +121,15 @@ impl VTree {
         path.split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .try_fold(Self::ROOT, |id, name| self.lookup(id, name))
+    }
+
+    /// Adds a file named `name` to directory `dir`.
+    pub fn add_file(&mut self, dir: NodeId, name: &str, f: Arc<dyn FileContent>) {
+        let id = self.nodes.len();
+        self.nodes.push(VNode::File(f));
+        if let Some(VNode::Dir(entries)) = self.nodes.get_mut(dir) {
+            entries.push((name.to_string(), id));
+        }
     }
 
     /// Every file below `dir`, as (relative path, id), depth first in display order.

@@ -114,3 +114,48 @@ impl RowBytes for MaskedRows {
         Ok(v)
     }
 }
+
+/// Keeps rendered row blocks of an expensive [`RowBytes`] (densified sparse rows) in the cache,
+/// so read-ahead work is reused by the reader instead of being redone.
+pub struct CachedRows {
+    inner: Arc<dyn RowBytes>,
+    cache: Arc<crate::cache::ChunkCache>,
+    id: u64,
+    block_rows: u64,
+}
+
+impl CachedRows {
+    /// Blocks of about `block_bytes` of `inner`'s output, cached in `cache`.
+    pub fn new(inner: Arc<dyn RowBytes>, cache: Arc<crate::cache::ChunkCache>, block_bytes: u64) -> Self {
+        let block_rows = (block_bytes / inner.row_bytes().max(1)).max(1);
+        CachedRows { inner, cache, id: super::matrix::next_file_id(), block_rows }
+    }
+}
+
+impl RowBytes for CachedRows {
+    fn n_rows(&self) -> u64 {
+        self.inner.n_rows()
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.inner.row_bytes()
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let rb = self.row_bytes();
+        let mut out = Vec::with_capacity(((r1 - r0) * rb) as usize);
+        if r0 >= r1 {
+            return Ok(out);
+        }
+        let n = self.n_rows();
+        for b in r0 / self.block_rows..=(r1 - 1) / self.block_rows {
+            let (b0, b1) = (b * self.block_rows, ((b + 1) * self.block_rows).min(n));
+            let block = self
+                .cache
+                .bytes(crate::cache::Key::Rendered(self.id, b), || self.inner.read_rows(b0, b1))?;
+            let (s, e) = (r0.max(b0) - b0, r1.min(b1) - b0);
+            out.extend_from_slice(&block[(s * rb) as usize..(e * rb) as usize]);
+        }
+        Ok(out)
+    }
+}

@@ -5,13 +5,16 @@ use std::sync::Arc;
 use super::column::ColumnCells;
 use super::matrix::SparseRows;
 use super::names::{encode, encode_key};
-use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes};
+use super::npy::{ArrayRows, CachedRows, MaskedRows, NpyFile, RowBytes};
 use super::readme;
 use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
 use crate::cache::ChunkCache;
 use crate::model::{AnnData, Arr, Column, DataFrame, Element, Elements, Matrix, Records};
 use crate::storage::StoreInfo;
+
+/// Size of one cached block of densified sparse rows.
+const DENSE_BLOCK_BYTES: u64 = 1 << 20;
 
 /// Builds the virtual tree of `ad`.
 pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
@@ -149,6 +152,7 @@ impl Builder {
             Matrix::Sparse(s) => {
                 if let Some(rows) = SparseRows::new(s.clone(), self.cache.clone()) {
                     if let Some(t) = s.data.num_type() {
+                        let rows = CachedRows::new(Arc::new(rows), self.cache.clone(), DENSE_BLOCK_BYTES);
                         self.file(d, "dense.npy", NpyFile::new(t, &s.shape, Arc::new(rows)));
                     }
                 }

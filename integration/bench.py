@@ -1,0 +1,181 @@
+"""annfs benchmark: reads through a real mount vs h5py / anndata backed mode, in one run.
+
+Not a test: it prints a table of throughputs and ratios (never asserts on wall-clock time).
+
+    .venv/bin/python integration/bench.py [--cells 50000] [--genes 2000] [--density 0.05]
+
+Rows:
+  ceiling        sequential read of a synthetic zero file served by the same daemon (FUSE ceiling)
+  X/dense.npy    sequential read of X densified from a gzip CSR store, vs anndata backed mode
+                 `adata.X[a:b].toarray()` over the same rows (target >= 1.0x)
+  obsm/X_pca.npy sequential read vs h5py `f["obsm/X_pca"][...]` (target >= 0.8x)
+  obs.tsv        first read of the whole table vs pandas `adata.obs.to_csv` (for reference)
+and the daemon's peak RSS (VmHWM) against its cache budget.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(os.environ.get("ANNFS_BIN", REPO / "target" / "release" / "annfs"))
+
+
+def make_store(path: Path, cells: int, genes: int, density: float) -> None:
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    nnz_per_row = max(1, int(genes * density))
+    indptr = np.arange(cells + 1, dtype=np.int64) * nnz_per_row
+    indices = np.sort(rng.random((cells, genes)).argsort(axis=1)[:, :nnz_per_row], axis=1).astype(np.int32).ravel()
+    data = rng.integers(1, 50, size=indices.size).astype(np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(cells, genes))
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(rng.choice(["T", "B", "NK", "Mono"], cells)),
+            "n_counts": np.asarray(X.sum(1)).ravel().astype(np.float32),
+            "score": rng.normal(size=cells),
+        },
+        index=[f"cell{i}" for i in range(cells)],
+    )
+    a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+    a.obsm["X_pca"] = rng.normal(size=(cells, 50)).astype(np.float32)
+    a.write_h5ad(path, compression="gzip")
+
+
+class Mount:
+    def __init__(self, store: Path, mnt: Path, cache: str, zero: str | None = None):
+        self.mnt = mnt
+        args = [str(BIN), "mount", str(store), str(mnt), "--cache-size", cache, "--log-level", "warn"]
+        if zero:
+            args += ["--bench-zero-file", zero]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while not (mnt / "README.txt").exists():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mount failed: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            time.sleep(0.05)
+
+    def peak_rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def read_seq(path: Path, bs: int = 1 << 20) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(bs)
+            if not b:
+                break
+            n += len(b)
+    return n, time.perf_counter() - t0
+
+
+def mbps(n: int, secs: float) -> float:
+    return n / secs / 1e6 if secs > 0 else float("inf")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", type=int, default=50000)
+    ap.add_argument("--genes", type=int, default=2000)
+    ap.add_argument("--density", type=float, default=0.05)
+    ap.add_argument("--cache-size", default="256M")
+    ap.add_argument("--reps", type=int, default=3, help="best of N runs per row")
+    ap.add_argument("--workdir", default=None, help="where to keep the generated store (reused if present)")
+    args = ap.parse_args()
+
+    import anndata as ad
+    import h5py
+
+    work = Path(args.workdir or tempfile.gettempdir()) / f"annfs-bench-{args.cells}x{args.genes}-{args.density}"
+    work.mkdir(parents=True, exist_ok=True)
+    store = work / "bench.h5ad"
+    if not store.exists():
+        print(f"writing {store} ...", file=sys.stderr)
+        make_store(store, args.cells, args.genes, args.density)
+    dense_bytes = args.cells * args.genes * 4
+    rows: list[tuple[str, float, float | None, str]] = []
+
+    reps = args.reps
+    # Baselines (best of `reps`; the OS page cache holds the store file for both sides alike).
+    def backed_once() -> float:
+        a = ad.read_h5ad(store, backed="r")
+        step = max(1, (1 << 24) // (args.genes * 4))  # ~16 MiB of dense output per slice
+        t0 = time.perf_counter()
+        for s in range(0, args.cells, step):
+            a.X[s : s + step].toarray()
+        t = time.perf_counter() - t0
+        a.file.close()
+        return mbps(dense_bytes, t)
+
+    def h5py_once() -> float:
+        with h5py.File(store, "r") as f:
+            t0 = time.perf_counter()
+            pca = f["obsm/X_pca"][...]
+            return mbps(pca.nbytes, time.perf_counter() - t0)
+
+    def pandas_once() -> float:
+        full = ad.read_h5ad(store)
+        t0 = time.perf_counter()
+        full.obs.to_csv(work / "obs_pandas.tsv", sep="\t")
+        return mbps((work / "obs_pandas.tsv").stat().st_size, time.perf_counter() - t0)
+
+    backed = max(backed_once() for _ in range(reps))
+    h5 = max(h5py_once() for _ in range(reps))
+    pandas_tsv = max(pandas_once() for _ in range(reps))
+
+    peak_rss = 0
+
+    def through_mount(rel: str) -> float:
+        """Best of `reps` sequential reads, each on a fresh mount (cold cache, cold page cache)."""
+        nonlocal peak_rss
+        best = 0.0
+        for _ in range(reps):
+            with tempfile.TemporaryDirectory() as d:
+                m = Mount(store, Path(d), args.cache_size, zero="1G")
+                try:
+                    n, t = read_seq(Path(d) / rel)
+                    best = max(best, mbps(n, t))
+                    peak_rss = max(peak_rss, m.peak_rss_kib())
+                finally:
+                    m.close()
+        return best
+
+    ceiling = through_mount(".annfs/zero")
+    rows.append(("ceiling (.annfs/zero, 1 GiB)", ceiling, None, "FUSE ceiling of this daemon"))
+    rows.append(("X/dense.npy (gzip CSR)", through_mount("X/dense.npy"), backed, "vs anndata backed X[a:b].toarray()"))
+    rows.append(("obsm/X_pca.npy", through_mount("obsm/X_pca.npy"), h5, "vs h5py f['obsm/X_pca'][...]"))
+    rows.append(("obs.tsv (first read)", through_mount("obs.tsv"), pandas_tsv, "vs pandas obs.to_csv"))
+    rss = peak_rss
+
+    print(f"\nstore: {store} ({store.stat().st_size / 1e6:.1f} MB), X {args.cells}x{args.genes}, density {args.density}")
+    print(f"{'read':34} {'annfs MB/s':>11} {'baseline MB/s':>14} {'ratio':>7} {'of ceiling':>11}  baseline")
+    for name, ours, base, what in rows:
+        ratio = f"{ours / base:.2f}x" if base else "-"
+        print(f"{name:34} {ours:11.0f} {base if base else 0:14.0f} {ratio:>7} {ours / ceiling:10.1%}  {what}")
+    budget = int(float(args.cache_size.rstrip("MG")) * (1 << (30 if args.cache_size.endswith("G") else 20)))
+    print(f"daemon peak RSS: {rss / 1024:.0f} MiB with a cache budget of {budget >> 20} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
