@@ -17,7 +17,12 @@ pub struct Stats {
     bytes_served: AtomicU64,
     reads: AtomicU64,
     errors: AtomicU64,
+    /// The most recent read failures, one per file: (virtual path, error).
+    failures: parking_lot::Mutex<Vec<(String, String)>>,
 }
+
+/// How many distinct failing files are remembered.
+const MAX_FAILURES: usize = 64;
 
 impl Stats {
     pub(crate) fn hit(&self) {
@@ -47,9 +52,18 @@ impl Stats {
         self.bytes_served.fetch_add(bytes, Relaxed);
     }
 
-    /// Records one failed request.
-    pub fn error(&self) {
+    /// Records one failed request on virtual file `path`.
+    pub fn error(&self, path: &str, err: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Relaxed);
+        let mut f = self.failures.lock();
+        if !f.iter().any(|(p, _)| p == path) && f.len() < MAX_FAILURES {
+            f.push((path.to_string(), err.to_string()));
+        }
+    }
+
+    /// Files whose reads failed so far, with the error.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.failures.lock().clone()
     }
 
     /// A JSON snapshot of the counters.
@@ -67,6 +81,7 @@ impl Stats {
             "reads": g(&self.reads),
             "bytes_served": g(&self.bytes_served),
             "errors": g(&self.errors),
+            "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         })
     }
 }

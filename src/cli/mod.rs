@@ -27,7 +27,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     /// The store could not be opened.
-    #[error("cannot open {store}: {source}")]
+    #[error("cannot open {store}: {}", without_prefix(store, source))]
     Storage {
         /// The store argument.
         store: String,
@@ -62,6 +62,12 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `err`'s message without a leading `store: ` (storage errors name the file themselves).
+fn without_prefix(store: &str, err: &impl std::fmt::Display) -> String {
+    let msg = err.to_string();
+    msg.strip_prefix(&format!("{store}: ")).map(str::to_string).unwrap_or(msg)
 }
 
 /// An opened store, ready to serve.

@@ -41,6 +41,7 @@ pub struct Ownership {
 pub struct AnnFs {
     tree: Arc<VTree>,
     parents: Vec<NodeId>,
+    paths: Vec<String>,
     cache: Arc<ChunkCache>,
     owner: Ownership,
     mtime: SystemTime,
@@ -51,14 +52,16 @@ impl AnnFs {
     /// A filesystem serving `tree`, counting into `cache`'s stats.
     pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime) -> Self {
         let mut parents = vec![VTree::ROOT; tree.nodes.len()];
+        let mut paths = vec![String::new(); tree.nodes.len()];
         for (id, node) in tree.nodes.iter().enumerate() {
             if let VNode::Dir(entries) = node {
-                for (_, child) in entries {
+                for (name, child) in entries {
                     parents[*child] = id;
+                    paths[*child] = if id == VTree::ROOT { name.clone() } else { format!("{}/{name}", paths[id]) };
                 }
             }
         }
-        AnnFs { tree, parents, cache, owner, mtime, prefetch: Prefetcher::new() }
+        AnnFs { tree, parents, paths, cache, owner, mtime, prefetch: Prefetcher::new() }
     }
 
     fn node(&self, ino: INodeNo) -> Result<(NodeId, &VNode), Errno> {
@@ -73,6 +76,14 @@ impl AnnFs {
         }
     }
 
+    /// Attribute TTL: long for the immutable store, zero for live files (README.txt, stats).
+    fn ttl(&self, ino: INodeNo) -> Duration {
+        match self.node(ino) {
+            Ok((_, VNode::File(f))) if f.volatile() => Duration::ZERO,
+            _ => TTL,
+        }
+    }
+
     fn attr(&self, id: NodeId) -> Result<FileAttr, Errno> {
         let (kind, perm, size, nlink) = match &self.tree.nodes[id] {
             VNode::Dir(entries) => {
@@ -81,8 +92,8 @@ impl AnnFs {
             }
             VNode::File(f) => {
                 let size = f.size().map_err(|e| {
-                    log::error!("size of inode {}: {e}", id + 1);
-                    self.cache.stats.error();
+                    log::error!("{}: {e}", self.paths[id]);
+                    self.cache.stats.error(&self.paths[id], &e);
                     Errno::EIO
                 })?;
                 (FileType::RegularFile, 0o444, size, 1)
@@ -141,14 +152,14 @@ impl Filesystem for AnnFs {
             self.attr(id)
         });
         match r {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.ttl(attr.ino), &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match guard("getattr", || self.attr(self.node(ino)?.0)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+            Ok(attr) => reply.attr(&self.ttl(ino), &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -181,8 +192,9 @@ impl Filesystem for AnnFs {
         let r = guard("read", || {
             let f = self.file(ino)?;
             let data = f.read(offset, size as usize).map_err(|e| {
-                log::error!("read of inode {} at {offset}+{size}: {e}", ino.0);
-                self.cache.stats.error();
+                let path = &self.paths[ino.0 as usize - 1];
+                log::error!("{path}: read at {offset}+{size}: {e}");
+                self.cache.stats.error(path, &e);
                 Errno::EIO
             })?;
             self.cache.stats.served(data.len() as u64);
@@ -239,7 +251,8 @@ impl Filesystem for AnnFs {
         let dots = [(".".to_string(), id), ("..".to_string(), self.parents[id])];
         for (i, (name, child)) in dots.iter().chain(entries.iter()).enumerate().skip(offset as usize) {
             let Ok(attr) = guard("readdirplus", || self.attr(*child)) else { continue };
-            if reply.add(INodeNo(*child as u64 + 1), i as u64 + 1, name, &TTL, &attr, Generation(0)) {
+            let ino = INodeNo(*child as u64 + 1);
+            if reply.add(ino, i as u64 + 1, name, &self.ttl(ino), &attr, Generation(0)) {
                 break;
             }
         }

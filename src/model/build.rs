@@ -134,7 +134,7 @@ fn mapping(
                 match f(ctx, child, &p) {
                     Ok(Some(e)) => out.push((k.clone(), e)),
                     Ok(None) => {}
-                    Err(e) => ctx.problem(&p, e.to_string()),
+                    Err(e) => ctx.problem(&p, e.reason()),
                 }
             }
         }
@@ -253,7 +253,7 @@ pub(super) fn dict(ctx: &mut Ctx, g: &Group, path: &str) -> Elements {
         match element(ctx, child, &p) {
             Ok(Some(e)) => out.push((k.clone(), e)),
             Ok(None) => {}
-            Err(e) => ctx.problem(&p, e.to_string()),
+            Err(e) => ctx.problem(&p, e.reason()),
         }
     }
     out
@@ -320,7 +320,7 @@ fn raw(ctx: &mut Ctx, n_obs: u64) -> Option<Raw> {
     let var = match frame(ctx, var_node, &format!("{base}var")) {
         Ok(v) => v,
         Err(e) => {
-            ctx.problem(&format!("{base}var"), e.to_string());
+            ctx.problem(&format!("{base}var"), e.reason());
             return None;
         }
     };
@@ -333,7 +333,7 @@ fn raw(ctx: &mut Ctx, n_obs: u64) -> Option<Raw> {
                 None
             }
             Err(e) => {
-                ctx.problem(&p, e.to_string());
+                ctx.problem(&p, e.reason());
                 None
             }
         }
@@ -348,7 +348,7 @@ fn raw(ctx: &mut Ctx, n_obs: u64) -> Option<Raw> {
                     match axis_element(ctx, child, &cp, var.n_rows) {
                         Ok(Some(e)) => varm.push((k.clone(), e)),
                         Ok(None) => {}
-                        Err(e) => ctx.problem(&cp, e.to_string()),
+                        Err(e) => ctx.problem(&cp, e.reason()),
                     }
                 }
             }

@@ -37,7 +37,7 @@ pub(super) fn frame(ctx: &mut Ctx, node: &Node, path: &str) -> Result<DataFrame,
                 match column(ctx, child, &p) {
                     Ok(c) if c.len() == n_rows => columns.push((name, c)),
                     Ok(c) => ctx.problem(&p, format!("{} values, expected {n_rows}", c.len())),
-                    Err(e) => ctx.problem(&p, e.to_string()),
+                    Err(e) => ctx.problem(&p, e.reason()),
                 }
             }
             let index_name = (index_key != "_index").then_some(index_key);

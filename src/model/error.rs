@@ -19,6 +19,14 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// The reason alone, without the element path (for lists that already name the element).
+    pub fn reason(&self) -> String {
+        match self {
+            ModelError::Invalid { reason, .. } => reason.clone(),
+            ModelError::Storage(e) => e.to_string(),
+        }
+    }
+
     /// Builds an [`ModelError::Invalid`].
     pub fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
         ModelError::Invalid { path: path.into(), reason: reason.into() }

@@ -92,6 +92,18 @@ The mount is read-only; every read decodes only the chunks it needs.
     s
 }
 
+/// README.txt as served: the text built at mount, plus the files whose reads failed so far.
+pub fn with_failures(text: &str, failures: &[(String, String)]) -> Vec<u8> {
+    let mut out = text.to_string();
+    if !failures.is_empty() {
+        out.push_str("\nFiles failing with EIO (file: reason; see the log):\n");
+        for (path, err) in failures {
+            let _ = writeln!(out, "  {path}: {err}");
+        }
+    }
+    out.into_bytes()
+}
+
 fn elements_json(els: &Elements) -> serde_json::Value {
     serde_json::Value::Object(els.iter().map(|(k, e)| (k.clone(), element_desc(e).into())).collect())
 }

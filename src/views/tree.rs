@@ -20,7 +20,9 @@ const DENSE_BLOCK_BYTES: u64 = 1 << 20;
 pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
     let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], cache };
     let root = VTree::ROOT;
-    b.file(root, "README.txt", StaticFile(readme::readme(ad, info).into_bytes()));
+    let text = readme::readme(ad, info);
+    let stats_cache = b.cache.clone();
+    b.file(root, "README.txt", LiveFile(Box::new(move || readme::with_failures(&text, &stats_cache.stats.failures()))));
     b.table(root, "obs.tsv", &ad.obs);
     b.table(root, "var.tsv", &ad.var);
     let d = b.dir(root, "obs");
