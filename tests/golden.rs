@@ -1,0 +1,99 @@
+//! Every committed fixture (written by the real anndata, several versions and layouts) is
+//! rendered through the same code path as `annfs cat` and compared byte for byte with the
+//! goldens that the Python oracle (`integration/oracle.py`, via `scripts/make_fixtures.py
+//! --golden`) wrote from what anndata/numpy/pandas read.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use annfs::views::{VNode, VTree};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn golden_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("golden dir").filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            golden_files(&e.path(), &rel, out);
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+fn read_all(tree: &VTree, path: &str) -> Result<Vec<u8>, String> {
+    let id = tree.resolve(path).ok_or_else(|| format!("{path}: missing from the tree"))?;
+    let VNode::File(f) = &tree.nodes[id] else { return Err(format!("{path}: is a directory")) };
+    let size = f.size().map_err(|e| format!("{path}: size: {e}"))?;
+    let bytes = f.read(0, size as usize + 1).map_err(|e| format!("{path}: read: {e}"))?;
+    if bytes.len() as u64 != size {
+        return Err(format!("{path}: stat size {size} but {} bytes read", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Paths the tree may have beyond the oracle's (not covered by goldens).
+fn allowed_extra(path: &str) -> bool {
+    path == "README.txt" || path.starts_with(".annfs/")
+}
+
+#[test]
+fn every_fixture_matches_its_goldens() {
+    let golden_root = fixtures().join("golden");
+    let mut stems: Vec<String> = std::fs::read_dir(&golden_root)
+        .expect("tests/fixtures/golden exists")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    stems.sort();
+    assert!(stems.len() >= 5, "expected goldens for several fixtures, found {stems:?}");
+    let mut failures = Vec::new();
+    let mut compared = 0usize;
+    for stem in &stems {
+        let store = fixtures().join(format!("{stem}.h5ad"));
+        let opened = match annfs::cli::open(&store.display().to_string(), 64 << 20) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{stem}: cannot open: {e}"));
+                continue;
+            }
+        };
+        let skip: BTreeSet<String> = std::fs::read_to_string(golden_root.join(format!("{stem}.skip")))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut expected = Vec::new();
+        golden_files(&golden_root.join(stem), "", &mut expected);
+        for rel in &expected {
+            let want = std::fs::read(golden_root.join(stem).join(rel)).expect("golden file");
+            match read_all(&opened.tree, rel) {
+                Ok(got) if got == want => compared += 1,
+                Ok(got) => {
+                    let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+                    let ctx = |b: &[u8]| String::from_utf8_lossy(&b[at.saturating_sub(20)..(at + 40).min(b.len())]).into_owned();
+                    failures.push(format!(
+                        "{stem}/{rel}: differs at byte {at} (got {} bytes, want {}): got {:?} want {:?}",
+                        got.len(),
+                        want.len(),
+                        ctx(&got),
+                        ctx(&want)
+                    ));
+                }
+                Err(e) => failures.push(format!("{stem}/{e}")),
+            }
+        }
+        let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+        for (path, _) in opened.tree.walk_files(VTree::ROOT) {
+            if !expected.contains(path.as_str()) && !allowed_extra(&path) && !skip.contains(&path) {
+                failures.push(format!("{stem}/{path}: in the tree but not in the oracle's"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches ({} files matched):\n{}", failures.len(), compared, failures.join("\n"));
+    assert!(compared > 100, "only {compared} files compared");
+}
