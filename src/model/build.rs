@@ -84,7 +84,7 @@ pub fn build(store: &Store, cache: &Arc<ChunkCache>) -> Result<AnnData, ModelErr
     };
     let layers = mapping(&mut ctx, "layers", |ctx, n, p| matrix_checked(ctx, n, p, (n_obs, n_vars)));
     let mut obsm = mapping(&mut ctx, "obsm", |ctx, n, p| axis_element(ctx, n, p, n_obs));
-    let varm = mapping(&mut ctx, "varm", |ctx, n, p| axis_element(ctx, n, p, n_vars));
+    let mut varm = mapping(&mut ctx, "varm", |ctx, n, p| axis_element(ctx, n, p, n_vars));
     let mut obsp = mapping(&mut ctx, "obsp", |ctx, n, p| matrix_checked(ctx, n, p, (n_obs, n_obs)));
     let varp = mapping(&mut ctx, "varp", |ctx, n, p| matrix_checked(ctx, n, p, (n_vars, n_vars)));
     let raw = raw(&mut ctx, n_obs);
@@ -92,6 +92,7 @@ pub fn build(store: &Store, cache: &Arc<ChunkCache>) -> Result<AnnData, ModelErr
     if is_legacy {
         legacy::categories_from_uns(&mut obs, &mut var, &mut uns);
         legacy::split_compound_obsm(&mut ctx, &mut obsm, "/obsm", n_obs);
+        legacy::split_compound_obsm(&mut ctx, &mut varm, "/varm", n_vars);
     }
     legacy::move_neighbor_graphs(&mut uns, &mut obsp, n_obs);
 
@@ -263,13 +264,13 @@ pub(super) fn dict(ctx: &mut Ctx, g: &Group, path: &str) -> Elements {
 pub(super) fn element(ctx: &mut Ctx, node: &Node, path: &str) -> Result<Option<Element>, ModelError> {
     let enc = encoding(node);
     match node {
+        Node::Group(g) if enc.is_none() && g.attrs.contains_key("h5sparse_format") => {
+            Ok(Some(Element::Matrix(Matrix::Sparse(sparse(ctx, g, path)?))))
+        }
         Node::Group(g) => match enc {
             None | Some("dict") => Ok(Some(Element::Dict(dict(ctx, g, path)))),
             Some("dataframe") => Ok(Some(Element::Frame(frame(ctx, node, path)?))),
             Some("csr_matrix") | Some("csc_matrix") => Ok(Some(Element::Matrix(Matrix::Sparse(sparse(ctx, g, path)?)))),
-            _ if g.attrs.contains_key("h5sparse_format") => {
-                Ok(Some(Element::Matrix(Matrix::Sparse(sparse(ctx, g, path)?))))
-            }
             Some("categorical") | Some("nullable-integer") | Some("nullable-boolean") | Some("nullable-string-array") => {
                 Ok(Some(Element::Column(column(ctx, node, path)?)))
             }
