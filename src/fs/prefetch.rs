@@ -55,7 +55,7 @@ impl Prefetcher {
 
     /// Records a read of `len` bytes at `offset` of inode `ino`, prefetching if sequential.
     pub fn observe(&self, ino: u64, file: &Arc<dyn FileContent>, offset: u64, len: u64) {
-        if len == 0 || std::env::var_os("ANNFS_NO_PREFETCH").is_some() {
+        if len == 0 {
             return;
         }
         let end = offset + len;

@@ -92,10 +92,3 @@ pub(super) fn move_neighbor_graphs(uns: &mut Elements, obsp: &mut Elements, n_ob
         }
     }
 }
-
-impl Matrix {
-    /// True for sparse matrices.
-    pub fn is_sparse(&self) -> bool {
-        matches!(self, Matrix::Sparse(_))
-    }
-}
