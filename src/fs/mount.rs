@@ -103,6 +103,7 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce()) -> Result<()
     }) {
         log::warn!("cannot install signal handler: {e}");
     }
+    let dev = std::fs::metadata(mp).map(|m| m.dev()).ok();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(()) => {
@@ -115,11 +116,43 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce()) -> Result<()
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // A lazily detached mount stays connected while files are open: give the session a moment,
+    // then abort the connection so open descriptors fail instead of keeping the daemon alive.
+    if !wait_finished(&session, Duration::from_secs(2)) {
+        if let Some(dev) = dev {
+            abort_connection(dev);
+        }
+        if !wait_finished(&session, Duration::from_secs(2)) {
+            log::warn!("the FUSE session did not end; exiting anyway");
+            std::mem::forget(session);
+            return Ok(());
+        }
+    }
     if let Err(e) = session.join() {
         log::warn!("session ended with: {e}");
     }
     log::info!("unmounted {}", mp.display());
     Ok(())
+}
+
+fn wait_finished(session: &fuser::BackgroundSession, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while !session.guard.is_finished() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Aborts the FUSE connection of device `dev` through fusectl (best effort; needs root).
+fn abort_connection(dev: u64) {
+    let path = format!("/sys/fs/fuse/connections/{}/abort", libc::minor(dev));
+    match std::fs::write(&path, "1") {
+        Ok(()) => log::info!("aborted the FUSE connection ({path}) to release open files"),
+        Err(e) => log::debug!("cannot abort via {path}: {e}"),
+    }
 }
 
 /// Unmounts `mp`: `umount2` as root, else `fusermount3 -u`; lazily if it is busy.
