@@ -119,6 +119,8 @@ pub fn main() -> ExitCode {
 
 fn init_logging(level: &str, file: Option<&std::path::Path>) {
     let mut b = env_logger::Builder::new();
+    // fuser logs every request the filesystem leaves to its defaults (ENOSYS) as a warning.
+    b.filter_module("fuser", log::LevelFilter::Error);
     b.parse_filters(level);
     if let Ok(env) = std::env::var("RUST_LOG") {
         b.parse_filters(&env);

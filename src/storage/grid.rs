@@ -92,8 +92,8 @@ pub fn clip_chunk(grid: &ChunkGrid, coords: &[u64], full: &[u8], elem: usize) ->
     for _ in 0..outer {
         // Offset of idx in the full chunk.
         let mut off = 0u64;
-        for d in 0..rank - 1 {
-            off = off * grid.chunk[d] + idx[d];
+        for (d, i) in idx.iter().enumerate() {
+            off = off * grid.chunk[d] + i;
         }
         let start = (off * grid.chunk[rank - 1]) as usize * elem;
         out.extend_from_slice(&full[start..start + run]);

@@ -15,25 +15,6 @@ pub fn encode(name: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::encode;
-
-    #[test]
-    fn contract_examples() {
-        assert_eq!(encode("n_genes"), "n_genes");
-        assert_eq!(encode("a/b ratio"), "a%2Fb ratio");
-        assert_eq!(encode("100%"), "100%25");
-        assert_eq!(encode(".hidden"), "%2Ehidden");
-        assert_eq!(encode("index"), "inde%78");
-        assert_eq!(encode("x.codes"), "x.code%73");
-        assert_eq!(encode("y.mask"), "y.mas%6B");
-        assert_eq!(encode("z.categories"), "z.categorie%73");
-        assert_eq!(encode("nul\0"), "nul%00");
-        assert_eq!(encode("my_index"), "my_index");
-    }
-}
-
 /// Encodes a mapping key (`uns`, `obsm`, …) as a file-name stem: like [`encode`] but without
 /// the reserved-suffix rule, which only matters among a dataframe's derived files.
 pub fn encode_key(key: &str) -> String {
@@ -51,4 +32,23 @@ pub fn encode_key(key: &str) -> String {
         out.push('%');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn contract_examples() {
+        assert_eq!(encode("n_genes"), "n_genes");
+        assert_eq!(encode("a/b ratio"), "a%2Fb ratio");
+        assert_eq!(encode("100%"), "100%25");
+        assert_eq!(encode(".hidden"), "%2Ehidden");
+        assert_eq!(encode("index"), "inde%78");
+        assert_eq!(encode("x.codes"), "x.code%73");
+        assert_eq!(encode("y.mask"), "y.mas%6B");
+        assert_eq!(encode("z.categories"), "z.categorie%73");
+        assert_eq!(encode("nul\0"), "nul%00");
+        assert_eq!(encode("my_index"), "my_index");
+    }
 }
