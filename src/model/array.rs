@@ -9,12 +9,17 @@ use crate::storage::{ArrayMeta, ArraySource, DType, NumType, StorageError, Stora
 /// How many strings one cached string block holds.
 const STRING_BLOCK: u64 = 4096;
 
-/// A handle to one array: its source plus the mount's cache. Cheap to clone.
+/// A handle to one array (or to a window of its first-axis rows): its source plus the mount's
+/// cache. Cheap to clone; windows share the parent's cached chunks.
 #[derive(Clone)]
 pub struct Arr {
     id: u32,
     src: Arc<dyn ArraySource>,
     cache: Arc<ChunkCache>,
+    /// First row of the window in the stored array (0 for the whole array).
+    offset: u64,
+    /// The shape seen through the window.
+    shape: Arc<[u64]>,
 }
 
 /// Hands out array ids unique within one mount.
@@ -24,7 +29,21 @@ pub struct ArrIds(AtomicU32);
 impl Arr {
     /// Wraps `src`, giving it a fresh cache id.
     pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
-        Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone() }
+        let shape = src.meta().shape.clone().into();
+        Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+    }
+
+    /// The rows `[r0, r1)` of this array's first axis, as an array of its own.
+    /// Scalars and out-of-range windows are clamped.
+    pub fn window(&self, r0: u64, r1: u64) -> Arr {
+        if self.shape.is_empty() {
+            return self.clone();
+        }
+        let r1 = r1.min(self.rows());
+        let r0 = r0.min(r1);
+        let mut shape = self.shape.to_vec();
+        shape[0] = r1 - r0;
+        Arr { offset: self.offset + r0, shape: shape.into(), ..self.clone() }
     }
 
     /// The underlying store array.
@@ -42,14 +61,18 @@ impl Arr {
         &self.meta().path
     }
 
-    /// Shape.
+    /// Shape (of the window).
     pub fn shape(&self) -> &[u64] {
-        &self.meta().shape
+        &self.shape
     }
 
     /// Number of elements.
     pub fn len(&self) -> u64 {
-        self.meta().len()
+        if self.meta().null {
+            0
+        } else {
+            self.shape.iter().product()
+        }
     }
 
     /// True when the array has no elements.
@@ -96,6 +119,14 @@ impl Arr {
     /// Reads first-axis rows `[r0, r1)` (all trailing dimensions) as packed C-order bytes.
     /// A scalar has one row.
     pub fn read_rows(&self, r0: u64, r1: u64) -> StorageResult<Vec<u8>> {
+        if r1 > self.rows() || r0 > r1 {
+            return Err(self.corrupt(format!("rows {r0}..{r1} out of range")));
+        }
+        self.read_stored_rows(r0 + self.offset, r1 + self.offset)
+    }
+
+    /// Reads rows `[r0, r1)` of the stored (unwindowed) array.
+    fn read_stored_rows(&self, r0: u64, r1: u64) -> StorageResult<Vec<u8>> {
         let elem = self.elem_size();
         let grid = &self.meta().grid;
         let rank = grid.shape.len();
@@ -106,7 +137,7 @@ impl Arr {
             }
             return Err(self.corrupt("bad scalar read"));
         }
-        if r1 > self.rows() || r0 > r1 {
+        if r1 > grid.shape[0] || r0 > r1 {
             return Err(self.corrupt(format!("rows {r0}..{r1} out of range")));
         }
         let row_bytes = self.row_elems() as usize * elem;
@@ -188,8 +219,9 @@ impl Arr {
 
     /// Reads flat elements `[e0, e1)` of a string array, through cached blocks.
     pub fn read_strings(&self, e0: u64, e1: u64) -> StorageResult<Vec<String>> {
-        let n = self.len();
-        let e1 = e1.min(n);
+        let shift = self.offset * self.row_elems().max(1);
+        let (e0, e1) = (e0 + shift, e1.min(self.len()) + shift);
+        let n = self.meta().len();
         let mut out = Vec::with_capacity(e1.saturating_sub(e0) as usize);
         if e0 >= e1 {
             return Ok(out);

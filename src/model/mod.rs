@@ -10,6 +10,7 @@ mod build;
 mod dataframe;
 mod error;
 mod legacy;
+mod subset;
 
 pub use array::{Arr, ArrIds};
 pub use build::build;
@@ -144,11 +145,20 @@ impl Column {
     }
 }
 
-/// A sparse or dense matrix.
+/// A sparse or dense matrix (or a window of one, in a `rows/` subset view).
 #[derive(Clone)]
 pub enum Matrix {
     /// A dense 2-D array.
     Dense(Arr),
+    /// Columns `[c0, c1)` of a dense 2-D array.
+    DenseCols {
+        /// The rows (possibly windowed).
+        arr: Arr,
+        /// First column kept.
+        c0: u64,
+        /// One past the last column kept.
+        c1: u64,
+    },
     /// A compressed sparse matrix.
     Sparse(Sparse),
 }
@@ -161,7 +171,16 @@ impl Matrix {
                 let s = a.shape();
                 (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(1))
             }
+            Matrix::DenseCols { arr, c0, c1 } => (arr.rows(), c1 - c0),
             Matrix::Sparse(s) => (s.shape[0], s.shape[1]),
+        }
+    }
+
+    /// The element type of the values.
+    pub fn num_type(&self) -> Option<crate::storage::NumType> {
+        match self {
+            Matrix::Dense(a) | Matrix::DenseCols { arr: a, .. } => a.num_type(),
+            Matrix::Sparse(s) => s.data.num_type(),
         }
     }
 }
@@ -185,19 +204,32 @@ impl SparseFormat {
     }
 }
 
-/// A CSR or CSC matrix as stored.
+/// A CSR or CSC matrix as stored, or a window of one.
 #[derive(Clone)]
 pub struct Sparse {
     /// Compressed axis.
     pub format: SparseFormat,
-    /// `(rows, columns)`.
+    /// `(rows, columns)` (of the window).
     pub shape: [u64; 2],
-    /// Stored values.
+    /// Stored values (the window's range of them).
     pub data: Arr,
-    /// Minor-axis indices.
+    /// Minor-axis indices (the window's range of them).
     pub indices: Arr,
     /// Major-axis pointers (length = major + 1).
     pub indptr: Arr,
+    /// Subtracted from every `indptr` value: the first pointer of a major-axis window.
+    pub indptr_base: i64,
+    /// Minor-axis window `[m0, m1)` in stored coordinates: entries outside are left out and
+    /// indices shift by `-m0`. `None` keeps every entry.
+    pub minor: Option<(u64, u64)>,
+}
+
+impl Sparse {
+    /// True when `data`, `indices` and `indptr - indptr_base` are exactly a scipy slice's
+    /// arrays (no minor-axis filtering), so `csr/`/`csc/` can show them.
+    pub fn has_exact_arrays(&self) -> bool {
+        self.minor.is_none()
+    }
 }
 
 /// A 1-D record array.

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::npy::RowBytes;
+use super::npy::{ArrayRows, CachedRows, RowBytes};
 use super::ViewResult;
 use crate::cache::{ChunkCache, Key};
-use crate::model::{Sparse, SparseFormat};
+use crate::model::{Matrix, Sparse, SparseFormat};
 use crate::storage::{NumType, StorageError};
 
 /// Target size of one densified CSC band.
@@ -43,29 +43,49 @@ impl SparseRows {
         StorageError::corrupt(self.m.indptr.path().rsplit_once('/').map(|p| p.0).unwrap_or(""), why)
     }
 
+    /// Maps a stored minor index to its column/row in the view, or `None` when filtered out.
+    fn minor_pos(&self, i: i64, extent: u64) -> Result<Option<usize>, StorageError> {
+        if i < 0 {
+            return Err(self.corrupt(format!("negative index {i}")));
+        }
+        let i = i as u64;
+        match self.m.minor {
+            Some((m0, m1)) => Ok((i >= m0 && i < m1).then(|| (i - m0) as usize)),
+            None if i < extent => Ok(Some(i as usize)),
+            None => Err(self.corrupt(format!("index {i} out of range (extent {extent})"))),
+        }
+    }
+
+    /// `indptr[a..=b]` relative to the windowed data, validated.
+    fn pointers(&self, a: u64, b: u64) -> ViewResult<Vec<i64>> {
+        let mut ptr = self.m.indptr.read_i64(a, b + 1)?;
+        let n = self.m.indices.len() as i64;
+        let mut prev = 0i64;
+        for p in ptr.iter_mut() {
+            *p -= self.m.indptr_base;
+            if *p < prev || *p > n {
+                return Err(self.corrupt(format!("indptr value {} is out of order or past the data", *p + self.m.indptr_base)));
+            }
+            prev = *p;
+        }
+        Ok(ptr)
+    }
+
     fn csr_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
         let cols = self.m.shape[1];
         let w = self.t.size();
         let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
-        let ptr = self.m.indptr.read_i64(r0, r1 + 1)?;
-        let (p0, p1) = (ptr[0], ptr[ptr.len() - 1]);
-        if p0 < 0 || p1 < p0 || p1 as u64 > self.m.indices.len() {
-            return Err(self.corrupt(format!("indptr range {p0}..{p1} is invalid")));
-        }
-        let idx = self.m.indices.read_i64(p0 as u64, p1 as u64)?;
-        let data = self.m.data.read_flat(p0 as u64, p1 as u64)?;
+        let ptr = self.pointers(r0, r1)?;
+        let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
+        let idx = self.m.indices.read_i64(p0, p1)?;
+        let data = self.m.data.read_flat(p0, p1)?;
         for r in 0..(r1 - r0) as usize {
-            let (a, b) = ((ptr[r] - p0) as usize, (ptr[r + 1] - p0) as usize);
-            if a > b || b > idx.len() {
-                return Err(self.corrupt(format!("indptr not monotonic at row {}", r0 + r as u64)));
-            }
+            let (a, b) = ((ptr[r] as u64 - p0) as usize, (ptr[r + 1] as u64 - p0) as usize);
             let base = r * cols as usize;
             for k in a..b {
-                let c = idx[k];
-                if c < 0 || c as u64 >= cols {
-                    return Err(self.corrupt(format!("column index {c} out of range")));
+                if let Some(c) = self.minor_pos(idx[k], cols)? {
+                    accumulate(self.t, &mut out[(base + c) * w..][..w], &data[k * w..][..w]);
                 }
-                accumulate(self.t, &mut out[(base + c as usize) * w..][..w], &data[k * w..][..w]);
             }
         }
         Ok(out)
@@ -77,25 +97,20 @@ impl SparseRows {
             let (r0, r1) = (band * band_rows, ((band + 1) * band_rows).min(rows));
             let w = self.t.size();
             let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
-            let ptr = self.m.indptr.read_i64(0, cols + 1)?;
-            let nnz = ptr[cols as usize].max(0) as u64;
-            if nnz > self.m.indices.len() {
-                return Err(self.corrupt(format!("indptr ends at {nnz}, past the data")));
-            }
+            let ptr = self.pointers(0, cols)?;
+            let nnz = ptr[cols as usize] as u64;
             let mut col = 0usize;
-            let mut s = 0u64;
+            let mut s = ptr[0] as u64;
             while s < nnz {
                 let e = (s + SCAN_STEP).min(nnz);
                 let idx = self.m.indices.read_i64(s, e)?;
                 let data = self.m.data.read_flat(s, e)?;
-                for (k, &r) in idx.iter().enumerate() {
-                    let pos = s as i64 + k as i64;
+                for (k, &i) in idx.iter().enumerate() {
+                    let pos = (s + k as u64) as i64;
                     while col < cols as usize && ptr[col + 1] <= pos {
                         col += 1;
                     }
-                    if r < 0 || r as u64 >= rows {
-                        return Err(self.corrupt(format!("row index {r} out of range")));
-                    }
+                    let Some(r) = self.minor_pos(i, rows)? else { continue };
                     let r = r as u64;
                     if r >= r0 && r < r1 && col < cols as usize {
                         let at = (((r - r0) * cols) as usize + col) * w;
@@ -138,6 +153,54 @@ impl RowBytes for SparseRows {
             }
         }
     }
+}
+
+/// Columns `[c0, c1)` of dense rows.
+pub struct ColsRows {
+    /// The full rows.
+    pub inner: Arc<dyn RowBytes>,
+    /// Element size in bytes.
+    pub elem: usize,
+    /// First column kept.
+    pub c0: u64,
+    /// One past the last column kept.
+    pub c1: u64,
+}
+
+impl RowBytes for ColsRows {
+    fn n_rows(&self) -> u64 {
+        self.inner.n_rows()
+    }
+
+    fn row_bytes(&self) -> u64 {
+        (self.c1 - self.c0) * self.elem as u64
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let full = self.inner.read_rows(r0, r1)?;
+        let rb = self.inner.row_bytes() as usize;
+        let (a, b) = (self.c0 as usize * self.elem, self.c1 as usize * self.elem);
+        let mut out = Vec::with_capacity((r1 - r0) as usize * (b - a));
+        for row in full.chunks_exact(rb.max(1)) {
+            out.extend_from_slice(&row[a..b]);
+        }
+        Ok(out)
+    }
+}
+
+/// Dense rows of any matrix: stored rows for dense arrays, densified (and cached in blocks of
+/// about `block_bytes`) for sparse ones.
+pub fn dense_rows(m: &Matrix, cache: &Arc<ChunkCache>, block_bytes: u64) -> Option<Arc<dyn RowBytes>> {
+    Some(match m {
+        Matrix::Dense(a) => Arc::new(ArrayRows(a.clone())),
+        Matrix::DenseCols { arr, c0, c1 } => {
+            Arc::new(ColsRows { inner: Arc::new(ArrayRows(arr.clone())), elem: arr.elem_size(), c0: *c0, c1: *c1 })
+        }
+        Matrix::Sparse(s) => {
+            let rows = SparseRows::new(s.clone(), cache.clone())?;
+            Arc::new(CachedRows::new(Arc::new(rows), cache.clone(), block_bytes))
+        }
+    })
 }
 
 /// `dst += src` for one element of type `t` (bools: logical or), as scipy sums duplicates.

@@ -159,3 +159,36 @@ impl RowBytes for CachedRows {
         Ok(out)
     }
 }
+
+/// Integer values minus `shift` (the `indptr` of a row window starts at 0, as scipy's does).
+pub struct ShiftedRows {
+    /// The stored integers.
+    pub arr: Arr,
+    /// Subtracted from every value.
+    pub shift: i64,
+}
+
+impl RowBytes for ShiftedRows {
+    fn n_rows(&self) -> u64 {
+        self.arr.rows()
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.arr.elem_size() as u64
+    }
+
+    fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let mut bytes = self.arr.read_rows(r0, r1)?;
+        if self.shift == 0 {
+            return Ok(bytes);
+        }
+        let t = self.arr.num_type().unwrap_or(NumType::I64);
+        let vals = self.arr.read_i64(r0, r1)?;
+        let w = t.size();
+        for (dst, v) in bytes.chunks_exact_mut(w).zip(vals) {
+            let x = (v - self.shift).to_le_bytes();
+            dst.copy_from_slice(&x[..w]);
+        }
+        Ok(bytes)
+    }
+}

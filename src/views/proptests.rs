@@ -97,6 +97,8 @@ proptest! {
             data: arr(MemSource::num(vec![nnz], vec![chunk], NumType::F32, f32_bytes(&data)), &cache, &ids),
             indices: arr(MemSource::num(vec![nnz], vec![chunk], NumType::I32, idx.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
             indptr: arr(MemSource::num(vec![major + 1], vec![chunk], NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
+            indptr_base: 0,
+            minor: None,
         };
         let npy = NpyFile::new(NumType::F32, &[rows, cols], Arc::new(SparseRows::new(m, cache.clone()).unwrap()));
         let mut expect = header("<f4", &[rows, cols]);

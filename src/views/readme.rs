@@ -8,6 +8,7 @@ use crate::storage::StoreInfo;
 fn matrix_desc(m: &Matrix) -> String {
     match m {
         Matrix::Dense(a) => format!("dense {:?} {}", a.num_type().map(|t| t.npy_descr()).unwrap_or("?"), a.meta().storage_desc),
+        Matrix::DenseCols { arr, c0, c1 } => format!("dense columns {c0}..{c1} of {}", arr.path()),
         Matrix::Sparse(s) => format!(
             "{} {}x{}, {} stored values, data {}",
             s.format.name(),

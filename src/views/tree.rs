@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::column::ColumnCells;
-use super::matrix::SparseRows;
+use super::matrix::dense_rows;
 use super::names::{encode, encode_key};
-use super::npy::{ArrayRows, CachedRows, MaskedRows, NpyFile, RowBytes};
+use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes, ShiftedRows};
 use super::readme;
 use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
@@ -149,19 +149,19 @@ impl Builder {
 
     /// A matrix directory: `dense.npy`, plus the stored arrays of a sparse matrix.
     fn matrix(&mut self, d: NodeId, m: &Matrix) {
-        match m {
-            Matrix::Dense(a) => self.npy(d, "dense.npy", a),
-            Matrix::Sparse(s) => {
-                if let Some(rows) = SparseRows::new(s.clone(), self.cache.clone()) {
-                    if let Some(t) = s.data.num_type() {
-                        let rows = CachedRows::new(Arc::new(rows), self.cache.clone(), DENSE_BLOCK_BYTES);
-                        self.file(d, "dense.npy", NpyFile::new(t, &s.shape, Arc::new(rows)));
-                    }
-                }
+        if let (Some(rows), Some(t)) = (dense_rows(m, &self.cache, DENSE_BLOCK_BYTES), m.num_type()) {
+            let (r, c) = m.shape();
+            self.file(d, "dense.npy", NpyFile::new(t, &[r, c], rows));
+        }
+        if let Matrix::Sparse(s) = m {
+            if s.has_exact_arrays() {
                 let sd = self.dir(d, s.format.name());
                 self.npy(sd, "data.npy", &s.data);
                 self.npy(sd, "indices.npy", &s.indices);
-                self.npy(sd, "indptr.npy", &s.indptr);
+                if let Some(t) = s.indptr.num_type() {
+                    let rows = ShiftedRows { arr: s.indptr.clone(), shift: s.indptr_base };
+                    self.file(sd, "indptr.npy", NpyFile::new(t, s.indptr.shape(), Arc::new(rows)));
+                }
             }
         }
     }
