@@ -80,13 +80,22 @@ pub struct Opened {
     pub info: StoreInfo,
 }
 
-/// Opens `store` and builds its virtual tree with a cache of `cache_bytes`.
-pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
+/// Opens `store` and builds its virtual tree with a cache of `cache_bytes`; big text views
+/// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`).
+pub fn open_with(store: &str, cache_bytes: u64, cache_dir: Option<&std::path::Path>) -> Result<Opened, CliError> {
     let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
-    let tree = Arc::new(crate::views::tree::build(&ad, &st.info, cache.clone()));
+    let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
+    let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
+    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true };
+    let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
     Ok(Opened { tree, cache, info: st.info })
+}
+
+/// [`open_with`] with the default cache directory.
+pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
+    open_with(store, cache_bytes, None)
 }
 
 /// Runs the command line; returns the process exit code.
@@ -136,42 +145,47 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) {
     let _ = b.try_init();
 }
 
-fn node_at<'a>(tree: &'a VTree, path: &str) -> Result<(usize, &'a VNode), CliError> {
-    let id = tree.resolve(path).ok_or_else(|| CliError::Path(format!("{path}: no such file or directory")))?;
-    Ok((id, &tree.nodes[id]))
+fn node_at(tree: &Arc<VTree>, path: &str) -> Result<(Arc<VTree>, usize), CliError> {
+    tree.resolve_any(path).ok_or_else(|| CliError::Path(format!("{path}: no such file or directory")))
 }
 
 fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliError> {
     let o = open(store, 64 << 20)?;
-    let (id, node) = node_at(&o.tree, path)?;
+    let (t, id) = node_at(&o.tree, path)?;
+    let base = path.trim_matches('/');
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let size_of = |id: usize| -> String {
-        match &o.tree.nodes[id] {
-            VNode::File(f) => f.size().map(|s| s.to_string()).unwrap_or_else(|_| "EIO".into()),
-            VNode::Dir(_) => "-".into(),
+    // Size column for `-l`: resolved from the root, through dynamic directories too.
+    let size_of = |rel: &str| -> String {
+        let full = if base.is_empty() { rel.to_string() } else { format!("{base}/{rel}") };
+        match o.tree.resolve_any(&full) {
+            Some((ft, fid)) => match &ft.nodes[fid] {
+                VNode::File(f) => f.size().map(|s| s.to_string()).unwrap_or_else(|_| "EIO".into()),
+                _ => "-".into(),
+            },
+            None => "?".into(),
         }
     };
-    match node {
-        VNode::File(_) => writeln!(out, "{}", path.trim_matches('/'))?,
-        VNode::Dir(entries) if recursive => {
-            for (p, fid) in o.tree.walk_files(id) {
-                if long {
-                    writeln!(out, "{:>14}  {p}", size_of(fid))?;
-                } else {
-                    writeln!(out, "{p}")?;
-                }
-            }
-            let _ = entries;
+    let names: Vec<String> = match &t.nodes[id] {
+        VNode::File(_) => {
+            writeln!(out, "{base}")?;
+            return Ok(());
         }
-        VNode::Dir(entries) => {
-            for (name, cid) in entries {
-                let slash = if matches!(o.tree.nodes[*cid], VNode::Dir(_)) { "/" } else { "" };
-                if long {
-                    writeln!(out, "{:>14}  {name}{slash}", size_of(*cid))?;
-                } else {
-                    writeln!(out, "{name}{slash}")?;
-                }
-            }
+        _ if recursive => {
+            let mut paths = Vec::new();
+            t.walk_paths(id, "", &mut paths);
+            paths
+        }
+        VNode::Dir(entries) => entries
+            .iter()
+            .map(|(name, cid)| if matches!(t.nodes[*cid], VNode::File(_)) { name.clone() } else { format!("{name}/") })
+            .collect(),
+        VNode::Dyn(d) => d.list(),
+    };
+    for name in names {
+        if long {
+            writeln!(out, "{:>14}  {name}", size_of(name.trim_end_matches('/')))?;
+        } else {
+            writeln!(out, "{name}")?;
         }
     }
     Ok(())
@@ -179,8 +193,8 @@ fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliErr
 
 fn cat(store: &str, path: &str) -> Result<(), CliError> {
     let o = open(store, 256 << 20)?;
-    let (_, node) = node_at(&o.tree, path)?;
-    let VNode::File(f) = node else {
+    let (t, id) = node_at(&o.tree, path)?;
+    let VNode::File(f) = &t.nodes[id] else {
         return Err(CliError::Path(format!("{path}: is a directory")));
     };
     let read_err = |source| CliError::Read { path: path.to_string(), source };

@@ -1,11 +1,14 @@
 //! The FUSE adapter: serves a [`VTree`] read-only through `fuser`.
 //!
-//! Inode `n` is tree node `n - 1` (the root is inode 1). The store is immutable, so entries and
-//! attributes get long TTLs and file pages are kept in the kernel cache across opens. Every
+//! Inodes come from [`inodes::Inodes`]: the static tree sits at inode 1 upward, and entries of
+//! dynamic directories (`rows/…`) are grafted in on lookup. The store is immutable, so entries
+//! and attributes get long TTLs and file pages are kept in the kernel cache across opens. Every
 //! handler runs behind [`guard`]: a panic becomes `EIO` and a log line, never a dead mount.
 
+mod inodes;
 pub mod mount;
 mod prefetch;
+mod slow;
 
 use std::ffi::OsStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,17 +17,21 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
 use crate::cache::ChunkCache;
 use crate::views::{FileContent, NodeId, VNode, VTree};
+use inodes::{Graft, Inodes};
 use prefetch::Prefetcher;
+use slow::SlowPool;
 
 /// Entry and attribute TTL: the store does not change under a mount.
 const TTL: Duration = Duration::from_secs(3600);
 /// Block size reported in `stat`, so readers use large reads.
 const BLKSIZE: u32 = 1 << 20;
+/// Workers answering requests that build a text index.
+const SLOW_WORKERS: usize = 4;
 
 /// Who owns the files and with which permission bits.
 #[derive(Clone, Copy, Debug)]
@@ -37,70 +44,55 @@ pub struct Ownership {
     pub umask: u16,
 }
 
-/// The read-only filesystem.
-pub struct AnnFs {
-    tree: Arc<VTree>,
-    parents: Vec<NodeId>,
-    paths: Vec<String>,
+/// State shared by request threads and slow-request workers.
+struct Shared {
+    inodes: Inodes,
     cache: Arc<ChunkCache>,
     owner: Ownership,
     mtime: SystemTime,
-    prefetch: Prefetcher,
 }
 
-impl AnnFs {
-    /// A filesystem serving `tree`, counting into `cache`'s stats.
-    pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime) -> Self {
-        let mut parents = vec![VTree::ROOT; tree.nodes.len()];
-        let mut paths = vec![String::new(); tree.nodes.len()];
-        for (id, node) in tree.nodes.iter().enumerate() {
-            if let VNode::Dir(entries) = node {
-                for (name, child) in entries {
-                    parents[*child] = id;
-                    paths[*child] = if id == VTree::ROOT { name.clone() } else { format!("{}/{name}", paths[id]) };
-                }
-            }
-        }
-        AnnFs { tree, parents, paths, cache, owner, mtime, prefetch: Prefetcher::new() }
-    }
+/// The read-only filesystem.
+pub struct AnnFs {
+    shared: Arc<Shared>,
+    prefetch: Prefetcher,
+    slow: SlowPool,
+}
 
-    fn node(&self, ino: INodeNo) -> Result<(NodeId, &VNode), Errno> {
-        let id = (ino.0 as usize).checked_sub(1).ok_or(Errno::ENOENT)?;
-        self.tree.nodes.get(id).map(|n| (id, n)).ok_or(Errno::ENOENT)
-    }
+/// A resolved inode: its tree and node id.
+type Node = (Arc<Graft>, NodeId);
 
-    fn file(&self, ino: INodeNo) -> Result<&Arc<dyn FileContent>, Errno> {
-        match self.node(ino)?.1 {
-            VNode::File(f) => Ok(f),
-            VNode::Dir(_) => Err(Errno::EISDIR),
-        }
+impl Shared {
+    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ENOENT)
     }
 
     /// Attribute TTL: long for the immutable store, zero for live files (README.txt, stats).
-    fn ttl(&self, ino: INodeNo) -> Duration {
-        match self.node(ino) {
-            Ok((_, VNode::File(f))) if f.volatile() => Duration::ZERO,
+    fn ttl(&self, (g, id): &Node) -> Duration {
+        match &g.tree.nodes[*id] {
+            VNode::File(f) if f.volatile() => Duration::ZERO,
             _ => TTL,
         }
     }
 
-    fn attr(&self, id: NodeId) -> Result<FileAttr, Errno> {
-        let (kind, perm, size, nlink) = match &self.tree.nodes[id] {
+    fn attr(&self, (g, id): &Node) -> Result<FileAttr, Errno> {
+        let (kind, perm, size, nlink) = match &g.tree.nodes[*id] {
             VNode::Dir(entries) => {
-                let subdirs = entries.iter().filter(|(_, c)| matches!(self.tree.nodes[*c], VNode::Dir(_))).count();
+                let subdirs = entries.iter().filter(|(_, c)| !matches!(g.tree.nodes[*c], VNode::File(_))).count();
                 (FileType::Directory, 0o555, 0, 2 + subdirs as u32)
             }
+            VNode::Dyn(_) => (FileType::Directory, 0o555, 0, 2),
             VNode::File(f) => {
                 let size = f.size().map_err(|e| {
-                    log::error!("{}: {e}", self.paths[id]);
-                    self.cache.stats.error(&self.paths[id], &e);
+                    log::error!("{}: {e}", g.paths[*id]);
+                    self.cache.stats.error(&g.paths[*id], &e);
                     Errno::EIO
                 })?;
                 (FileType::RegularFile, 0o444, size, 1)
             }
         };
         Ok(FileAttr {
-            ino: INodeNo(id as u64 + 1),
+            ino: INodeNo(g.base + *id as u64),
             size,
             blocks: size.div_ceil(512),
             atime: self.mtime,
@@ -116,6 +108,53 @@ impl AnnFs {
             blksize: BLKSIZE,
             flags: 0,
         })
+    }
+
+    /// Resolves `name` in directory `parent`, grafting dynamic entries.
+    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<Node, Errno> {
+        let (g, id) = self.node(parent)?;
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        match &g.tree.nodes[id] {
+            VNode::Dir(_) => g.tree.lookup(id, name).map(|c| (g.clone(), c)).ok_or(Errno::ENOENT),
+            VNode::Dyn(d) => {
+                let ino = self
+                    .inodes
+                    .lookup_dynamic(parent.0, &g.paths[id], name, || d.lookup(name))
+                    .ok_or(Errno::ENOENT)?;
+                self.inodes.get(ino).ok_or(Errno::ENOENT)
+            }
+            VNode::File(_) => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// True when answering for this node may take long (a text index not built yet).
+    fn is_slow((g, id): &Node) -> bool {
+        matches!(&g.tree.nodes[*id], VNode::File(f) if !f.size_is_cheap())
+    }
+}
+
+impl AnnFs {
+    /// A filesystem serving `tree`, counting into `cache`'s stats.
+    pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime) -> Self {
+        let shared = Arc::new(Shared { inodes: Inodes::new(tree), cache, owner, mtime });
+        AnnFs { shared, prefetch: Prefetcher::new(), slow: SlowPool::new(SLOW_WORKERS) }
+    }
+
+    fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
+        let (g, id) = self.shared.node(ino)?;
+        match &g.tree.nodes[id] {
+            VNode::File(f) => Ok((f.clone(), g.paths[id].clone())),
+            _ => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Runs `f` here, or on the slow pool when `node` needs a text index built first.
+    fn answer(&self, node: &Node, f: impl FnOnce() + Send + 'static) {
+        if Shared::is_slow(node) {
+            self.slow.run(f);
+        } else {
+            f();
+        }
     }
 }
 
@@ -135,6 +174,14 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno
     }
 }
 
+/// A synthetic inode for `readdir` of dynamic directories (never looked up by the kernel).
+fn listing_ino(dir: u64, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (dir, name).hash(&mut h);
+    h.finish() | (1 << 63)
+}
+
 impl Filesystem for AnnFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Let the kernel read ahead up to 1 MiB (or its maximum).
@@ -145,28 +192,36 @@ impl Filesystem for AnnFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = guard("lookup", || {
-            let (pid, _) = self.node(parent)?;
-            let name = name.to_str().ok_or(Errno::ENOENT)?;
-            let id = self.tree.lookup(pid, name).ok_or(Errno::ENOENT)?;
-            self.attr(id)
-        });
-        match r {
-            Ok(attr) => reply.entry(&self.ttl(attr.ino), &attr, Generation(0)),
+        let node = match guard("lookup", || self.shared.child(parent, name)) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let shared = self.shared.clone();
+        self.answer(&node.clone(), move || match guard("lookup", || shared.attr(&node)) {
+            Ok(attr) => reply.entry(&shared.ttl(&node), &attr, Generation(0)),
             Err(e) => reply.error(e),
-        }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.shared.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match guard("getattr", || self.attr(self.node(ino)?.0)) {
-            Ok(attr) => reply.attr(&self.ttl(ino), &attr),
+        let node = match self.shared.node(ino) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let shared = self.shared.clone();
+        self.answer(&node.clone(), move || match guard("getattr", || shared.attr(&node)) {
+            Ok(attr) => reply.attr(&shared.ttl(&node), &attr),
             Err(e) => reply.error(e),
-        }
+        });
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = guard("open", || {
-            let f = self.file(ino)?;
+            let (f, _) = self.file(ino)?;
             if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                 return Err(Errno::EROFS);
             }
@@ -193,16 +248,15 @@ impl Filesystem for AnnFs {
         reply: ReplyData,
     ) {
         let r = guard("read", || {
-            let f = self.file(ino)?;
+            let (f, path) = self.file(ino)?;
             let data = f.read(offset, size as usize).map_err(|e| {
-                let path = &self.paths[ino.0 as usize - 1];
                 log::error!("{path}: read at {offset}+{size}: {e}");
-                self.cache.stats.error(path, &e);
+                self.shared.cache.stats.error(&path, &e);
                 Errno::EIO
             })?;
-            self.cache.stats.served(data.len() as u64);
+            self.shared.cache.stats.served(data.len() as u64);
             if !f.volatile() {
-                self.prefetch.observe(ino.0, f, offset, data.len() as u64);
+                self.prefetch.observe(ino.0, &f, offset, data.len() as u64);
             }
             Ok(data)
         });
@@ -213,62 +267,59 @@ impl Filesystem for AnnFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match guard("opendir", || self.node(ino).map(|(_, n)| matches!(n, VNode::Dir(_)))) {
-            Ok(true) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR),
-            Ok(false) => reply.error(Errno::ENOTDIR),
+        match self.shared.node(ino) {
+            Ok((g, id)) if !matches!(g.tree.nodes[id], VNode::File(_)) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let r = guard("readdir", || match self.node(ino)? {
-            (id, VNode::Dir(entries)) => Ok((id, entries)),
-            _ => Err(Errno::ENOTDIR),
-        });
-        let (id, entries) = match r {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
-        let dots = [(".".to_string(), id), ("..".to_string(), self.parents[id])];
-        for (i, (name, child)) in dots.iter().chain(entries.iter()).enumerate().skip(offset as usize) {
-            let kind = match self.tree.nodes[*child] {
-                VNode::Dir(_) => FileType::Directory,
-                VNode::File(_) => FileType::RegularFile,
-            };
-            if reply.add(INodeNo(*child as u64 + 1), i as u64 + 1, kind, name) {
-                break;
+        let listing = guard("readdir", || {
+            let (g, id) = self.shared.node(ino)?;
+            let parent = INodeNo(g.parents[id]);
+            let mut out = vec![(ino, FileType::Directory, ".".to_string()), (parent, FileType::Directory, "..".to_string())];
+            match &g.tree.nodes[id] {
+                VNode::Dir(entries) => {
+                    for (name, child) in entries {
+                        let kind = match g.tree.nodes[*child] {
+                            VNode::File(_) => FileType::RegularFile,
+                            _ => FileType::Directory,
+                        };
+                        out.push((INodeNo(g.base + *child as u64), kind, name.clone()));
+                    }
+                }
+                VNode::Dyn(d) => {
+                    for name in d.list() {
+                        out.push((INodeNo(listing_ino(ino.0, &name)), FileType::RegularFile, name));
+                    }
+                }
+                VNode::File(_) => return Err(Errno::ENOTDIR),
             }
-        }
-        reply.ok();
-    }
-
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = guard("readdirplus", || match self.node(ino)? {
-            (id, VNode::Dir(entries)) => Ok((id, entries)),
-            _ => Err(Errno::ENOTDIR),
+            Ok(out)
         });
-        let (id, entries) = match r {
-            Ok(x) => x,
-            Err(e) => return reply.error(e),
-        };
-        let dots = [(".".to_string(), id), ("..".to_string(), self.parents[id])];
-        for (i, (name, child)) in dots.iter().chain(entries.iter()).enumerate().skip(offset as usize) {
-            let Ok(attr) = guard("readdirplus", || self.attr(*child)) else { continue };
-            let ino = INodeNo(*child as u64 + 1);
-            if reply.add(ino, i as u64 + 1, name, &self.ttl(ino), &attr, Generation(0)) {
-                break;
+        match listing {
+            Ok(entries) => {
+                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(*child, i as u64 + 1, *kind, name) {
+                        break;
+                    }
+                }
+                reply.ok();
             }
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
-        let files = self.tree.nodes.len() as u64;
+        let files = self.shared.inodes.get(1).map(|(g, _)| g.tree.nodes.len() as u64).unwrap_or(0);
         reply.statfs(0, 0, 0, files, 0, BLKSIZE, 255, BLKSIZE);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.node(ino) {
+        match self.shared.node(ino) {
             Ok(_) if mask.bits() & libc::W_OK != 0 => reply.error(Errno::EROFS),
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),

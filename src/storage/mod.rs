@@ -270,6 +270,8 @@ pub struct StoreInfo {
     pub size: u64,
     /// Modification time (seconds since the epoch), when known.
     pub mtime: Option<i64>,
+    /// Inode number of the store file or directory, when known.
+    pub inode: Option<u64>,
 }
 
 /// An opened store: its metadata tree and facts about it.

@@ -71,23 +71,39 @@ impl SparseRows {
         Ok(ptr)
     }
 
-    fn csr_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
-        let cols = self.m.shape[1];
+    /// Calls `f(major, minor, value bytes)` for every stored entry of major-axis lines `[a, b)`
+    /// (in the view's coordinates), in storage order.
+    pub fn for_each_entry(
+        &self,
+        a: u64,
+        b: u64,
+        minor_extent: u64,
+        mut f: impl FnMut(u64, u64, &[u8]),
+    ) -> ViewResult<()> {
         let w = self.t.size();
-        let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
-        let ptr = self.pointers(r0, r1)?;
+        let ptr = self.pointers(a, b)?;
         let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
         let idx = self.m.indices.read_i64(p0, p1)?;
         let data = self.m.data.read_flat(p0, p1)?;
-        for r in 0..(r1 - r0) as usize {
-            let (a, b) = ((ptr[r] as u64 - p0) as usize, (ptr[r + 1] as u64 - p0) as usize);
-            let base = r * cols as usize;
-            for k in a..b {
-                if let Some(c) = self.minor_pos(idx[k], cols)? {
-                    accumulate(self.t, &mut out[(base + c) * w..][..w], &data[k * w..][..w]);
+        for line in 0..(b - a) as usize {
+            let (s, e) = ((ptr[line] as u64 - p0) as usize, (ptr[line + 1] as u64 - p0) as usize);
+            for k in s..e {
+                if let Some(m) = self.minor_pos(idx[k], minor_extent)? {
+                    f(a + line as u64, m as u64, &data[k * w..][..w]);
                 }
             }
         }
+        Ok(())
+    }
+
+    fn csr_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let cols = self.m.shape[1];
+        let (t, w) = (self.t, self.t.size());
+        let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
+        self.for_each_entry(r0, r1, cols, |r, c, v| {
+            let at = (((r - r0) * cols + c) as usize) * w;
+            accumulate(t, &mut out[at..at + w], v);
+        })?;
         Ok(out)
     }
 

@@ -9,7 +9,10 @@ pub mod format;
 pub mod matrix;
 pub mod names;
 pub mod npy;
+pub mod mtx;
 pub mod readme;
+pub mod rows;
+pub mod sidecar;
 pub mod text;
 pub mod tree;
 
@@ -34,6 +37,12 @@ pub trait FileContent: Send + Sync {
     /// True when the content changes over time (live counters): served without page caching.
     fn volatile(&self) -> bool {
         false
+    }
+
+    /// True when [`FileContent::size`] answers without rendering data (false for a text view
+    /// whose index has not been built yet: the FUSE layer then answers off its request threads).
+    fn size_is_cheap(&self) -> bool {
+        true
     }
 }
 
@@ -90,12 +99,23 @@ pub fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
 /// Index of a node in a [`VTree`].
 pub type NodeId = usize;
 
+/// A directory whose entries are made on lookup (`rows/`): any valid name resolves, and
+/// `readdir` shows only [`DynDir::list`].
+pub trait DynDir: Send + Sync {
+    /// The names `readdir` shows (all files).
+    fn list(&self) -> Vec<String>;
+    /// Builds the entry `name` as a tree whose root node is the entry itself.
+    fn lookup(&self, name: &str) -> Option<VTree>;
+}
+
 /// A node of the virtual tree.
 pub enum VNode {
     /// A directory with named children (in display order).
     Dir(Vec<(String, NodeId)>),
     /// A file.
     File(Arc<dyn FileContent>),
+    /// A directory resolved on lookup.
+    Dyn(Arc<dyn DynDir>),
 }
 
 /// The whole virtual tree; node 0 is the root directory.
@@ -108,19 +128,42 @@ impl VTree {
     /// The root's id.
     pub const ROOT: NodeId = 0;
 
-    /// Looks up `name` in directory `dir`.
+    /// A tree of one file.
+    pub fn single(f: Arc<dyn FileContent>) -> VTree {
+        VTree { nodes: vec![VNode::File(f)] }
+    }
+
+    /// Looks up `name` in the static directory `dir`.
     pub fn lookup(&self, dir: NodeId, name: &str) -> Option<NodeId> {
         match self.nodes.get(dir)? {
             VNode::Dir(entries) => entries.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
-            VNode::File(_) => None,
+            _ => None,
         }
     }
 
-    /// Resolves a `/`-separated path relative to the root (`""` is the root).
+    /// Resolves a `/`-separated path relative to the root (`""` is the root) through static
+    /// directories only.
     pub fn resolve(&self, path: &str) -> Option<NodeId> {
         path.split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .try_fold(Self::ROOT, |id, name| self.lookup(id, name))
+    }
+
+    /// Resolves a path through static and dynamic directories, returning the tree that holds
+    /// the node (a dynamic entry's own tree) and the node's id in it.
+    pub fn resolve_any(self: &Arc<Self>, path: &str) -> Option<(Arc<VTree>, NodeId)> {
+        let mut cur = (self.clone(), Self::ROOT);
+        for name in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            cur = match &cur.0.nodes[cur.1] {
+                VNode::Dir(_) => {
+                    let id = cur.0.lookup(cur.1, name)?;
+                    (cur.0.clone(), id)
+                }
+                VNode::Dyn(d) => (Arc::new(d.lookup(name)?), Self::ROOT),
+                VNode::File(_) => return None,
+            };
+        }
+        Some(cur)
     }
 
     /// Adds a file named `name` to directory `dir`.
@@ -146,8 +189,28 @@ impl VTree {
                 match &self.nodes[*id] {
                     VNode::Dir(_) => self.walk_into(*id, &p, out),
                     VNode::File(_) => out.push((p, *id)),
+                    VNode::Dyn(_) => {}
                 }
             }
+        }
+    }
+
+    /// Every file path below `dir` including the listed entries of dynamic directories
+    /// (what `find` on a mount shows).
+    pub fn walk_paths(&self, dir: NodeId, prefix: &str, out: &mut Vec<String>) {
+        let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+        match self.nodes.get(dir) {
+            Some(VNode::Dir(entries)) => {
+                for (name, id) in entries {
+                    let p = join(name);
+                    match &self.nodes[*id] {
+                        VNode::File(_) => out.push(p),
+                        _ => self.walk_paths(*id, &p, out),
+                    }
+                }
+            }
+            Some(VNode::Dyn(d)) => out.extend(d.list().iter().map(|n| join(n))),
+            _ => {}
         }
     }
 }

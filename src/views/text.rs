@@ -7,6 +7,7 @@ use super::column::ColumnCells;
 use super::format::text::{push_field, push_num};
 use super::matrix::next_file_id;
 use super::npy::RowBytes;
+use super::sidecar::{Sidecar, StoredLayout};
 use super::{slice, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};
 use crate::model::Arr;
@@ -25,26 +26,62 @@ pub trait RowText: Send + Sync {
     fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()>;
 }
 
-/// Byte offsets of every block of lines.
+/// The text before the body: fixed, or computed from the number of body lines (MatrixMarket's
+/// size line needs the entry count).
+pub enum Header {
+    /// Known up front (may be empty).
+    Fixed(Vec<u8>),
+    /// Built from the body's line count once the index pass has counted them.
+    FromLines(Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>),
+}
+
+/// Byte offsets of every block of lines, and the header.
 struct Layout {
     block_rows: u64,
     /// `offsets[k]` = body offset of block `k`; the last entry is the body size.
     offsets: Vec<u64>,
+    header: Vec<u8>,
 }
 
-/// A text file: an optional header line, then a [`RowText`] body.
+/// A text file: a header, then a [`RowText`] body.
 pub struct TextFile {
     id: u64,
-    header: Vec<u8>,
+    header: Header,
     body: Arc<dyn RowText>,
     cache: Arc<ChunkCache>,
     layout: OnceLock<Result<Layout, String>>,
+    sidecar: Option<(Arc<Sidecar>, String)>,
 }
 
 impl TextFile {
     /// A text file of `header` (may be empty) then `body`.
     pub fn new(header: Vec<u8>, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
-        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new() }
+        Self::with_header(Header::Fixed(header), body, cache)
+    }
+
+    /// A text file whose header may depend on the body's line count.
+    pub fn with_header(header: Header, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
+        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new(), sidecar: None }
+    }
+
+    /// Remembers this file's index in `sidecar` under `key` (its virtual path), so the next
+    /// mount of the same store knows the size without a pass over the data.
+    pub fn remembered(mut self, sidecar: Option<Arc<Sidecar>>, key: String) -> Self {
+        self.sidecar = sidecar.map(|s| (s, key));
+        self
+    }
+
+    /// True once the size is known without rendering (index built or remembered).
+    pub fn size_known(&self) -> bool {
+        self.layout.get().is_some()
+            || self.sidecar.as_ref().is_some_and(|(s, k)| s.get(k, self.block_rows()).is_some())
+    }
+
+    fn make_header(&self, lines: u64) -> Vec<u8> {
+        match &self.header {
+            Header::Fixed(h) => h.clone(),
+            Header::FromLines(f) => f(lines),
+        }
     }
 
     fn block_rows(&self) -> u64 {
@@ -65,15 +102,27 @@ impl TextFile {
         self.layout
             .get_or_init(|| {
                 let block_rows = self.block_rows();
+                if let Some(stored) = self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
+                    let header = self.make_header(stored.lines);
+                    return Ok(Layout { block_rows, offsets: stored.offsets, header });
+                }
                 let n_blocks = self.body.n_rows().div_ceil(block_rows);
                 let mut offsets = Vec::with_capacity(n_blocks as usize + 1);
-                let mut at = 0u64;
+                let (mut at, mut lines) = (0u64, 0u64);
+                let count_lines = matches!(self.header, Header::FromLines(_));
                 for k in 0..n_blocks {
                     offsets.push(at);
-                    at += self.block(k, block_rows).map_err(|e| e.to_string())?.len() as u64;
+                    let block = self.block(k, block_rows).map_err(|e| e.to_string())?;
+                    at += block.len() as u64;
+                    if count_lines {
+                        lines += block.iter().filter(|&&b| b == b'\n').count() as u64;
+                    }
                 }
                 offsets.push(at);
-                Ok(Layout { block_rows, offsets })
+                if let Some((s, k)) = &self.sidecar {
+                    s.put(k, &StoredLayout { block_rows, lines, offsets: offsets.clone() });
+                }
+                Ok(Layout { block_rows, offsets, header: self.make_header(lines) })
             })
             .as_ref()
             .map_err(|e| StorageError::corrupt("text view", e.clone()))
@@ -82,12 +131,17 @@ impl TextFile {
 
 impl FileContent for TextFile {
     fn size(&self) -> ViewResult<u64> {
-        let body = self.layout()?.offsets.last().copied().unwrap_or(0);
-        Ok(self.header.len() as u64 + body)
+        let layout = self.layout()?;
+        Ok(layout.header.len() as u64 + layout.offsets.last().copied().unwrap_or(0))
+    }
+
+    fn size_is_cheap(&self) -> bool {
+        self.size_known()
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        let hlen = self.header.len() as u64;
+        let layout = self.layout()?;
+        let hlen = layout.header.len() as u64;
         let size = self.size()?;
         let end = offset.saturating_add(len as u64).min(size);
         if offset >= end {
@@ -95,10 +149,9 @@ impl FileContent for TextFile {
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         if offset < hlen {
-            out.extend_from_slice(slice(&self.header, offset, (end.min(hlen) - offset) as usize));
+            out.extend_from_slice(slice(&layout.header, offset, (end.min(hlen) - offset) as usize));
         }
         if end > hlen {
-            let layout = self.layout()?;
             let (b0, b1) = (offset.max(hlen) - hlen, end - hlen);
             // First block whose start is <= b0.
             let mut k = layout.offsets.partition_point(|&o| o <= b0).saturating_sub(1);

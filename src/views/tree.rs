@@ -7,6 +7,8 @@ use super::matrix::dense_rows;
 use super::names::{encode, encode_key};
 use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes, ShiftedRows};
 use super::readme;
+use super::rows::{mtx_file, MatrixRows, RootRows};
+use super::sidecar::Sidecar;
 use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
 use crate::cache::ChunkCache;
@@ -16,9 +18,20 @@ use crate::storage::StoreInfo;
 /// Size of one cached block of densified sparse rows.
 const DENSE_BLOCK_BYTES: u64 = 1 << 20;
 
+/// How a tree is built.
+#[derive(Clone, Default)]
+pub struct TreeOptions {
+    /// Where big text views remember their index (sizes) across mounts.
+    pub sidecar: Option<Arc<Sidecar>>,
+    /// Virtual path of this tree's root (`""`, or `rows/0:10` for a subset view).
+    pub prefix: String,
+    /// Whether the root has `rows/` (subset views do not).
+    pub with_rows: bool,
+}
+
 /// Builds the virtual tree of `ad`.
-pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
-    let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], cache };
+pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: &TreeOptions) -> VTree {
+    let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], paths: vec![opts.prefix.clone()], cache, opts: opts.clone() };
     let root = VTree::ROOT;
     let text = readme::readme(ad, info);
     let stats_cache = b.cache.clone();
@@ -29,12 +42,19 @@ pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
     b.frame(d, &ad.obs);
     let d = b.dir(root, "var");
     b.frame(d, &ad.var);
+    let axes = Axes { obs: &ad.obs, var: &ad.var };
     if let Some(x) = &ad.x {
         let d = b.dir(root, "X");
-        b.matrix(d, x);
+        b.matrix(d, x, Some(&axes));
+    }
+    let d = b.dir(root, "layers");
+    for (name, el) in &ad.layers {
+        if let Element::Matrix(m) = el {
+            let ld = b.dir(d, &encode_key(name));
+            b.matrix(ld, m, Some(&axes));
+        }
     }
     for (name, map, ext) in [
-        ("layers", &ad.layers, "tsv"),
         ("obsm", &ad.obsm, "tsv"),
         ("varm", &ad.varm, "tsv"),
         ("obsp", &ad.obsp, "tsv"),
@@ -48,13 +68,17 @@ pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
         let d = b.dir(root, "raw");
         if let Some(x) = &raw.x {
             let xd = b.dir(d, "X");
-            b.matrix(xd, x);
+            b.matrix(xd, x, Some(&Axes { obs: &ad.obs, var: &raw.var }));
         }
         b.table(d, "var.tsv", &raw.var);
         let vd = b.dir(d, "var");
         b.frame(vd, &raw.var);
         let md = b.dir(d, "varm");
         b.elements(md, &raw.varm, "tsv");
+    }
+    if opts.with_rows {
+        let rows = RootRows::new(ad.clone(), info.clone(), b.cache.clone(), TreeOptions { with_rows: false, ..opts.clone() });
+        b.add(root, "rows", VNode::Dyn(Arc::new(rows)));
     }
     let meta = b.dir(root, ".annfs");
     b.file(meta, "info.json", StaticFile(readme::info_json(ad, info, b.cache.budget())));
@@ -74,15 +98,26 @@ pub fn build(ad: &AnnData, info: &StoreInfo, cache: Arc<ChunkCache>) -> VTree {
     VTree { nodes: b.nodes }
 }
 
+/// The obs and var of an obs × var matrix (for `10x/`).
+struct Axes<'a> {
+    obs: &'a DataFrame,
+    var: &'a DataFrame,
+}
+
 struct Builder {
     nodes: Vec<VNode>,
+    /// Virtual path of every node (sidecar keys).
+    paths: Vec<String>,
     cache: Arc<ChunkCache>,
+    opts: TreeOptions,
 }
 
 impl Builder {
     fn add(&mut self, parent: NodeId, name: &str, node: VNode) -> NodeId {
         let id = self.nodes.len();
         self.nodes.push(node);
+        let p = &self.paths[parent];
+        self.paths.push(if p.is_empty() { name.to_string() } else { format!("{p}/{name}") });
         if let VNode::Dir(entries) = &mut self.nodes[parent] {
             entries.push((name.to_string(), id));
         }
@@ -97,8 +132,18 @@ impl Builder {
         self.add(parent, name, VNode::File(Arc::new(f)));
     }
 
+    fn key(&self, parent: NodeId, name: &str) -> String {
+        let p = &self.paths[parent];
+        if p.is_empty() {
+            name.to_string()
+        } else {
+            format!("{p}/{name}")
+        }
+    }
+
     fn text(&mut self, parent: NodeId, name: &str, header: Vec<u8>, body: impl super::text::RowText + 'static) {
-        let f = TextFile::new(header, Arc::new(body), self.cache.clone());
+        let key = self.key(parent, name);
+        let f = TextFile::new(header, Arc::new(body), self.cache.clone()).remembered(self.opts.sidecar.clone(), key);
         self.file(parent, name, f);
     }
 
@@ -147,11 +192,16 @@ impl Builder {
         }
     }
 
-    /// A matrix directory: `dense.npy`, plus the stored arrays of a sparse matrix.
-    fn matrix(&mut self, d: NodeId, m: &Matrix) {
+    /// A matrix directory: `dense.npy`, `matrix.mtx`, `rows/`, the stored arrays of a sparse
+    /// matrix, and `10x/` for obs × var matrices.
+    fn matrix(&mut self, d: NodeId, m: &Matrix, axes: Option<&Axes>) {
         if let (Some(rows), Some(t)) = (dense_rows(m, &self.cache, DENSE_BLOCK_BYTES), m.num_type()) {
             let (r, c) = m.shape();
             self.file(d, "dense.npy", NpyFile::new(t, &[r, c], rows));
+        }
+        let key = self.key(d, "matrix.mtx");
+        if let Some(f) = mtx_file(m, &self.cache, false, &self.opts, key) {
+            self.file(d, "matrix.mtx", f);
         }
         if let Matrix::Sparse(s) = m {
             if s.has_exact_arrays() {
@@ -164,6 +214,25 @@ impl Builder {
                 }
             }
         }
+        let opts = TreeOptions { prefix: self.paths[d].clone(), ..self.opts.clone() };
+        self.add(d, "rows", VNode::Dyn(Arc::new(MatrixRows::new(m.clone(), self.cache.clone(), opts))));
+        if let Some(axes) = axes {
+            self.tenx(d, m, axes);
+        }
+    }
+
+    /// `10x/`: Cell Ranger 2 layout (vars as rows in `matrix.mtx`, `genes.tsv`, `barcodes.tsv`).
+    fn tenx(&mut self, d: NodeId, m: &Matrix, axes: &Axes) {
+        let td = self.dir(d, "10x");
+        let key = self.key(td, "matrix.mtx");
+        if let Some(f) = mtx_file(m, &self.cache, true, &self.opts, key) {
+            self.file(td, "matrix.mtx", f);
+        }
+        let var = axes.var;
+        let ids = var.columns.iter().find(|(n, _)| n == "gene_ids").map(|(_, c)| c.clone()).unwrap_or_else(|| var.index.clone());
+        let genes = TableText { columns: vec![ColumnCells::new(ids), ColumnCells::new(var.index.clone())], n: var.n_rows };
+        self.text(td, "genes.tsv", Vec::new(), genes);
+        self.lines(td, "barcodes.tsv", axes.obs.index.clone(), axes.obs.n_rows);
     }
 
     /// Numeric array as `.npy` plus a text rendering (`ext` = `tsv` or `txt`).
@@ -206,7 +275,7 @@ impl Builder {
                 }
                 Element::Matrix(m) => {
                     let sd = self.dir(d, &stem);
-                    self.matrix(sd, m);
+                    self.matrix(sd, m, None);
                 }
                 Element::Array(a) => self.array_files(d, &stem, a, ext),
                 Element::Strings(a) => {

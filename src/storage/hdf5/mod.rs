@@ -75,6 +75,7 @@ pub fn open(path: &Path) -> StorageResult<Store> {
             location,
             size: meta.len(),
             mtime,
+            inode: Some(std::os::unix::fs::MetadataExt::ino(&meta)),
         },
     })
 }

@@ -1,0 +1,136 @@
+//! The inode table: the static tree plus subtrees grafted in by lookups in dynamic
+//! directories (`rows/…`). Each tree occupies a contiguous inode range; a grafted subtree is
+//! dropped when the kernel forgets its root.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+use crate::views::{NodeId, VNode, VTree};
+
+/// One tree and where it sits in the inode space.
+pub struct Graft {
+    /// The tree.
+    pub tree: Arc<VTree>,
+    /// Inode of the tree's root; node `i` is inode `base + i`.
+    pub base: u64,
+    /// Parent inode of every node.
+    pub parents: Vec<u64>,
+    /// Virtual path of every node (for logs and error reports).
+    pub paths: Vec<String>,
+    /// `(dynamic directory inode, name)` this tree was looked up as; `None` for the root tree.
+    key: Option<(u64, String)>,
+}
+
+/// All trees of a mount.
+pub struct Inodes {
+    grafts: RwLock<BTreeMap<u64, Arc<Graft>>>,
+    next: AtomicU64,
+    by_name: DashMap<(u64, String), u64>,
+    refs: DashMap<u64, u64>,
+}
+
+impl Inodes {
+    /// A table holding `root` at inode 1.
+    pub fn new(root: Arc<VTree>) -> Self {
+        let t = Inodes { grafts: RwLock::new(BTreeMap::new()), next: AtomicU64::new(1), by_name: DashMap::new(), refs: DashMap::new() };
+        t.insert(root, 1, String::new(), None);
+        t
+    }
+
+    fn insert(&self, tree: Arc<VTree>, parent: u64, prefix: String, key: Option<(u64, String)>) -> u64 {
+        let n = tree.nodes.len() as u64;
+        let base = self.next.fetch_add(n.max(1), Ordering::Relaxed);
+        let mut parents = vec![parent; tree.nodes.len()];
+        let mut paths = vec![prefix; tree.nodes.len()];
+        for (id, node) in tree.nodes.iter().enumerate() {
+            if let VNode::Dir(entries) = node {
+                for (name, child) in entries {
+                    parents[*child] = base + id as u64;
+                    paths[*child] = if paths[id].is_empty() { name.clone() } else { format!("{}/{name}", paths[id]) };
+                }
+            }
+        }
+        let graft = Arc::new(Graft { tree, base, parents, paths, key });
+        self.grafts.write().insert(base, graft);
+        base
+    }
+
+    /// The tree holding inode `ino` and the node's id in it.
+    pub fn get(&self, ino: u64) -> Option<(Arc<Graft>, NodeId)> {
+        let grafts = self.grafts.read();
+        let (_, g) = grafts.range(..=ino).next_back()?;
+        let id = (ino - g.base) as usize;
+        (id < g.tree.nodes.len()).then(|| (g.clone(), id))
+    }
+
+    /// The inode of entry `name` of dynamic directory `dir` (inode `dir_ino`, path
+    /// `dir_path`), building and grafting it on first use. Counts one kernel reference.
+    pub fn lookup_dynamic(&self, dir_ino: u64, dir_path: &str, name: &str, build: impl FnOnce() -> Option<VTree>) -> Option<u64> {
+        let key = (dir_ino, name.to_string());
+        if let Some(base) = self.by_name.get(&key).map(|b| *b) {
+            if self.grafts.read().contains_key(&base) {
+                *self.refs.entry(base).or_insert(0) += 1;
+                return Some(base);
+            }
+        }
+        let tree = Arc::new(build()?);
+        let prefix = if dir_path.is_empty() { name.to_string() } else { format!("{dir_path}/{name}") };
+        let base = self.insert(tree, dir_ino, prefix, Some(key.clone()));
+        self.by_name.insert(key, base);
+        *self.refs.entry(base).or_insert(0) += 1;
+        Some(base)
+    }
+
+    /// The kernel dropped `n` references to `ino`: a grafted subtree goes when none are left.
+    pub fn forget(&self, ino: u64, n: u64) {
+        let gone = match self.refs.get_mut(&ino) {
+            Some(mut r) => {
+                *r = r.saturating_sub(n);
+                *r == 0
+            }
+            None => false,
+        };
+        if gone {
+            self.refs.remove(&ino);
+            if let Some(g) = self.grafts.write().remove(&ino) {
+                if let Some(key) = &g.key {
+                    self.by_name.remove_if(key, |_, b| *b == ino);
+                }
+            }
+        }
+    }
+
+    /// Number of grafted subtrees.
+    #[cfg(test)]
+    pub fn grafted(&self) -> usize {
+        self.grafts.read().len().saturating_sub(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::StaticFile;
+
+    #[test]
+    fn graft_lookup_and_forget() {
+        let root = VTree { nodes: vec![VNode::Dir(vec![("a".into(), 1)]), VNode::File(Arc::new(StaticFile(vec![1])))] };
+        let t = Inodes::new(Arc::new(root));
+        assert_eq!(t.get(1).unwrap().1, 0);
+        assert_eq!(t.get(2).unwrap().0.paths[1], "a");
+        assert!(t.get(3).is_none());
+        let mk = || Some(VTree::single(Arc::new(StaticFile(vec![2]))));
+        let ino = t.lookup_dynamic(1, "", "x", mk).unwrap();
+        assert_eq!(t.lookup_dynamic(1, "", "x", || None), Some(ino), "same name, same inode");
+        assert_eq!(t.get(ino).unwrap().0.paths[0], "x");
+        t.forget(ino, 1);
+        assert!(t.get(ino).is_some(), "one reference left");
+        t.forget(ino, 1);
+        assert!(t.get(ino).is_none());
+        assert_eq!(t.grafted(), 0);
+    }
+}
