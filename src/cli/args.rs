@@ -58,6 +58,10 @@ pub struct MountArgs {
     /// Byte budget of the decoded-chunk cache (e.g. 512M, 4G).
     #[arg(long, default_value = "1G")]
     pub cache_size: String,
+    /// Where big text views remember their sizes across mounts
+    /// (default: `$XDG_CACHE_HOME/annfs`, else `~/.cache/annfs`).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// FUSE worker threads (default: number of CPUs, at least 2).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -225,7 +225,7 @@ fn parse_umask(s: Option<&str>) -> Result<u16, CliError> {
 fn mount(mut args: MountArgs) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
-    let mut o = open(&args.store, budget)?;
+    let mut o = open_with(&args.store, budget, args.cache_dir.as_deref())?;
     if let Some(size) = &args.bench_zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");

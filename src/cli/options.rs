@@ -37,6 +37,7 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
         let need = |v: Option<String>| v.ok_or_else(|| CliError::Usage(format!("option `{k}` needs a value")));
         match k.as_str() {
             "cache_size" => args.cache_size = need(v)?,
+            "cache_dir" => args.cache_dir = Some(need(v)?.into()),
             "threads" => args.threads = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad threads".into()))?),
             "allow_other" => args.allow_other = true,
             "allow_root" => args.allow_root = true,
