@@ -142,3 +142,98 @@ proptest! {
         check_ranges(&lines, &expect, &ranges)?;
     }
 }
+
+/// The bytes of a single-file tree.
+fn file_bytes(t: &super::VTree) -> Vec<u8> {
+    match &t.nodes[0] {
+        super::VNode::File(f) => {
+            let n = f.size().unwrap();
+            let b = f.read(0, n as usize + 1).unwrap();
+            assert_eq!(b.len() as u64, n, "stat size equals bytes read");
+            b
+        }
+        _ => panic!("not a file"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Row-slice views equal the corresponding slice of the whole matrix's rendering.
+    #[test]
+    fn row_slices_equal_slices_of_the_whole(rows in 1u64..50, cols in 1u64..12, density in 0.0f64..0.6,
+                                            chunk in 1u64..30, seed in any::<u64>(), a in 0u64..60, b in 0u64..60,
+                                            ranges in prop::collection::vec((any::<u64>(), 0usize..300), 4)) {
+        use super::rows::MatrixRows;
+        use super::tree::TreeOptions;
+        use super::DynDir;
+        let cache = Arc::new(ChunkCache::new(1 << 16));
+        let ids = ArrIds::default();
+        let mut dense = vec![0f32; (rows * cols) as usize];
+        let (mut indptr, mut idx, mut data) = (vec![0i64], Vec::new(), Vec::new());
+        let mut x = seed | 1;
+        for r in 0..rows {
+            for c in 0..cols {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                if (x % 1000) as f64 / 1000.0 < density {
+                    let v = ((x % 400) as f32 - 200.0) / 8.0;
+                    idx.push(c as i32);
+                    data.push(v);
+                    dense[(r * cols + c) as usize] = v;
+                }
+            }
+            indptr.push(idx.len() as i64);
+        }
+        let nnz = idx.len() as u64;
+        let m = crate::model::Matrix::Sparse(Sparse {
+            format: SparseFormat::Csr,
+            shape: [rows, cols],
+            data: arr(MemSource::num(vec![nnz], vec![chunk], NumType::F32, f32_bytes(&data)), &cache, &ids),
+            indices: arr(MemSource::num(vec![nnz], vec![chunk], NumType::I32, idx.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
+            indptr: arr(MemSource::num(vec![rows + 1], vec![chunk], NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
+            indptr_base: 0,
+            minor: None,
+        });
+        let dir = MatrixRows::new(m, cache.clone(), TreeOptions::default());
+        let whole_tsv = file_bytes(&dir.lookup(&format!("0:{rows}.tsv")).unwrap());
+        let whole_mtx = file_bytes(&dir.lookup(&format!("0:{rows}.mtx")).unwrap());
+        let (s, e) = (a % rows, b % (rows + 1));
+        if s < e {
+            // .npy: header + the dense rows.
+            let npy = dir.lookup(&format!("{s}:{e}.npy")).unwrap();
+            let mut want = header("<f4", &[e - s, cols]);
+            want.extend(f32_bytes(&dense[(s * cols) as usize..(e * cols) as usize]));
+            if let super::VNode::File(f) = &npy.nodes[0] { check_ranges(f.as_ref(), &want, &ranges)?; }
+            // .tsv: lines s..e of the whole.
+            let lines: Vec<&[u8]> = whole_tsv.split_inclusive(|&c| c == b'\n').collect();
+            let want_tsv: Vec<u8> = lines[s as usize..e as usize].concat();
+            prop_assert_eq!(file_bytes(&dir.lookup(&format!("{s}:{e}.tsv")).unwrap()), want_tsv);
+            // .mtx: the whole's entries of rows s..e, renumbered from 1.
+            let mut body = Vec::new();
+            let mut n = 0;
+            for line in whole_mtx.split_inclusive(|&c| c == b'\n').skip(2) {
+                let txt = std::str::from_utf8(line).unwrap();
+                let mut it = txt.splitn(2, ' ');
+                let r: u64 = it.next().unwrap().parse().unwrap();
+                if r > s && r <= e {
+                    body.extend(format!("{} {}", r - s, it.next().unwrap()).bytes());
+                    n += 1;
+                }
+            }
+            let mut want_mtx = format!("%%MatrixMarket matrix coordinate real general\n{} {cols} {n}\n", e - s).into_bytes();
+            want_mtx.extend(body);
+            prop_assert_eq!(file_bytes(&dir.lookup(&format!("{s}:{e}.mtx")).unwrap()), want_mtx);
+        } else {
+            let name = format!("{s}:{e}.npy");
+            prop_assert!(dir.lookup(&name).is_none());
+        }
+        // Listed blocks tile the rows exactly once.
+        let mut next = 0;
+        for name in dir.list() {
+            let (a, b) = super::rows::parse_slice(name.trim_end_matches(".npy"), rows).unwrap();
+            prop_assert_eq!(a, next);
+            next = b;
+        }
+        prop_assert_eq!(next, rows);
+    }
+}
