@@ -7,7 +7,7 @@ Built on `anndata.read_h5ad` ("the AnnData as anndata reads it") plus h5py for w
 arrays (`csr/`/`csc/` are the stored arrays, stored dtypes) and the stored dtype of categorical codes.
 
 Not produced here (the tests only check that they exist / parse): `README.txt`, `.annfs/…`, `rows/…` (root and in
-matrix directories), `10x/…`, `matrix.mtx`.
+matrix directories), `10x/…`, `10x_v3/…`, `matrix.mtx`.
 
 Readings chosen where the contract leaves room (also listed in the report / README of the test suite):
   * `obs/ var/ obsm/ varm/ obsp/ varp/ layers/ uns/` always exist, even when empty (a user expects `ls mnt/layers`
@@ -477,7 +477,7 @@ def is_allowed_extra(path: str) -> bool:
     parts = path.split("/")
     if path == "README.txt" or parts[0] == ".annfs" or parts[0] == "rows":
         return True
-    return "rows" in parts[:-1] or "10x" in parts[:-1] or parts[-1] == "matrix.mtx"
+    return "rows" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid

@@ -44,6 +44,7 @@ fn allowed_extra(path: &str) -> bool {
         || path.starts_with(".annfs/")
         || path.ends_with("matrix.mtx")
         || path.contains("10x/")
+        || path.contains("10x_v3/")
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 pub mod column;
 pub mod format;
+pub mod gzip;
 pub mod matrix;
 pub mod names;
 pub mod npy;

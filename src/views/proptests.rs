@@ -125,7 +125,7 @@ proptest! {
         };
         let head = header_line(&["", "count", "kind"]);
         let table = TextFile::new(head.clone(), Arc::new(TableText {
-            columns: vec![ColumnCells::new(index.clone()), ColumnCells::new(num), ColumnCells::new(cat)], n,
+            columns: vec![ColumnCells::new(index.clone()), ColumnCells::new(num), ColumnCells::new(cat)], n, trailer: "",
         }), cache.clone());
         let mut expect = head;
         for i in 0..n as usize {

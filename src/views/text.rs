@@ -211,6 +211,8 @@ pub struct TableText {
     pub columns: Vec<ColumnCells>,
     /// Number of rows.
     pub n: u64,
+    /// Appended to every row before its newline (e.g. `\tGene Expression`).
+    pub trailer: &'static str,
 }
 
 impl RowText for TableText {
@@ -229,6 +231,9 @@ impl RowText for TableText {
                 rows.iter_mut().for_each(|r| r.push(b'\t'));
             }
             c.render(r0, &mut rows)?;
+        }
+        if !self.trailer.is_empty() {
+            rows.iter_mut().for_each(|r| r.extend_from_slice(self.trailer.as_bytes()));
         }
         join_lines(out, rows);
         Ok(())

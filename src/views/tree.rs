@@ -6,6 +6,7 @@ use super::column::ColumnCells;
 use super::matrix::dense_rows;
 use super::names::{encode, encode_key};
 use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes, ShiftedRows};
+use super::gzip::StoredGzip;
 use super::readme;
 use super::rows::{mtx_file, MatrixRows, RootRows};
 use super::sidecar::Sidecar;
@@ -164,7 +165,7 @@ impl Builder {
         head.extend(df.columns.iter().map(|(n, _)| n.as_str()));
         let mut columns = vec![ColumnCells::new(df.index.clone())];
         columns.extend(df.columns.iter().map(|(_, c)| ColumnCells::new(c.clone())));
-        self.text(parent, name, header_line(&head), TableText { columns, n: df.n_rows });
+        self.text(parent, name, header_line(&head), TableText { columns, n: df.n_rows, trailer: "" });
     }
 
     /// A dataframe directory.
@@ -230,9 +231,27 @@ impl Builder {
         }
         let var = axes.var;
         let ids = var.columns.iter().find(|(n, _)| n == "gene_ids").map(|(_, c)| c.clone()).unwrap_or_else(|| var.index.clone());
-        let genes = TableText { columns: vec![ColumnCells::new(ids), ColumnCells::new(var.index.clone())], n: var.n_rows };
+        let genes = TableText { columns: vec![ColumnCells::new(ids.clone()), ColumnCells::new(var.index.clone())], n: var.n_rows, trailer: "" };
         self.text(td, "genes.tsv", Vec::new(), genes);
         self.lines(td, "barcodes.tsv", axes.obs.index.clone(), axes.obs.n_rows);
+
+        // Cell Ranger 3 layout: the same, gzip-compressed (stored blocks, exact sizes).
+        let vd = self.dir(d, "10x_v3");
+        let key = self.key(vd, "matrix.mtx");
+        if let Some(f) = mtx_file(m, &self.cache, true, &self.opts, key) {
+            self.file(vd, "matrix.mtx.gz", StoredGzip::new(Arc::new(f)));
+        }
+        let features = TableText {
+            columns: vec![ColumnCells::new(ids), ColumnCells::new(var.index.clone())],
+            n: var.n_rows,
+            trailer: "\tGene Expression",
+        };
+        let key = self.key(vd, "features.tsv");
+        let f = TextFile::new(Vec::new(), Arc::new(features), self.cache.clone()).remembered(self.opts.sidecar.clone(), key);
+        self.file(vd, "features.tsv.gz", StoredGzip::new(Arc::new(f)));
+        let barcodes = ColumnText::new(ColumnCells::new(axes.obs.index.clone()), axes.obs.n_rows);
+        let f = TextFile::new(Vec::new(), Arc::new(barcodes), self.cache.clone());
+        self.file(vd, "barcodes.tsv.gz", StoredGzip::new(Arc::new(f)));
     }
 
     /// Numeric array as `.npy` plus a text rendering (`ext` = `tsv` or `txt`).
