@@ -29,4 +29,8 @@ fi
 
 # Build (HDF5 is compiled from source and linked statically; it needs cmake >= 3.26 from the venv).
 export PATH="$PWD/.venv/bin:$PATH"
-cargo build --release --locked 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' >&2 || { echo "setup: cargo build failed" >&2; exit 1; }
+set +o pipefail
+cargo build --release --locked 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' >&2
+status=${PIPESTATUS[0]}
+set -o pipefail
+[ "$status" -eq 0 ] || { echo "setup: cargo build failed" >&2; exit 1; }
