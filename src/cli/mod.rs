@@ -16,7 +16,7 @@ use crate::cache::ChunkCache;
 use crate::fs::mount::{serve, MountConfig, MountError};
 use crate::fs::{AnnFs, Ownership};
 use crate::model::ModelError;
-use crate::storage::{StorageError, StoreInfo};
+use crate::storage::{OpenOptions, StorageError, StoreInfo};
 use crate::views::{VNode, VTree};
 use args::{Cli, Command, MountArgs};
 
@@ -82,7 +82,12 @@ pub struct Opened {
 
 /// Opens `store` and builds its virtual tree with a cache of `cache_bytes`.
 pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
-    let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
+    open_with(store, cache_bytes, &OpenOptions::default())
+}
+
+/// [`open`] with storage options (e.g. the on-disk cache of remote stores).
+pub fn open_with(store: &str, cache_bytes: u64, opts: &OpenOptions) -> Result<Opened, CliError> {
+    let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
     let tree = Arc::new(crate::views::tree::build(&ad, &st.info, cache.clone()));
@@ -211,7 +216,11 @@ fn parse_umask(s: Option<&str>) -> Result<u16, CliError> {
 fn mount(mut args: MountArgs) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
-    let mut o = open(&args.store, budget)?;
+    let store_opts = OpenOptions {
+        disk_cache: args.disk_cache.clone(),
+        disk_cache_size: options::parse_size(&args.disk_cache_size)?,
+    };
+    let mut o = open_with(&args.store, budget, &store_opts)?;
     if let Some(size) = &args.bench_zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");
