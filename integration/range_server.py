@@ -24,6 +24,7 @@ def make_handler(root: str, log_path: str | None, forbid: bool):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # quiet
             pass
@@ -59,24 +60,28 @@ def make_handler(root: str, log_path: str | None, forbid: bool):
             path = self._target()
             if path is None:
                 return self._send(404, b"not found", head=head)
-            with open(path, "rb") as f:
-                data = f.read()
+            size = os.path.getsize(path)
             rng = self.headers.get("Range")
             if rng:
                 m = RANGE.match(rng.strip())
                 if not m or (not m.group(1) and not m.group(2)):
-                    return self._send(416, headers={"Content-Range": f"bytes */{len(data)}"}, head=head)
+                    return self._send(416, headers={"Content-Range": f"bytes */{size}"}, head=head)
                 if m.group(1):
                     start = int(m.group(1))
-                    end = int(m.group(2)) if m.group(2) else len(data) - 1
+                    end = int(m.group(2)) if m.group(2) else size - 1
                 else:
-                    start, end = max(0, len(data) - int(m.group(2))), len(data) - 1
-                end = min(end, len(data) - 1)
-                if start >= len(data) or start > end:
-                    return self._send(416, headers={"Content-Range": f"bytes */{len(data)}"}, head=head)
-                return self._send(206, data[start:end + 1],
-                                  {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Accept-Ranges": "bytes"},
+                    start, end = max(0, size - int(m.group(2))), size - 1
+                end = min(end, size - 1)
+                if start >= size or start > end:
+                    return self._send(416, headers={"Content-Range": f"bytes */{size}"}, head=head)
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read(end + 1 - start)
+                return self._send(206, data,
+                                  {"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
                                   head=head)
+            with open(path, "rb") as f:
+                data = f.read()
             return self._send(200, data, {"Accept-Ranges": "bytes"}, head=head)
 
     return Handler

@@ -6,6 +6,8 @@
     tests/fixtures/zarr/<stem>.v3s.zarr   zarr format 3, `anndata.settings.auto_shard_zarr_v3 = True`
 
 plus a few hand-made stores for layouts the current anndata no longer writes (see `extra_stores`).
+`<stem>.archive.zarr` are real stores written by old anndata releases (tests/fixtures/SOURCES.md); this
+script leaves them alone.
 
 Each Zarr store must render byte-identical to its h5ad twin (tests/golden_zarr.rs, integration/test_zarr.py).
 `X` (and every dense layer) gets small chunks so that reads cross chunk and shard boundaries.
@@ -167,9 +169,10 @@ def restore_scalar_dtypes(adata, h5: Path):
 def main() -> int:
     import anndata as ad
 
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.zarr"):
+        if not old.name.endswith(".archive.zarr"):  # committed real stores, not generated here
+            shutil.rmtree(old)
     for h5 in sorted(FIXTURES.glob("*.h5ad")):
         if h5.stem in SKIP:
             continue

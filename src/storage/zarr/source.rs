@@ -8,7 +8,8 @@ use zarrs::array::{
     Array, ArrayBytes, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, ArrayShardedExt,
     ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset, CodecOptions,
 };
-use zarrs::storage::ReadableStorageTraits;
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
 use super::dtype::{self, Kind};
 use super::meta::Version;
@@ -182,8 +183,46 @@ impl ZarrSource {
     }
 }
 
+/// The store seen from inside one array: keys are prefixed with the array's path. Arrays are opened
+/// at the root of such a view, so `zarrs` never validates the node path — anndata 0.7 stores arrays
+/// under `__categories/`, a name prefix Zarr v3 reserves and `zarrs` rejects.
+struct Prefixed {
+    inner: Arc<dyn ReadableStorageTraits>,
+    prefix: String,
+}
+
+impl Prefixed {
+    fn key(&self, key: &StoreKey) -> Result<StoreKey, ZStorageError> {
+        Ok(StoreKey::new(format!("{}{}", self.prefix, key.as_str()))?)
+    }
+}
+
+impl ReadableStorageTraits for Prefixed {
+    fn get(&self, key: &StoreKey) -> Result<MaybeBytes, ZStorageError> {
+        self.inner.get(&self.key(key)?)
+    }
+
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, ZStorageError> {
+        self.inner.get_partial_many(&self.key(key)?, byte_ranges)
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, ZStorageError> {
+        self.inner.size_key(&self.key(key)?)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.inner.supports_get_partial()
+    }
+}
+
 /// Builds the `zarrs` array from (possibly rewritten) metadata.
 fn create(storage: Arc<dyn ReadableStorageTraits>, path: &str, doc: Value, version: Version) -> Result<ZArray, String> {
+    let prefix = format!("{}/", path.trim_matches('/'));
+    let storage: Arc<dyn ReadableStorageTraits> = Arc::new(Prefixed { inner: storage, prefix });
     let metadata = match version {
         Version::V2 => {
             let mut doc = doc;
@@ -195,7 +234,7 @@ fn create(storage: Arc<dyn ReadableStorageTraits>, path: &str, doc: Value, versi
         Version::V3 => serde_json::from_value::<ArrayMetadataV3>(doc).map(ArrayMetadata::V3),
     }
     .map_err(|e| format!("invalid array metadata: {e}"))?;
-    Array::new_with_metadata(storage, path, metadata).map_err(|e| e.to_string())
+    Array::new_with_metadata(storage, "/", metadata).map_err(|e| e.to_string())
 }
 
 impl ArraySource for ZarrSource {
