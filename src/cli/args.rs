@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount STORE at MOUNTPOINT (foreground; Ctrl-C or SIGTERM unmounts).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// List the virtual tree (no FUSE needed).
     Ls {
         /// The store.

@@ -106,7 +106,7 @@ pub fn main() -> ExitCode {
         _ => None,
     });
     let result = match cli.command {
-        Command::Mount(args) => mount(args),
+        Command::Mount(args) => mount(*args),
         Command::Ls { store, path, recursive, long } => ls(&store, &path, recursive, long),
         Command::Cat { store, path } => cat(&store, &path),
         Command::Info { store } => info::info(&store),

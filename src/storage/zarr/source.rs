@@ -291,8 +291,8 @@ impl ArraySource for ZarrSource {
         } else {
             let row: u64 = shape[1..].iter().product::<u64>().max(1);
             let (r0, r1) = (start / row, end.div_ceil(row));
-            let mut ranges = vec![r0..r1];
-            ranges.extend(shape[1..].iter().map(|&s| 0..s));
+            let ranges: Vec<std::ops::Range<u64>> =
+                std::iter::once(r0..r1).chain(shape[1..].iter().map(|&s| 0..s)).collect();
             (ArraySubset::new_with_ranges(&ranges), (start - r0 * row) as usize)
         };
         let bytes: ArrayBytes<'static> = match &self.shards {
