@@ -11,6 +11,12 @@ Rows:
   obsm/X_pca.npy sequential read vs h5py `f["obsm/X_pca"][...]` (target >= 0.8x)
   obs.tsv        first read of the whole table vs pandas `adata.obs.to_csv` (for reference)
 and the daemon's peak RSS (VmHWM) against its cache budget.
+
+With --zarr, the same AnnData written by anndata as zarr v2, v3 and sharded v3 (and the sharded store served
+over HTTP by integration/range_server.py on loopback) adds rows per backend:
+  X/csr/*.npy    sequential read of the stored CSR arrays vs zarr-python `g["X/data"][...]` (+indices, indptr)
+  obsm/X_pca.npy sequential read vs zarr-python `g["obsm/X_pca"][...]`
+(zarr-python has no HTTP store without fsspec, so the HTTP rows compare with zarr-python reading locally).
 """
 from __future__ import annotations
 
@@ -93,6 +99,54 @@ def mbps(n: int, secs: float) -> float:
     return n / secs / 1e6 if secs > 0 else float("inf")
 
 
+def zarr_rows(store: Path, work: Path, reps: int, through_mount) -> list:
+    """Rows for zarr v2/v3/sharded v3 and for the sharded store over HTTP."""
+    import anndata as ad
+    import zarr
+
+    adata = None
+    paths = {}
+    for variant, (fmt, shard) in {"v2": (2, False), "v3": (3, False), "v3s": (3, True)}.items():
+        path = work / f"bench.{variant}.zarr"
+        if not path.exists():
+            adata = adata if adata is not None else ad.read_h5ad(store)
+            print(f"writing {path} ...", file=sys.stderr)
+            ad.settings.zarr_write_format = fmt
+            ad.settings.auto_shard_zarr_v3 = shard
+            adata.write_zarr(path)
+        paths[variant] = path
+
+    def zarr_python(path: Path, keys: list[str]) -> float:
+        best = 0.0
+        for _ in range(reps):
+            g = zarr.open_group(str(path), mode="r")
+            t0 = time.perf_counter()
+            n = sum(g[k][...].nbytes for k in keys)
+            best = max(best, mbps(n, time.perf_counter() - t0))
+        return best
+
+    csr = "X/csr/data.npy+X/csr/indices.npy+X/csr/indptr.npy"
+    csr_keys = ["X/data", "X/indices", "X/indptr"]
+    rows = []
+    for variant, path in paths.items():
+        rows.append((f"zarr {variant} X/csr/*.npy", through_mount(csr, path), zarr_python(path, csr_keys),
+                     "vs zarr-python X/{data,indices,indptr}[...]"))
+        rows.append((f"zarr {variant} obsm/X_pca.npy", through_mount("obsm/X_pca.npy", path),
+                     zarr_python(path, ["obsm/X_pca"]), "vs zarr-python obsm/X_pca[...]"))
+    srv = subprocess.Popen([sys.executable, str(Path(__file__).with_name("range_server.py")), str(work)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        port = int(srv.stdout.readline().split()[1])
+        url = f"http://127.0.0.1:{port}/{paths['v3s'].name}"
+        rows.append(("http v3s X/csr/*.npy", through_mount(csr, url), zarr_python(paths["v3s"], csr_keys),
+                     "vs zarr-python reading the local store"))
+        rows.append(("http v3s obsm/X_pca.npy", through_mount("obsm/X_pca.npy", url),
+                     zarr_python(paths["v3s"], ["obsm/X_pca"]), "vs zarr-python reading the local store"))
+    finally:
+        srv.kill()
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=50000)
@@ -101,6 +155,7 @@ def main() -> int:
     ap.add_argument("--cache-size", default="256M")
     ap.add_argument("--reps", type=int, default=3, help="best of N runs per row")
     ap.add_argument("--workdir", default=None, help="where to keep the generated store (reused if present)")
+    ap.add_argument("--zarr", action="store_true", help="add zarr v2/v3/sharded and HTTP rows")
     args = ap.parse_args()
 
     import anndata as ad
@@ -145,15 +200,19 @@ def main() -> int:
 
     peak_rss = 0
 
-    def through_mount(rel: str) -> float:
-        """Best of `reps` sequential reads, each on a fresh mount (cold cache, cold page cache)."""
+    def through_mount(rel: str, src=None) -> float:
+        """Best of `reps` sequential reads, each on a fresh mount (cold cache, cold page cache). `rel` may be
+        several paths separated by `+` (bytes and times are summed)."""
         nonlocal peak_rss
         best = 0.0
         for _ in range(reps):
             with tempfile.TemporaryDirectory() as d:
-                m = Mount(store, Path(d), args.cache_size, zero="1G")
+                m = Mount(src or store, Path(d), args.cache_size, zero="1G")
                 try:
-                    n, t = read_seq(Path(d) / rel)
+                    n = t = 0
+                    for r in rel.split("+"):
+                        dn, dt = read_seq(Path(d) / r)
+                        n, t = n + dn, t + dt
                     best = max(best, mbps(n, t))
                     peak_rss = max(peak_rss, m.peak_rss_kib())
                 finally:
@@ -165,6 +224,8 @@ def main() -> int:
     rows.append(("X/dense.npy (gzip CSR)", through_mount("X/dense.npy"), backed, "vs anndata backed X[a:b].toarray()"))
     rows.append(("obsm/X_pca.npy", through_mount("obsm/X_pca.npy"), h5, "vs h5py f['obsm/X_pca'][...]"))
     rows.append(("obs.tsv (first read)", through_mount("obs.tsv"), pandas_tsv, "vs pandas obs.to_csv"))
+    if args.zarr:
+        rows.extend(zarr_rows(store, work, reps, through_mount))
     rss = peak_rss
 
     print(f"\nstore: {store} ({store.stat().st_size / 1e6:.1f} MB), X {args.cells}x{args.genes}, density {args.density}")

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount STORE at MOUNTPOINT (foreground; Ctrl-C or SIGTERM unmounts).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// List the virtual tree (no FUSE needed).
     Ls {
         /// The store.
@@ -51,7 +51,7 @@ pub enum Command {
 /// Options of `annfs mount`.
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
-    /// The store: an .h5ad file.
+    /// The store: an .h5ad file, a Zarr directory, or an http(s):// URL of a Zarr store.
     pub store: String,
     /// An empty directory to mount on.
     pub mountpoint: PathBuf,
@@ -80,6 +80,12 @@ pub struct MountArgs {
     /// Permission bits to clear (octal, e.g. 027).
     #[arg(long)]
     pub umask: Option<String>,
+    /// Remote stores: keep fetched chunks in this directory (validated; reused by later mounts).
+    #[arg(long, value_name = "DIR")]
+    pub disk_cache: Option<PathBuf>,
+    /// Byte budget of the on-disk chunk cache (e.g. 10G); least recently used entries are removed.
+    #[arg(long, default_value = "10G", value_name = "SIZE")]
+    pub disk_cache_size: String,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,

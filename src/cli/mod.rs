@@ -16,7 +16,7 @@ use crate::cache::ChunkCache;
 use crate::fs::mount::{serve, MountConfig, MountError};
 use crate::fs::{AnnFs, Ownership};
 use crate::model::ModelError;
-use crate::storage::{StorageError, StoreInfo};
+use crate::storage::{OpenOptions, StorageError, StoreInfo};
 use crate::views::{VNode, VTree};
 use args::{Cli, Command, MountArgs};
 
@@ -81,9 +81,15 @@ pub struct Opened {
 }
 
 /// Opens `store` and builds its virtual tree with a cache of `cache_bytes`; big text views
-/// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`).
-pub fn open_with(store: &str, cache_bytes: u64, cache_dir: Option<&std::path::Path>) -> Result<Opened, CliError> {
-    let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
+/// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`); `opts` carries
+/// storage options (e.g. the on-disk cache of remote stores).
+pub fn open_with(
+    store: &str,
+    cache_bytes: u64,
+    opts: &OpenOptions,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<Opened, CliError> {
+    let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
     let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
@@ -93,9 +99,9 @@ pub fn open_with(store: &str, cache_bytes: u64, cache_dir: Option<&std::path::Pa
     Ok(Opened { tree, cache, info: st.info })
 }
 
-/// [`open_with`] with the default cache directory.
+/// [`open_with`] with default storage options and cache directory.
 pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
-    open_with(store, cache_bytes, None)
+    open_with(store, cache_bytes, &OpenOptions::default(), None)
 }
 
 /// Runs the command line; returns the process exit code.
@@ -110,7 +116,7 @@ pub fn main() -> ExitCode {
         _ => None,
     });
     let result = match cli.command {
-        Command::Mount(args) => mount(args),
+        Command::Mount(args) => mount(*args),
         Command::Ls { store, path, recursive, long } => ls(&store, &path, recursive, long),
         Command::Cat { store, path } => cat(&store, &path),
         Command::Info { store } => info::info(&store),
@@ -225,7 +231,11 @@ fn parse_umask(s: Option<&str>) -> Result<u16, CliError> {
 fn mount(mut args: MountArgs) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
-    let mut o = open_with(&args.store, budget, args.cache_dir.as_deref())?;
+    let store_opts = OpenOptions {
+        disk_cache: args.disk_cache.clone(),
+        disk_cache_size: options::parse_size(&args.disk_cache_size)?,
+    };
+    let mut o = open_with(&args.store, budget, &store_opts, args.cache_dir.as_deref())?;
     if let Some(size) = &args.bench_zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");

@@ -46,6 +46,8 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
             "umask" => args.umask = Some(need(v)?),
             "log_level" => args.log_level = need(v)?,
             "log_file" => args.log_file = Some(need(v)?.into()),
+            "disk_cache" => args.disk_cache = Some(need(v)?.into()),
+            "disk_cache_size" => args.disk_cache_size = need(v)?,
             "ro" | "rw" | "defaults" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime" | "relatime"
             | "noexec" | "exec" | "_netdev" | "nofail" | "auto" | "noauto" | "user" | "users" | "nouser"
             | "default_permissions" | "async" | "sync" => {}

@@ -10,6 +10,7 @@ pub mod error;
 pub mod filters;
 pub mod grid;
 pub mod hdf5;
+pub mod zarr;
 
 use std::sync::Arc;
 
@@ -282,18 +283,40 @@ pub struct Store {
     pub info: StoreInfo,
 }
 
-/// Opens a store, choosing the backend from what the path is.
+/// Options for opening a store (they only matter for some backends).
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// On-disk cache directory for chunks fetched from remote stores.
+    pub disk_cache: Option<std::path::PathBuf>,
+    /// Byte budget of the on-disk cache.
+    pub disk_cache_size: u64,
+}
+
+/// Opens a store, choosing the backend from what the location is: an `http(s)://` URL → remote
+/// Zarr; a directory → Zarr (v2 or v3); anything else → HDF5.
 pub fn open(location: &str) -> StorageResult<Store> {
+    open_with(location, &OpenOptions::default())
+}
+
+/// [`open`] with options.
+pub fn open_with(location: &str, opts: &OpenOptions) -> StorageResult<Store> {
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return zarr::open_url(location, opts);
+    }
     let path = std::path::Path::new(location);
     let meta = std::fs::metadata(path).map_err(|e| StorageError::Io {
         path: location.to_string(),
         source: e,
     })?;
     if meta.is_dir() {
-        return Err(StorageError::Unsupported {
-            path: location.to_string(),
-            reason: "Zarr stores are not supported by this build yet (directory given)".into(),
-        });
+        return zarr::open_dir(path);
+    }
+    if lower.ends_with(".zip") {
+        return Err(StorageError::unsupported(
+            location,
+            "zip-packed Zarr stores (.zarr.zip) are not supported; unzip it and mount the directory",
+        ));
     }
     hdf5::open(path)
 }

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""A small static HTTP server for the tests: serves DIR on 127.0.0.1, honours `Range` (incl. suffix ranges
+`bytes=-N`) with 206 answers, and logs every request path to an optional file.
+
+    python range_server.py DIR [--port N] [--log FILE] [--forbid]
+
+Prints `PORT <n>` on stdout once listening.  `--forbid` answers 403 to everything.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def make_handler(root: str, log_path: str | None, forbid: bool):
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _log(self):
+            if log_path:
+                with lock, open(log_path, "a") as f:
+                    f.write(f"{self.command} {self.path} {self.headers.get('Range', '-')}\n")
+
+        def _target(self) -> str | None:
+            rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+            full = os.path.realpath(os.path.join(root, rel))
+            if not full.startswith(os.path.realpath(root)) or not os.path.isfile(full):
+                return None
+            return full
+
+        def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head=False):
+            self.send_response(status)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head and body:
+                self.wfile.write(body)
+
+        def do_HEAD(self):
+            self.do_GET(head=True)
+
+        def do_GET(self, head=False):
+            self._log()
+            if forbid:
+                return self._send(403, b"forbidden", head=head)
+            path = self._target()
+            if path is None:
+                return self._send(404, b"not found", head=head)
+            size = os.path.getsize(path)
+            rng = self.headers.get("Range")
+            if rng:
+                m = RANGE.match(rng.strip())
+                if not m or (not m.group(1) and not m.group(2)):
+                    return self._send(416, headers={"Content-Range": f"bytes */{size}"}, head=head)
+                if m.group(1):
+                    start = int(m.group(1))
+                    end = int(m.group(2)) if m.group(2) else size - 1
+                else:
+                    start, end = max(0, size - int(m.group(2))), size - 1
+                end = min(end, size - 1)
+                if start >= size or start > end:
+                    return self._send(416, headers={"Content-Range": f"bytes */{size}"}, head=head)
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read(end + 1 - start)
+                return self._send(206, data,
+                                  {"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
+                                  head=head)
+            with open(path, "rb") as f:
+                data = f.read()
+            return self._send(200, data, {"Accept-Ranges": "bytes"}, head=head)
+
+    return Handler
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("root")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--log")
+    ap.add_argument("--forbid", action="store_true")
+    a = ap.parse_args()
+    ThreadingHTTPServer.allow_reuse_address = True
+    ThreadingHTTPServer.daemon_threads = True
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid))
+    print(f"PORT {srv.server_address[1]}", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

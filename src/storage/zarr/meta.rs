@@ -1,0 +1,263 @@
+//! Collects every node's metadata of a Zarr store: from consolidated metadata when present (one
+//! read: v2 `.zmetadata`, v3 inline `consolidated_metadata` in the root `zarr.json`), otherwise by
+//! walking the store directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::storage::{Attrs, StorageError, StorageResult};
+
+/// Groups nested deeper than this are not descended into.
+const MAX_DEPTH: usize = 64;
+
+/// The Zarr format version of a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// Format 2 (`.zgroup`, `.zarray`, `.zattrs`).
+    V2,
+    /// Format 3 (`zarr.json`).
+    V3,
+}
+
+/// One node's metadata.
+#[derive(Clone, Debug)]
+pub enum NodeMeta {
+    /// A group and its attributes.
+    Group(Attrs),
+    /// An array: its metadata document (v2 `.zarray` or v3 `zarr.json`) and attributes.
+    Array(Value, Attrs),
+}
+
+/// Every node of a store, keyed by path relative to the root (`""` is the root).
+pub struct Nodes {
+    /// Format version.
+    pub version: Version,
+    /// True when read from consolidated metadata.
+    pub consolidated: bool,
+    /// The nodes.
+    pub nodes: BTreeMap<String, NodeMeta>,
+}
+
+/// Reads one key of the store; `Ok(None)` when it does not exist.
+pub type ReadKey<'a> = dyn Fn(&str) -> StorageResult<Option<Vec<u8>>> + 'a;
+
+fn parse(key: &str, bytes: &[u8]) -> StorageResult<Value> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::corrupt(key, format!("malformed JSON metadata: {e}")))
+}
+
+fn attrs_of(v: Option<&Value>, key: &str) -> StorageResult<Attrs> {
+    match v {
+        None | Some(Value::Null) => Ok(Attrs::new()),
+        Some(Value::Object(o)) => Ok(o.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(other) => Err(StorageError::corrupt(key, format!("attributes are not a JSON object: {other}"))),
+    }
+}
+
+/// Collects the nodes of the store. `dir` is the store directory when it can be listed (local
+/// stores); remote stores need consolidated metadata.
+pub fn collect(read: &ReadKey, dir: Option<&Path>, location: &str) -> StorageResult<Nodes> {
+    if let Some(bytes) = read("zarr.json")? {
+        let root = parse("zarr.json", &bytes)?;
+        return v3(read, root, dir, location);
+    }
+    if let Some(bytes) = read(".zmetadata")? {
+        let doc = parse(".zmetadata", &bytes)?;
+        return v2_consolidated(&doc);
+    }
+    if read(".zgroup")?.is_some() {
+        let Some(dir) = dir else {
+            return Err(StorageError::unsupported(
+                location,
+                "a remote Zarr v2 store needs consolidated metadata (.zmetadata)",
+            ));
+        };
+        let mut nodes = BTreeMap::new();
+        walk_v2(read, dir, "", 0, &mut nodes)?;
+        return Ok(Nodes { version: Version::V2, consolidated: false, nodes });
+    }
+    if read(".zarray")?.is_some() {
+        return Err(StorageError::NotAStore {
+            path: location.into(),
+            reason: "the root of this Zarr store is an array, not an AnnData group".into(),
+        });
+    }
+    Err(StorageError::NotAStore {
+        path: location.into(),
+        reason: "no zarr.json, .zmetadata or .zgroup (not a Zarr store)".into(),
+    })
+}
+
+fn v3(read: &ReadKey, root: Value, dir: Option<&Path>, location: &str) -> StorageResult<Nodes> {
+    if root.get("zarr_format").and_then(Value::as_u64) != Some(3) {
+        return Err(StorageError::corrupt("zarr.json", "zarr_format is not 3"));
+    }
+    match root.get("node_type").and_then(Value::as_str) {
+        Some("group") => {}
+        Some("array") => {
+            return Err(StorageError::NotAStore {
+                path: location.into(),
+                reason: "the root of this Zarr store is an array, not an AnnData group".into(),
+            })
+        }
+        other => return Err(StorageError::corrupt("zarr.json", format!("bad node_type {other:?}"))),
+    }
+    let mut nodes = BTreeMap::new();
+    nodes.insert(String::new(), NodeMeta::Group(attrs_of(root.get("attributes"), "zarr.json")?));
+    let consolidated = root
+        .get("consolidated_metadata")
+        .and_then(|c| c.get("metadata"))
+        .and_then(Value::as_object);
+    if let Some(members) = consolidated {
+        for (path, doc) in members {
+            let key = format!("{path}/zarr.json");
+            nodes.insert(path.trim_matches('/').to_string(), v3_node(doc, &key)?);
+        }
+        return Ok(Nodes { version: Version::V3, consolidated: true, nodes });
+    }
+    let Some(dir) = dir else {
+        return Err(StorageError::unsupported(
+            location,
+            "a remote Zarr v3 store needs consolidated metadata (in the root zarr.json)",
+        ));
+    };
+    walk_v3(read, dir, "", 0, &mut nodes)?;
+    Ok(Nodes { version: Version::V3, consolidated: false, nodes })
+}
+
+fn v3_node(doc: &Value, key: &str) -> StorageResult<NodeMeta> {
+    let attrs = attrs_of(doc.get("attributes"), key)?;
+    match doc.get("node_type").and_then(Value::as_str) {
+        Some("group") => Ok(NodeMeta::Group(attrs)),
+        Some("array") => Ok(NodeMeta::Array(doc.clone(), attrs)),
+        other => Err(StorageError::corrupt(key, format!("bad node_type {other:?}"))),
+    }
+}
+
+fn v2_consolidated(doc: &Value) -> StorageResult<Nodes> {
+    let meta = doc
+        .get("metadata")
+        .and_then(Value::as_object)
+        .ok_or_else(|| StorageError::corrupt(".zmetadata", "no `metadata` object"))?;
+    let mut nodes = BTreeMap::new();
+    for (key, v) in meta {
+        let (parent, leaf) = match key.rsplit_once('/') {
+            Some((p, l)) => (p.to_string(), l),
+            None => (String::new(), key.as_str()),
+        };
+        match leaf {
+            ".zgroup" => {
+                nodes.entry(parent).or_insert_with(|| NodeMeta::Group(Attrs::new()));
+            }
+            ".zarray" => {
+                if !v.is_object() {
+                    return Err(StorageError::corrupt(key, "array metadata is not a JSON object"));
+                }
+                let attrs = match nodes.remove(&parent) {
+                    Some(NodeMeta::Group(a)) | Some(NodeMeta::Array(_, a)) => a,
+                    None => Attrs::new(),
+                };
+                nodes.insert(parent, NodeMeta::Array(v.clone(), attrs));
+            }
+            _ => {}
+        }
+    }
+    for (key, v) in meta {
+        let Some(parent) = key.strip_suffix(".zattrs") else { continue };
+        let parent = parent.trim_end_matches('/').to_string();
+        let attrs = attrs_of(Some(v), key)?;
+        match nodes.get_mut(&parent) {
+            Some(NodeMeta::Group(a)) | Some(NodeMeta::Array(_, a)) => *a = attrs,
+            None => {
+                nodes.insert(parent, NodeMeta::Group(attrs));
+            }
+        }
+    }
+    nodes.entry(String::new()).or_insert_with(|| NodeMeta::Group(Attrs::new()));
+    Ok(Nodes { version: Version::V2, consolidated: true, nodes })
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Sub-directories of `dir` (sorted), skipping hidden entries.
+fn subdirs(dir: &Path) -> StorageResult<Vec<String>> {
+    let io = |e| StorageError::Io { path: dir.display().to_string(), source: e };
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let e = e.map_err(io)?;
+        if e.file_type().map_err(io)?.is_dir() {
+            if let Ok(name) = e.file_name().into_string() {
+                if !name.starts_with('.') {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk_v2(
+    read: &ReadKey,
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    nodes: &mut BTreeMap<String, NodeMeta>,
+) -> StorageResult<()> {
+    let key = |leaf: &str| join(prefix, leaf);
+    let attrs = match read(&key(".zattrs"))? {
+        Some(b) => attrs_of(Some(&parse(&key(".zattrs"), &b)?), &key(".zattrs"))?,
+        None => Attrs::new(),
+    };
+    nodes.insert(prefix.to_string(), NodeMeta::Group(attrs));
+    if depth >= MAX_DEPTH {
+        log::warn!("{prefix}: groups nested deeper than {MAX_DEPTH}; not descending");
+        return Ok(());
+    }
+    for name in subdirs(&dir.join(prefix))? {
+        let path = join(prefix, &name);
+        if let Some(b) = read(&format!("{path}/.zarray"))? {
+            let doc = parse(&format!("{path}/.zarray"), &b)?;
+            let attrs = match read(&format!("{path}/.zattrs"))? {
+                Some(b) => attrs_of(Some(&parse(&format!("{path}/.zattrs"), &b)?), &path)?,
+                None => Attrs::new(),
+            };
+            nodes.insert(path, NodeMeta::Array(doc, attrs));
+        } else if read(&format!("{path}/.zgroup"))?.is_some() {
+            walk_v2(read, dir, &path, depth + 1, nodes)?;
+        }
+    }
+    Ok(())
+}
+
+fn walk_v3(
+    read: &ReadKey,
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    nodes: &mut BTreeMap<String, NodeMeta>,
+) -> StorageResult<()> {
+    if depth >= MAX_DEPTH {
+        log::warn!("{prefix}: groups nested deeper than {MAX_DEPTH}; not descending");
+        return Ok(());
+    }
+    for name in subdirs(&dir.join(prefix))? {
+        let path = join(prefix, &name);
+        let key = format!("{path}/zarr.json");
+        let Some(b) = read(&key)? else { continue };
+        let node = v3_node(&parse(&key, &b)?, &key)?;
+        let is_group = matches!(node, NodeMeta::Group(_));
+        nodes.insert(path.clone(), node);
+        if is_group {
+            walk_v3(read, dir, &path, depth + 1, nodes)?;
+        }
+    }
+    Ok(())
+}

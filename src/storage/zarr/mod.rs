@@ -1,0 +1,161 @@
+//! Zarr backend (format v2 and v3, sharded or not), local directories or `http(s)://` URLs, on
+//! `zarrs`.
+//!
+//! Opening reads the consolidated metadata when present (one read), else walks the directory
+//! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
+//! remote reads go through [`http`] (optionally cached on disk by [`disk_cache`]).
+
+pub mod disk_cache;
+pub mod dtype;
+pub mod http;
+pub mod meta;
+pub mod source;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use zarrs::array::CodecOptions;
+use zarrs::storage::ReadableStorageTraits;
+
+use meta::{NodeMeta, Nodes};
+use source::ZarrSource;
+
+use super::{Array, Attrs, Group, Node, OpenOptions, StorageError, StorageResult, Store, StoreInfo};
+
+/// Paths nested deeper than this are not built (guards hostile metadata).
+const MAX_DEPTH: usize = 64;
+
+/// Codec options for every read: `zarrs` decodes one chunk on one thread (the FUSE worker's);
+/// parallelism comes from concurrent requests. `ANNFS_ZARR_CONCURRENCY` overrides (benchmarks).
+fn codec_options() -> CodecOptions {
+    let n = std::env::var("ANNFS_ZARR_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
+    CodecOptions::default().with_concurrent_target(n.max(1))
+}
+
+/// Opens a local Zarr store directory.
+pub fn open_dir(path: &Path) -> StorageResult<Store> {
+    let location = path.display().to_string();
+    let storage = zarrs::filesystem::FilesystemStore::new(path)
+        .map_err(|e| StorageError::NotAStore { path: location.clone(), reason: e.to_string() })?;
+    let read = |key: &str| -> StorageResult<Option<Vec<u8>>> {
+        match std::fs::read(path.join(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::NotADirectory => Ok(None),
+            Err(e) => Err(StorageError::Io { path: format!("{location}/{key}"), source: e }),
+        }
+    };
+    let nodes = meta::collect(&read, Some(path), &location).map_err(|e| prefix(e, &location))?;
+    let mtime = ["zarr.json", ".zmetadata", ".zgroup"]
+        .iter()
+        .find_map(|k| std::fs::metadata(path.join(k)).ok())
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
+    let inode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let info = StoreInfo { format: "zarr", location, size: 0, mtime, inode };
+    build(Arc::new(storage), nodes, info)
+}
+
+/// Opens a Zarr store at an `http://` or `https://` URL.
+pub fn open_url(url: &str, opts: &OpenOptions) -> StorageResult<Store> {
+    let cache = match &opts.disk_cache {
+        Some(dir) => Some(Arc::new(
+            disk_cache::DiskCache::open(dir, opts.disk_cache_size)
+                .map_err(|e| StorageError::Io { path: dir.display().to_string(), source: e })?,
+        )),
+        None => None,
+    };
+    let store = Arc::new(http::HttpStore::new(url, http::HttpConfig::default(), cache));
+    let read = |key: &str| -> StorageResult<Option<Vec<u8>>> {
+        store.fetch(key, None).map_err(|e| match e {
+            http::HttpError::Status { status: 401 | 403, .. } => StorageError::NotAStore {
+                path: url.to_string(),
+                reason: format!("access denied ({e})"),
+            },
+            other => StorageError::NotAStore { path: url.to_string(), reason: other.to_string() },
+        })
+    };
+    let nodes = meta::collect(&read, None, url).map_err(|e| match e {
+        StorageError::NotAStore { path, reason } if reason.starts_with("no zarr.json") => StorageError::NotAStore {
+            path,
+            reason: "no Zarr store at this URL (zarr.json, .zmetadata and .zgroup: HTTP 404)".into(),
+        },
+        other => prefix(other, url),
+    })?;
+    let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None };
+    build(store, nodes, info)
+}
+
+/// Names metadata keys relative to the store in errors (`store/obs/zarr.json: …`).
+fn prefix(e: StorageError, location: &str) -> StorageError {
+    match e {
+        StorageError::Corrupt { path, reason } if !path.starts_with(location) => {
+            StorageError::Corrupt { path: format!("{location}/{path}"), reason }
+        }
+        other => other,
+    }
+}
+
+/// Builds the group tree (children sorted by name) and one source per array.
+fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo) -> StorageResult<Store> {
+    // Every ancestor is registered too: consolidated metadata may omit intermediate groups.
+    let mut kids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for key in nodes.nodes.keys().filter(|k| !k.is_empty()) {
+        let mut child = key.as_str();
+        loop {
+            let (parent, name) = child.rsplit_once('/').unwrap_or(("", child));
+            if !kids.entry(parent.to_string()).or_default().insert(name.to_string()) || parent.is_empty() {
+                break;
+            }
+            child = parent;
+        }
+    }
+    log::debug!(
+        "{}: zarr {:?}, {} nodes, {}",
+        info.location,
+        nodes.version,
+        nodes.nodes.len(),
+        if nodes.consolidated { "consolidated metadata" } else { "walked" }
+    );
+    let ctx = Ctx { storage, nodes: &nodes, kids: &kids, opts: codec_options() };
+    let root_attrs = match nodes.nodes.get("") {
+        Some(NodeMeta::Group(a)) => a.clone(),
+        _ => Attrs::new(),
+    };
+    let root = ctx.group("", root_attrs, 0)?;
+    Ok(Store { root, info })
+}
+
+struct Ctx<'a> {
+    storage: Arc<dyn ReadableStorageTraits>,
+    nodes: &'a Nodes,
+    kids: &'a BTreeMap<String, BTreeSet<String>>,
+    opts: CodecOptions,
+}
+
+impl Ctx<'_> {
+    fn group(&self, path: &str, attrs: Attrs, depth: usize) -> StorageResult<Group> {
+        let mut children = Vec::new();
+        for name in self.kids.get(path).into_iter().flatten() {
+            let child = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+            let node = match self.nodes.nodes.get(&child) {
+                Some(NodeMeta::Array(doc, attrs)) => {
+                    let src = ZarrSource::open(self.storage.clone(), &format!("/{child}"), doc, self.nodes.version, self.opts)?;
+                    Node::Array(Array { attrs: attrs.clone(), source: Arc::new(src) })
+                }
+                _ if depth >= MAX_DEPTH => {
+                    log::warn!("/{child}: groups nested deeper than {MAX_DEPTH}; not descending");
+                    continue;
+                }
+                Some(NodeMeta::Group(a)) => Node::Group(self.group(&child, a.clone(), depth + 1)?),
+                None => Node::Group(self.group(&child, Attrs::new(), depth + 1)?),
+            };
+            children.push((name.clone(), node));
+        }
+        Ok(Group { path: format!("/{path}"), attrs, children })
+    }
+}
