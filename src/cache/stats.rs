@@ -17,6 +17,8 @@ pub struct Stats {
     bytes_served: AtomicU64,
     reads: AtomicU64,
     errors: AtomicU64,
+    opens: AtomicU64,
+    releases: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
 }
@@ -52,6 +54,21 @@ impl Stats {
         self.bytes_served.fetch_add(bytes, Relaxed);
     }
 
+    /// Records one opened file.
+    pub fn opened(&self) {
+        self.opens.fetch_add(1, Relaxed);
+    }
+
+    /// Records one closed (released) file.
+    pub fn closed(&self) {
+        self.releases.fetch_add(1, Relaxed);
+    }
+
+    /// Files currently open on the mount.
+    pub fn open_files(&self) -> u64 {
+        self.opens.load(Relaxed).saturating_sub(self.releases.load(Relaxed))
+    }
+
     /// Records one failed request on virtual file `path`.
     pub fn error(&self, path: &str, err: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Relaxed);
@@ -81,6 +98,8 @@ impl Stats {
             "reads": g(&self.reads),
             "bytes_served": g(&self.bytes_served),
             "errors": g(&self.errors),
+            "open_files": self.open_files(),
+            "store_changed": crate::storage::gate::reason(),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         })
     }

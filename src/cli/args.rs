@@ -14,10 +14,29 @@ pub struct Cli {
 }
 
 /// Sub-commands.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Mount STORE at MOUNTPOINT (foreground; Ctrl-C or SIGTERM unmounts).
+    /// Mount STORE at MOUNTPOINT (foreground unless --daemon; Ctrl-C or SIGTERM unmounts).
     Mount(Box<MountArgs>),
+    /// Unmount an annfs mount (lazily if busy); the daemon then exits.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Install the mount(8) helper: symlinks /sbin/mount.fuse.annfs (and /usr/local/bin/annfs)
+    /// to this binary, so `mount -t fuse.annfs` and fstab lines work (needs root).
+    InstallHelper {
+        /// Directory of the helper symlink.
+        #[arg(long, default_value = "/sbin")]
+        sbin: PathBuf,
+        /// Directory of the `annfs` symlink (for systemd units and mount.fuse3); `none` to skip.
+        #[arg(long, default_value = "/usr/local/bin")]
+        bin: String,
+        /// Remove the symlinks instead.
+        #[arg(long)]
+        uninstall: bool,
+    },
     /// List the virtual tree (no FUSE needed).
     Ls {
         /// The store.
@@ -71,12 +90,12 @@ pub struct MountArgs {
     /// Let root access the mount.
     #[arg(long)]
     pub allow_root: bool,
-    /// Owner uid of the files (default: the mounting user).
+    /// Owner of the files, a uid or user name (default: the mounting user).
     #[arg(long)]
-    pub uid: Option<u32>,
-    /// Owner gid of the files (default: the mounting user's group).
+    pub uid: Option<String>,
+    /// Group of the files, a gid or group name (default: the mounting user's group).
     #[arg(long)]
-    pub gid: Option<u32>,
+    pub gid: Option<String>,
     /// Permission bits to clear (octal, e.g. 027).
     #[arg(long)]
     pub umask: Option<String>,
@@ -86,6 +105,30 @@ pub struct MountArgs {
     /// Byte budget of the on-disk chunk cache (e.g. 10G); least recently used entries are removed.
     #[arg(long, default_value = "10G", value_name = "SIZE")]
     pub disk_cache_size: String,
+    /// Permission bits of files (octal, default 0444; write bits are always dropped).
+    #[arg(long)]
+    pub file_mode: Option<String>,
+    /// Permission bits of directories (octal, default 0555).
+    #[arg(long)]
+    pub dir_mode: Option<String>,
+    /// Run in the background once the mount answers (the parent exits 0, or non-zero with the error).
+    #[arg(long)]
+    pub daemon: bool,
+    /// Log a line of metrics (cache hit rate, bytes served, decode time, open files, errors) every SECS seconds.
+    #[arg(long, value_name = "SECS")]
+    pub log_metrics: Option<u64>,
+    /// Invoked as a mount(8) helper: daemonize unless `-o foreground`.
+    #[arg(long, hide = true)]
+    pub helper: bool,
+    /// With --helper: stay in the foreground.
+    #[arg(long, hide = true)]
+    pub foreground: bool,
+    /// mount(8)'s `-f`: check everything, mount nothing.
+    #[arg(long, hide = true)]
+    pub fake: bool,
+    /// Kernel mount options passed through (SELinux `context=` and friends), from `-o`.
+    #[arg(skip)]
+    pub kernel_options: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,

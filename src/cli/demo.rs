@@ -66,14 +66,14 @@ pub fn demo() -> Result<(), CliError> {
     let store_s = store.display().to_string();
     println!("annfs demo: mounting the bundled sample store ({store_s}) at {}", mnt.display());
     let o = super::open(&store_s, 64 << 20)?;
-    let owner = Ownership { uid: unsafe { libc::getuid() }, gid: unsafe { libc::getgid() }, umask: 0o022 };
+    let owner = Ownership::current_user();
     let fs = AnnFs::new(o.tree.clone(), Arc::clone(&o.cache), owner, SystemTime::now());
-    let cfg = MountConfig { mountpoint: mnt.clone(), fsname: format!("annfs:{store_s}"), allow_other: false, allow_root: false, threads: 2 };
+    let cfg = MountConfig { mountpoint: mnt.clone(), fsname: format!("annfs:{store_s}"), allow_other: false, allow_root: false, threads: 2, extra: Vec::new() };
     let (tx, rx) = std::sync::mpsc::channel();
     let mnt2 = mnt.clone();
     let server = std::thread::spawn(move || serve(fs, &cfg, move || {
         let _ = tx.send(());
-    }));
+    }, || {}));
     let result = match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(()) => {
             let r = tour(&mnt2);

@@ -1,8 +1,14 @@
-//! The `annfs` command line: `mount`, `ls`, `cat`, `info`, `demo`.
+//! The `annfs` command line: `mount`, `umount`, `ls`, `cat`, `info`, `demo`, `install-helper`,
+//! and the mount(8) helper forms (see [`helper`]).
 
 pub mod args;
+pub mod daemon;
 mod demo;
+pub mod helper;
 mod info;
+pub mod logging;
+mod metrics;
+pub mod notify;
 pub mod options;
 
 use std::io::Write;
@@ -106,17 +112,38 @@ pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let level = match &cli.command {
-        Command::Mount(m) => m.log_level.clone(),
-        _ => "warn".to_string(),
+    let cli = Cli::parse_from(helper::rewrite(std::env::args_os().collect()));
+    let (level, file) = match &cli.command {
+        Command::Mount(m) => {
+            // `-o log_level=...,log_file=...` must take effect before logging starts.
+            let mut m = m.clone();
+            let ok = options::apply_o_options(&mut m).is_ok();
+            // A daemon started from a terminal loses its stderr once ready: stay quiet there,
+            // as mount helpers do, unless asked otherwise.
+            let daemonizing = m.daemon || (m.helper && !m.foreground);
+            // SAFETY: isatty on a descriptor number.
+            if daemonizing && m.log_file.is_none() && m.log_level == "info" && unsafe { libc::isatty(2) } == 1 {
+                m.log_level = "warn".into();
+            }
+            (m.log_level, if ok { m.log_file } else { None })
+        }
+        _ => ("warn".to_string(), None),
     };
-    init_logging(&level, match &cli.command {
-        Command::Mount(m) => m.log_file.as_deref(),
-        _ => None,
-    });
+    if let Err(e) = logging::init(&level, file.as_deref()) {
+        let path = file.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        eprintln!("annfs: cannot open log file {path}: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Mount(args) => mount(*args),
+        Command::Umount { mountpoint } => {
+            crate::fs::mount::unmount(&mountpoint);
+            Ok(())
+        }
+        Command::InstallHelper { sbin, bin, uninstall } => {
+            let bin = (bin != "none").then(|| std::path::PathBuf::from(bin));
+            helper::install(&sbin, bin.as_deref(), uninstall)
+        }
         Command::Ls { store, path, recursive, long } => ls(&store, &path, recursive, long),
         Command::Cat { store, path } => cat(&store, &path),
         Command::Info { store } => info::info(&store),
@@ -126,29 +153,11 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
+            log::debug!("failed: {e}");
             eprintln!("annfs: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(level: &str, file: Option<&std::path::Path>) {
-    let mut b = env_logger::Builder::new();
-    // fuser logs every request the filesystem leaves to its defaults (ENOSYS) as a warning.
-    b.filter_module("fuser", log::LevelFilter::Error);
-    b.parse_filters(level);
-    if let Ok(env) = std::env::var("RUST_LOG") {
-        b.parse_filters(&env);
-    }
-    if let Some(path) = file {
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            Ok(f) => {
-                b.target(env_logger::Target::Pipe(Box::new(f)));
-            }
-            Err(e) => eprintln!("annfs: cannot open log file {}: {e}", path.display()),
-        }
-    }
-    let _ = b.try_init();
 }
 
 fn node_at(tree: &Arc<VTree>, path: &str) -> Result<(Arc<VTree>, usize), CliError> {
@@ -219,18 +228,22 @@ fn cat(store: &str, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn parse_umask(s: Option<&str>) -> Result<u16, CliError> {
-    match s {
-        None => Ok(0o022 & 0o777),
-        Some(s) => u16::from_str_radix(s.trim_start_matches("0o"), 8)
-            .map(|m| m & 0o777)
-            .map_err(|_| CliError::Usage(format!("bad umask `{s}` (octal expected)"))),
-    }
-}
-
 fn mount(mut args: MountArgs) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
+    let owner = Ownership {
+        uid: args.uid.as_deref().map(options::resolve_uid).transpose()?.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: args.gid.as_deref().map(options::resolve_gid).transpose()?.unwrap_or_else(|| unsafe { libc::getgid() }),
+        umask: options::parse_mode("umask", args.umask.as_deref(), 0o022)?,
+        file_mode: options::parse_mode("file_mode", args.file_mode.as_deref(), 0o444)?,
+        dir_mode: options::parse_mode("dir_mode", args.dir_mode.as_deref(), 0o555)?,
+    };
+    crate::fs::mount::check_allow_other(args.allow_other)?;
+    if args.fake {
+        return Ok(());
+    }
+    // Fork while still single-threaded; the parent exits once the mount answers.
+    let detached = if args.daemon || (args.helper && !args.foreground) { Some(daemon::detach()?) } else { None };
     let store_opts = OpenOptions {
         disk_cache: args.disk_cache.clone(),
         disk_cache_size: options::parse_size(&args.disk_cache_size)?,
@@ -243,11 +256,12 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
             tree.add_file(dir, "zero", Arc::new(crate::views::ZeroFile(size)));
         }
     }
-    let owner = Ownership {
-        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
-        umask: parse_umask(args.umask.as_deref())?,
-    };
+    let remote = args.store.starts_with("http://") || args.store.starts_with("https://");
+    if !remote {
+        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store)) {
+            log::warn!("cannot watch {} for changes: {e}", args.store);
+        }
+    }
     let mtime = o.info.mtime.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)).unwrap_or(SystemTime::now());
     let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime);
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
@@ -257,7 +271,20 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         allow_other: args.allow_other,
         allow_root: args.allow_root,
         threads,
+        extra: args.kernel_options.clone(),
     };
-    serve(fs, &cfg, || {})?;
+    if let Some(secs) = args.log_metrics.filter(|s| *s > 0) {
+        metrics::start(o.cache.clone(), Duration::from_secs(secs));
+    }
+    let logs_to_file = args.log_file.is_some();
+    let on_ready = move || {
+        notify::ready(&args.mountpoint);
+        if let Some(d) = detached {
+            d.ready(logs_to_file);
+        }
+    };
+    let result = serve(fs, &cfg, on_ready, logging::reopen);
+    notify::stopping();
+    result?;
     Ok(())
 }

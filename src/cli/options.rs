@@ -41,21 +41,74 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
             "threads" => args.threads = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad threads".into()))?),
             "allow_other" => args.allow_other = true,
             "allow_root" => args.allow_root = true,
-            "uid" => args.uid = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad uid".into()))?),
-            "gid" => args.gid = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad gid".into()))?),
+            "uid" => args.uid = Some(need(v)?),
+            "gid" => args.gid = Some(need(v)?),
             "umask" => args.umask = Some(need(v)?),
+            "file_mode" => args.file_mode = Some(need(v)?),
+            "dir_mode" => args.dir_mode = Some(need(v)?),
             "log_level" => args.log_level = need(v)?,
             "log_file" => args.log_file = Some(need(v)?.into()),
             "disk_cache" => args.disk_cache = Some(need(v)?.into()),
             "disk_cache_size" => args.disk_cache_size = need(v)?,
+            "log_metrics" => {
+                args.log_metrics = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad log_metrics (seconds)".into()))?)
+            }
+            "daemon" => args.daemon = true,
+            "foreground" => args.foreground = true,
+            // SELinux labels: passed to the kernel as given.
+            "context" | "fscontext" | "defcontext" | "rootcontext" => {
+                args.kernel_options.push(format!("{k}={}", need(v)?));
+            }
+            // Generic mount(8) options: the mount is always read-only, nosuid, nodev.
             "ro" | "rw" | "defaults" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime" | "relatime"
-            | "noexec" | "exec" | "_netdev" | "nofail" | "auto" | "noauto" | "user" | "users" | "nouser"
-            | "default_permissions" | "async" | "sync" => {}
-            k if k.starts_with("x_systemd") || k.starts_with("x-systemd") || k.starts_with("comment") || k == "context" => {}
+            | "strictatime" | "nodiratime" | "lazytime" | "noexec" | "exec" | "_netdev" | "nofail" | "auto"
+            | "noauto" | "user" | "users" | "nouser" | "owner" | "group" | "default_permissions" | "async"
+            | "sync" | "nonempty" | "fsname" | "subtype" | "silent" | "loud" => {}
+            k if k.starts_with("x_") || k.starts_with("comment") => {}
             other => return Err(CliError::Usage(format!("unknown mount option `{other}`"))),
         }
     }
     Ok(())
+}
+
+/// Resolves a user: a numeric uid or a name from the passwd database.
+pub fn resolve_uid(s: &str) -> Result<u32, CliError> {
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(s).map_err(|_| CliError::Usage(format!("bad uid `{s}`")))?;
+    // SAFETY: getpwnam with a valid C string; the result is read before any other call.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return Err(CliError::Usage(format!("unknown user `{s}` (uid)")));
+    }
+    Ok(unsafe { (*pw).pw_uid })
+}
+
+/// Resolves a group: a numeric gid or a name from the group database.
+pub fn resolve_gid(s: &str) -> Result<u32, CliError> {
+    if let Ok(n) = s.parse() {
+        return Ok(n);
+    }
+    let c = std::ffi::CString::new(s).map_err(|_| CliError::Usage(format!("bad gid `{s}`")))?;
+    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(CliError::Usage(format!("unknown group `{s}` (gid)")));
+    }
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// Parses octal permission bits (`022`, `0o755`); `None` gives `default`.
+pub fn parse_mode(what: &str, s: Option<&str>, default: u16) -> Result<u16, CliError> {
+    match s {
+        None => Ok(default),
+        Some(s) => u16::from_str_radix(s.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(|m| m & 0o777)
+            .ok_or_else(|| CliError::Usage(format!("bad {what} `{s}` (octal expected)"))),
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +122,30 @@ mod tests {
         assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_size("1.5k").unwrap(), 1536);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn modes_and_owners() {
+        assert_eq!(parse_mode("umask", Some("027"), 0).unwrap(), 0o027);
+        assert_eq!(parse_mode("umask", None, 0o22).unwrap(), 0o22);
+        assert!(parse_mode("umask", Some("9"), 0).is_err());
+        assert_eq!(resolve_uid("0").unwrap(), 0);
+        assert_eq!(resolve_uid("root").unwrap(), 0);
+        assert!(resolve_uid("no-such-user-annfs").is_err());
+    }
+
+    #[test]
+    fn o_options() {
+        use clap::Parser;
+        let cli = crate::cli::args::Cli::parse_from(["annfs", "mount", "s", "m", "-o", "ro,allow_other,cache_size=4G,nofail,x-systemd.automount,uid=7,file-mode=0440,context=system_u:object_r:tmp_t:s0"]);
+        let crate::cli::args::Command::Mount(mut a) = cli.command else { panic!() };
+        apply_o_options(&mut a).unwrap();
+        assert!(a.allow_other);
+        assert_eq!(a.cache_size, "4G");
+        assert_eq!(a.uid.as_deref(), Some("7"));
+        assert_eq!(a.file_mode.as_deref(), Some("0440"));
+        assert_eq!(a.kernel_options, vec!["context=system_u:object_r:tmp_t:s0".to_string()]);
+        a.options = vec!["bogus".into()];
+        assert!(apply_o_options(&mut a).is_err());
     }
 }

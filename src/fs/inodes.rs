@@ -59,6 +59,11 @@ impl Inodes {
         base
     }
 
+    /// One past the highest inode handed out so far.
+    pub fn end(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
+    }
+
     /// The tree holding inode `ino` and the node's id in it.
     pub fn get(&self, ino: u64) -> Option<(Arc<Graft>, NodeId)> {
         let grafts = self.grafts.read();

@@ -9,6 +9,7 @@ mod inodes;
 pub mod mount;
 mod prefetch;
 mod slow;
+pub mod source_watch;
 
 use std::ffi::OsStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -40,8 +41,21 @@ pub struct Ownership {
     pub uid: u32,
     /// Owner gid.
     pub gid: u32,
-    /// Bits removed from 0444 (files) and 0555 (directories).
+    /// Bits removed from `file_mode` and `dir_mode`.
     pub umask: u16,
+    /// Permission bits of files (write bits are dropped: read-only), default 0444.
+    pub file_mode: u16,
+    /// Permission bits of directories (write bits are dropped), default 0555.
+    pub dir_mode: u16,
+}
+
+impl Ownership {
+    /// The calling user, modes 0444/0555, umask 022.
+    pub fn current_user() -> Self {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ownership { uid, gid, umask: 0o022, file_mode: 0o444, dir_mode: 0o555 }
+    }
 }
 
 /// State shared by request threads and slow-request workers.
@@ -79,16 +93,16 @@ impl Shared {
         let (kind, perm, size, nlink) = match &g.tree.nodes[*id] {
             VNode::Dir(entries) => {
                 let subdirs = entries.iter().filter(|(_, c)| !matches!(g.tree.nodes[*c], VNode::File(_))).count();
-                (FileType::Directory, 0o555, 0, 2 + subdirs as u32)
+                (FileType::Directory, self.owner.dir_mode, 0, 2 + subdirs as u32)
             }
-            VNode::Dyn(_) => (FileType::Directory, 0o555, 0, 2),
+            VNode::Dyn(_) => (FileType::Directory, self.owner.dir_mode, 0, 2),
             VNode::File(f) => {
                 let size = f.size().map_err(|e| {
                     log::error!("{}: {e}", g.paths[*id]);
                     self.cache.stats.error(&g.paths[*id], &e);
                     Errno::EIO
                 })?;
-                (FileType::RegularFile, 0o444, size, 1)
+                (FileType::RegularFile, self.owner.file_mode, size, 1)
             }
         };
         Ok(FileAttr {
@@ -100,7 +114,7 @@ impl Shared {
             ctime: self.mtime,
             crtime: self.mtime,
             kind,
-            perm: perm & !self.owner.umask,
+            perm: perm & !self.owner.umask & !0o222,
             nlink,
             uid: self.owner.uid,
             gid: self.owner.gid,
@@ -231,9 +245,17 @@ impl Filesystem for AnnFs {
             Ok(cache | FopenFlags::FOPEN_NOFLUSH)
         });
         match r {
-            Ok(fl) => reply.opened(FileHandle(0), fl),
+            Ok(fl) => {
+                self.shared.cache.stats.opened();
+                reply.opened(FileHandle(0), fl)
+            }
             Err(e) => reply.error(e),
         }
+    }
+
+    fn release(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _fl: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        self.shared.cache.stats.closed();
+        reply.ok();
     }
 
     fn read(
@@ -249,6 +271,9 @@ impl Filesystem for AnnFs {
     ) {
         let r = guard("read", || {
             let (f, path) = self.file(ino)?;
+            if !f.volatile() {
+                source_watch::check_fresh(&path)?;
+            }
             let data = f.read(offset, size as usize).map_err(|e| {
                 log::error!("{path}: read at {offset}+{size}: {e}");
                 self.shared.cache.stats.error(&path, &e);

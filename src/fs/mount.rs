@@ -23,6 +23,8 @@ pub struct MountConfig {
     pub allow_root: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// Extra kernel mount options passed through as given (SELinux `context=...`).
+    pub extra: Vec<String>,
 }
 
 /// Why a mount failed.
@@ -31,6 +33,21 @@ pub enum MountError {
     /// The mount point is unusable.
     #[error("mount point {path}: {reason}")]
     MountPoint {
+        /// The mount point.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// `allow_other` asked for by a non-root user while `/etc/fuse.conf` lacks `user_allow_other`.
+    #[error("allow_other: as a non-root user (uid {uid}) this needs a line `user_allow_other` in /etc/fuse.conf \
+             (add it as root), or mount as root")]
+    AllowOther {
+        /// The mounting user.
+        uid: u32,
+    },
+    /// The mount did not answer requests after mounting.
+    #[error("the mount at {path} does not answer: {reason}")]
+    NotAnswering {
         /// The mount point.
         path: String,
         /// Why.
@@ -53,14 +70,87 @@ fn user_allow_other() -> bool {
         .unwrap_or(false)
 }
 
+/// Fails early, with a clear message, when `allow_other` cannot work for this user.
+pub fn check_allow_other(allow_other: bool) -> Result<(), MountError> {
+    let uid = unsafe { libc::geteuid() };
+    if allow_other && uid != 0 && !user_allow_other() {
+        return Err(MountError::AllowOther { uid });
+    }
+    Ok(())
+}
+
+/// Whether `mp` is a directory, without triggering an automount: an autofs placeholder (a
+/// systemd `.automount` or autofs trigger) is a valid mount point and is mounted over.
+fn is_dir_no_automount(mp: &Path) -> std::io::Result<bool> {
+    let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid out-pointer.
+    let rc = unsafe { libc::fstatat(libc::AT_FDCWD, c.as_ptr(), &mut st, libc::AT_NO_AUTOMOUNT) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Waits until the mount at `mp` answers a request (its root lists), up to `limit`.
+fn wait_answers(mp: &Path, limit: Duration) -> Result<(), MountError> {
+    let start = std::time::Instant::now();
+    loop {
+        match std::fs::read_dir(mp).map(|mut d| d.next().is_some()) {
+            // Any answer from our root counts, even a refusal (e.g. a `dir_mode` without access).
+            Ok(true) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+            Ok(false) if start.elapsed() > limit => {
+                return Err(MountError::NotAnswering { path: mp.display().to_string(), reason: "empty root".into() })
+            }
+            Err(e) if start.elapsed() > limit => {
+                return Err(MountError::NotAnswering { path: mp.display().to_string(), reason: e.to_string() })
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// What a signal asks for.
+enum Event {
+    /// SIGINT / SIGTERM: unmount and exit.
+    Stop(i32),
+    /// SIGHUP: reopen the log file.
+    Reload,
+}
+
+/// Routes SIGINT, SIGTERM and SIGHUP to a channel (installed before mounting, so an early
+/// SIGTERM still unmounts cleanly).
+fn signal_events() -> Option<mpsc::Receiver<Event>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("cannot install signal handlers: {e}");
+            return None;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new().name("annfs-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            let ev = if sig == SIGHUP { Event::Reload } else { Event::Stop(sig) };
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    spawned.ok().map(|_| rx)
+}
+
 /// Mounts `fs`, calls `on_ready` once the mount answers, then serves until SIGINT/SIGTERM or
-/// an external unmount; returns after the mount is gone.
-pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce()) -> Result<(), MountError> {
+/// an external unmount (calling `on_reload` on SIGHUP); returns after the mount is gone.
+pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce(), on_reload: impl Fn()) -> Result<(), MountError> {
     let mp = &cfg.mountpoint;
-    let meta = std::fs::metadata(mp).map_err(|e| MountError::MountPoint { path: mp.display().to_string(), reason: e.to_string() })?;
-    if !meta.is_dir() {
+    let is_dir = is_dir_no_automount(mp).map_err(|e| MountError::MountPoint { path: mp.display().to_string(), reason: e.to_string() })?;
+    if !is_dir {
         return Err(MountError::MountPoint { path: mp.display().to_string(), reason: "not a directory".into() });
     }
+    check_allow_other(cfg.allow_other)?;
     let is_root = unsafe { libc::geteuid() } == 0;
     let mut options = vec![
         MountOption::RO,
@@ -70,6 +160,7 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce()) -> Result<()
         MountOption::NoSuid,
         MountOption::NoDev,
     ];
+    options.extend(cfg.extra.iter().map(|o| MountOption::CUSTOM(o.clone())));
     let acl = if cfg.allow_other {
         SessionACL::All
     } else if cfg.allow_root || is_root || user_allow_other() {
@@ -91,23 +182,36 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce()) -> Result<()
         c.clone_fd = cfg.threads > 1;
         c
     };
+    let events = signal_events();
+    let shared = std::sync::Arc::clone(&fs.shared);
     let session = fuser::spawn_mount(fs, mp, &config)
         .map_err(|e| MountError::Mount { path: mp.display().to_string(), source: e })?;
+    if let Err(e) = wait_answers(mp, Duration::from_secs(30)) {
+        unmount(mp);
+        return Err(e);
+    }
     raise_readahead(mp);
+    let notifier = session.notifier();
+    super::source_watch::on_stale(Box::new(move || {
+        // Pages of the old version cached by the kernel (FOPEN_KEEP_CACHE) must not be served.
+        for ino in 1..shared.inodes.end() {
+            let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, -1);
+        }
+    }));
     log::info!("mounted at {}", mp.display());
     on_ready();
 
-    let (tx, rx) = mpsc::channel();
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    }) {
-        log::warn!("cannot install signal handler: {e}");
-    }
+    let (_no_signals, idle) = mpsc::channel();
+    let rx = events.unwrap_or(idle);
     let dev = std::fs::metadata(mp).map(|m| m.dev()).ok();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) => {
-                log::info!("signal received, unmounting {}", mp.display());
+            Ok(Event::Reload) => {
+                log::info!("SIGHUP: reopening the log");
+                on_reload();
+            }
+            Ok(Event::Stop(sig)) => {
+                log::info!("signal {sig} received, unmounting {}", mp.display());
                 unmount(mp);
                 break;
             }

@@ -8,6 +8,7 @@
 pub mod compound;
 pub mod error;
 pub mod filters;
+pub mod gate;
 pub mod grid;
 pub mod hdf5;
 pub mod zarr;
