@@ -75,3 +75,18 @@ def make_no_rows_store(path: Path) -> Path:
 
 
 EXTRA_STORES = {"rows_edge": make_edge_store, "rows_one": make_one_row_store, "rows_none": make_no_rows_store}
+
+
+def make_dense_store(path: Path, n: int = 20000, m: int = 500, seed: int = 0) -> Path:
+    """n x m float64 dense X, uncompressed (fast to write), whose matrix.mtx size takes a pass over n*m values."""
+    import anndata as ad
+    import pandas as pd
+
+    warnings.simplefilter("ignore")
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, m))
+    X[X < 0.1] = 0
+    a = ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(m)]))
+    a.write_h5ad(path)
+    return path

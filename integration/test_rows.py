@@ -100,7 +100,9 @@ def index_names(n: int) -> list[str]:
 
 def invalid_names(n: int) -> list[str]:
     return ["5:2", "3:3", f"0:{n + 1}", f"{n}:", f"{n}:{n + 1}", f"-{n + 1}:", "1:9:2", "::", "+5:6", "007:9",
-            "0:07", " 1:2", "1:2 ", "1 :2", "abc", "a:b", "-0:3", "1.0:2", "0x1:2", "", "1_0:20", "\u0661:2"]
+            "0:07", " 1:2", "1:2 ", "1 :2", "abc", "a:b", "-0:3", "1.0:2", "0x1:2", "", "1_0:20", "\u0661:2",
+            "99999999999999999999:", ":99999999999999999999", "-9223372036854775808:", "0:9223372036854775807",
+            "-9223372036854775809:", "1e3:", "\t1:2", "1:2\n"]
 
 
 def enoent(p: Path):
@@ -527,7 +529,7 @@ def _compare_tools(mnt_file: Path, tmp: Path, tools: list[str]):
     for t in tools:
         outs = []
         for f in (mnt_file, real):
-            r = subprocess.run(["bash", "-o", "pipefail", "-c", t.format(f=f"'{f}'")], capture_output=True,
+            r = subprocess.run(["bash", "-c", t.format(f=f"'{f}'")], capture_output=True,
                                timeout=60)
             outs.append((r.returncode, r.stdout.replace(str(f).encode(), b"F")))
         if outs[0] != outs[1]:
@@ -707,3 +709,68 @@ def test_sidecar_remembers_sizes(need_mount, tmp_path):
     with Mount(store, tmp_path / "m3", "--cache-dir", str(cache)) as m:
         assert os.stat(m.mnt / rel).st_size == size1
         assert (m.mnt / rel).read_bytes() == want
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A size being computed does not block other requests; the sidecar follows the store's identity
+# --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dense_store(tmp_path_factory):
+    from rows_stores import make_dense_store
+    return make_dense_store(tmp_path_factory.mktemp("dense") / "dense.h5ad")
+
+
+def test_size_computation_does_not_block(need_mount, dense_store, tmp_path):
+    """While one user's `stat X/matrix.mtx` computes its size (one pass over 10M values), first lookups of other
+    files -- in the same directory too -- answer at once (issue 4: 'other requests keep being served')."""
+    import threading
+    import time
+    with Mount(dense_store, tmp_path / "m", "--cache-dir", str(tmp_path / "cache")) as m:
+        done = {}
+
+        def big():
+            t = time.perf_counter()
+            os.stat(m.mnt / "X" / "matrix.mtx")
+            done["t"] = time.perf_counter() - t
+
+        th = threading.Thread(target=big)
+        th.start()
+        time.sleep(0.3)
+        lat = {}
+        for rel in ("obs/index.txt", "X/dense.npy", "X/10x/barcodes.tsv", "X/rows/0:10.npy"):
+            t = time.perf_counter()
+            os.stat(m.mnt / rel)
+            lat[rel] = (round(time.perf_counter() - t, 3), "t" in done)
+        th.join()
+        if done["t"] < 0.8:
+            pytest.skip(f"size computed too fast ({done['t']:.2f}s) to observe blocking")
+        slow = {k: v for k, v in lat.items() if v[0] > 0.5}
+        assert not slow, (f"first lookups blocked while X/matrix.mtx's size was computed ({done['t']:.1f}s): "
+                          f"{slow} (seconds, size finished before?)")
+
+
+def test_sidecar_follows_store_identity(need_mount, tmp_path):
+    """A store replaced by another one (same path, same file size, new inode/mtime) gets the new size, not the
+    remembered one (reference: a mount with an empty cache directory)."""
+    from rows_stores import make_dense_store
+    store = make_dense_store(tmp_path / "s.h5ad", n=4000)
+    cache = tmp_path / "cache"
+    rel = "X/matrix.mtx"
+    with Mount(store, tmp_path / "m1", "--cache-dir", str(cache)) as m:
+        s1 = os.stat(m.mnt / rel).st_size
+    assert list(cache.rglob("*.layouts"))
+    other = make_dense_store(tmp_path / "other.h5ad", n=4000, seed=1)
+    assert other.stat().st_size == store.stat().st_size
+    os.replace(other, store)
+    with Mount(store, tmp_path / "ref", "--cache-dir", str(tmp_path / "empty")) as m:
+        want_size = os.stat(m.mnt / rel).st_size
+        with open(m.mnt / rel, "rb") as f:
+            f.seek(-300, os.SEEK_END)
+            want_tail = f.read()
+    assert want_size != s1
+    with Mount(store, tmp_path / "m2", "--cache-dir", str(cache)) as m:
+        assert os.stat(m.mnt / rel).st_size == want_size
+        with open(m.mnt / rel, "rb") as f:
+            f.seek(-300, os.SEEK_END)
+            assert f.read() == want_tail
