@@ -232,6 +232,44 @@ def test_10x_exact_and_scanpy(store, mounted):
     assert not bad, "\n".join(bad)
 
 
+def test_10x_v3_gzip_streams(store, mounted):
+    """10x_v3/ (docs/FORMATS.md): gzip streams whose content is the 10x/ files (features: + `Gene Expression`);
+    read by Python's gzip, `gzip -t`, `zcat`, and scanpy.read_10x_mtx."""
+    import gzip
+    import scanpy as sc
+    mds = [md for md in mdirs(store) if md.obs_var]
+    if not mds:
+        pytest.skip("no obs x var matrix")
+    if not (mounted.mnt / mds[0].rel / "10x_v3").exists():
+        pytest.skip("this binary has no 10x_v3/")
+    for md in mds:
+        d, v2 = mounted.mnt / md.rel / "10x_v3", mounted.mnt / md.rel / "10x"
+        assert sorted(os.listdir(d)) == ["barcodes.tsv.gz", "features.tsv.gz", "matrix.mtx.gz"], md.rel
+        plain = {}
+        for name in os.listdir(d):
+            raw = read_checked(d / name)
+            plain[name] = gzip.decompress(raw)
+            r = subprocess.run(["gzip", "-t", str(d / name)], capture_output=True)
+            assert r.returncode == 0, f"gzip -t {md.rel}/10x_v3/{name}: {r.stderr!r}"
+            with open(d / name, "rb") as f:  # a reader that jumps to the end first (ISIZE, CRC)
+                f.seek(-8, os.SEEK_END)
+                assert f.read() == raw[-8:]
+        assert plain["matrix.mtx.gz"] == (v2 / "matrix.mtx").read_bytes(), f"{md.rel}/10x_v3/matrix.mtx.gz"
+        assert plain["barcodes.tsv.gz"] == (v2 / "barcodes.tsv").read_bytes(), f"{md.rel}/10x_v3/barcodes.tsv.gz"
+        genes = (v2 / "genes.tsv").read_bytes().decode().split("\n")[:-1]
+        assert plain["features.tsv.gz"].decode() == "".join(g + "\tGene Expression\n" for g in genes)
+        z = subprocess.run(f"zcat '{d}/matrix.mtx.gz' | tail -n 2", shell=True, capture_output=True)
+        assert z.returncode == 0 and z.stdout == b"".join(plain["matrix.mtx.gz"].splitlines(True)[-2:]), \
+            f"zcat {md.rel}/10x_v3/matrix.mtx.gz | tail -n 2"
+        if md.dtype.kind == "c" or 0 in md.shape or (md.dtype == np.uint64 and md.dense.max() >> 63):
+            continue
+        a = sc.read_10x_mtx(d, var_names="gene_symbols", make_unique=False, cache=False)
+        cmp_dt = md.dtype if md.dtype.kind == "f" and md.dtype.itemsize < 4 else np.float32
+        assert_values(a.X.toarray().astype(cmp_dt), md.dense.astype(np.float32).astype(cmp_dt),
+                      f"{md.rel}/10x_v3 via scanpy.read_10x_mtx")
+        assert list(a.obs_names) == [str(x) for x in md.obs.index]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # rows/ in matrix directories
 # --------------------------------------------------------------------------------------------------------------
