@@ -17,6 +17,13 @@ over HTTP by integration/range_server.py on loopback) adds rows per backend:
   X/csr/*.npy    sequential read of the stored CSR arrays vs zarr-python `g["X/data"][...]` (+indices, indptr)
   obsm/X_pca.npy sequential read vs zarr-python `g["obsm/X_pca"][...]`
 (zarr-python has no HTTP store without fsspec, so the HTTP rows compare with zarr-python reading locally).
+Issue 4 rows (text views of whole matrices, row slices), on the store above and on one --small-factor times
+smaller (same genes and density), each on a fresh mount with an empty --cache-dir:
+  size X/matrix.mtx   first `stat` of X/matrix.mtx: the one pass over the values, as values/s
+  tail -c 100 mtx     `tail -c 100 X/matrix.mtx` after the size is known, median of --reps*3 runs (should not grow
+                      with the matrix)
+  rows/S:S+100.npy    open + read of a fresh 100-row slice (new name each time, so lookup included), median
+  size (sidecar)      first `stat` on a second mount with the same --cache-dir (remembered size)
 """
 from __future__ import annotations
 
@@ -60,11 +67,13 @@ def make_store(path: Path, cells: int, genes: int, density: float) -> None:
 
 
 class Mount:
-    def __init__(self, store: Path, mnt: Path, cache: str, zero: str | None = None):
+    def __init__(self, store: Path, mnt: Path, cache: str, zero: str | None = None, cache_dir: Path | None = None):
         self.mnt = mnt
         args = [str(BIN), "mount", str(store), str(mnt), "--cache-size", cache, "--log-level", "warn"]
         if zero:
             args += ["--bench-zero-file", zero]
+        if cache_dir is not None:
+            args += ["--cache-dir", str(cache_dir)]
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while not (mnt / "README.txt").exists():
@@ -156,10 +165,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="best of N runs per row")
     ap.add_argument("--workdir", default=None, help="where to keep the generated store (reused if present)")
     ap.add_argument("--zarr", action="store_true", help="add zarr v2/v3/sharded and HTTP rows")
+    ap.add_argument("--small-factor", type=int, default=5, help="the smaller store of the issue-4 rows has "
+                    "cells/N cells")
+    ap.add_argument("--skip-read-rows", action="store_true", help="only the issue-4 rows")
     args = ap.parse_args()
-
-    import anndata as ad
-    import h5py
 
     work = Path(args.workdir or tempfile.gettempdir()) / f"annfs-bench-{args.cells}x{args.genes}-{args.density}"
     work.mkdir(parents=True, exist_ok=True)
@@ -167,6 +176,85 @@ def main() -> int:
     if not store.exists():
         print(f"writing {store} ...", file=sys.stderr)
         make_store(store, args.cells, args.genes, args.density)
+    if not args.skip_read_rows:
+        read_rows(args, store, work)
+    text_rows(args, store)
+    return 0
+
+
+def _stored_nnz(store: Path) -> int:
+    import h5py
+    with h5py.File(store, "r") as f:
+        x = f["X"]
+        return int(x["data"].shape[0]) if "data" in x else int(np.prod(x.shape))
+
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs))
+
+
+def text_rows(args, big: Path) -> None:
+    """Issue 4: size computation rate, tail of a whole-matrix .mtx, row-slice latency, on two store sizes."""
+    small_cells = max(100, args.cells // args.small_factor)
+    small_dir = Path(args.workdir or tempfile.gettempdir()) / f"annfs-bench-{small_cells}x{args.genes}-{args.density}"
+    small_dir.mkdir(parents=True, exist_ok=True)
+    small = small_dir / "bench.h5ad"
+    if not small.exists():
+        print(f"writing {small} ...", file=sys.stderr)
+        make_store(small, small_cells, args.genes, args.density)
+    n_runs = max(3, args.reps * 3)
+    results = []
+    for store, cells in ((small, small_cells), (big, args.cells)):
+        nnz = _stored_nnz(store)
+        with tempfile.TemporaryDirectory() as d:
+            cache_dir = Path(d) / "cache"
+            mnt = Path(d) / "m"
+            mnt.mkdir()
+            m = Mount(store, mnt, args.cache_size, cache_dir=cache_dir)
+            try:
+                mtx = mnt / "X" / "matrix.mtx"
+                t0 = time.perf_counter()
+                size = mtx.stat().st_size
+                t_size = time.perf_counter() - t0
+                tails = []
+                for _ in range(n_runs):
+                    t0 = time.perf_counter()
+                    out = subprocess.run(["tail", "-c", "100", str(mtx)], capture_output=True, check=True).stdout
+                    tails.append(time.perf_counter() - t0)
+                    assert len(out) == 100
+                rng = np.random.default_rng(1)
+                lat = []
+                for s in rng.choice(max(1, cells - 100), size=n_runs * 3, replace=False):
+                    t0 = time.perf_counter()
+                    with open(mnt / "X" / "rows" / f"{s}:{s + 100}.npy", "rb") as f:
+                        f.read()
+                    lat.append(time.perf_counter() - t0)
+            finally:
+                m.close()
+            mnt2 = Path(d) / "m2"
+            mnt2.mkdir()
+            m = Mount(store, mnt2, args.cache_size, cache_dir=cache_dir)
+            try:
+                t0 = time.perf_counter()
+                size2 = (mnt2 / "X" / "matrix.mtx").stat().st_size
+                t_side = time.perf_counter() - t0
+            finally:
+                m.close()
+            assert size2 == size, f"sidecar size {size2} != {size}"
+        results.append((cells, nnz, size, t_size, _median(tails), _median(lat), t_side))
+    print(f"\nissue 4 (text views, row slices): X {args.genes} genes, density {args.density}, gzip CSR float32")
+    print(f"{'cells':>9} {'nnz':>11} {'mtx MB':>8} {'size s':>7} {'values/s':>11} {'tail -c 100':>12} "
+          f"{'rows/S:S+100.npy':>17} {'size (sidecar)':>15}")
+    for cells, nnz, size, t_size, tail, lat, side in results:
+        print(f"{cells:9d} {nnz:11d} {size / 1e6:8.1f} {t_size:7.2f} {nnz / t_size:11.3g} {tail * 1e3:10.2f}ms "
+              f"{lat * 1e3:15.2f}ms {side * 1e3:13.2f}ms")
+    (c0, _, _, _, tail0, _, _), (c1, _, _, _, tail1, _, _) = results
+    print(f"tail -c 100: {tail1 / tail0:.2f}x the time for {c1 / c0:.0f}x the rows (should stay ~1x)")
+
+
+def read_rows(args, store: Path, work: Path) -> None:
+    import anndata as ad
+    import h5py
     dense_bytes = args.cells * args.genes * 4
     rows: list[tuple[str, float, float | None, str]] = []
 
@@ -235,7 +323,6 @@ def main() -> int:
         print(f"{name:34} {ours:11.0f} {base if base else 0:14.0f} {ratio:>7} {ours / ceiling:10.1%}  {what}")
     budget = int(float(args.cache_size.rstrip("MG")) * (1 << (30 if args.cache_size.endswith("G") else 20)))
     print(f"daemon peak RSS: {rss / 1024:.0f} MiB with a cache budget of {budget >> 20} MiB")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for p in fuse3 pkg-config ca-certificates util-linux; do
+# r-base-core + r-cran-matrix: R clients of the end-to-end suite (Matrix::readMM, read.delim); ~35 MB, ~15 s.
+for p in fuse3 pkg-config ca-certificates util-linux r-base-core r-cran-matrix; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 # systemd-analyze verifies the units in systemd/ (tests); runuser (util-linux) runs readers as other users.
@@ -14,7 +15,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
 # Python oracle environment.

@@ -202,6 +202,11 @@ impl Filesystem for AnnFs {
         if let Err(max) = config.set_max_readahead(1 << 20) {
             let _ = config.set_max_readahead(max);
         }
+        // Let lookups in one directory run in parallel: a slow first `stat` (a text index being
+        // built) must not hold up other users' lookups next to it.
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS) {
+            log::debug!("kernel lacks {missing:?}");
+        }
         Ok(())
     }
 
