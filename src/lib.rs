@@ -8,5 +8,6 @@ pub mod cache;
 pub mod cli;
 pub mod fs;
 pub mod model;
+pub mod overlay;
 pub mod storage;
 pub mod views;

@@ -65,6 +65,17 @@ pub enum Command {
     },
     /// Mount the bundled sample store, tour it, and unmount.
     Demo,
+    /// Write virtual files (or whole directories) out as real files below DIR, without mounting.
+    Materialize {
+        /// The store.
+        store: String,
+        /// Files or directories of the virtual tree.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Target directory (created if missing); files land at their virtual paths below it.
+        #[arg(long = "to", value_name = "DIR")]
+        to: std::path::PathBuf,
+    },
 }
 
 /// Options of `annfs mount`.
@@ -138,6 +149,10 @@ pub struct MountArgs {
     /// Adds `.annfs/zero`, a file of SIZE zero bytes, to measure the FUSE ceiling (benchmarks).
     #[arg(long, hide = true)]
     pub bench_zero_file: Option<String>,
+    /// Make the mount writable: every change lands in DIR (created if missing), never in the
+    /// store. Removing DIR restores the pristine view.
+    #[arg(long, value_name = "DIR")]
+    pub overlay: Option<PathBuf>,
     /// Mount options as `key=value,...` (every option above, plus generic mount options).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,

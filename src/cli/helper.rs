@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::CliError;
 
 /// Sub-command names (argv[1] values that are not a helper-style STORE).
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "ls", "cat", "info", "demo", "install-helper", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "umount", "ls", "cat", "info", "demo", "materialize", "install-helper", "help"];
 
 /// The name mount(8) looks for in /sbin for `-t fuse.annfs`.
 pub const HELPER_NAME: &str = "mount.fuse.annfs";
@@ -106,5 +106,19 @@ mod tests {
         let plain = v(&["annfs", "mount", "s.h5ad", "/m"]);
         assert_eq!(rewrite(plain.clone()), plain);
         assert_eq!(rewrite(v(&["annfs", "ls", "s.h5ad"])), v(&["annfs", "ls", "s.h5ad"]));
+    }
+}
+
+#[cfg(test)]
+mod subcommand_tests {
+    use clap::CommandFactory;
+
+    /// The helper's list of sub-commands must name every sub-command the CLI has, or a new
+    /// command would be mistaken for a mount(8) helper invocation.
+    #[test]
+    fn subcommand_list_matches_clap() {
+        for sub in super::super::args::Cli::command().get_subcommands() {
+            assert!(super::SUBCOMMANDS.contains(&sub.get_name()), "{} missing from SUBCOMMANDS", sub.get_name());
+        }
     }
 }

@@ -148,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Cat { store, path } => cat(&store, &path),
         Command::Info { store } => info::info(&store),
         Command::Demo => demo::demo(),
+        Command::Materialize { store, paths, to } => materialize(&store, &paths, &to),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,6 +265,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
     }
     let mtime = o.info.mtime.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)).unwrap_or(SystemTime::now());
     let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime);
+
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
     let cfg = MountConfig {
         mountpoint: args.mountpoint.clone(),
@@ -272,6 +274,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         allow_root: args.allow_root,
         threads,
         extra: args.kernel_options.clone(),
+        writable: args.overlay.is_some(),
     };
     if let Some(secs) = args.log_metrics.filter(|s| *s > 0) {
         metrics::start(o.cache.clone(), Duration::from_secs(secs));
@@ -283,8 +286,23 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
             d.ready(logs_to_file);
         }
     };
-    let result = serve(fs, &cfg, on_ready, logging::reopen);
+    let result = match &args.overlay {
+        Some(dir) => {
+            let ofs = crate::overlay::OverlayFs::new(fs, o.tree.clone(), dir, owner, mtime)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            serve(ofs, &cfg, on_ready, logging::reopen)
+        }
+        None => serve(fs, &cfg, on_ready, logging::reopen),
+    };
     notify::stopping();
     result?;
+    Ok(())
+}
+
+fn materialize(store: &str, paths: &[String], to: &std::path::Path) -> Result<(), CliError> {
+    let o = open(store, 256 << 20)?;
+    let (files, bytes) =
+        crate::overlay::materialize::materialize(&o.tree, paths, to).map_err(|e| CliError::Path(e.to_string()))?;
+    log::info!("materialized {files} files ({bytes} bytes) into {}", to.display());
     Ok(())
 }

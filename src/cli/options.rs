@@ -60,6 +60,7 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
                 args.kernel_options.push(format!("{k}={}", need(v)?));
             }
             // Generic mount(8) options: the mount is always read-only, nosuid, nodev.
+            "overlay" => args.overlay = Some(need(v)?.into()),
             "ro" | "rw" | "defaults" | "nosuid" | "suid" | "nodev" | "dev" | "noatime" | "atime" | "relatime"
             | "strictatime" | "nodiratime" | "lazytime" | "noexec" | "exec" | "_netdev" | "nofail" | "auto"
             | "noauto" | "user" | "users" | "nouser" | "owner" | "group" | "default_permissions" | "async"

@@ -147,6 +147,20 @@ impl Shared {
     }
 }
 
+/// A filesystem the mount loop can serve: it can say how far its inode numbers reach, so the
+/// kernel's cached pages can be dropped when the store changes under the mount.
+pub trait Served: Filesystem + Send + 'static {
+    /// A function returning one past the highest virtual-tree inode handed out so far.
+    fn inode_end(&self) -> Arc<dyn Fn() -> u64 + Send + Sync>;
+}
+
+impl Served for AnnFs {
+    fn inode_end(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.inodes.end())
+    }
+}
+
 impl AnnFs {
     /// A filesystem serving `tree`, counting into `cache`'s stats.
     pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime) -> Self {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use super::AnnFs;
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -25,6 +24,8 @@ pub struct MountConfig {
     pub threads: usize,
     /// Extra kernel mount options passed through as given (SELinux `context=...`).
     pub extra: Vec<String>,
+    /// Mount read-write (an overlay directory takes the changes); read-only otherwise.
+    pub writable: bool,
 }
 
 /// Why a mount failed.
@@ -144,7 +145,12 @@ fn signal_events() -> Option<mpsc::Receiver<Event>> {
 
 /// Mounts `fs`, calls `on_ready` once the mount answers, then serves until SIGINT/SIGTERM or
 /// an external unmount (calling `on_reload` on SIGHUP); returns after the mount is gone.
-pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce(), on_reload: impl Fn()) -> Result<(), MountError> {
+pub fn serve<F: super::Served>(
+    fs: F,
+    cfg: &MountConfig,
+    on_ready: impl FnOnce(),
+    on_reload: impl Fn(),
+) -> Result<(), MountError> {
     let mp = &cfg.mountpoint;
     let is_dir = is_dir_no_automount(mp).map_err(|e| MountError::MountPoint { path: mp.display().to_string(), reason: e.to_string() })?;
     if !is_dir {
@@ -153,7 +159,7 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce(), on_reload: i
     check_allow_other(cfg.allow_other)?;
     let is_root = unsafe { libc::geteuid() } == 0;
     let mut options = vec![
-        MountOption::RO,
+        if cfg.writable { MountOption::RW } else { MountOption::RO },
         MountOption::FSName(cfg.fsname.clone()),
         MountOption::Subtype("annfs".into()),
         MountOption::DefaultPermissions,
@@ -183,7 +189,7 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce(), on_reload: i
         c
     };
     let events = signal_events();
-    let shared = std::sync::Arc::clone(&fs.shared);
+    let inode_end = fs.inode_end();
     let session = fuser::spawn_mount(fs, mp, &config)
         .map_err(|e| MountError::Mount { path: mp.display().to_string(), source: e })?;
     if let Err(e) = wait_answers(mp, Duration::from_secs(30)) {
@@ -194,7 +200,7 @@ pub fn serve(fs: AnnFs, cfg: &MountConfig, on_ready: impl FnOnce(), on_reload: i
     let notifier = session.notifier();
     super::source_watch::on_stale(Box::new(move || {
         // Pages of the old version cached by the kernel (FOPEN_KEEP_CACHE) must not be served.
-        for ino in 1..shared.inodes.end() {
+        for ino in 1..inode_end() {
             let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, -1);
         }
     }));
