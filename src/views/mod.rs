@@ -90,6 +90,30 @@ impl FileContent for ZeroFile {
     }
 }
 
+/// Serves bytes `[offset, offset+len)` of a file made of `header` then a body of `body_size`
+/// bytes; `body(b0, b1)` appends body bytes `[b0, b1)` (clipped to the file) to the output.
+pub fn read_header_body(
+    header: &[u8],
+    body_size: u64,
+    offset: u64,
+    len: usize,
+    body: impl FnOnce(u64, u64, &mut Vec<u8>) -> ViewResult<()>,
+) -> ViewResult<Vec<u8>> {
+    let hlen = header.len() as u64;
+    let end = offset.saturating_add(len as u64).min(hlen + body_size);
+    if offset >= end {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity((end - offset) as usize);
+    if offset < hlen {
+        out.extend_from_slice(slice(header, offset, (end.min(hlen) - offset) as usize));
+    }
+    if end > hlen {
+        body(offset.max(hlen) - hlen, end - hlen, &mut out)?;
+    }
+    Ok(out)
+}
+
 /// `bytes[offset..offset+len]`, clipped to the slice.
 pub fn slice(bytes: &[u8], offset: u64, len: usize) -> &[u8] {
     let start = (offset.min(bytes.len() as u64)) as usize;

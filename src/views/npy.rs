@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::format::npy::header;
-use super::{slice, FileContent, ViewResult};
+use super::{read_header_body, slice, FileContent, ViewResult};
 use crate::model::Arr;
 use crate::storage::NumType;
 
@@ -42,25 +42,13 @@ impl FileContent for NpyFile {
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        let hlen = self.header.len() as u64;
-        let size = self.size()?;
-        let end = offset.saturating_add(len as u64).min(size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        if offset < hlen {
-            out.extend_from_slice(slice(&self.header, offset, (end.min(hlen) - offset) as usize));
-        }
         let rb = self.rows.row_bytes();
-        if end > hlen && rb > 0 {
-            let (d0, d1) = (offset.max(hlen) - hlen, end - hlen);
+        read_header_body(&self.header, self.rows.n_rows() * rb, offset, len, |d0, d1, out| {
             let (r0, r1) = (d0 / rb, d1.div_ceil(rb));
             let rows = self.rows.read_rows(r0, r1)?;
-            let skip = d0 - r0 * rb;
-            out.extend_from_slice(slice(&rows, skip, (d1 - d0) as usize));
-        }
-        Ok(out)
+            out.extend_from_slice(slice(&rows, d0 - r0 * rb, (d1 - d0) as usize));
+            Ok(())
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use super::format::text::{push_field, push_num};
 use super::matrix::next_file_id;
 use super::npy::RowBytes;
 use super::sidecar::{Sidecar, StoredLayout};
-use super::{slice, FileContent, ViewResult};
+use super::{read_header_body, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};
 use crate::model::Arr;
 use crate::storage::{FieldType, NumType, StorageError};
@@ -141,18 +141,8 @@ impl FileContent for TextFile {
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
         let layout = self.layout()?;
-        let hlen = layout.header.len() as u64;
-        let size = self.size()?;
-        let end = offset.saturating_add(len as u64).min(size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        if offset < hlen {
-            out.extend_from_slice(slice(&layout.header, offset, (end.min(hlen) - offset) as usize));
-        }
-        if end > hlen {
-            let (b0, b1) = (offset.max(hlen) - hlen, end - hlen);
+        let body_size = layout.offsets.last().copied().unwrap_or(0);
+        read_header_body(&layout.header, body_size, offset, len, |b0, b1, out| {
             // First block whose start is <= b0.
             let mut k = layout.offsets.partition_point(|&o| o <= b0).saturating_sub(1);
             while k + 1 < layout.offsets.len() && layout.offsets[k] < b1 {
@@ -163,8 +153,8 @@ impl FileContent for TextFile {
                 out.extend_from_slice(&bytes[s as usize..e as usize]);
                 k += 1;
             }
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 }
 
