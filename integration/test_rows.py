@@ -712,6 +712,12 @@ def test_r_read_delim_obs(sid, need_mount, tmp_path):
             else:
                 read = [unhex(v) for v in vals]
             orig = want[col]
+            if kind == "numeric" and orig.dtype.kind == "f":
+                # R's own strtod is not correctly rounded: it may read the shortest round-trip text
+                # one or two ulps off (pandas with float_precision="round_trip" reads it exactly;
+                # see test_tree). Accept that much from R only.
+                read = [o if r is not None and not np.isnan(o) and abs(r - o) <= 2 * np.spacing(abs(o)) else r
+                        for r, o in zip(read, orig.to_numpy().astype(np.float64))]
             if kind == "character" and orig.dtype == object:
                 # R's scan() turns a quoted \r into \n (same on a real file with these bytes): not an annfs issue
                 orig = orig.map(lambda v: v.replace("\r\n", "\n").replace("\r", "\n") if isinstance(v, str) else v)
