@@ -31,7 +31,7 @@ pub fn header(t: NumType, rows: u64, cols: u64, nnz: u64) -> Vec<u8> {
 }
 
 enum Source {
-    Sparse(SparseRows),
+    Sparse(Box<SparseRows>),
     Dense(Arc<dyn RowBytes>),
 }
 
@@ -55,7 +55,7 @@ impl MtxBody {
             Matrix::Sparse(s) => {
                 let major = if s.format == SparseFormat::Csr { shape.0 } else { shape.1 };
                 let avg = s.data.len() / major.max(1);
-                (Source::Sparse(SparseRows::new(s.clone(), cache.clone())?), s.format == SparseFormat::Csc, avg)
+                (Source::Sparse(Box::new(SparseRows::new(s.clone(), cache.clone())?)), s.format == SparseFormat::Csc, avg)
             }
             _ => (Source::Dense(dense_rows(m, cache, 1 << 20)?), false, shape.1 / 2),
         };

@@ -57,10 +57,8 @@ impl Sidecar {
     /// Opens (creating if needed) the sidecar of the store described by `info` under `dir`.
     /// Returns `None` (and logs) when the directory is not usable: sizes are then recomputed.
     pub fn open(dir: &Path, info: &StoreInfo) -> Option<Sidecar> {
-        if info.mtime.is_none() {
-            // No way to tell whether the store changed (remote stores): do not remember.
-            return None;
-        }
+        // No mtime: no way to tell whether the store changed (remote stores): do not remember.
+        info.mtime?;
         if let Err(e) = std::fs::create_dir_all(dir) {
             log::info!("no sidecar index: cannot create {}: {e}", dir.display());
             return None;
