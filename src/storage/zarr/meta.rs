@@ -204,6 +204,15 @@ fn subdirs(dir: &Path) -> StorageResult<Vec<String>> {
     Ok(out)
 }
 
+/// The `.zattrs` of the v2 node at `prefix` (empty when absent).
+fn zattrs(read: &ReadKey, prefix: &str) -> StorageResult<Attrs> {
+    let key = join(prefix, ".zattrs");
+    match read(&key)? {
+        Some(b) => attrs_of(Some(&parse(&key, &b)?), &key),
+        None => Ok(Attrs::new()),
+    }
+}
+
 fn walk_v2(
     read: &ReadKey,
     dir: &Path,
@@ -211,12 +220,7 @@ fn walk_v2(
     depth: usize,
     nodes: &mut BTreeMap<String, NodeMeta>,
 ) -> StorageResult<()> {
-    let key = |leaf: &str| join(prefix, leaf);
-    let attrs = match read(&key(".zattrs"))? {
-        Some(b) => attrs_of(Some(&parse(&key(".zattrs"), &b)?), &key(".zattrs"))?,
-        None => Attrs::new(),
-    };
-    nodes.insert(prefix.to_string(), NodeMeta::Group(attrs));
+    nodes.insert(prefix.to_string(), NodeMeta::Group(zattrs(read, prefix)?));
     if depth >= MAX_DEPTH {
         log::warn!("{prefix}: groups nested deeper than {MAX_DEPTH}; not descending");
         return Ok(());
@@ -225,10 +229,7 @@ fn walk_v2(
         let path = join(prefix, &name);
         if let Some(b) = read(&format!("{path}/.zarray"))? {
             let doc = parse(&format!("{path}/.zarray"), &b)?;
-            let attrs = match read(&format!("{path}/.zattrs"))? {
-                Some(b) => attrs_of(Some(&parse(&format!("{path}/.zattrs"), &b)?), &path)?,
-                None => Attrs::new(),
-            };
+            let attrs = zattrs(read, &path)?;
             nodes.insert(path, NodeMeta::Array(doc, attrs));
         } else if read(&format!("{path}/.zgroup"))?.is_some() {
             walk_v2(read, dir, &path, depth + 1, nodes)?;
