@@ -256,7 +256,19 @@ def test_allow_other_as_non_root_needs_fuse_conf(shared_mnt):
     if conf.exists() and any(l.strip() == "user_allow_other" for l in conf.read_text().splitlines()):
         pytest.skip("/etc/fuse.conf has user_allow_other")
     os.chown(shared_mnt, 65534, 65534)
-    r = as_user("nobody", str(ANNFS_BIN), "mount", str(store_path(STORE)), str(shared_mnt), "--allow-other")
+    # `nobody` may not be able to reach the checkout (a clone under a 0700 mktemp dir): run a copy
+    # of the binary and the store from a world-readable directory.
+    pub = Path(tempfile.mkdtemp(prefix="annfs-pub-"))
+    try:
+        pub.chmod(0o755)
+        binary, store = pub / "annfs", pub / f"{STORE}.h5ad"
+        shutil.copy2(ANNFS_BIN, binary)
+        shutil.copy2(store_path(STORE), store)
+        binary.chmod(0o755)
+        store.chmod(0o644)
+        r = as_user("nobody", str(binary), "mount", str(store), str(shared_mnt), "--allow-other")
+    finally:
+        shutil.rmtree(pub, ignore_errors=True)
     assert r.returncode != 0
     assert b"user_allow_other" in r.stderr and b"/etc/fuse.conf" in r.stderr, r.stderr
     assert not is_mounted(shared_mnt)
