@@ -9,5 +9,6 @@ pub mod cli;
 pub mod fs;
 pub mod model;
 pub mod overlay;
+pub mod prefetch;
 pub mod storage;
 pub mod views;

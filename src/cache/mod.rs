@@ -6,8 +6,8 @@ pub mod stats;
 
 use std::sync::Arc;
 
-use quick_cache::sync::{Cache, GuardResult};
-use quick_cache::Weighter;
+use quick_cache::sync::{Cache, DefaultLifecycle, GuardResult};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
 pub use stats::Stats;
 
@@ -22,11 +22,15 @@ pub enum Key {
     Rendered(u64, u64),
 }
 
+/// Shared bytes of a cache entry (a `Vec` behind an `Arc`: inserting a freshly decoded buffer
+/// copies nothing).
+pub type Bytes = Arc<Vec<u8>>;
+
 /// A cached value.
 #[derive(Clone)]
 pub enum Value {
     /// Raw bytes (decoded chunk or rendered text).
-    Bytes(Arc<[u8]>),
+    Bytes(Bytes),
     /// Decoded strings and their total byte size.
     Strings(Arc<Vec<String>>, u64),
 }
@@ -35,7 +39,7 @@ impl Value {
     fn weight(&self) -> u64 {
         // A small per-entry overhead so that many tiny entries are still bounded.
         64 + match self {
-            Value::Bytes(b) => b.len() as u64,
+            Value::Bytes(b) => b.capacity() as u64,
             Value::Strings(v, bytes) => bytes + 24 * v.len() as u64,
         }
     }
@@ -50,23 +54,37 @@ impl Weighter<Key, Value> for ByteWeighter {
     }
 }
 
+/// Smallest share of the budget per cache shard.
+pub const MIN_SHARD_BYTES: u64 = 32 << 20;
+
 /// The shared chunk cache with its counters.
 pub struct ChunkCache {
-    inner: Cache<Key, Value, ByteWeighter>,
+    inner: Cache<Key, Value, ByteWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Value>>,
     budget: u64,
     /// Live counters, shown in `.annfs/stats.json`.
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
 }
 
 impl ChunkCache {
     /// A cache holding at most about `budget` bytes.
+    ///
+    /// The cache is split into shards (fewer locks contended), each holding an equal part of the
+    /// budget; an entry heavier than its shard's part is never kept. Shards are therefore sized
+    /// from the budget (at least [`MIN_SHARD_BYTES`] each, at most 16), not from the CPU count:
+    /// on a 64-core node a CPU-count split of a 1 GiB budget would refuse every entry over ~4 MiB.
     pub fn new(budget: u64) -> Self {
         let est_items = (budget / (256 * 1024)).clamp(16, 1 << 20) as usize;
-        ChunkCache {
-            inner: Cache::with_weighter(est_items, budget.max(1), ByteWeighter),
-            budget,
-            stats: Stats::default(),
-        }
+        let shards = (budget / MIN_SHARD_BYTES).clamp(1, 16) as usize;
+        let built = OptionsBuilder::new()
+            .estimated_items_capacity(est_items)
+            .weight_capacity(budget.max(1))
+            .shards(shards)
+            .build();
+        let inner = match built {
+            Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
+            Err(_) => Cache::with_weighter(est_items, budget.max(1), ByteWeighter),
+        };
+        ChunkCache { inner, budget, stats: Arc::new(Stats::default()) }
     }
 
     /// The configured budget in bytes.
@@ -104,10 +122,10 @@ impl ChunkCache {
     }
 
     /// Bytes for `key`, loading them on a miss.
-    pub fn bytes<E>(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Arc<[u8]>, E> {
-        match self.get_or_load(key, || load().map(|b| Value::Bytes(b.into())))? {
+    pub fn bytes<E>(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Bytes, E> {
+        match self.get_or_load(key, || load().map(|b| Value::Bytes(Arc::new(b))))? {
             Value::Bytes(b) => Ok(b),
-            Value::Strings(..) => Ok(Arc::from(Vec::new())),
+            Value::Strings(..) => Ok(Arc::new(Vec::new())),
         }
     }
 

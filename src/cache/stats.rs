@@ -19,6 +19,10 @@ pub struct Stats {
     errors: AtomicU64,
     opens: AtomicU64,
     releases: AtomicU64,
+    prefetch_jobs: AtomicU64,
+    prefetched_bytes: AtomicU64,
+    prefetch_skipped: AtomicU64,
+    deadline_expired: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
 }
@@ -64,6 +68,22 @@ impl Stats {
         self.releases.fetch_add(1, Relaxed);
     }
 
+    /// Records one read-ahead job that loaded `bytes` bytes of a file ahead of its reader.
+    pub fn prefetched(&self, bytes: u64) {
+        self.prefetch_jobs.fetch_add(1, Relaxed);
+        self.prefetched_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Records one read-ahead window not started because the read-ahead queue was full.
+    pub fn prefetch_skipped(&self) {
+        self.prefetch_skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Records one request answered `EIO` because it missed its deadline.
+    pub fn deadline_expired(&self) {
+        self.deadline_expired.fetch_add(1, Relaxed);
+    }
+
     /// Files currently open on the mount.
     pub fn open_files(&self) -> u64 {
         self.opens.load(Relaxed).saturating_sub(self.releases.load(Relaxed))
@@ -99,6 +119,10 @@ impl Stats {
             "bytes_served": g(&self.bytes_served),
             "errors": g(&self.errors),
             "open_files": self.open_files(),
+            "prefetch_jobs": g(&self.prefetch_jobs),
+            "prefetched_bytes": g(&self.prefetched_bytes),
+            "prefetch_skipped": g(&self.prefetch_skipped),
+            "deadline_expired": g(&self.deadline_expired),
             "store_changed": crate::storage::gate::reason(),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         })

@@ -146,6 +146,15 @@ pub struct MountArgs {
     /// Append logs to this file instead of standard error.
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// A request (read, or a `stat` that sizes a text view) not answered within SECS seconds
+    /// fails with EIO and a log line, whatever it waits for.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub request_timeout: u64,
+    /// Kernel page caching: `text` (default: .npy files are served with direct I/O — large
+    /// requests, no page-cache copy, still mmap-able — text files through the page cache),
+    /// `all` (every file through the page cache) or `none` (every file direct).
+    #[arg(long, default_value = "text", value_name = "MODE")]
+    pub page_cache: String,
     /// Adds `.annfs/zero`, a file of SIZE zero bytes, to measure the FUSE ceiling (benchmarks).
     #[arg(long, hide = true)]
     pub bench_zero_file: Option<String>,

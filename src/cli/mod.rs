@@ -264,7 +264,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         }
     }
     let mtime = o.info.mtime.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)).unwrap_or(SystemTime::now());
-    let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime);
+    let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime, options::serve_config(&args, budget)?);
 
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
     let cfg = MountConfig {

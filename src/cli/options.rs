@@ -53,6 +53,11 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
             "log_metrics" => {
                 args.log_metrics = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad log_metrics (seconds)".into()))?)
             }
+            "request_timeout" => {
+                args.request_timeout =
+                    need(v)?.parse().map_err(|_| CliError::Usage("bad request_timeout (seconds)".into()))?
+            }
+            "page_cache" => args.page_cache = need(v)?,
             "daemon" => args.daemon = true,
             "foreground" => args.foreground = true,
             // SELinux labels: passed to the kernel as given.
@@ -70,6 +75,23 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// The serving configuration from `--request-timeout`, `--page-cache` and the cache budget.
+pub fn serve_config(args: &MountArgs, budget: u64) -> Result<crate::fs::ServeConfig, CliError> {
+    use crate::fs::PageCache;
+    let mut cfg = crate::fs::ServeConfig::for_budget(budget);
+    if args.request_timeout == 0 {
+        return Err(CliError::Usage("request_timeout must be at least 1 second".into()));
+    }
+    cfg.deadline = std::time::Duration::from_secs(args.request_timeout);
+    cfg.page_cache = match args.page_cache.as_str() {
+        "text" => PageCache::TextOnly,
+        "all" => PageCache::All,
+        "none" => PageCache::None,
+        other => return Err(CliError::Usage(format!("bad page_cache `{other}` (text, all or none)"))),
+    };
+    Ok(cfg)
 }
 
 /// Resolves a user: a numeric uid or a name from the passwd database.

@@ -4,15 +4,20 @@
 //! dynamic directories (`rows/…`) are grafted in on lookup. The store is immutable, so entries
 //! and attributes get long TTLs and file pages are kept in the kernel cache across opens. Every
 //! handler runs behind [`guard`]: a panic becomes `EIO` and a log line, never a dead mount.
+//!
+//! Requests that touch data (reads, `stat`s that build a text index) are handed to worker pools
+//! ([`workers`]) and answered within a deadline ([`deadline`]): the FUSE threads never block, and
+//! no reader waits forever, whatever a worker is stuck on.
 
+pub mod deadline;
 mod inodes;
 pub mod mount;
-mod prefetch;
-mod slow;
 pub mod source_watch;
+mod workers;
 
 use std::ffi::OsStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,10 +27,11 @@ use fuser::{
 };
 
 use crate::cache::ChunkCache;
+use crate::prefetch::{PrefetchConfig, Prefetcher};
 use crate::views::{FileContent, NodeId, VNode, VTree};
+use deadline::{Deadlines, ErrorReply};
 use inodes::{Graft, Inodes};
-use prefetch::Prefetcher;
-use slow::SlowPool;
+use workers::Workers;
 
 /// Entry and attribute TTL: the store does not change under a mount.
 const TTL: Duration = Duration::from_secs(3600);
@@ -33,6 +39,43 @@ const TTL: Duration = Duration::from_secs(3600);
 const BLKSIZE: u32 = 1 << 20;
 /// Workers answering requests that build a text index.
 const SLOW_WORKERS: usize = 4;
+
+/// How file pages are cached by the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageCache {
+    /// Every file through the page cache (`FOPEN_KEEP_CACHE`).
+    All,
+    /// `.npy` files direct (`FOPEN_DIRECT_IO`: large requests, no page-cache copy; `mmap` still
+    /// works through `FUSE_DIRECT_IO_ALLOW_MMAP`), text files through the page cache.
+    TextOnly,
+    /// Every file direct.
+    None,
+}
+
+/// How the adapter serves requests.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// A request not answered within this time gets `EIO`.
+    pub deadline: Duration,
+    /// Workers for reads.
+    pub read_workers: usize,
+    /// Kernel page caching of file contents.
+    pub page_cache: PageCache,
+    /// Read-ahead tuning.
+    pub prefetch: PrefetchConfig,
+}
+
+impl ServeConfig {
+    /// Defaults for a cache of `budget` bytes.
+    pub fn for_budget(budget: u64) -> Self {
+        ServeConfig {
+            deadline: deadline::DEFAULT_DEADLINE,
+            read_workers: 4,
+            page_cache: PageCache::TextOnly,
+            prefetch: PrefetchConfig::for_budget(budget),
+        }
+    }
+}
 
 /// Who owns the files and with which permission bits.
 #[derive(Clone, Copy, Debug)]
@@ -58,19 +101,64 @@ impl Ownership {
     }
 }
 
-/// State shared by request threads and slow-request workers.
+/// State shared by request threads and workers.
 struct Shared {
     inodes: Inodes,
     cache: Arc<ChunkCache>,
     owner: Ownership,
     mtime: SystemTime,
+    prefetch: Prefetcher,
+    page_cache: PageCache,
+}
+
+/// A worker pool with its request deadlines.
+struct Lane {
+    workers: Arc<Workers>,
+    deadlines: Deadlines,
+}
+
+impl Lane {
+    fn new(name: &'static str, n: usize, limit: Duration, cache: &Arc<ChunkCache>) -> Self {
+        let workers = Arc::new(Workers::new(name, n));
+        let (w, stats) = (workers.clone(), cache.stats.clone());
+        let deadlines = Deadlines::new(
+            limit,
+            Box::new(move || {
+                stats.deadline_expired();
+                w.replace_stuck();
+            }),
+        );
+        Lane { workers, deadlines }
+    }
+
+    /// Runs `work` on a worker and answers `reply` with its result, or with `EIO` once the
+    /// deadline passes, whichever comes first.
+    fn answer<R: ErrorReply, T: Send + 'static>(
+        &self,
+        reply: R,
+        what: impl FnOnce() -> String,
+        work: impl FnOnce() -> Result<T, Errno> + Send + 'static,
+        send: impl FnOnce(R, T) + Send + 'static,
+    ) {
+        let slot = self.deadlines.track(reply, what);
+        self.workers.run(move || {
+            let r = work();
+            if let Some(reply) = slot.take() {
+                match r {
+                    Ok(v) => send(reply, v),
+                    Err(e) => reply.fail(e),
+                }
+            }
+        });
+    }
 }
 
 /// The read-only filesystem.
 pub struct AnnFs {
     shared: Arc<Shared>,
-    prefetch: Prefetcher,
-    slow: SlowPool,
+    io: Lane,
+    slow: Lane,
+    next_fh: AtomicU64,
 }
 
 /// A resolved inode: its tree and node id.
@@ -163,25 +251,110 @@ impl Served for AnnFs {
 
 impl AnnFs {
     /// A filesystem serving `tree`, counting into `cache`'s stats.
-    pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime) -> Self {
-        let shared = Arc::new(Shared { inodes: Inodes::new(tree), cache, owner, mtime });
-        AnnFs { shared, prefetch: Prefetcher::new(), slow: SlowPool::new(SLOW_WORKERS) }
+    pub fn new(tree: Arc<VTree>, cache: Arc<ChunkCache>, owner: Ownership, mtime: SystemTime, cfg: ServeConfig) -> Self {
+        let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
+        let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
+        let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
+        let shared = Arc::new(Shared { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache });
+        AnnFs { shared, io, slow, next_fh: AtomicU64::new(1) }
     }
 
     fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
-        let (g, id) = self.shared.node(ino)?;
+        self.shared.file(ino)
+    }
+
+    /// Drops per-handle state (read-ahead) of a handle another layer opened and released
+    /// (the overlay reads lower files through this filesystem under its own handles).
+    pub fn forget_handle(&self, fh: u64) {
+        self.shared.prefetch.forget(fh);
+    }
+
+    /// Answers `reply` with `node`'s attributes: here when they are cheap, else on the slow
+    /// pool within the deadline (a text index being built).
+    fn answer_attr<R: ErrorReply>(&self, node: Node, reply: R, op: &'static str, send: impl FnOnce(R, Duration, &FileAttr) + Send + 'static) {
+        let shared = self.shared.clone();
+        let slow = Shared::is_slow(&node);
+        let path = if slow { node.0.paths[node.1].clone() } else { String::new() };
+        let work = move || guard(op, || shared.attr(&node).map(|a| (shared.ttl(&node), a)));
+        if slow {
+            self.slow.answer(reply, || format!("{op} {path}"), work, move |r, (ttl, a)| send(r, ttl, &a));
+        } else {
+            match work() {
+                Ok((ttl, a)) => send(reply, ttl, &a),
+                Err(e) => reply.fail(e),
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
+        let (g, id) = self.node(ino)?;
         match &g.tree.nodes[id] {
             VNode::File(f) => Ok((f.clone(), g.paths[id].clone())),
             _ => Err(Errno::EISDIR),
         }
     }
 
-    /// Runs `f` here, or on the slow pool when `node` needs a text index built first.
-    fn answer(&self, node: &Node, f: impl FnOnce() + Send + 'static) {
-        if Shared::is_slow(node) {
-            self.slow.run(f);
-        } else {
-            f();
+    /// Serves a read of `size` bytes at `offset` of `file` through handle `fh`, into this
+    /// worker's reply buffer (see [`reply_buffer`]).
+    fn read(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        if !file.volatile() {
+            source_watch::check_fresh(path)?;
+        }
+        let mut data = reply_buffer::take();
+        file.read_into(offset, size as usize, &mut data).map_err(|e| {
+            log::error!("{path}: read at {offset}+{size}: {e}");
+            self.cache.stats.error(path, &e);
+            Errno::EIO
+        })?;
+        self.cache.stats.served(data.len() as u64);
+        if !file.volatile() {
+            self.prefetch.observe(fh, file, offset, data.len() as u64);
+        }
+        Ok(data)
+    }
+
+    /// Open flags for `file` at `path`: direct I/O or the kernel page cache.
+    fn open_flags(&self, file: &dyn FileContent, path: &str) -> FopenFlags {
+        let direct = file.volatile()
+            || match self.page_cache {
+                PageCache::All => false,
+                PageCache::TextOnly => path.ends_with(".npy"),
+                PageCache::None => true,
+            };
+        // Nothing is ever written, so `close` needs no flush round-trip (and still succeeds
+        // after the daemon is gone).
+        let cache = if direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
+        cache | FopenFlags::FOPEN_NOFLUSH
+    }
+}
+
+/// One reusable reply buffer per worker thread: a read renders into it, the reply is sent from
+/// it, and it goes back for the next read. Fresh multi-MiB buffers per request cost a page fault
+/// per page (the kernel zeroes every new page); this keeps them warm. Buffers above
+/// [`reply_buffer::KEEP`] are not kept, so idle workers hold little.
+mod reply_buffer {
+    use std::cell::RefCell;
+
+    /// Largest buffer kept between requests (a FUSE read is at most 1 MiB by default).
+    pub const KEEP: usize = 4 << 20;
+
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// This thread's buffer, empty.
+    pub fn take() -> Vec<u8> {
+        let mut v = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        v.clear();
+        v
+    }
+
+    /// Returns a buffer for reuse by this thread.
+    pub fn give_back(v: Vec<u8>) {
+        if v.capacity() <= KEEP {
+            BUF.with(|b| *b.borrow_mut() = v);
         }
     }
 }
@@ -221,6 +394,13 @@ impl Filesystem for AnnFs {
         if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS) {
             log::debug!("kernel lacks {missing:?}");
         }
+        // Direct-I/O files stay mappable (`numpy.load(mmap_mode="r")`); kernels before 6.6
+        // lack this and refuse `mmap` of those files.
+        if self.shared.page_cache != PageCache::All {
+            if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
+                log::warn!("kernel lacks {missing:?}: .npy files served with direct I/O cannot be mmapped");
+            }
+        }
         Ok(())
     }
 
@@ -229,11 +409,7 @@ impl Filesystem for AnnFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let shared = self.shared.clone();
-        self.answer(&node.clone(), move || match guard("lookup", || shared.attr(&node)) {
-            Ok(attr) => reply.entry(&shared.ttl(&node), &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        });
+        self.answer_attr(node, reply, "lookup", |r, ttl, a| r.entry(&ttl, a, Generation(0)));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -245,34 +421,28 @@ impl Filesystem for AnnFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let shared = self.shared.clone();
-        self.answer(&node.clone(), move || match guard("getattr", || shared.attr(&node)) {
-            Ok(attr) => reply.attr(&shared.ttl(&node), &attr),
-            Err(e) => reply.error(e),
-        });
+        self.answer_attr(node, reply, "getattr", |r, ttl, a| r.attr(&ttl, a));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = guard("open", || {
-            let (f, _) = self.file(ino)?;
+            let (f, path) = self.file(ino)?;
             if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                 return Err(Errno::EROFS);
             }
-            // Nothing is ever written, so `close` needs no flush round-trip (and still succeeds
-            // after the daemon is gone).
-            let cache = if f.volatile() { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
-            Ok(cache | FopenFlags::FOPEN_NOFLUSH)
+            Ok(self.shared.open_flags(&*f, &path))
         });
         match r {
             Ok(fl) => {
                 self.shared.cache.stats.opened();
-                reply.opened(FileHandle(0), fl)
+                reply.opened(FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed)), fl)
             }
             Err(e) => reply.error(e),
         }
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _fl: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _fl: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        self.shared.prefetch.forget(fh.0);
         self.shared.cache.stats.closed();
         reply.ok();
     }
@@ -281,33 +451,28 @@ impl Filesystem for AnnFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let r = guard("read", || {
-            let (f, path) = self.file(ino)?;
-            if !f.volatile() {
-                source_watch::check_fresh(&path)?;
-            }
-            let data = f.read(offset, size as usize).map_err(|e| {
-                log::error!("{path}: read at {offset}+{size}: {e}");
-                self.shared.cache.stats.error(&path, &e);
-                Errno::EIO
-            })?;
-            self.shared.cache.stats.served(data.len() as u64);
-            if !f.volatile() {
-                self.prefetch.observe(ino.0, &f, offset, data.len() as u64);
-            }
-            Ok(data)
-        });
-        match r {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
-        }
+        let (file, path) = match guard("read", || self.file(ino)) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let shared = self.shared.clone();
+        let what = format!("read of {path} at {offset}+{size}");
+        self.io.answer(
+            reply,
+            || what,
+            move || guard("read", || shared.read(&file, &path, fh.0, offset, size)),
+            |r, data| {
+                r.data(&data);
+                reply_buffer::give_back(data);
+            },
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

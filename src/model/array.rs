@@ -108,7 +108,7 @@ impl Arr {
         self.shape().iter().skip(1).product()
     }
 
-    fn chunk(&self, index: u64) -> StorageResult<Arc<[u8]>> {
+    fn chunk(&self, index: u64) -> StorageResult<crate::cache::Bytes> {
         self.cache.bytes(Key::Chunk(self.id, index), || self.src.read_chunk(index))
     }
 
@@ -119,21 +119,74 @@ impl Arr {
     /// Reads first-axis rows `[r0, r1)` (all trailing dimensions) as packed C-order bytes.
     /// A scalar has one row.
     pub fn read_rows(&self, r0: u64, r1: u64) -> StorageResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_rows_into(r0, r1, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Arr::read_rows`] appending to `out`.
+    pub fn read_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> StorageResult<()> {
+        self.check_rows(r0, r1)?;
+        self.read_stored_rows(r0 + self.offset, r1 + self.offset, out)
+    }
+
+    /// Decodes the chunks rows `[r0, r1)` depend on into the cache (read-ahead).
+    pub fn prefetch_rows(&self, r0: u64, r1: u64) -> StorageResult<()> {
+        self.check_rows(r0, r1)?;
+        if self.meta().grid.shape.is_empty() {
+            return self.chunk(0).map(drop);
+        }
+        self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| self.chunk(index).map(drop))
+    }
+
+    fn check_rows(&self, r0: u64, r1: u64) -> StorageResult<()> {
         if r1 > self.rows() || r0 > r1 {
             return Err(self.corrupt(format!("rows {r0}..{r1} out of range")));
         }
-        self.read_stored_rows(r0 + self.offset, r1 + self.offset)
+        Ok(())
     }
 
-    /// Reads rows `[r0, r1)` of the stored (unwindowed) array.
-    fn read_stored_rows(&self, r0: u64, r1: u64) -> StorageResult<Vec<u8>> {
+    /// Calls `f(coords, index)` for every chunk holding stored rows `[r0, r1)` (rank >= 1).
+    fn for_each_chunk(
+        &self,
+        r0: u64,
+        r1: u64,
+        mut f: impl FnMut(&[u64], u64) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let grid = &self.meta().grid;
+        let rank = grid.shape.len();
+        if r0 >= r1 || rank == 0 {
+            return Ok(());
+        }
+        let per = grid.chunks_per_dim();
+        let ch0 = grid.chunk[0].max(1);
+        let trailing: u64 = per[1..].iter().product();
+        let mut coords = vec![0u64; rank];
+        for cr in r0 / ch0..=(r1 - 1) / ch0 {
+            for t in 0..trailing {
+                // Grid coordinates of this chunk: cr, then t decomposed over trailing dims.
+                coords[0] = cr;
+                let mut rem = t;
+                for d in (1..rank).rev() {
+                    coords[d] = rem % per[d];
+                    rem /= per[d];
+                }
+                f(&coords, grid.index(&coords))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends rows `[r0, r1)` of the stored (unwindowed) array to `out`.
+    fn read_stored_rows(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> StorageResult<()> {
         let elem = self.elem_size();
         let grid = &self.meta().grid;
         let rank = grid.shape.len();
         if rank == 0 {
             let c = self.chunk(0)?;
             if r0 == 0 && r1 == 1 && c.len() >= elem {
-                return Ok(c[..elem].to_vec());
+                out.extend_from_slice(&c[..elem]);
+                return Ok(());
             }
             return Err(self.corrupt("bad scalar read"));
         }
@@ -141,36 +194,25 @@ impl Arr {
             return Err(self.corrupt(format!("rows {r0}..{r1} out of range")));
         }
         let row_bytes = self.row_elems() as usize * elem;
-        let mut out = vec![0u8; (r1 - r0) as usize * row_bytes];
-        if r0 == r1 || row_bytes == 0 {
-            return Ok(out);
+        let start = out.len();
+        let n = ((r1 - r0) as usize)
+            .checked_mul(row_bytes)
+            .ok_or_else(|| self.corrupt(format!("rows {r0}..{r1} too large")))?;
+        if n == 0 {
+            return Ok(());
         }
-        let per = grid.chunks_per_dim();
-        let ch0 = grid.chunk[0];
-        let trailing: u64 = per[1..].iter().product();
-        for cr in r0 / ch0..=(r1 - 1) / ch0 {
-            for t in 0..trailing {
-                // Grid coordinates of this chunk: cr, then t decomposed over trailing dims.
-                let mut coords = vec![0u64; rank];
-                coords[0] = cr;
-                let mut rem = t;
-                for d in (1..rank).rev() {
-                    coords[d] = rem % per[d];
-                    rem /= per[d];
-                }
-                let data = self.chunk(grid.index(&coords))?;
-                let cs = grid.clipped_shape(&coords);
-                let want: u64 = cs.iter().product::<u64>() * elem as u64;
-                if data.len() as u64 != want {
-                    return Err(self.corrupt(format!(
-                        "chunk {coords:?} has {} bytes, expected {want}",
-                        data.len()
-                    )));
-                }
-                copy_chunk_rows(&mut out, r0, r1, &grid.shape, &grid.chunk, &coords, &cs, &data, elem);
+        out.resize(start + n, 0);
+        let dst = &mut out[start..];
+        self.for_each_chunk(r0, r1, |coords, index| {
+            let data = self.chunk(index)?;
+            let cs = grid.clipped_shape(coords);
+            let want: u64 = cs.iter().product::<u64>() * elem as u64;
+            if data.len() as u64 != want {
+                return Err(self.corrupt(format!("chunk {coords:?} has {} bytes, expected {want}", data.len())));
             }
-        }
-        Ok(out)
+            copy_chunk_rows(dst, r0, r1, &grid.shape, &grid.chunk, coords, &cs, &data, elem);
+            Ok(())
+        })
     }
 
     /// Reads flat (C-order) elements `[e0, e1)` as packed bytes.

@@ -795,16 +795,21 @@ impl Filesystem for OverlayFs {
 
     fn release(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
-        _flags: OpenFlags,
-        _lo: Option<LockOwner>,
-        _flush: bool,
+        flags: OpenFlags,
+        lo: Option<LockOwner>,
+        flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(&fh.0);
-        reply.ok();
+        if self.handles.remove(&fh.0).is_some() {
+            // Reads of a lower file went through the inner filesystem under this handle.
+            self.inner.forget_handle(fh.0);
+            reply.ok();
+        } else {
+            self.inner.release(req, ino, fh, flags, lo, flush, reply);
+        }
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {

@@ -39,6 +39,10 @@ enum Open {
     Upper(std::fs::File),
 }
 
+/// First handle number the overlay hands out: far above the inner filesystem's, so a handle
+/// names one open file whichever layer made it.
+const OVERLAY_FH_BASE: u64 = 1 << 62;
+
 /// The writable filesystem: a read-only [`AnnFs`] with an overlay directory on top.
 pub struct OverlayFs {
     inner: AnnFs,
@@ -78,7 +82,7 @@ impl OverlayFs {
             store,
             nodes: Nodes::new(),
             handles: DashMap::new(),
-            next_fh: AtomicU64::new(1),
+            next_fh: AtomicU64::new(OVERLAY_FH_BASE),
             owner,
             mtime,
             ns: Mutex::new(()),

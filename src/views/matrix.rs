@@ -96,18 +96,28 @@ impl SparseRows {
         Ok(())
     }
 
-    fn csr_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+    /// Densifies CSR rows `[r0, r1)` straight into `out` (appended).
+    fn csr_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
         let cols = self.m.shape[1];
         let (t, w) = (self.t, self.t.size());
-        let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
+        let start = out.len();
+        out.resize(start + ((r1 - r0) * cols) as usize * w, 0);
+        let dst = &mut out[start..];
         self.for_each_entry(r0, r1, cols, |r, c, v| {
             let at = (((r - r0) * cols + c) as usize) * w;
-            accumulate(t, &mut out[at..at + w], v);
-        })?;
-        Ok(out)
+            accumulate(t, &mut dst[at..at + w], v);
+        })
     }
 
-    fn csc_band(&self, band: u64, band_rows: u64) -> ViewResult<Arc<[u8]>> {
+    /// Decodes the chunks of `indptr`, `indices` and `data` that major lines `[a, b)` need.
+    fn prefetch_lines(&self, a: u64, b: u64) -> ViewResult<()> {
+        let ptr = self.pointers(a, b)?;
+        let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
+        self.m.indices.prefetch_rows(p0, p1)?;
+        self.m.data.prefetch_rows(p0, p1)
+    }
+
+    fn csc_band(&self, band: u64, band_rows: u64) -> ViewResult<crate::cache::Bytes> {
         self.cache.bytes(Key::Rendered(self.id, band), || {
             let (rows, cols) = (self.m.shape[0], self.m.shape[1]);
             let (r0, r1) = (band * band_rows, ((band + 1) * band_rows).min(rows));
@@ -149,12 +159,35 @@ impl RowBytes for SparseRows {
         self.m.shape[1] * self.t.size() as u64
     }
 
+    fn read_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        match self.m.format {
+            SparseFormat::Csr if r0 < r1 => self.csr_rows_into(r0, r1, out),
+            SparseFormat::Csr => Ok(()),
+            SparseFormat::Csc => {
+                out.extend_from_slice(&self.read_rows(r0, r1)?);
+                Ok(())
+            }
+        }
+    }
+
+    fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
+        match self.m.format {
+            SparseFormat::Csr if r0 < r1 => self.prefetch_lines(r0, r1),
+            SparseFormat::Csr => Ok(()),
+            SparseFormat::Csc => self.read_rows(r0, r1).map(drop),
+        }
+    }
+
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
         if r0 >= r1 {
             return Ok(Vec::new());
         }
         match self.m.format {
-            SparseFormat::Csr => self.csr_rows(r0, r1),
+            SparseFormat::Csr => {
+                let mut out = Vec::new();
+                self.csr_rows_into(r0, r1, &mut out)?;
+                Ok(out)
+            }
             SparseFormat::Csc => {
                 let rb = self.row_bytes().max(1);
                 let band_rows = (CSC_BAND_BYTES / rb).max(1);
@@ -204,8 +237,10 @@ impl RowBytes for ColsRows {
     }
 }
 
-/// Dense rows of any matrix: stored rows for dense arrays, densified (and cached in blocks of
-/// about `block_bytes`) for sparse ones.
+/// Dense rows of any matrix: stored rows for dense arrays, densified for sparse ones. CSR rows
+/// are densified on every read straight into the reply (a scatter of the row's entries over
+/// zeros costs less than keeping mostly-zero blocks in the cache; read-ahead decodes the
+/// stored chunks instead); CSC rows are cached in blocks of about `block_bytes`.
 pub fn dense_rows(m: &Matrix, cache: &Arc<ChunkCache>, block_bytes: u64) -> Option<Arc<dyn RowBytes>> {
     Some(match m {
         Matrix::Dense(a) => Arc::new(ArrayRows(a.clone())),
@@ -214,7 +249,11 @@ pub fn dense_rows(m: &Matrix, cache: &Arc<ChunkCache>, block_bytes: u64) -> Opti
         }
         Matrix::Sparse(s) => {
             let rows = SparseRows::new(s.clone(), cache.clone())?;
-            Arc::new(CachedRows::new(Arc::new(rows), cache.clone(), block_bytes))
+            if s.format == SparseFormat::Csr {
+                Arc::new(rows)
+            } else {
+                Arc::new(CachedRows::new(Arc::new(rows), cache.clone(), block_bytes))
+            }
         }
     })
 }

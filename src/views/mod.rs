@@ -35,6 +35,19 @@ pub trait FileContent: Send + Sync {
     /// Reads up to `len` bytes at `offset` (fewer only at the end of the file).
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>>;
 
+    /// Appends what [`FileContent::read`] returns to `out` (override to render straight into
+    /// the caller's buffer: the FUSE adapter reuses one reply buffer per worker).
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
+        out.extend_from_slice(&self.read(offset, len)?);
+        Ok(())
+    }
+
+    /// Loads what a read of `[offset, offset+len)` needs into the cache without returning the
+    /// bytes (read-ahead); returns how many bytes of the file that covered (0 at the end).
+    fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
+        self.read(offset, len).map(|b| b.len())
+    }
+
     /// True when the content changes over time (live counters): served without page caching.
     fn volatile(&self) -> bool {
         false
@@ -86,7 +99,14 @@ impl FileContent for ZeroFile {
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        Ok(vec![0; self.0.saturating_sub(offset).min(len as u64) as usize])
+        let mut out = Vec::new();
+        self.read_into(offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
+        out.resize(out.len() + self.0.saturating_sub(offset).min(len as u64) as usize, 0);
+        Ok(())
     }
 }
 
@@ -99,19 +119,33 @@ pub fn read_header_body(
     len: usize,
     body: impl FnOnce(u64, u64, &mut Vec<u8>) -> ViewResult<()>,
 ) -> ViewResult<Vec<u8>> {
+    let mut out = Vec::new();
+    read_header_body_into(header, body_size, offset, len, &mut out, body)?;
+    Ok(out)
+}
+
+/// [`read_header_body`] appending to `out`.
+pub fn read_header_body_into(
+    header: &[u8],
+    body_size: u64,
+    offset: u64,
+    len: usize,
+    out: &mut Vec<u8>,
+    body: impl FnOnce(u64, u64, &mut Vec<u8>) -> ViewResult<()>,
+) -> ViewResult<()> {
     let hlen = header.len() as u64;
-    let end = offset.saturating_add(len as u64).min(hlen + body_size);
+    let end = offset.saturating_add(len as u64).min(hlen.saturating_add(body_size));
     if offset >= end {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut out = Vec::with_capacity((end - offset) as usize);
+    out.reserve((end - offset) as usize);
     if offset < hlen {
         out.extend_from_slice(slice(header, offset, (end.min(hlen) - offset) as usize));
     }
     if end > hlen {
-        body(offset.max(hlen) - hlen, end - hlen, &mut out)?;
+        body(offset.max(hlen) - hlen, end - hlen, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `bytes[offset..offset+len]`, clipped to the slice.

@@ -78,7 +78,11 @@ impl MtxBody {
 
     fn entry(&self, out: &mut Vec<u8>, r: u64, c: u64, v: &[u8]) {
         let (a, b) = if self.transpose { (c, r) } else { (r, c) };
-        out.extend_from_slice(format!("{} {} ", a + 1, b + 1).as_bytes());
+        let mut ib = itoa::Buffer::new();
+        out.extend_from_slice(ib.format(a + 1).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(ib.format(b + 1).as_bytes());
+        out.push(b' ');
         match self.t {
             NumType::Bool => out.push(if v[0] != 0 { b'1' } else { b'0' }),
             NumType::C64 | NumType::C128 => {

@@ -3,11 +3,16 @@
 use std::sync::Arc;
 
 use super::format::npy::header;
-use super::{read_header_body, slice, FileContent, ViewResult};
+use super::{read_header_body_into, slice, FileContent, ViewResult};
 use crate::model::Arr;
 use crate::storage::NumType;
 
 /// Fixed-width rows of bytes (rows of a matrix, elements of a 1-D array).
+///
+/// To add a row source, implement [`RowBytes::read_rows`]; override
+/// [`RowBytes::read_rows_into`] when the rows can be written straight into the caller's buffer
+/// (the reply buffer of a read: no intermediate copy) and [`RowBytes::prefetch_rows`] when
+/// read-ahead can load what the rows need without rendering them.
 pub trait RowBytes: Send + Sync {
     /// Number of rows.
     fn n_rows(&self) -> u64;
@@ -15,6 +20,51 @@ pub trait RowBytes: Send + Sync {
     fn row_bytes(&self) -> u64;
     /// Packed bytes of rows `[r0, r1)`.
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>>;
+
+    /// Appends the packed bytes of rows `[r0, r1)` to `out`.
+    fn read_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        out.extend_from_slice(&self.read_rows(r0, r1)?);
+        Ok(())
+    }
+
+    /// Loads what rows `[r0, r1)` need into the cache (read-ahead), without keeping the rows.
+    fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
+        let mut scratch = Vec::new();
+        self.read_rows_into(r0, r1, &mut scratch)
+    }
+}
+
+/// Appends bytes `[b0, b1)` of the concatenated rows of `rows` to `out`: whole rows straight
+/// into `out`, the partial rows at either end through a one-row scratch buffer.
+pub fn read_row_range_into(rows: &dyn RowBytes, b0: u64, b1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+    let rb = rows.row_bytes();
+    if b0 >= b1 || rb == 0 {
+        return Ok(());
+    }
+    let (mut r, last) = (b0 / rb, (b1 - 1) / rb);
+    let partial = |r: u64, s: u64, e: u64, out: &mut Vec<u8>| -> ViewResult<()> {
+        let mut row = Vec::with_capacity(rb as usize);
+        rows.read_rows_into(r, r + 1, &mut row)?;
+        out.extend_from_slice(slice(&row, s, (e - s) as usize));
+        Ok(())
+    };
+    if b0 % rb != 0 || (r == last && b1 % rb != 0) {
+        // The first row is cut (at its start, or at its end when it is also the last row).
+        let end = if r == last { b1 - r * rb } else { rb };
+        partial(r, b0 - r * rb, end, out)?;
+        r += 1;
+    }
+    if r > last {
+        return Ok(());
+    }
+    let full_end = if b1 % rb == 0 { last + 1 } else { last };
+    if r < full_end {
+        rows.read_rows_into(r, full_end, out)?;
+    }
+    if full_end == last && b1 % rb != 0 {
+        partial(last, 0, b1 - last * rb, out)?;
+    }
+    Ok(())
 }
 
 /// A `.npy` file: `numpy.save` header, then the rows.
@@ -42,13 +92,31 @@ impl FileContent for NpyFile {
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        let rb = self.rows.row_bytes();
-        read_header_body(&self.header, self.rows.n_rows() * rb, offset, len, |d0, d1, out| {
-            let (r0, r1) = (d0 / rb, d1.div_ceil(rb));
-            let rows = self.rows.read_rows(r0, r1)?;
-            out.extend_from_slice(slice(&rows, d0 - r0 * rb, (d1 - d0) as usize));
-            Ok(())
+        let mut out = Vec::new();
+        self.read_into(offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
+        let body = self.rows.n_rows() * self.rows.row_bytes();
+        read_header_body_into(&self.header, body, offset, len, out, |d0, d1, out| {
+            read_row_range_into(&*self.rows, d0, d1, out)
         })
+    }
+
+    fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
+        let rb = self.rows.row_bytes().max(1);
+        let hlen = self.header.len() as u64;
+        let size = hlen + self.rows.n_rows() * rb;
+        let end = offset.saturating_add(len as u64).min(size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let (d0, d1) = (offset.saturating_sub(hlen), end.saturating_sub(hlen));
+        if d1 > d0 {
+            self.rows.prefetch_rows(d0 / rb, d1.div_ceil(rb))?;
+        }
+        Ok((end - offset) as usize)
     }
 }
 
@@ -70,6 +138,14 @@ impl RowBytes for ArrayRows {
 
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
         self.0.read_rows(r0, r1)
+    }
+
+    fn read_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
+        self.0.read_rows_into(r0, r1, out)
+    }
+
+    fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
+        self.0.prefetch_rows(r0, r1)
     }
 }
 
@@ -130,10 +206,15 @@ impl RowBytes for CachedRows {
     }
 
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(((r1.saturating_sub(r0)) * self.row_bytes()) as usize);
+        self.read_rows_into(r0, r1, &mut out)?;
+        Ok(out)
+    }
+
+    fn read_rows_into(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
         let rb = self.row_bytes();
-        let mut out = Vec::with_capacity(((r1 - r0) * rb) as usize);
         if r0 >= r1 {
-            return Ok(out);
+            return Ok(());
         }
         let n = self.n_rows();
         for b in r0 / self.block_rows..=(r1 - 1) / self.block_rows {
@@ -142,9 +223,9 @@ impl RowBytes for CachedRows {
                 .cache
                 .bytes(crate::cache::Key::Rendered(self.id, b), || self.inner.read_rows(b0, b1))?;
             let (s, e) = (r0.max(b0) - b0, r1.min(b1) - b0);
-            out.extend_from_slice(&block[(s * rb) as usize..(e * rb) as usize]);
+            out.extend_from_slice(slice(&block, s * rb, ((e - s) * rb) as usize));
         }
-        Ok(out)
+        Ok(())
     }
 }
 

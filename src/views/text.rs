@@ -1,7 +1,10 @@
 //! Text files made of rows (one value per line, TSV tables, matrix rows): exact sizes and
 //! random access through a row-block → byte-offset index built on first use.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use super::column::ColumnCells;
 use super::format::text::{push_field, push_num};
@@ -49,7 +52,8 @@ pub struct TextFile {
     header: Header,
     body: Arc<dyn RowText>,
     cache: Arc<ChunkCache>,
-    layout: OnceLock<Result<Layout, String>>,
+    layout: OnceLock<Layout>,
+    computing: Mutex<()>,
     sidecar: Option<(Arc<Sidecar>, String)>,
 }
 
@@ -61,7 +65,7 @@ impl TextFile {
 
     /// A text file whose header may depend on the body's line count.
     pub fn with_header(header: Header, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
-        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new(), sidecar: None }
+        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new(), computing: Mutex::new(()), sidecar: None }
     }
 
     /// Remembers this file's index in `sidecar` under `key` (its virtual path), so the next
@@ -88,7 +92,7 @@ impl TextFile {
         (BLOCK_TARGET / self.body.row_cost().max(1)).max(1)
     }
 
-    fn block(&self, k: u64, block_rows: u64) -> ViewResult<Arc<[u8]>> {
+    fn block(&self, k: u64, block_rows: u64) -> ViewResult<crate::cache::Bytes> {
         self.cache.bytes(Key::Rendered(self.id, k), || {
             let n = self.body.n_rows();
             let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
@@ -98,35 +102,90 @@ impl TextFile {
         })
     }
 
+    /// The layout, computed on first use by one caller while others wait. A failure (a chunk
+    /// that cannot be read, a store gone away) is returned, not kept: the next call retries.
     fn layout(&self) -> ViewResult<&Layout> {
-        self.layout
-            .get_or_init(|| {
-                let block_rows = self.block_rows();
-                if let Some(stored) = self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
-                    let header = self.make_header(stored.lines);
-                    return Ok(Layout { block_rows, offsets: stored.offsets, header });
-                }
-                let n_blocks = self.body.n_rows().div_ceil(block_rows);
-                let mut offsets = Vec::with_capacity(n_blocks as usize + 1);
-                let (mut at, mut lines) = (0u64, 0u64);
-                let count_lines = matches!(self.header, Header::FromLines(_));
-                for k in 0..n_blocks {
-                    offsets.push(at);
-                    let block = self.block(k, block_rows).map_err(|e| e.to_string())?;
-                    at += block.len() as u64;
-                    if count_lines {
-                        lines += block.iter().filter(|&&b| b == b'\n').count() as u64;
-                    }
-                }
-                offsets.push(at);
+        if let Some(l) = self.layout.get() {
+            return Ok(l);
+        }
+        let _one = self.computing.lock();
+        if let Some(l) = self.layout.get() {
+            return Ok(l);
+        }
+        let block_rows = self.block_rows();
+        let layout = match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
+            Some(stored) => Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets },
+            None => {
+                let (offsets, lines) = self.measure(block_rows)?;
                 if let Some((s, k)) = &self.sidecar {
                     s.put(k, &StoredLayout { block_rows, lines, offsets: offsets.clone() });
                 }
-                Ok(Layout { block_rows, offsets, header: self.make_header(lines) })
-            })
-            .as_ref()
-            .map_err(|e| StorageError::corrupt("text view", e.clone()))
+                Layout { block_rows, offsets, header: self.make_header(lines) }
+            }
+        };
+        Ok(self.layout.get_or_init(|| layout))
     }
+
+    /// The one pass over the body that sizes it: every block rendered (on up to
+    /// [`MEASURE_THREADS`] threads, each into a scratch buffer it reuses) and measured, not kept
+    /// (the first block is cached, for the reader that usually follows a `stat`). Returns the
+    /// block offsets (last = body size) and the number of lines.
+    fn measure(&self, block_rows: u64) -> ViewResult<(Vec<u64>, u64)> {
+        let n = self.body.n_rows();
+        let n_blocks = n.div_ceil(block_rows);
+        let count_lines = matches!(self.header, Header::FromLines(_));
+        let next = AtomicU64::new(0);
+        let results: Mutex<Vec<(u64, u64)>> = Mutex::new(vec![(0, 0); n_blocks as usize]);
+        let failed: Mutex<Option<StorageError>> = Mutex::new(None);
+        let work = || {
+            let mut scratch = Vec::new();
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n_blocks || failed.lock().is_some() {
+                    break;
+                }
+                scratch.clear();
+                let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
+                if let Err(e) = self.body.render(r0, r1, &mut scratch) {
+                    *failed.lock() = Some(e);
+                    break;
+                }
+                let nl = if count_lines { bytecount_newlines(&scratch) } else { 0 };
+                results.lock()[k as usize] = (scratch.len() as u64, nl);
+                if k == 0 {
+                    let first = std::mem::take(&mut scratch);
+                    let _ = self.cache.bytes::<StorageError>(Key::Rendered(self.id, 0), || Ok(first));
+                }
+            }
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(MEASURE_THREADS);
+        let threads = (threads as u64).min(n_blocks).max(1);
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
+        });
+        if let Some(e) = failed.into_inner() {
+            return Err(e);
+        }
+        let mut offsets = Vec::with_capacity(n_blocks as usize + 1);
+        let (mut at, mut lines) = (0u64, 0u64);
+        for (len, nl) in results.into_inner() {
+            offsets.push(at);
+            at += len;
+            lines += nl;
+        }
+        offsets.push(at);
+        Ok((offsets, lines))
+    }
+}
+
+/// Threads sizing one text view (its first `stat`).
+const MEASURE_THREADS: usize = 4;
+
+fn bytecount_newlines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
 }
 
 impl FileContent for TextFile {

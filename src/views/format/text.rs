@@ -34,6 +34,9 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         return push_nonfinite(out, v);
     }
+    if push_integral(out, v, 9_007_199_254_740_992.0) {
+        return;
+    }
     let mut buf = ryu::Buffer::new();
     layout(out, buf.format_finite(v), positional(v, 16));
 }
@@ -49,6 +52,9 @@ fn positional(v: f64, max_exp: i32) -> bool {
 pub fn push_f32(out: &mut Vec<u8>, v: f32) {
     if !v.is_finite() {
         return push_nonfinite(out, v as f64);
+    }
+    if push_integral(out, v as f64, 1e6) {
+        return;
     }
     let mut buf = ryu::Buffer::new();
     layout(out, buf.format_finite(v), positional(v as f64, 6));
@@ -70,6 +76,18 @@ pub fn push_f16(out: &mut Vec<u8>, v: half::f16) {
         }
     }
     push_f64(out, x)
+}
+
+/// Fast path for whole numbers in the positional range (counts stored as floats): prints
+/// `123.0` the way [`layout`] would, without formatting digits twice. False when `v` is not a
+/// whole number below `limit` in magnitude (or is a negative zero, which keeps its sign).
+fn push_integral(out: &mut Vec<u8>, v: f64, limit: f64) -> bool {
+    if v.fract() != 0.0 || v.abs() >= limit || (v == 0.0 && v.is_sign_negative()) {
+        return false;
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+    out.extend_from_slice(b".0");
+    true
 }
 
 fn push_nonfinite(out: &mut Vec<u8>, v: f64) {
@@ -97,12 +115,18 @@ fn layout(out: &mut Vec<u8>, s: &str, positional: bool) {
         Some(i) => (&mant[..i], &mant[i + 1..]),
         None => (mant, ""),
     };
-    // All digits and the position of the decimal point relative to them.
-    let mut digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
+    // All digits (on the stack: ryu prints at most 17 significant digits plus zeros of a
+    // positional form, well under 64) and the position of the decimal point relative to them.
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    for b in int_part.bytes().chain(frac_part.bytes()).take(buf.len()) {
+        buf[n] = b;
+        n += 1;
+    }
     let mut point = int_part.len() as i32 + exp;
     // Normalise: strip leading zeros (moving the point) and trailing zeros.
-    let lead = digits.iter().take_while(|&&d| d == b'0').count();
-    if lead == digits.len() {
+    let lead = buf[..n].iter().take_while(|&&d| d == b'0').count();
+    if lead == n {
         // Zero.
         if neg {
             out.push(b'-');
@@ -110,11 +134,12 @@ fn layout(out: &mut Vec<u8>, s: &str, positional: bool) {
         out.extend_from_slice(b"0.0");
         return;
     }
-    digits.drain(..lead);
     point -= lead as i32;
-    while digits.last() == Some(&b'0') {
-        digits.pop();
+    let mut end = n;
+    while end > lead && buf[end - 1] == b'0' {
+        end -= 1;
     }
+    let digits = &buf[lead..end];
     if neg {
         out.push(b'-');
     }
@@ -123,9 +148,9 @@ fn layout(out: &mut Vec<u8>, s: &str, positional: bool) {
         if point <= 0 {
             out.extend_from_slice(b"0.");
             out.extend(std::iter::repeat_n(b'0', (-point) as usize));
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
         } else if point as usize >= digits.len() {
-            out.extend_from_slice(&digits);
+            out.extend_from_slice(digits);
             out.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
             out.extend_from_slice(b".0");
         } else {
@@ -145,7 +170,7 @@ fn layout(out: &mut Vec<u8>, s: &str, positional: bool) {
         if e < 10 {
             out.push(b'0');
         }
-        out.extend_from_slice(e.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(e).as_bytes());
     }
 }
 
@@ -155,8 +180,7 @@ pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
     macro_rules! int {
         ($ty:ty) => {{
             let v = <$ty>::from_le_bytes(bytes.try_into().unwrap_or_default());
-            let mut b = itoa_buf(v);
-            out.append(&mut b);
+            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
         }};
     }
     match t {
@@ -188,10 +212,6 @@ pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
     }
 }
 
-fn itoa_buf<T: std::fmt::Display>(v: T) -> Vec<u8> {
-    v.to_string().into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +225,26 @@ mod tests {
         let mut o = Vec::new();
         push_f32(&mut o, v);
         String::from_utf8(o).unwrap()
+    }
+
+    /// The general path, bypassing the whole-number fast path.
+    fn slow(v: f64, max_exp: i32, as_f32: bool) -> String {
+        let mut o = Vec::new();
+        let mut buf = ryu::Buffer::new();
+        let s = if as_f32 { buf.format_finite(v as f32) } else { buf.format_finite(v) };
+        layout(&mut o, s, positional(v, max_exp));
+        String::from_utf8(o).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whole_number_fast_path_matches_the_general_layout(i in -20_000_000i64..20_000_000, big in 0u64..(1 << 53)) {
+            let v = i as f64;
+            proptest::prop_assert_eq!(f64s(v), slow(v, 16, false));
+            proptest::prop_assert_eq!(f64s(big as f64), slow(big as f64, 16, false));
+            let w = i as f32;
+            proptest::prop_assert_eq!(f32s(w), slow(w as f64, 6, true));
+        }
     }
 
     #[test]

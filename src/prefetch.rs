@@ -1,0 +1,224 @@
+//! Read-ahead for sequential readers.
+//!
+//! Each open file handle is a stream. When a handle reads where its last read ended, a
+//! background worker loads the next window of the file (decoding its chunks and rendering its
+//! blocks into the shared cache) while the reader consumes the current one. The window starts at
+//! [`PrefetchConfig::min_window`] and doubles on every sequential read up to
+//! [`PrefetchConfig::max_window`]; a seek resets it. What read-ahead loads lives in the one
+//! cache, so it counts against the memory budget like everything else; the job queue is
+//! bounded, and a window that finds the queue full is skipped (and counted), never blocking the
+//! reader. State is dropped when the handle is released.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::cache::Stats;
+use crate::views::FileContent;
+
+/// Read-ahead tuning.
+#[derive(Clone, Debug)]
+pub struct PrefetchConfig {
+    /// First window after a seek, in bytes.
+    pub min_window: u64,
+    /// Largest window, in bytes. Keep it well under the cache budget.
+    pub max_window: u64,
+    /// Bytes loaded per step of a job (one cache-sized piece at a time).
+    pub piece: usize,
+    /// Jobs that may wait in the queue.
+    pub queue: usize,
+    /// Background workers (decoding runs in parallel with the reader on another core).
+    pub workers: usize,
+}
+
+impl PrefetchConfig {
+    /// Defaults for a cache of `budget` bytes: windows of 1 MiB doubling to 16 MiB (or an
+    /// eighth of the budget, if smaller), one worker.
+    pub fn for_budget(budget: u64) -> Self {
+        let max_window = (16u64 << 20).min(budget / 8).max(1 << 20);
+        PrefetchConfig { min_window: 1 << 20, max_window, piece: 1 << 20, queue: 4, workers: 1 }
+    }
+}
+
+struct Stream {
+    next: u64,
+    window: u64,
+    prefetched_to: u64,
+}
+
+struct Job {
+    file: Arc<dyn FileContent>,
+    offset: u64,
+    len: u64,
+}
+
+/// Per-handle sequential streams feeding background read-ahead workers.
+pub struct Prefetcher {
+    cfg: PrefetchConfig,
+    streams: DashMap<u64, Stream>,
+    tx: Mutex<Option<SyncSender<Job>>>,
+    stats: Arc<Stats>,
+}
+
+impl Prefetcher {
+    /// Starts the workers; loaded bytes are counted in `stats`.
+    pub fn new(cfg: PrefetchConfig, stats: Arc<Stats>) -> Self {
+        let (tx, rx) = sync_channel::<Job>(cfg.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut started = 0;
+        for i in 0..cfg.workers.max(1) {
+            let (rx, stats, piece) = (rx.clone(), stats.clone(), cfg.piece.max(1));
+            let spawned = std::thread::Builder::new().name(format!("annfs-prefetch-{i}")).spawn(move || loop {
+                let job = rx.lock().recv();
+                match job {
+                    Ok(job) => stats.prefetched(load(&job, piece)),
+                    Err(_) => break,
+                }
+            });
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => log::warn!("cannot start a read-ahead worker: {e}"),
+            }
+        }
+        let tx = (started > 0).then_some(tx);
+        Prefetcher { cfg, streams: DashMap::new(), tx: Mutex::new(tx), stats }
+    }
+
+    /// Records that handle `fh` of `file` read `len` bytes at `offset`, and starts read-ahead if
+    /// the handle reads sequentially.
+    pub fn observe(&self, fh: u64, file: &Arc<dyn FileContent>, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let end = offset.saturating_add(len);
+        let min = self.cfg.min_window;
+        let mut s = self.streams.entry(fh).or_insert(Stream { next: u64::MAX, window: min, prefetched_to: 0 });
+        if s.next != offset {
+            // A seek (or the first read): restart small.
+            *s = Stream { next: end, window: min, prefetched_to: end };
+            return;
+        }
+        s.next = end;
+        let start = s.prefetched_to.max(end);
+        let stop = end.saturating_add(s.window);
+        if stop <= start.saturating_add(min / 2) {
+            return;
+        }
+        let job = Job { file: file.clone(), offset: start, len: stop - start };
+        if let Some(tx) = self.tx.lock().as_ref() {
+            match tx.try_send(job) {
+                Ok(()) => {
+                    s.prefetched_to = stop;
+                    s.window = (s.window * 2).min(self.cfg.max_window);
+                }
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.stats.prefetch_skipped(),
+            }
+        }
+    }
+
+    /// Drops the state of handle `fh` (on release).
+    pub fn forget(&self, fh: u64) {
+        self.streams.remove(&fh);
+    }
+
+    /// Handles with read-ahead state.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+}
+
+/// Loads `job` piece by piece into the cache (the bytes are dropped: the cache keeps the
+/// decoded chunks and rendered blocks). Returns the bytes loaded.
+fn load(job: &Job, piece: usize) -> u64 {
+    let (mut off, end) = (job.offset, job.offset.saturating_add(job.len));
+    while off < end {
+        let len = (piece as u64).min(end - off) as usize;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.file.prefetch(off, len))) {
+            Ok(Ok(n)) if n > 0 => off += n as u64,
+            _ => break,
+        }
+    }
+    off - job.offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::views::ViewResult;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// A file of `size` bytes that counts the bytes read from it and records the ranges.
+    struct Counting {
+        size: u64,
+        read: AtomicU64,
+        ranges: Mutex<Vec<(u64, usize)>>,
+    }
+
+    impl FileContent for Counting {
+        fn size(&self) -> ViewResult<u64> {
+            Ok(self.size)
+        }
+        fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+            let n = self.size.saturating_sub(offset).min(len as u64) as usize;
+            self.read.fetch_add(n as u64, Ordering::SeqCst);
+            self.ranges.lock().push((offset, n));
+            Ok(vec![0; n])
+        }
+    }
+
+    fn wait_for(f: impl Fn() -> bool) -> bool {
+        let t = Instant::now();
+        while !f() {
+            if t.elapsed() > Duration::from_secs(5) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    fn setup() -> (Prefetcher, Arc<Counting>, Arc<dyn FileContent>, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let cfg = PrefetchConfig { min_window: 1000, max_window: 4000, piece: 500, queue: 8, workers: 1 };
+        let p = Prefetcher::new(cfg, stats.clone());
+        let c = Arc::new(Counting { size: 1 << 20, read: AtomicU64::new(0), ranges: Mutex::new(vec![]) });
+        let f: Arc<dyn FileContent> = c.clone();
+        (p, c, f, stats)
+    }
+
+    #[test]
+    fn sequential_reads_load_ahead_in_growing_windows() {
+        let (p, c, f, stats) = setup();
+        p.observe(1, &f, 0, 100);
+        assert!(c.ranges.lock().is_empty(), "the first read only starts a stream");
+        p.observe(1, &f, 100, 100);
+        assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000));
+        assert_eq!(c.ranges.lock()[0], (200, 500), "read-ahead starts where the reader is");
+        p.observe(1, &f, 200, 100);
+        // Second window: from where the first ended (1200) to 300 + 2000.
+        assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000 + 1100));
+        assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 2));
+        assert_eq!(stats.snapshot()["prefetched_bytes"], 2100);
+    }
+
+    #[test]
+    fn a_seek_resets_and_release_forgets() {
+        let (p, c, f, _) = setup();
+        p.observe(7, &f, 0, 100);
+        p.observe(7, &f, 50_000, 100);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(c.read.load(Ordering::SeqCst), 0, "a seek loads nothing");
+        // Two handles on one file are two streams: interleaving them is not a seek.
+        p.observe(8, &f, 0, 100);
+        p.observe(7, &f, 50_100, 100);
+        p.observe(8, &f, 100, 100);
+        assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 2000));
+        assert_eq!(p.streams(), 2);
+        p.forget(7);
+        p.forget(8);
+        assert_eq!(p.streams(), 0);
+    }
+}
