@@ -11,4 +11,5 @@ pub mod model;
 pub mod overlay;
 pub mod prefetch;
 pub mod storage;
+pub mod util;
 pub mod views;

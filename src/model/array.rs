@@ -226,6 +226,9 @@ impl Arr {
         if e0 >= e1 {
             return Ok(Vec::new());
         }
+        if row == 1 {
+            return self.read_rows(e0, e1);
+        }
         let (r0, r1) = (e0 / row, e1.div_ceil(row));
         let rows = self.read_rows(r0, r1)?;
         let skip = ((e0 - r0 * row) as usize) * elem;
@@ -261,12 +264,19 @@ impl Arr {
 
     /// Reads flat elements `[e0, e1)` of a string array, through cached blocks.
     pub fn read_strings(&self, e0: u64, e1: u64) -> StorageResult<Vec<String>> {
+        let mut out = Vec::with_capacity(e1.saturating_sub(e0) as usize);
+        self.for_each_str(e0, e1, |s| out.push(s.to_string()))?;
+        Ok(out)
+    }
+
+    /// Calls `f` on flat elements `[e0, e1)` of a string array in order, borrowing them from
+    /// the cached blocks (no copy per string).
+    pub fn for_each_str(&self, e0: u64, e1: u64, mut f: impl FnMut(&str)) -> StorageResult<()> {
         let shift = self.offset * self.row_elems().max(1);
         let (e0, e1) = (e0 + shift, e1.min(self.len()) + shift);
         let n = self.meta().len();
-        let mut out = Vec::with_capacity(e1.saturating_sub(e0) as usize);
         if e0 >= e1 {
-            return Ok(out);
+            return Ok(());
         }
         for b in e0 / STRING_BLOCK..=(e1 - 1) / STRING_BLOCK {
             let (b0, b1) = (b * STRING_BLOCK, ((b + 1) * STRING_BLOCK).min(n));
@@ -278,9 +288,9 @@ impl Arr {
                 Ok(v)
             })?;
             let (s, e) = (e0.max(b0) - b0, e1.min(b1) - b0);
-            out.extend(block[s as usize..e as usize].iter().cloned());
+            block.get(s as usize..e as usize).unwrap_or_default().iter().for_each(|x| f(x));
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -1,6 +1,6 @@
 //! Text cells of dataframe columns: numbers, strings, categorical labels, `NA` for missing.
 
-use std::sync::OnceLock;
+use crate::util::RetryOnce;
 
 use super::format::text::{push_field, push_num};
 use super::ViewResult;
@@ -11,13 +11,13 @@ use crate::storage::StorageError;
 pub struct ColumnCells {
     col: Column,
     /// Rendered category labels, computed once (categoricals only).
-    labels: OnceLock<Result<Vec<Vec<u8>>, String>>,
+    labels: RetryOnce<Vec<Vec<u8>>>,
 }
 
 impl ColumnCells {
     /// Cells of `col`.
     pub fn new(col: Column) -> Self {
-        ColumnCells { col, labels: OnceLock::new() }
+        ColumnCells { col, labels: RetryOnce::new() }
     }
 
     /// Number of cells.
@@ -30,31 +30,27 @@ impl ColumnCells {
         self.len() == 0
     }
 
-    /// Appends the cell of row `r0 + i` to `rows[i]`, for every row in `[r0, r0 + rows.len())`.
-    pub fn render(&self, r0: u64, rows: &mut [Vec<u8>]) -> ViewResult<()> {
-        let r1 = r0 + rows.len() as u64;
+    /// Appends the cells of rows `[r0, r1)` to `cells` (one after another) and each cell's end
+    /// offset in `cells` to `ends`.
+    pub fn render_cells(&self, r0: u64, r1: u64, cells: &mut Vec<u8>, ends: &mut Vec<usize>) -> ViewResult<()> {
         match &self.col {
-            Column::Num(a) | Column::Str(a) => plain(a, r0, r1, rows, None),
+            Column::Num(a) | Column::Str(a) => plain(a, r0, r1, cells, ends, None),
             Column::Nullable { values, mask } => {
                 let m = mask.read_flat(r0, r1)?;
-                plain(values, r0, r1, rows, Some(&m))
+                plain(values, r0, r1, cells, ends, Some(&m))
             }
             Column::Categorical { codes, categories, .. } => {
-                let labels = self
-                    .labels
-                    .get_or_init(|| render_all(categories).map_err(|e| e.to_string()))
-                    .as_ref()
-                    .map_err(|e| StorageError::corrupt(codes.path(), e.clone()))?;
-                let codes_v = codes.read_i64(r0, r1)?;
-                for (row, c) in rows.iter_mut().zip(codes_v) {
+                let labels = self.labels.get_or_try_init(|| render_all(categories))?;
+                for c in codes.read_i64(r0, r1)? {
                     if c < 0 {
-                        row.extend_from_slice(b"NA");
+                        cells.extend_from_slice(b"NA");
                     } else {
                         let l = labels.get(c as usize).ok_or_else(|| {
                             StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
                         })?;
-                        row.extend_from_slice(l);
+                        cells.extend_from_slice(l);
                     }
+                    ends.push(cells.len());
                 }
                 Ok(())
             }
@@ -64,32 +60,43 @@ impl ColumnCells {
 
 /// Every cell of a (small) column, e.g. the categories of a categorical.
 fn render_all(col: &Column) -> ViewResult<Vec<Vec<u8>>> {
-    let mut rows = vec![Vec::new(); col.len() as usize];
-    ColumnCells::new(col.clone()).render(0, &mut rows)?;
-    Ok(rows)
+    let (mut cells, mut ends) = (Vec::new(), Vec::new());
+    ColumnCells::new(col.clone()).render_cells(0, col.len(), &mut cells, &mut ends)?;
+    let mut start = 0;
+    Ok(ends
+        .into_iter()
+        .map(|e| {
+            let cell = cells[start..e].to_vec();
+            start = e;
+            cell
+        })
+        .collect())
 }
 
 /// Numbers or strings of `a` (flat elements `[r0, r1)`), `NA` where `mask` is set.
-fn plain(a: &Arr, r0: u64, r1: u64, rows: &mut [Vec<u8>], mask: Option<&[u8]>) -> ViewResult<()> {
+fn plain(a: &Arr, r0: u64, r1: u64, cells: &mut Vec<u8>, ends: &mut Vec<usize>, mask: Option<&[u8]>) -> ViewResult<()> {
     let missing = |i: usize| mask.is_some_and(|m| m.get(i).copied().unwrap_or(0) != 0);
     if a.is_str() {
-        for (i, (row, s)) in rows.iter_mut().zip(a.read_strings(r0, r1)?).enumerate() {
+        let mut i = 0;
+        return a.for_each_str(r0, r1, |s| {
             if missing(i) {
-                row.extend_from_slice(b"NA");
+                cells.extend_from_slice(b"NA");
             } else {
-                push_field(row, &s);
+                push_field(cells, s);
             }
-        }
-        return Ok(());
+            ends.push(cells.len());
+            i += 1;
+        });
     }
     let t = a.num_type().ok_or_else(|| StorageError::corrupt(a.path(), "not a numeric or string array"))?;
     let bytes = a.read_flat(r0, r1)?;
-    for (i, (row, v)) in rows.iter_mut().zip(bytes.chunks_exact(t.size())).enumerate() {
+    for (i, v) in bytes.chunks_exact(t.size()).enumerate() {
         if missing(i) {
-            row.extend_from_slice(b"NA");
+            cells.extend_from_slice(b"NA");
         } else {
-            push_num(row, t, v);
+            push_num(cells, t, v);
         }
+        ends.push(cells.len());
     }
     Ok(())
 }

@@ -83,6 +83,12 @@ impl MtxBody {
         out.push(b' ');
         out.extend_from_slice(ib.format(b + 1).as_bytes());
         out.push(b' ');
+        self.value(out, v);
+        out.push(b'\n');
+    }
+
+    /// Appends the value field of an entry.
+    fn value(&self, out: &mut Vec<u8>, v: &[u8]) {
         match self.t {
             NumType::Bool => out.push(if v[0] != 0 { b'1' } else { b'0' }),
             NumType::C64 | NumType::C128 => {
@@ -94,8 +100,38 @@ impl MtxBody {
             }
             t => push_num(out, t, v),
         }
-        out.push(b'\n');
     }
+
+    /// Calls `f(row, col, value)` for every entry of lines `[a, b)`, in body order.
+    fn for_each(&self, a: u64, b: u64, mut f: impl FnMut(u64, u64, &[u8])) -> ViewResult<()> {
+        let w = self.t.size();
+        match &self.src {
+            Source::Dense(rows) => {
+                let bytes = rows.read_rows(a, b)?;
+                let rb = rows.row_bytes() as usize;
+                for (i, row) in bytes.chunks_exact(rb.max(1)).enumerate() {
+                    for (c, v) in row.chunks_exact(w).enumerate() {
+                        if !is_zero(v, self.t) {
+                            f(a + i as u64, c as u64, v);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Source::Sparse(s) => {
+                let minor_extent = if self.csc { self.shape.0 } else { self.shape.1 };
+                s.for_each_entry(a, b, minor_extent, |major, minor, v| {
+                    let (r, c) = if self.csc { (minor, major) } else { (major, minor) };
+                    f(r, c, v)
+                })
+            }
+        }
+    }
+}
+
+/// Decimal digits of `x`.
+fn digits(x: u64) -> u64 {
+    x.checked_ilog10().map_or(1, |d| d as u64 + 1)
 }
 
 fn is_zero(v: &[u8], t: NumType) -> bool {
@@ -123,27 +159,30 @@ impl RowText for MtxBody {
     }
 
     fn render(&self, a: u64, b: u64, out: &mut Vec<u8>) -> ViewResult<()> {
-        let w = self.t.size();
-        match &self.src {
-            Source::Dense(rows) => {
-                let bytes = rows.read_rows(a, b)?;
-                let rb = rows.row_bytes() as usize;
-                for (i, row) in bytes.chunks_exact(rb.max(1)).enumerate() {
-                    for (c, v) in row.chunks_exact(w).enumerate() {
-                        if !is_zero(v, self.t) {
-                            self.entry(out, a + i as u64, c as u64, v);
-                        }
-                    }
-                }
-            }
-            Source::Sparse(s) => {
-                let minor_extent = if self.csc { self.shape.0 } else { self.shape.1 };
-                s.for_each_entry(a, b, minor_extent, |major, minor, v| {
-                    let (r, c) = if self.csc { (minor, major) } else { (major, minor) };
-                    self.entry(out, r, c, v);
-                })?;
-            }
+        self.for_each(a, b, |r, c, v| self.entry(out, r, c, v))
+    }
+
+    /// Line lengths from digit counts and each value's text, without writing the lines.
+    fn measure(&self, a: u64, b: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+        let (mut bytes, mut lines) = (0u64, 0u64);
+        self.for_each(a, b, |r, c, v| {
+            scratch.clear();
+            self.value(scratch, v);
+            bytes += digits(r + 1) + digits(c + 1) + 3 + scratch.len() as u64;
+            lines += 1;
+        })?;
+        Ok((bytes, lines))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::digits;
+
+    #[test]
+    fn digit_counts() {
+        for (x, d) in [(0, 1), (1, 1), (9, 1), (10, 2), (99, 2), (100, 3), (u64::MAX, 20)] {
+            assert_eq!(digits(x), d, "{x}");
         }
-        Ok(())
     }
 }

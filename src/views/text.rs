@@ -2,7 +2,7 @@
 //! random access through a row-block → byte-offset index built on first use.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -15,6 +15,7 @@ use super::{read_header_body, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};
 use crate::model::Arr;
 use crate::storage::{FieldType, NumType, StorageError};
+use crate::util::RetryOnce;
 
 /// Aim for rendered blocks of about this many bytes.
 const BLOCK_TARGET: u64 = 256 * 1024;
@@ -27,6 +28,15 @@ pub trait RowText: Send + Sync {
     fn row_cost(&self) -> u64;
     /// Appends lines `[r0, r1)`, each with its `\n`.
     fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()>;
+
+    /// Bytes and line count of lines `[r0, r1)` as [`RowText::render`] would write them
+    /// (the size pass). The default renders into `scratch` and counts; override when lengths
+    /// can be computed without writing the text.
+    fn measure(&self, r0: u64, r1: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+        scratch.clear();
+        self.render(r0, r1, scratch)?;
+        Ok((scratch.len() as u64, bytecount_newlines(scratch)))
+    }
 }
 
 /// The text before the body: fixed, or computed from the number of body lines (MatrixMarket's
@@ -52,8 +62,7 @@ pub struct TextFile {
     header: Header,
     body: Arc<dyn RowText>,
     cache: Arc<ChunkCache>,
-    layout: OnceLock<Layout>,
-    computing: Mutex<()>,
+    layout: RetryOnce<Layout>,
     sidecar: Option<(Arc<Sidecar>, String)>,
 }
 
@@ -65,7 +74,7 @@ impl TextFile {
 
     /// A text file whose header may depend on the body's line count.
     pub fn with_header(header: Header, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
-        TextFile { id: next_file_id(), header, body, cache, layout: OnceLock::new(), computing: Mutex::new(()), sidecar: None }
+        TextFile { id: next_file_id(), header, body, cache, layout: RetryOnce::new(), sidecar: None }
     }
 
     /// Remembers this file's index in `sidecar` under `key` (its virtual path), so the next
@@ -105,31 +114,24 @@ impl TextFile {
     /// The layout, computed on first use by one caller while others wait. A failure (a chunk
     /// that cannot be read, a store gone away) is returned, not kept: the next call retries.
     fn layout(&self) -> ViewResult<&Layout> {
-        if let Some(l) = self.layout.get() {
-            return Ok(l);
-        }
-        let _one = self.computing.lock();
-        if let Some(l) = self.layout.get() {
-            return Ok(l);
-        }
-        let block_rows = self.block_rows();
-        let layout = match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
-            Some(stored) => Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets },
-            None => {
-                let (offsets, lines) = self.measure(block_rows)?;
-                if let Some((s, k)) = &self.sidecar {
-                    s.put(k, &StoredLayout { block_rows, lines, offsets: offsets.clone() });
+        self.layout.get_or_try_init(|| {
+            let block_rows = self.block_rows();
+            Ok(match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
+                Some(stored) => Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets },
+                None => {
+                    let (offsets, lines) = self.measure(block_rows)?;
+                    if let Some((s, k)) = &self.sidecar {
+                        s.put(k, &StoredLayout { block_rows, lines, offsets: offsets.clone() });
+                    }
+                    Layout { block_rows, offsets, header: self.make_header(lines) }
                 }
-                Layout { block_rows, offsets, header: self.make_header(lines) }
-            }
-        };
-        Ok(self.layout.get_or_init(|| layout))
+            })
+        })
     }
 
-    /// The one pass over the body that sizes it: every block rendered (on up to
-    /// [`MEASURE_THREADS`] threads, each into a scratch buffer it reuses) and measured, not kept
-    /// (the first block is cached, for the reader that usually follows a `stat`). Returns the
-    /// block offsets (last = body size) and the number of lines.
+    /// The one pass over the body that sizes it: every block measured ([`RowText::measure`],
+    /// on up to [`MEASURE_THREADS`] threads, each with a scratch buffer it reuses), not kept.
+    /// Returns the block offsets (last = body size) and the number of lines.
     fn measure(&self, block_rows: u64) -> ViewResult<(Vec<u64>, u64)> {
         let n = self.body.n_rows();
         let n_blocks = n.div_ceil(block_rows);
@@ -144,18 +146,15 @@ impl TextFile {
                 if k >= n_blocks || failed.lock().is_some() {
                     break;
                 }
-                scratch.clear();
                 let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
-                if let Err(e) = self.body.render(r0, r1, &mut scratch) {
-                    *failed.lock() = Some(e);
-                    break;
+                match self.body.measure(r0, r1, &mut scratch) {
+                    Ok((len, nl)) => results.lock()[k as usize] = (len, if count_lines { nl } else { 0 }),
+                    Err(e) => {
+                        *failed.lock() = Some(e);
+                        break;
+                    }
                 }
-                let nl = if count_lines { bytecount_newlines(&scratch) } else { 0 };
-                results.lock()[k as usize] = (scratch.len() as u64, nl);
-                if k == 0 {
-                    let first = std::mem::take(&mut scratch);
-                    let _ = self.cache.bytes::<StorageError>(Key::Rendered(self.id, 0), || Ok(first));
-                }
+
             }
         };
         let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(MEASURE_THREADS);
@@ -184,7 +183,8 @@ impl TextFile {
 /// Threads sizing one text view (its first `stat`).
 const MEASURE_THREADS: usize = 4;
 
-fn bytecount_newlines(b: &[u8]) -> u64 {
+/// Number of `\n` bytes in `b`.
+pub fn bytecount_newlines(b: &[u8]) -> u64 {
     b.iter().filter(|&&c| c == b'\n').count() as u64
 }
 
@@ -240,13 +240,27 @@ impl RowText for ColumnText {
     }
 
     fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
-        let mut rows = vec![Vec::new(); (r1 - r0) as usize];
-        self.cells.render(r0, &mut rows)?;
-        join_lines(out, rows);
+        let mut ends = Vec::with_capacity((r1 - r0) as usize);
+        let mut cells = Vec::new();
+        self.cells.render_cells(r0, r1, &mut cells, &mut ends)?;
+        let mut start = 0;
+        for e in ends {
+            out.extend_from_slice(&cells[start..e]);
+            out.push(b'\n');
+            start = e;
+        }
         Ok(())
+    }
+
+    fn measure(&self, r0: u64, r1: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+        scratch.clear();
+        let mut ends = Vec::with_capacity((r1 - r0) as usize);
+        self.cells.render_cells(r0, r1, scratch, &mut ends)?;
+        Ok((scratch.len() as u64 + ends.len() as u64, ends.len() as u64))
     }
 }
 
+/// Appends each row and a newline.
 fn join_lines(out: &mut Vec<u8>, rows: Vec<Vec<u8>>) {
     for r in rows {
         out.extend_from_slice(&r);
@@ -274,18 +288,42 @@ impl RowText for TableText {
     }
 
     fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> ViewResult<()> {
-        let mut rows = vec![Vec::new(); (r1 - r0) as usize];
-        for (i, c) in self.columns.iter().enumerate() {
-            if i > 0 {
-                rows.iter_mut().for_each(|r| r.push(b'\t'));
+        let n = (r1 - r0) as usize;
+        let mut cols = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let (mut cells, mut ends) = (Vec::new(), Vec::with_capacity(n));
+            c.render_cells(r0, r1, &mut cells, &mut ends)?;
+            if ends.len() != n {
+                return Err(StorageError::corrupt("table", format!("a column has {} of {n} rows", ends.len())));
             }
-            c.render(r0, &mut rows)?;
+            cols.push((cells, ends));
         }
-        if !self.trailer.is_empty() {
-            rows.iter_mut().for_each(|r| r.extend_from_slice(self.trailer.as_bytes()));
+        for i in 0..n {
+            for (j, (cells, ends)) in cols.iter().enumerate() {
+                if j > 0 {
+                    out.push(b'\t');
+                }
+                let start = if i == 0 { 0 } else { ends[i - 1] };
+                out.extend_from_slice(&cells[start..ends[i]]);
+            }
+            out.extend_from_slice(self.trailer.as_bytes());
+            out.push(b'\n');
         }
-        join_lines(out, rows);
         Ok(())
+    }
+
+    fn measure(&self, r0: u64, r1: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+        let n = r1 - r0;
+        let mut ends = Vec::with_capacity(n as usize);
+        let mut bytes = 0;
+        for c in &self.columns {
+            scratch.clear();
+            ends.clear();
+            c.render_cells(r0, r1, scratch, &mut ends)?;
+            bytes += scratch.len() as u64;
+        }
+        let seps = self.columns.len().saturating_sub(1) as u64 + self.trailer.len() as u64 + 1;
+        Ok((bytes + n * seps, n))
     }
 }
 
