@@ -2,9 +2,10 @@
 """A small static HTTP server for the tests: serves DIR on 127.0.0.1, honours `Range` (incl. suffix ranges
 `bytes=-N`) with 206 answers, and logs every request path to an optional file.
 
-    python range_server.py DIR [--port N] [--log FILE] [--forbid]
+    python range_server.py DIR [--port N] [--log FILE] [--forbid] [--stall REGEX [--stall-secs S]]
 
-Prints `PORT <n>` on stdout once listening.  `--forbid` answers 403 to everything.
+Prints `PORT <n>` on stdout once listening.  `--forbid` answers 403 to everything.  `--stall REGEX` holds every
+request whose path matches for S seconds (default 60) before answering — a server that stops answering.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import os
 import re
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
-def make_handler(root: str, log_path: str | None, forbid: bool):
+def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | None = None, stall_secs: float = 60.0):
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -55,6 +57,8 @@ def make_handler(root: str, log_path: str | None, forbid: bool):
 
         def do_GET(self, head=False):
             self._log()
+            if stall and re.search(stall, self.path):
+                time.sleep(stall_secs)
             if forbid:
                 return self._send(403, b"forbidden", head=head)
             path = self._target()
@@ -93,10 +97,12 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--log")
     ap.add_argument("--forbid", action="store_true")
+    ap.add_argument("--stall")
+    ap.add_argument("--stall-secs", type=float, default=60.0)
     a = ap.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid))
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid, a.stall, a.stall_secs))
     print(f"PORT {srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()

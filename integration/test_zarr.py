@@ -181,6 +181,29 @@ def test_http_equals_h5ad_and_oracle(server, name):
 
 
 @need_fuse
+def test_a_stalled_read_gets_eio_at_the_request_deadline():
+    """A server that stops answering data requests: the read fails with EIO at --request-timeout (2 s here),
+    not after the HTTP timeout (30 s), and the mount keeps answering everything else."""
+    srv = Server(ZARR, 0, "--stall", r"/X/(data|indices|indptr)/", "--stall-secs", "40")
+    m = mount(srv.url("csr_gzip.v3.zarr"), "--request-timeout", "2")
+    try:
+        want = expected("csr_gzip")
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            (m.mnt / "X" / "csr" / "data.npy").read_bytes()
+        took = time.monotonic() - t0
+        assert e.value.errno == errno.EIO
+        assert 1.5 < took < 10, f"answered after {took:.1f} s"
+        assert m.proc.poll() is None and is_mounted(m.mnt)
+        assert (m.mnt / "obs.tsv").read_bytes() == want["obs.tsv"]
+        stats = json.loads((m.mnt / ".annfs" / "stats.json").read_bytes())
+        assert stats["deadline_expired"] >= 1
+    finally:
+        m.stop()
+        srv.kill()
+
+
+@need_fuse
 def test_http_server_dies_mid_read_then_recovers(tmp_path):
     srv = Server(ZARR)
     port = srv.port
