@@ -31,6 +31,7 @@ smaller (same genes and density), each on a fresh mount with an empty --cache-di
 
     .venv/bin/python integration/bench.py --scale [--cells 1000000] [--density 0.02] [--reps 3] [--full]
         [--json bench.json] [--workdir DIR] [--gzip-cells 100000] [--zarr-cells 200000] [--seq-bytes 2G]
+        [--only zarr,seq,...]
 
 writes (once; reused from --workdir, default $TMPDIR/annfs-bench-scale) a store with anndata's defaults:
 --cells x 2,000 genes, CSR float32 at 2%, uncompressed; obs with a 25-category `cell_type` and other categoricals,
@@ -162,6 +163,8 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=200, help="--scale: training batches of 64 rows")
     ap.add_argument("--gzip-cells", type=int, default=100000, help="--scale: cells of the gzip store (0: skip)")
     ap.add_argument("--zarr-cells", type=int, default=200000, help="--scale: cells of the zarr stores (0: skip)")
+    ap.add_argument("--only", default=None, help="--scale: only these row groups, comma-separated (mount, random, "
+                    "block, obsm, seq, two, training, threads, text, gzip, zarr)")
     args = ap.parse_args()
     args.cells = args.cells or (1_000_000 if args.scale else 50000)
     args.density = args.density or (0.02 if args.scale else 0.05)

@@ -101,6 +101,7 @@ class Scale:
         return row
 
     def backed(self, store: Path):
+        """anndata backed mode; a fresh handle per measurement (its caches would otherwise carry over)."""
         import anndata as ad
         return ad.read_h5ad(store, backed="r")
 
@@ -108,25 +109,32 @@ class Scale:
     # workloads
     # ---------------------------------------------------------------------------------------------------------
 
+    GROUPS = ("mount", "random", "block", "obsm", "seq", "two", "training", "threads", "text", "gzip", "zarr")
+
     def run(self) -> list[Row]:
         a = self.args
+        only = set(a.only.split(",")) if a.only else set(self.GROUPS)
+        unknown = only - set(self.GROUPS)
+        if unknown:
+            raise SystemExit(f"--only: unknown group(s) {sorted(unknown)}; known: {', '.join(self.GROUPS)}")
         self.store = write_scale_h5ad(self.work / f"scale-{a.cells}x{a.genes}-{a.density}.h5ad",
                                       a.cells, a.genes, a.density)
-        self.mount_open()
-        self.random_rows()
-        self.block(self.store, a.cells, "")
-        self.obsm_first_read()
-        self.sequential()
-        self.two_readers()
-        self.training_batches()
-        self.threaded_rows()
-        self.text_views()
+        steps = {
+            "mount": self.mount_open, "random": self.random_rows,
+            "block": lambda: self.block(self.store, a.cells, ""), "obsm": self.obsm_first_read,
+            "seq": self.sequential, "two": self.two_readers, "training": self.training_batches,
+            "threads": self.threaded_rows, "text": self.text_views, "gzip": self.gzip_block, "zarr": self.zarr,
+        }
+        for name in self.GROUPS:
+            if name in only:
+                steps[name]()
+        return self.rows
+
+    def gzip_block(self) -> None:
+        a = self.args
         if a.gzip_cells:
             gz = write_gzip_h5ad(self.work / f"gzip-{a.gzip_cells}x{a.genes}-0.05.h5ad", a.gzip_cells, a.genes, 0.05)
             self.block(gz, a.gzip_cells, " (gzip store)")
-        if a.zarr_cells:
-            self.zarr()
-        return self.rows
 
     def mount_open(self) -> None:
         def peer():
@@ -138,55 +146,52 @@ class Scale:
         self.paired("mount / open", "time", lambda m: m.ready_secs, peer, 1.0,
                     "anndata.read_h5ad(backed='r')")
 
-    def _rows_vs_backed(self, name: str, rows: np.ndarray, target: float) -> None:
-        ad = self.backed(self.store)
+    def _backed_timed(self, store: Path, work) -> float:
+        """Seconds of work(X) on a freshly opened backed AnnData (opening not timed, like mounting)."""
+        ad = self.backed(store)
         try:
-            x = ad.X
-            probe = int(rows[0])
-
-            def ours(m):
-                t0 = time.perf_counter()
-                for i in rows:
-                    got = np.load(m.mnt / "X" / "rows" / f"{i}.npy")
-                t = time.perf_counter() - t0
-                assert np.array_equal(np.load(m.mnt / "X" / "rows" / f"{probe}.npy"),
-                                      np.asarray(x[probe].toarray()).ravel()), "row mismatch"
-                del got
-                return t
-
-            def peer():
-                t0 = time.perf_counter()
-                for i in rows:
-                    x[int(i)].toarray()
-                return time.perf_counter() - t0
-            self.paired(name, "time", ours, peer, target, "backed X[i].toarray() per row")
+            t0 = time.perf_counter()
+            work(ad.X)
+            return time.perf_counter() - t0
         finally:
             ad.file.close()
 
     def random_rows(self) -> None:
         rows = self.rng.choice(self.args.cells, size=min(200, self.args.cells), replace=False)
-        self._rows_vs_backed(f"{len(rows)} random rows X/rows/I.npy", rows, 5.0)
+        probe = int(rows[0])
+
+        def ours(m):
+            t0 = time.perf_counter()
+            for i in rows:
+                np.load(m.mnt / "X" / "rows" / f"{i}.npy")
+            t = time.perf_counter() - t0
+            got = np.load(m.mnt / "X" / "rows" / f"{probe}.npy")
+            want = self.backed(self.store)
+            try:
+                assert np.array_equal(got, np.asarray(want.X[probe].toarray()).ravel()), "row mismatch"
+            finally:
+                want.file.close()
+            return t
+
+        def peer():
+            return self._backed_timed(self.store, lambda x: [x[int(i)].toarray() for i in rows])
+        self.paired(f"{len(rows)} random rows X/rows/I.npy", "time", ours, peer, 5.0,
+                    "backed X[i].toarray() per row")
 
     def block(self, store: Path, cells: int, label: str) -> None:
         lo = int(cells * 0.4)
         hi = min(cells, lo + 20000)
-        ad = self.backed(store)
-        try:
-            def ours(m):
-                t0 = time.perf_counter()
-                got = np.load(m.mnt / "X" / "rows" / f"{lo}:{hi}.npy")
-                t = time.perf_counter() - t0
-                assert got.shape == (hi - lo, self.args.genes), got.shape
-                return t
 
-            def peer():
-                t0 = time.perf_counter()
-                ad.X[lo:hi].toarray()
-                return time.perf_counter() - t0
-            self.paired(f"X/rows/{lo}:{hi}.npy{label}", "time", ours, peer, 1.5, "backed X[a:b].toarray()",
-                        store=store)
-        finally:
-            ad.file.close()
+        def ours(m):
+            t0 = time.perf_counter()
+            got = np.load(m.mnt / "X" / "rows" / f"{lo}:{hi}.npy")
+            t = time.perf_counter() - t0
+            assert got.shape == (hi - lo, self.args.genes), got.shape
+            return t
+
+        self.paired(f"X/rows/{lo}:{hi}.npy{label}", "time", ours,
+                    lambda: self._backed_timed(store, lambda x: x[lo:hi].toarray()), 1.5,
+                    "backed X[a:b].toarray()", store=store)
 
     def obsm_first_read(self) -> None:
         import h5py
@@ -204,28 +209,31 @@ class Scale:
             self.paired(f"obsm/{key}.npy first read (numpy.load)", "time", ours, peer, 1.0, "h5py [:]")
 
     def sequential(self) -> None:
-        """dd bs=1M through fresh mounts, as a share of the same daemon's zero file (the FUSE ceiling)."""
+        """dd bs=1M of each binary view as a share of the FUSE ceiling: on the same fresh mount, first the same
+        number of bytes of the daemon's zero file, then the view (so load on the machine hits both alike)."""
         a = self.args
         dense = a.cells * a.genes * 4
         first = min(dense, parse_size(a.seq_bytes))
-        zero_hwm: list[float] = []
-        ceil = []
-        for _ in range(self.reps):
-            with self.mount(self.store, zero_hwm, zero=str(first)) as m:
-                n, t = read_seq(m.mnt / ".annfs" / "zero")
-                ceil.append(mbps(n, t))
-        ceiling = _median(ceil)
-        print(f"  ceiling {ceil} MB/s", file=sys.stderr, flush=True)
+        zero = str(dense if a.full else first)
         files = [("X/dense.npy", first, f"X/dense.npy first {first / GB:.1f} GB (dd bs=1M)")]
         if a.full:
             files.append(("X/dense.npy", None, f"X/dense.npy all {dense / GB:.1f} GB (dd bs=1M)"))
         files += [(f"X/csr/{k}.npy", None, f"X/csr/{k}.npy (dd bs=1M)") for k in CSR]
         files += [(f"obsm/{k}.npy", None, f"obsm/{k}.npy (dd bs=1M)") for k in ("X_pca", "X_umap")]
-        for rel, limit, name in files:
-            def ours(m, rel=rel, limit=limit):
-                return mbps(*read_seq(m.mnt / rel, limit=limit))
-            self.paired(name, "rate", ours, ceiling, 0.7, f"ceiling: .annfs/zero first pass, {first / GB:.1f} GB")
-        self.rows[-len(files)].notes.append(f"ratio = share of the ceiling (zero file VmHWM {max(zero_hwm):.0f} MiB)")
+        for i, (rel, limit, name) in enumerate(files):
+            ours, ceil, hwm = [], [], []
+            for _ in range(self.reps):
+                with self.mount(self.store, hwm, zero=zero) as m:
+                    size = m.mnt.joinpath(rel).stat().st_size
+                    n = size if limit is None else min(size, limit)
+                    ceil.append(mbps(*read_seq(m.mnt / ".annfs" / "zero", limit=n)))
+                    ours.append(mbps(*read_seq(m.mnt / rel, limit=n)))
+            row = Row(name, "rate", _median(ours), _median(ceil), "ceiling: same bytes of .annfs/zero, same mount",
+                      0.7, max(hwm))
+            if i == 0:
+                row.notes.append("ratio = share of the ceiling (VmHWM includes the zero-file read)")
+            self.rows.append(row)
+            print(f"  {name}: annfs {ours} ceiling {ceil} VmHWM {max(hwm):.0f} MiB", file=sys.stderr, flush=True)
 
     def two_readers(self) -> None:
         a = self.args
@@ -312,6 +320,8 @@ class Scale:
     def zarr(self) -> None:
         import zarr
         a = self.args
+        if not a.zarr_cells:
+            return
         paths = write_zarr_variants(self.work, a.zarr_cells, a.genes, a.density)
         csr_files = [f"X/csr/{k}.npy" for k in CSR]
         csr_keys = [f"X/{k}" for k in CSR]
