@@ -186,7 +186,7 @@ def main() -> int:
 def scale_main(args) -> int:
     """--scale: write (or reuse) the stores, run every workload, print the table (and --json)."""
     from bench_scale import Scale
-    from bench_util import can_drop_caches, parse_size, render_table, write_json
+    from bench_util import BIN, can_drop_caches, parse_size, render_table, write_json
 
     work = Path(args.workdir or tempfile.gettempdir()) / "annfs-bench-scale"
     work.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,8 @@ def scale_main(args) -> int:
     rows = Scale(args, work).run()
     load1 = os.getloadavg()
     budget_mib = parse_size(args.cache_size) / (1 << 20)
-    header = (f"annfs --scale ({commit}): {args.cells:,} cells x {args.genes:,} genes, CSR float32 at "
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(BIN.stat().st_mtime))
+    header = (f"annfs --scale (bench at {commit}; binary {BIN}, built {built}): {args.cells:,} cells x {args.genes:,} genes, CSR float32 at "
               f"{args.density:.0%}, uncompressed (anndata defaults); --cache-size {args.cache_size}; median of "
               f"{args.reps} runs; ratio > 1 = annfs faster\n"
               f"OS page cache {'dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every cold measurement' if dropped else 'NOT dropped (not root): first reads of both sides may hit the page cache'}"
@@ -207,7 +208,7 @@ def scale_main(args) -> int:
     print("\n" + header + "\n" + render_table(rows, budget_mib))
     if args.json:
         config = {k: v for k, v in vars(args).items()}
-        config.update(commit=commit, page_cache_dropped=dropped, budget_mib=budget_mib, cpus=os.cpu_count(),
+        config.update(commit=commit, binary=str(BIN), binary_built=built, page_cache_dropped=dropped, budget_mib=budget_mib, cpus=os.cpu_count(),
                       loadavg_start=load0[0], loadavg_end=load1[0])
         write_json(Path(args.json), config, rows)
     return 0
