@@ -26,12 +26,40 @@ smaller (same genes and density), each on a fresh mount with an empty --cache-di
                       with the matrix)
   rows/S:S+100.npy    open + read of a fresh 100-row slice (new name each time, so lookup included), median
   size (sidecar)      first `stat` on a second mount with the same --cache-dir (remembered size)
+
+--scale (issue 9, atlas scale):
+
+    .venv/bin/python integration/bench.py --scale [--cells 1000000] [--density 0.02] [--reps 3] [--full]
+        [--json bench.json] [--workdir DIR] [--gzip-cells 100000] [--zarr-cells 200000] [--seq-bytes 2G]
+        [--only zarr,seq,...]
+
+writes (once; reused from --workdir, default $TMPDIR/annfs-bench-scale) a store with anndata's defaults:
+--cells x 2,000 genes, CSR float32 at 2%, uncompressed; obs with a 25-category `cell_type` and other categoricals,
+ints and floats; obsm X_pca (50-d) and X_umap (2-d) -- plus a gzip store as scanpy writes it (--gzip-cells x 2,000
+at 5%, h5py's default chunking) and the --zarr-cells store as zarr v2, v3 and sharded v3. Then, in one run, each row
+against its peer (ratio > 1 = annfs faster), with the daemon's VmHWM per workload against --cache-size (256M):
+  mount / open                   time to a mount answering vs anndata.read_h5ad(backed="r")          >= 1x
+  200 random rows X/rows/I.npy   numpy.load per row vs backed X[i].toarray()                          >= 5x
+  X/rows/a:a+20000.npy           numpy.load of the 20,000-row dense block vs backed X[a:b].toarray()  >= 1.5x
+                                 (a = 40% of the cells; also on the gzip store)
+  obsm/X_umap.npy, X_pca.npy     first numpy.load vs h5py [:]                                         >= 1x
+  dd bs=1M of X/dense.npy (first --seq-bytes; all with --full), X/csr/*.npy, obsm/*.npy: MB/s as a share of
+                                 the FUSE ceiling (the same daemon's --bench-zero-file, first pass)  >= 70%
+  2 concurrent readers           two 512 MB X/rows blocks at once vs one reader's MB/s                >= 1.6x
+  training batches               200 batches of 64 random rows gathered through numpy.load(mmap_mode="r")
+                                 of X/csr/{data,indices,indptr}.npy vs the same files on local disk    >= 0.5x
+  8 threads of random rows       400 rows in 8 threads vs 8 threads of backed X[i].toarray()          >= 5x
+  head -3 obs.tsv, ls -l X/      cold, fresh mount, empty --cache-dir                      < 100 ms, < 2 s
+  zarr v2/v3/v3s X/csr/*.npy, obsm/X_pca.npy   numpy.load vs zarr-python [...]                       >= 1x
+  http v3s (range_server.py on loopback)       vs zarr-python reading the same store locally         >= 0.7x
+Every annfs run is on a fresh mount with an empty --cache-dir; as root the OS page cache is dropped (sync;
+echo 3 > /proc/sys/vm/drop_caches) before every cold measurement of either side (the output says whether it
+was). Values are medians of --reps runs. --json PATH writes the same table as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,8 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(os.environ.get("ANNFS_BIN", REPO / "target" / "release" / "annfs"))
+from bench_util import Mount, mbps, read_seq
 
 
 def make_store(path: Path, cells: int, genes: int, density: float) -> None:
@@ -66,51 +93,6 @@ def make_store(path: Path, cells: int, genes: int, density: float) -> None:
     a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
     a.obsm["X_pca"] = rng.normal(size=(cells, 50)).astype(np.float32)
     a.write_h5ad(path, compression="gzip")
-
-
-class Mount:
-    def __init__(self, store: Path, mnt: Path, cache: str, zero: str | None = None, cache_dir: Path | None = None,
-                 overlay: Path | None = None):
-        self.mnt = mnt
-        args = [str(BIN), "mount", str(store), str(mnt), "--cache-size", cache, "--log-level", "warn"]
-        if zero:
-            args += ["--bench-zero-file", zero]
-        if cache_dir is not None:
-            args += ["--cache-dir", str(cache_dir)]
-        if overlay:
-            args += ["--overlay", str(overlay)]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while not (mnt / "README.txt").exists():
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mount failed: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
-            time.sleep(0.05)
-
-    def peak_rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        return 0
-
-    def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
-
-
-def read_seq(path: Path, bs: int = 1 << 20) -> tuple[int, float]:
-    t0 = time.perf_counter()
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(bs)
-            if not b:
-                break
-            n += len(b)
-    return n, time.perf_counter() - t0
-
-
-def mbps(n: int, secs: float) -> float:
-    return n / secs / 1e6 if secs > 0 else float("inf")
 
 
 def zarr_rows(store: Path, work: Path, reps: int, through_mount) -> list:
@@ -163,17 +145,31 @@ def zarr_rows(store: Path, work: Path, reps: int, through_mount) -> list:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cells", type=int, default=50000)
+    ap.add_argument("--scale", action="store_true", help="issue 9's atlas-scale table (see above)")
+    ap.add_argument("--cells", type=int, default=None, help="default 50000 (1000000 with --scale)")
     ap.add_argument("--genes", type=int, default=2000)
-    ap.add_argument("--density", type=float, default=0.05)
+    ap.add_argument("--density", type=float, default=None, help="default 0.05 (0.02 with --scale)")
     ap.add_argument("--cache-size", default="256M")
-    ap.add_argument("--reps", type=int, default=3, help="best of N runs per row")
-    ap.add_argument("--workdir", default=None, help="where to keep the generated store (reused if present)")
+    ap.add_argument("--reps", type=int, default=3, help="best (median with --scale) of N runs per row")
+    ap.add_argument("--workdir", default=None, help="where to keep the generated stores (reused if present)")
     ap.add_argument("--zarr", action="store_true", help="add zarr v2/v3/sharded and HTTP rows")
     ap.add_argument("--small-factor", type=int, default=5, help="the smaller store of the issue-4 rows has "
                     "cells/N cells")
     ap.add_argument("--skip-read-rows", action="store_true", help="only the issue-4 rows")
+    ap.add_argument("--json", default=None, metavar="PATH", help="--scale: also write the table as JSON")
+    ap.add_argument("--full", action="store_true", help="--scale: also read all of X/dense.npy")
+    ap.add_argument("--seq-bytes", default="2G", help="--scale: how much of X/dense.npy to read (and the "
+                    "size of the zero file), default 2G")
+    ap.add_argument("--batches", type=int, default=200, help="--scale: training batches of 64 rows")
+    ap.add_argument("--gzip-cells", type=int, default=100000, help="--scale: cells of the gzip store (0: skip)")
+    ap.add_argument("--zarr-cells", type=int, default=200000, help="--scale: cells of the zarr stores (0: skip)")
+    ap.add_argument("--only", default=None, help="--scale: only these row groups, comma-separated (mount, random, "
+                    "block, obsm, seq, two, training, threads, text, gzip, zarr)")
     args = ap.parse_args()
+    args.cells = args.cells or (1_000_000 if args.scale else 50000)
+    args.density = args.density or (0.02 if args.scale else 0.05)
+    if args.scale:
+        return scale_main(args)
 
     work = Path(args.workdir or tempfile.gettempdir()) / f"annfs-bench-{args.cells}x{args.genes}-{args.density}"
     work.mkdir(parents=True, exist_ok=True)
@@ -184,6 +180,37 @@ def main() -> int:
     if not args.skip_read_rows:
         read_rows(args, store, work)
     text_rows(args, store)
+    return 0
+
+
+def scale_main(args) -> int:
+    """--scale: write (or reuse) the stores, run every workload, print the table (and --json)."""
+    from bench_scale import Scale
+    from bench_util import BIN, can_drop_caches, parse_size, render_table, write_json
+
+    work = Path(args.workdir or tempfile.gettempdir()) / "annfs-bench-scale"
+    work.mkdir(parents=True, exist_ok=True)
+    dropped = can_drop_caches()
+    commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    load0 = os.getloadavg()
+    rows = Scale(args, work).run()
+    load1 = os.getloadavg()
+    budget_mib = parse_size(args.cache_size) / (1 << 20)
+    built = time.strftime("%Y-%m-%d %H:%M", time.localtime(BIN.stat().st_mtime))
+    header = (f"annfs --scale (bench at {commit}; binary {BIN}, built {built}): {args.cells:,} cells x {args.genes:,} genes, CSR float32 at "
+              f"{args.density:.0%}, uncompressed (anndata defaults); --cache-size {args.cache_size}; median of "
+              f"{args.reps} runs; ratio > 1 = annfs faster\n"
+              f"OS page cache {'dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every cold measurement' if dropped else 'NOT dropped (not root): first reads of both sides may hit the page cache'}"
+              f"; every annfs run on a fresh mount with an empty --cache-dir\n"
+              f"{os.cpu_count()} CPUs; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
+              f"(other work on the machine adds noise)")
+    print("\n" + header + "\n" + render_table(rows, budget_mib))
+    if args.json:
+        config = {k: v for k, v in vars(args).items()}
+        config.update(commit=commit, binary=str(BIN), binary_built=built, page_cache_dropped=dropped, budget_mib=budget_mib, cpus=os.cpu_count(),
+                      loadavg_start=load0[0], loadavg_end=load1[0])
+        write_json(Path(args.json), config, rows)
     return 0
 
 

@@ -1,0 +1,153 @@
+"""The memory budget holds (issue 9, target 1): with `--cache-size 32M`, every workload reads well over the budget
+through a real mount and the daemon's peak RSS (VmHWM in /proc/PID/status) stays within the budget + 64 MiB.
+
+Store: 200,000 cells x 2,000 genes, CSR float32 at 2% (written by anndata with its defaults, uncompressed, in a
+few seconds), obs with categoricals, obsm X_pca / X_umap. Each workload runs on its own fresh mount (empty
+--cache-dir), so its VmHWM is its own; after each, VmHWM, VmRSS, RssAnon, RssFile and the resident pages of the
+daemon's mmap of the store are recorded, and the assertion message lists them all, so a failure shows where the
+memory went. Reads are checked against h5py/numpy where that is cheap, so a workload cannot pass by reading
+nothing.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from bench_stores import write_scale_h5ad
+from bench_util import MIB, mapped_rss_kib, proc_status_kib, read_seq
+from conftest import Mount, need_fuse
+
+pytestmark = need_fuse
+
+CELLS, GENES, DENSITY = 200_000, 2_000, 0.02
+BUDGET = 32 * MIB
+SLACK = 64 * MIB
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    return write_scale_h5ad(tmp_path_factory.mktemp("mem") / "mem.h5ad", CELLS, GENES, DENSITY)
+
+
+def _sequential_dense(mnt: Path, _store: Path) -> int:
+    n, _ = read_seq(mnt / "X" / "dense.npy")
+    assert n == (mnt / "X" / "dense.npy").stat().st_size >= CELLS * GENES * 4
+    return n
+
+
+def _threads_random_rows(mnt: Path, store: Path) -> int:
+    """8 threads: random single rows and random 100-row slices."""
+    total = [0] * 8
+    errors: list[BaseException] = []
+    with h5py.File(store, "r") as f:
+        ptr = f["X/indptr"][:]
+        ind = f["X/indices"][:]
+
+    def work(i: int) -> None:
+        rng = random.Random(i)
+        try:
+            for k in range(300):
+                if k % 5 == 0:
+                    s = rng.randrange(CELLS - 100)
+                    total[i] += len((mnt / "X" / "rows" / f"{s}:{s + 100}.npy").read_bytes())
+                else:
+                    r = rng.randrange(CELLS)
+                    row = np.load(mnt / "X" / "rows" / f"{r}.npy")
+                    total[i] += row.nbytes
+                    assert np.array_equal(np.flatnonzero(row), ind[ptr[r]:ptr[r + 1]]), f"row {r}"
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[0]
+    return sum(total)
+
+
+def _text_views(mnt: Path, _store: Path) -> int:
+    n = 0
+    for rel in ("obs.tsv", "var.tsv", "X/matrix.mtx"):
+        got, _ = read_seq(mnt / rel)
+        assert got == (mnt / rel).stat().st_size
+        n += got
+    return n
+
+
+def _obsm(mnt: Path, store: Path) -> int:
+    n = 0
+    with h5py.File(store, "r") as f:
+        for key in ("X_pca", "X_umap"):
+            got = np.load(mnt / "obsm" / f"{key}.npy")
+            assert np.array_equal(got, f[f"obsm/{key}"][:]), key
+            n += got.nbytes
+    return n
+
+
+def _idle(mnt: Path, _store: Path) -> int:
+    """Baseline: a mount that has answered one lookup."""
+    assert (mnt / "README.txt").exists()
+    return 0
+
+
+def _ls_sizes(mnt: Path, _store: Path) -> int:
+    """`ls -l` of every directory (not into rows/): stat of every file, text-view sizes included (sizing
+    X/matrix.mtx renders every value once). Counts as 0 bytes read."""
+    sizes = 0
+    for dp, dns, fns in os.walk(mnt):
+        dns[:] = [d for d in dns if d != "rows"]
+        sizes += sum(os.stat(os.path.join(dp, fn)).st_size for fn in fns)
+    assert sizes > CELLS * GENES * 4
+    return 0
+
+
+def _csr(mnt: Path, store: Path) -> int:
+    n = 0
+    with h5py.File(store, "r") as f:
+        for k in ("data", "indices", "indptr"):
+            got = np.load(mnt / "X" / "csr" / f"{k}.npy")
+            assert np.array_equal(got, f[f"X/{k}"][:]), k
+            n += got.nbytes
+    return n
+
+
+WORKLOADS = {
+    "idle mount (baseline)": _idle,
+    "sequential X/dense.npy": _sequential_dense,
+    "8 threads random rows": _threads_random_rows,
+    "text obs.tsv var.tsv matrix.mtx": _text_views,
+    "obsm/*.npy": _obsm,
+    "ls -l sizes (whole tree)": _ls_sizes,
+    "X/csr/*.npy": _csr,
+}
+
+
+def test_daemon_peak_rss_within_budget(store, tmp_path):
+    results = []
+    for i, (name, work) in enumerate(WORKLOADS.items()):
+        mnt = tmp_path / f"m{i}"
+        with Mount(store, mnt, "--cache-size", "32M", "--cache-dir", str(tmp_path / f"c{i}")) as m:
+            read = work(mnt, store)
+            st = proc_status_kib(m.proc.pid)
+            st["store mmap"] = mapped_rss_kib(m.proc.pid, store)
+        results.append((name, read, st))
+    cols = (("VmHWM", 7), ("VmRSS", 7), ("RssAnon", 8), ("RssFile", 8), ("store mmap", 11))
+    rows = [f"{'workload':34} {'read MB':>8} " + " ".join(f"{k:>{w}}" for k, w in cols) + " (MiB, after)"]
+    for name, read, st in results:
+        rows.append(f"{name:34} {read / 1e6:8.0f} " + " ".join(f"{st.get(k, 0) / 1024:{w}.0f}" for k, w in cols))
+    table = "\n".join(rows)
+    print("\n" + table)
+    total = sum(r for _, r, _ in results)
+    assert total > 10 * BUDGET, f"read only {total / MIB:.0f} MiB through a {BUDGET // MIB} MiB budget\n{table}"
+    limit_kib = (BUDGET + SLACK) // 1024
+    over = [name for name, _, st in results if st.get("VmHWM", 0) > limit_kib]
+    assert not over, (f"daemon VmHWM over --cache-size 32M + 64 MiB = {limit_kib // 1024} MiB in "
+                      f"{len(over)} of {len(results)} workloads ({', '.join(over)}):\n{table}")
