@@ -67,44 +67,7 @@ pub struct Collection {
 impl Collection {
     /// Parses a whole collection (`bytes` holds exactly the collection size from its header).
     pub fn parse(bytes: Vec<u8>, sizes: Sizes) -> Result<Collection, String> {
-        let declared = declared_size(&bytes, sizes)?;
-        if declared != bytes.len() as u64 {
-            return Err(format!(
-                "collection holds {} bytes, its header says {declared}",
-                bytes.len()
-            ));
-        }
-        let end = bytes.len();
-        let hdr = sizes.object_header();
-        let mut objects = Vec::new();
-        let mut p = sizes.header();
-        while p.checked_add(hdr).is_some_and(|h| h <= end) {
-            let field = |at: usize, n: usize| le_uint(bytes.get(p + at..p + at + n).unwrap_or(&[]));
-            let index = field(0, 2) as u16;
-            let size = field(8, sizes.size);
-            if index == 0 {
-                break;
-            }
-            let data = p + hdr;
-            let fits = usize::try_from(size)
-                .ok()
-                .and_then(|s| data.checked_add(s).map(|e| (s, e)));
-            let Some((size, _)) = fits.filter(|(_, e)| *e <= end) else {
-                return Err(format!(
-                    "object {index} at offset {p} claims {size} bytes, past the collection end ({end})"
-                ));
-            };
-            objects.push((index, data, size));
-            // The next object starts after the data padded to 8 bytes (or the collection ends).
-            match data.checked_add(size.next_multiple_of(8)) {
-                Some(next) => p = next,
-                None => break,
-            }
-        }
-        objects.sort_unstable_by_key(|o| o.0);
-        if let Some(w) = objects.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(format!("object index {} appears twice", w[0].0));
-        }
+        let objects = index_objects(&bytes, sizes)?;
         Ok(Collection { bytes, objects })
     }
 
@@ -124,6 +87,69 @@ impl Collection {
     /// True when the collection holds no object.
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+}
+
+/// Lists the objects of a whole collection image (`bytes` holds exactly its declared size),
+/// sorted by index. Free space (object 0) must run to the end of the collection, as the library
+/// writes it: the library's own parser skips it by its size and loops forever on a size of 0.
+fn index_objects(bytes: &[u8], sizes: Sizes) -> Result<Vec<(u16, usize, usize)>, String> {
+    let declared = declared_size(bytes, sizes)?;
+    if declared != bytes.len() as u64 {
+        return Err(format!(
+            "collection holds {} bytes, its header says {declared}",
+            bytes.len()
+        ));
+    }
+    let end = bytes.len();
+    let hdr = sizes.object_header();
+    let mut objects = Vec::new();
+    let mut p = sizes.header();
+    while p.checked_add(hdr).is_some_and(|h| h <= end) {
+        let field = |at: usize, n: usize| le_uint(bytes.get(p + at..p + at + n).unwrap_or(&[]));
+        let index = field(0, 2) as u16;
+        let size = field(8, sizes.size);
+        if index == 0 {
+            if size != (end - p) as u64 {
+                return Err(format!(
+                    "free space at offset {p} claims {size} bytes, {} remain",
+                    end - p
+                ));
+            }
+            break;
+        }
+        let data = p + hdr;
+        let fits = usize::try_from(size)
+            .ok()
+            .filter(|s| data.checked_add(*s).is_some_and(|e| e <= end));
+        let Some(size) = fits else {
+            return Err(format!(
+                "object {index} at offset {p} claims {size} bytes, past the collection end ({end})"
+            ));
+        };
+        objects.push((index, data, size));
+        // The next object starts after the data padded to 8 bytes (or the collection ends).
+        match data.checked_add(size.next_multiple_of(8)) {
+            Some(next) => p = next,
+            None => break,
+        }
+    }
+    objects.sort_unstable_by_key(|o| o.0);
+    if let Some(w) = objects.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("object index {} appears twice", w[0].0));
+    }
+    Ok(objects)
+}
+
+/// Checks bytes the HDF5 library is about to parse as a global heap collection: the header,
+/// and when `image` holds the whole collection, every object (see [`index_objects`]). A prefix
+/// shorter than the declared size (the library's first, speculative read) passes on a valid
+/// header; the full read that follows is checked then.
+pub fn check_image(image: &[u8], sizes: Sizes) -> Result<(), String> {
+    let declared = declared_size(image, sizes)?;
+    match usize::try_from(declared) {
+        Ok(n) if n <= image.len() => index_objects(&image[..n], sizes).map(|_| ()),
+        _ => Ok(()),
     }
 }
 
@@ -243,4 +269,4 @@ impl<'a> HeapReader<'a> {
 
 #[cfg(test)]
 #[path = "gheap_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -2,12 +2,12 @@
 
 use super::*;
 
-const S8: Sizes = Sizes { addr: 8, size: 8 };
+pub(crate) const S8: Sizes = Sizes { addr: 8, size: 8 };
 const S4: Sizes = Sizes { addr: 4, size: 4 };
 
 /// Builds a collection the way the library lays it out: header, objects (index, data), then the
 /// free-space object filling the rest up to `total` bytes (when there is room for its header).
-fn build(sizes: Sizes, objects: &[(u16, &[u8])], total: usize) -> Vec<u8> {
+pub(crate) fn build(sizes: Sizes, objects: &[(u16, &[u8])], total: usize) -> Vec<u8> {
     let mut b = b"GCOL\x01\0\0\0".to_vec();
     b.extend_from_slice(&(total as u64).to_le_bytes()[..sizes.size]);
     b.resize(sizes.header(), 0);
@@ -87,10 +87,36 @@ fn zeroed_collection_is_an_error_not_a_loop() {
     // The issue-9 hang: a zeroed range over a collection (the library spins on object 0 of size 0).
     let mut b = build(S8, &[(1, b"gene_0"), (2, b"gene_1")], 4096);
     b[16..].fill(0);
-    let c = parse(&b, S8).unwrap();
-    assert!(c.object(1).is_none(), "zeroed objects are gone");
+    assert!(parse(&b, S8).unwrap_err().contains("free space"));
+    assert!(check_image(&b, S8).is_err());
     b.fill(0);
     assert!(parse(&b, S8).is_err());
+    assert!(check_image(&b, S8).is_err());
+}
+
+#[test]
+fn free_space_must_reach_the_end() {
+    let mut b = build(S8, &[(1, b"gene_0")], 4096);
+    // Free space header right after object 1 (16 + 16 + 8 = 40): shrink its size by 8.
+    b[48..56].copy_from_slice(&(4096u64 - 40 - 8).to_le_bytes());
+    assert!(parse(&b, S8).unwrap_err().contains("free space"));
+}
+
+#[test]
+fn check_image_of_prefixes_and_wholes() {
+    let b = build(S8, &[(1, b"gene_0"), (2, b"gene_1")], 8192);
+    // The library's first read of a larger collection: a valid header is enough.
+    assert!(check_image(&b[..4096], S8).is_ok());
+    assert!(check_image(&b, S8).is_ok());
+    let mut bad = b.clone();
+    bad[16 + 8..16 + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(check_image(&bad[..4096], S8).is_ok(), "objects are checked on the full read");
+    assert!(check_image(&bad, S8).is_err());
+    // A read longer than the collection (speculative, clipped to the end of allocation).
+    let mut longer = build(S8, &[(1, b"x")], 4096);
+    longer.extend_from_slice(&[7u8; 100]);
+    assert!(check_image(&longer, S8).is_ok());
+    assert!(check_image(b"GCOL\x01", S8).is_err());
 }
 
 #[test]

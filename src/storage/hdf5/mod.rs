@@ -6,7 +6,8 @@
 //! datatypes, [`chunks`] lists chunk addresses, [`layout`] describes storage, [`source`]
 //! implements [`ArraySource`](crate::storage::ArraySource) with [`raw`] byte reads over
 //! [`file`], [`vlen`] and [`gheap`] decode strings, [`strings`] reads through the library
-//! (attributes, compact/external layouts, string fields of records), and [`ffi`] wraps the C API.
+//! (attributes, compact/external layouts, string fields of records), [`vfd`] is the driver the
+//! library reads the file through (it checks heap collections first), and [`ffi`] wraps the C API.
 
 pub mod attrs;
 pub mod chunks;
@@ -19,6 +20,7 @@ mod raw;
 pub mod source;
 pub mod strings;
 pub mod tree;
+pub mod vfd;
 pub mod vlen;
 
 #[cfg(test)]
@@ -101,9 +103,12 @@ fn open_lib(path: &Path, location: &str) -> StorageResult<Hid> {
             reason: "path contains NUL".into(),
         }
     })?;
+    // Through the guarding driver: the library's reads of global heap collections are checked.
+    let fapl = vfd::fapl(location)?;
     locked(|| {
-        let id =
-            unsafe { hdf5_sys::h5f::H5Fopen(cpath.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, 0) };
+        let id = unsafe {
+            hdf5_sys::h5f::H5Fopen(cpath.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, fapl.id())
+        };
         Hid::new(id, location)
     })
     .map_err(|e| match e {

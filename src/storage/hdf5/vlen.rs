@@ -99,23 +99,13 @@ pub fn decode(
 mod tests {
     use super::*;
 
-    const S8: Sizes = Sizes { addr: 8, size: 8 };
+    use crate::storage::hdf5::gheap::tests::{build, S8};
 
     /// A file holding one collection at offset 8 with objects 1 = "abc", 2 = "x\0y",
     /// 3 = b"\xff\xfe", 4 = "longer".
     fn heap_file() -> (tempfile::TempDir, DataFile) {
-        let mut b = vec![0u8; 8];
-        b.extend_from_slice(b"GCOL\x01\0\0\0");
-        b.extend_from_slice(&4096u64.to_le_bytes());
-        let objects: [&[u8]; 4] = [b"abc", b"x\0y", b"\xff\xfe", b"longer"];
-        for (i, d) in objects.iter().enumerate() {
-            b.extend_from_slice(&(i as u16 + 1).to_le_bytes());
-            b.extend_from_slice(&[1, 0, 0, 0, 0, 0]);
-            b.extend_from_slice(&(d.len() as u64).to_le_bytes());
-            b.extend_from_slice(d);
-            b.resize(b.len().next_multiple_of(8), 0);
-        }
-        b.resize(8 + 4096, 0);
+        let objects: [(u16, &[u8]); 4] = [(1, b"abc"), (2, b"x\0y"), (3, b"\xff\xfe"), (4, b"longer")];
+        let b = [vec![0u8; 8], build(S8, &objects, 4096)].concat();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h");
         std::fs::write(&p, &b).unwrap();
