@@ -4,16 +4,19 @@
 Each damaged store is made from one fixture (tests/fixtures/*.h5ad, tests/fixtures/zarr/*.zarr)
 by a seeded RNG: random byte flips, zeroed ranges and truncations, and targeted damage (HDF5
 superblock, object headers, B-tree / chunk index nodes, global heap collections; zarr JSON
-metadata, chunk files, shard indexes). Then `annfs ls -r STORE` lists it and `annfs cat STORE
-PATH` reads every listed file (the code path of a mount, without FUSE), each under a deadline.
+metadata, chunk files, shard indexes). Then every file of its virtual tree is read (the code path
+of a mount, without FUSE) under a deadline: by default in one process per store with
+`target/release/examples/fuzz_read` (`annfs cat`'s open and read calls, for every file), or with
+`--cat` as `annfs ls -r STORE` then one `annfs cat STORE PATH` per file.
 
 Outcomes per store (the worst over its commands): ok, error (non-zero exit with a message),
-PANIC ("panicked" on stderr), ABORT (killed by a signal), HANG (a command missed its deadline).
-A `cat` that has produced `--max-bytes` of output is stopped and counts as ok (a damaged shape
-may make a legitimately huge file). Bad cases are saved under `--findings` with their seed, so
+PANIC ("panicked" on stderr), ABORT (killed by a signal), HANG (the store's reads missed the
+deadline). At most `--max-bytes` of each file are read (a damaged shape may make a legitimately
+huge file). Bad cases are saved under `--findings` with their seed, so
 `--seed S --only I` reproduces one.
 
-Usage: .venv/bin/python scripts/fuzz_stores.py -n 2000 --seed 1 --jobs 2
+Usage: cargo build --release --examples
+       .venv/bin/python scripts/fuzz_stores.py -n 2000 --seed 1 --jobs 2
 Prints `fuzz: N stores, P panics, A aborts, H hangs` and exits 1 if any of the last three is
 non-zero.
 """
@@ -45,13 +48,13 @@ def fixtures(root=ROOT):
     return sorted(fx.glob("*.h5ad")) + sorted((fx / "zarr").glob("*.zarr"))
 
 
-def run(cmd, deadline, max_bytes, keep=False):
+def run(cmd, deadline, max_bytes, keep=False, env=None):
     """Runs `cmd` until it exits, `deadline` (monotonic) passes or it printed `max_bytes`.
 
     Returns (outcome, detail, stdout): outcome in RANK, detail a short text for the report,
     stdout the output if `keep`."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={**os.environ, "RUST_BACKTRACE": "0", "RUST_LOG": "off"})
+                         env={**os.environ, "RUST_BACKTRACE": "0", "RUST_LOG": "off", **(env or {})})
     sel = selectors.DefaultSelector()
     sel.register(p.stdout, selectors.EVENT_READ)
     sel.register(p.stderr, selectors.EVENT_READ)
@@ -99,22 +102,38 @@ def run(cmd, deadline, max_bytes, keep=False):
         # Killed by a signal: SIGABRT/SIGSEGV/SIGBUS/... or the OOM killer's SIGKILL.
         return "ABORT", f"killed by {signal.Signals(-rc).name}", out
     if rc != 0:
-        # A clean error says why; dying silently with a status is not clean.
-        return ("error" if text.strip() else "ABORT"), text.strip()[-300:] or f"exit {rc}, no message", out
+        # A clean error says why (on stderr, or per file on stdout for the reader); dying
+        # silently with a status is not clean.
+        said = text.strip() or (b"error " in out and f"exit {rc}")
+        return ("error" if said else "ABORT"), text.strip()[-300:] or f"exit {rc}, no message", out
     return "ok", "", out
 
 
-def check_store(annfs, store, budget, max_bytes, max_files=None, rng=None):
-    """Lists and reads every file of `store` within `budget` seconds; the worst outcome."""
-    deadline = time.monotonic() + budget
-    worst, detail, listing = run([annfs, "ls", "-r", str(store)], deadline, 1 << 26, keep=True)
+def check_store(args, store, env, rng):
+    """Reads every file of `store` within `args.timeout` seconds; (outcome, detail, files)."""
+    deadline = time.monotonic() + args.timeout
+    if not args.cat:
+        cmd = [args.reader, str(store), str(args.max_bytes)]
+        outcome, detail, out = run(cmd, deadline, 1 << 26, keep=True, env=env)
+        lines = out.decode("utf-8", "replace").splitlines()
+        if outcome == "HANG":
+            done = [ln.split(" ", 2)[1] for ln in lines if ln.startswith(("ok ", "error "))]
+            detail += f" (after {len(done)} files, last {done[-1] if done else 'none'})"
+        elif outcome == "error" and lines:
+            # Exit 2: some files failed cleanly; say which.
+            errs = [ln for ln in lines if ln.startswith("error ")]
+            detail = f"{len(errs)} files failed: {errs[0][:200] if errs else detail}"
+        return outcome, detail, sum(ln.startswith(("ok ", "error ")) for ln in lines)
+    worst, detail, listing = run([args.annfs, "ls", "-r", str(store)], deadline, 1 << 26,
+                                 keep=True, env=env)
     if worst != "ok":
         return worst, detail, 0
     paths = [p for p in listing.decode("utf-8", "replace").splitlines() if p]
-    if max_files is not None and len(paths) > max_files and rng is not None:
-        paths = rng.sample(paths, max_files)
+    if args.max_files is not None and len(paths) > args.max_files:
+        paths = rng.sample(paths, args.max_files)
     for path in paths:
-        outcome, d, _ = run([annfs, "cat", str(store), path], deadline, max_bytes)
+        outcome, d, _ = run([args.annfs, "cat", str(store), path], deadline, args.max_bytes,
+                            env=env)
         if RANK[outcome] > RANK[worst]:
             worst, detail = outcome, f"{path}: {d}"
         if RANK[worst] >= RANK["PANIC"]:
@@ -138,8 +157,8 @@ def one_case(args, seed, index, fxs, workdir):
         shutil.copyfile(src, dst)
         done = mut.damage_h5(dst, rng)
     t = time.monotonic()
-    outcome, detail, nfiles = check_store(args.annfs, dst, args.timeout, args.max_bytes,
-                                          args.max_files, rng)
+    # Sidecar files (sizes of big text views) go to the case's own directory.
+    outcome, detail, nfiles = check_store(args, dst, {"XDG_CACHE_HOME": str(workdir)}, rng)
     rec = {"seed": seed, "index": index, "fixture": str(src.relative_to(ROOT)), "mutations": done,
            "outcome": outcome, "detail": detail, "files": nfiles,
            "seconds": round(time.monotonic() - t, 2)}
@@ -163,11 +182,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", type=int, help="run only case INDEX of this seed")
     ap.add_argument("--jobs", type=int, default=2, help="stores checked in parallel")
-    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per store, all commands")
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="seconds per store for all its reads (default 20)")
     ap.add_argument("--max-bytes", type=int, default=32 << 20,
-                    help="stop a cat after this much output (counts as ok)")
-    ap.add_argument("--max-files", type=int, help="read at most this many files per store")
+                    help="read at most this much of each file (default 32 MiB)")
+    ap.add_argument("--cat", action="store_true",
+                    help="use `annfs ls -r` + one `annfs cat` per file (slower)")
+    ap.add_argument("--max-files", type=int, help="with --cat: read at most this many files")
     ap.add_argument("--annfs", default=str(ROOT / "target" / "release" / "annfs"))
+    ap.add_argument("--reader", default=str(ROOT / "target" / "release" / "examples" / "fuzz_read"))
     ap.add_argument("--findings", default=str(ROOT / "fuzz-findings"))
     ap.add_argument("--json", help="write every record to this file")
     ap.add_argument("-v", "--verbose", action="store_true")
