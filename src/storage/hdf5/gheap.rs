@@ -5,7 +5,8 @@
 //! A collection (HDF5 file format spec, "Global Heap Collection"): `GCOL`, version 1, 3 reserved
 //! bytes, the collection size (`sizeof_size` bytes, header included); the header is padded to 8
 //! bytes. Then objects: index u16, reference count u16, 4 reserved bytes, object size
-//! (`sizeof_size` bytes), the data padded to a multiple of 8. Object 0 is the free space and ends
+//! (`sizeof_size` bytes), the header padded to 8 bytes (as the library's `H5HG_SIZEOF_OBJHDR`),
+//! the data padded to a multiple of 8. Object 0 is the free space and ends
 //! the list; so does a tail too small for an object header.
 
 use std::collections::HashMap;
@@ -42,9 +43,9 @@ impl Sizes {
         (8 + self.size).next_multiple_of(8)
     }
 
-    /// Bytes of an object header.
+    /// Bytes of an object header (padded to 8, like the collection header).
     fn object_header(&self) -> usize {
-        8 + self.size
+        (8 + self.size).next_multiple_of(8)
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) fn build(sizes: Sizes, objects: &[(u16, &[u8])], total: usize) -> Vec
         b.extend_from_slice(&1u16.to_le_bytes());
         b.extend_from_slice(&[0; 4]);
         b.extend_from_slice(&(data.len() as u64).to_le_bytes()[..sizes.size]);
+        b.resize(b.len().next_multiple_of(8), 0);
         b.extend_from_slice(data);
         b.resize(b.len() + (data.len().next_multiple_of(8) - data.len()), 0);
     }
@@ -48,7 +49,7 @@ fn good_collection() {
 
 #[test]
 fn four_byte_lengths() {
-    // Object headers are 12 bytes: data starts off the 8-byte grid and padding follows the size.
+    // 4-byte lengths: headers of 12 bytes padded to 16, as the library writes them.
     let b = build(S4, &[(1, b"abc"), (2, b"defghijkl"), (3, b"z")], 256);
     let c = parse(&b, S4).unwrap();
     assert_eq!(c.object(1).unwrap(), b"abc");

@@ -24,6 +24,8 @@ pub mod vfd;
 pub mod vlen;
 
 #[cfg(test)]
+mod strings_tests;
+#[cfg(test)]
 mod tests;
 
 use std::os::unix::ffi::OsStrExt;
