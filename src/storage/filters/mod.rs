@@ -8,6 +8,10 @@ pub mod fletcher32;
 pub mod lzf;
 pub mod shuffle;
 
+/// The largest decoded chunk annfs accepts (256 MiB): a chunk shape or stream claiming more is
+/// corrupt, never an allocation attempt.
+pub const MAX_DECODED_BYTES: usize = 256 << 20;
+
 /// Why a chunk could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
@@ -87,15 +91,21 @@ impl Pipeline {
         self.filters.is_empty()
     }
 
-    /// Decodes one stored chunk into `expected` bytes. Bit `i` of `mask` set means filter `i` was
-    /// skipped for this chunk.
+    /// Decodes one stored chunk into `expected` bytes (at most [`MAX_DECODED_BYTES`]). Bit `i` of
+    /// `mask` set means filter `i` was skipped for this chunk. Unfiltered data is returned as is.
     pub fn decode(
         &self,
-        stored: &[u8],
+        stored: Vec<u8>,
         mask: u32,
         expected: usize,
     ) -> Result<Vec<u8>, FilterError> {
-        let mut data = stored.to_vec();
+        if expected > MAX_DECODED_BYTES {
+            return Err(FilterError::Corrupt(format!(
+                "a decoded chunk of {expected} bytes exceeds the {} MiB limit",
+                MAX_DECODED_BYTES >> 20
+            )));
+        }
+        let mut data = stored;
         for (i, f) in self.filters.iter().enumerate().rev() {
             if i < 32 && mask & (1 << i) != 0 {
                 continue;
@@ -136,11 +146,23 @@ mod tests {
         let p = Pipeline {
             filters: vec![Filter::Shuffle(4), Filter::Deflate(4)],
         };
-        assert_eq!(p.decode(&stored, 0, raw.len()).unwrap(), raw);
+        assert_eq!(p.decode(stored.clone(), 0, raw.len()).unwrap(), raw);
         // Mask skipping deflate (bit 1): the stored bytes are then shuffled raw data.
-        assert_eq!(p.decode(&shuffled, 0b10, raw.len()).unwrap(), raw);
+        assert_eq!(p.decode(shuffled, 0b10, raw.len()).unwrap(), raw);
         // Wrong expected size is an error, not a panic.
-        assert!(p.decode(&stored, 0, raw.len() - 1).is_err());
-        assert!(p.decode(&stored[..10], 0, raw.len()).is_err());
+        assert!(p.decode(stored.clone(), 0, raw.len() - 1).is_err());
+        assert!(p.decode(stored[..10].to_vec(), 0, raw.len()).is_err());
+        // A chunk shape claiming more than the cap is refused before anything is allocated.
+        let e = p.decode(stored, 0, MAX_DECODED_BYTES + 1).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn unfiltered_chunks_pass_through() {
+        let raw = vec![1u8, 2, 3, 4];
+        let ptr = raw.as_ptr();
+        let out = Pipeline::default().decode(raw, 0, 4).unwrap();
+        assert_eq!(out.as_ptr(), ptr, "no copy of unfiltered data");
+        assert!(Pipeline::default().decode(vec![1, 2, 3], 0, 4).is_err());
     }
 }

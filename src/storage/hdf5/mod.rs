@@ -1,19 +1,30 @@
-//! HDF5 backend: opens a file read-only with the HDF5 library (metadata, strings) and maps it
-//! into memory (numeric chunk data, decoded without the library's global lock).
+//! HDF5 backend: opens a file read-only with the HDF5 library (metadata, attributes) and reads
+//! dataset bytes itself with positioned reads (numeric chunks, contiguous blocks, strings and
+//! their global heap), decoded without the library's global lock.
 //!
 //! Modules: [`tree`] walks groups, [`attrs`] turns attributes into JSON, [`dtype`] maps
-//! datatypes, [`chunks`] lists chunk addresses, [`source`] implements
-//! [`ArraySource`](crate::storage::ArraySource), [`strings`] reads through the library, and
-//! [`ffi`] wraps the C API.
+//! datatypes, [`chunks`] lists chunk addresses, [`layout`] describes storage, [`source`]
+//! implements [`ArraySource`](crate::storage::ArraySource) with [`raw`] byte reads over
+//! [`file`], [`vlen`] and [`gheap`] decode strings, [`strings`] reads through the library
+//! (attributes, compact/external layouts, string fields of records), [`vfd`] is the driver the
+//! library reads the file through (it checks heap collections first), and [`ffi`] wraps the C API.
 
 pub mod attrs;
 pub mod chunks;
 pub mod dtype;
 pub mod ffi;
+pub mod file;
+pub mod gheap;
+pub mod layout;
+mod raw;
 pub mod source;
 pub mod strings;
 pub mod tree;
+pub mod vfd;
+pub mod vlen;
 
+#[cfg(test)]
+mod strings_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,10 +39,13 @@ use super::{StorageError, StorageResult, Store, StoreInfo};
 /// The HDF5 format signature.
 const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
-/// An open file shared by all array readers: the library handle and a read-only mapping.
+/// An open file shared by all array readers: the library handle and the file for data reads.
 pub struct FileCtx {
-    /// The whole file, mapped read-only (the store is treated as immutable).
-    pub mmap: memmap2::Mmap,
+    /// The file for positioned data reads (the store is treated as immutable).
+    pub data: file::DataFile,
+    /// Widths of addresses and lengths in the file (`None`: outside what annfs decodes, so
+    /// variable-length strings go through the library).
+    pub sizes: Option<gheap::Sizes>,
     /// The library's file handle (keeps the file open while readers exist).
     pub file: Hid,
 }
@@ -51,9 +65,8 @@ pub fn open(path: &Path) -> StorageResult<Store> {
             reason: "no HDF5 signature".into(),
         });
     }
-    // SAFETY: the store is opened read-only and treated as immutable while mounted.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     let fid = open_lib(path, &location)?;
+    let sizes = offset_sizes(&fid, &location);
     let root = locked(|| {
         Hid::new(
             unsafe { hdf5_sys::h5g::H5Gopen2(fid.id(), c"/".as_ptr(), 0) },
@@ -61,7 +74,11 @@ pub fn open(path: &Path) -> StorageResult<Store> {
         )
     })
     .map_err(|e| StorageError::corrupt(&location, e.to_string()))?;
-    let ctx = Arc::new(FileCtx { mmap, file: fid });
+    let ctx = Arc::new(FileCtx {
+        data: file::DataFile::new(file, meta.len()),
+        sizes,
+        file: fid,
+    });
     let root = tree::walk(&ctx, &root, "/", 0)?;
     let mtime = meta
         .modified()
@@ -88,15 +105,35 @@ fn open_lib(path: &Path, location: &str) -> StorageResult<Hid> {
             reason: "path contains NUL".into(),
         }
     })?;
+    // Through the guarding driver: the library's reads of global heap collections are checked.
+    let fapl = vfd::fapl(location)?;
     locked(|| {
-        let id =
-            unsafe { hdf5_sys::h5f::H5Fopen(cpath.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, 0) };
+        let id = unsafe {
+            hdf5_sys::h5f::H5Fopen(cpath.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, fapl.id())
+        };
         Hid::new(id, location)
     })
     .map_err(|e| match e {
         StorageError::Hdf5 { path, reason } => StorageError::Corrupt { path, reason },
         other => other,
     })
+}
+
+/// The file's address and length widths (superblock), from its creation property list.
+fn offset_sizes(fid: &Hid, location: &str) -> Option<gheap::Sizes> {
+    use hdf5_sys::{h5f, h5p};
+    let (mut addr, mut size) = (0usize, 0usize);
+    let ok = locked(|| {
+        let Ok(fcpl) = Hid::new(unsafe { h5f::H5Fget_create_plist(fid.id()) }, location) else {
+            return false;
+        };
+        unsafe { h5p::H5Pget_sizes(fcpl.id(), &mut addr, &mut size) >= 0 }
+    });
+    let sizes = ok.then(|| gheap::Sizes::new(addr, size)).flatten();
+    if sizes.is_none() {
+        log::info!("{location}: address/length widths {addr}/{size}: strings read through the library");
+    }
+    sizes
 }
 
 /// Looks for the signature at offsets 0, 512, 1024, 2048, … (user blocks).

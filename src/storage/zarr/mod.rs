@@ -5,6 +5,7 @@
 //! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
 //! remote reads go through [`http`] (optionally cached on disk by [`disk_cache`]).
 
+mod contain;
 pub mod disk_cache;
 pub mod dtype;
 pub mod http;

@@ -8,7 +8,7 @@ use zarrs::array::{
     Array, ArrayBytes, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, ArrayShardedExt,
     ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset, CodecOptions,
 };
-use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
 use super::dtype::{self, Kind};
@@ -207,7 +207,13 @@ impl ReadableStorageTraits for Prefixed {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, ZStorageError> {
-        self.inner.get_partial_many(&self.key(key)?, byte_ranges)
+        // Ranges come from shard indexes in the store: zarrs' filesystem store allocates a
+        // range's length before reading it, so a damaged index claiming a terabyte would abort.
+        let ranges: Vec<ByteRange> = byte_ranges.collect();
+        if let Some(r) = ranges.iter().find(|r| range_len(r).is_some_and(|n| n > MAX_RANGE_BYTES)) {
+            return Err(ZStorageError::Other(format!("{}{key}: byte range {r} is larger than {MAX_RANGE_BYTES} bytes", self.prefix)));
+        }
+        self.inner.get_partial_many(&self.key(key)?, Box::new(ranges.into_iter()))
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, ZStorageError> {
@@ -216,6 +222,17 @@ impl ReadableStorageTraits for Prefixed {
 
     fn supports_get_partial(&self) -> bool {
         self.inner.supports_get_partial()
+    }
+}
+
+/// The longest byte range of a store key annfs asks for (one shard's inner chunk).
+const MAX_RANGE_BYTES: u64 = 256 << 20;
+
+/// The length of a byte range, when it states one.
+fn range_len(r: &ByteRange) -> Option<u64> {
+    match r {
+        ByteRange::FromStart(_, len) => *len,
+        ByteRange::Suffix(len) => Some(*len),
     }
 }
 
@@ -253,10 +270,11 @@ impl ArraySource for ZarrSource {
             return Err(StorageError::corrupt(&self.meta.path, format!("chunk {index} out of range")));
         }
         let coords = grid.coords(index);
-        let bytes: ArrayBytes<'static> = match &self.shards {
-            Some(cache) => a.retrieve_subchunk_opt(cache, &coords, &self.opts),
-            None => a.retrieve_chunk_opt(&coords, &self.opts),
-        }
+        let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
+            Some(cache) => a.retrieve_subchunk_opt(cache, &coords, &self.opts).map_err(|e| e.to_string()),
+            None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
+        })
+        .and_then(|r| r)
         .map_err(|e| self.read_err(format_args!("chunk {coords:?}: {e}")))?;
         let raw = bytes.into_fixed().map_err(|e| self.read_err(e))?;
         let full = grid.chunk.iter().product::<u64>() as usize * elem;
@@ -297,10 +315,11 @@ impl ArraySource for ZarrSource {
                 std::iter::once(r0..r1).chain(shape[1..].iter().map(|&s| 0..s)).collect();
             (ArraySubset::new_with_ranges(&ranges), (start - r0 * row) as usize)
         };
-        let bytes: ArrayBytes<'static> = match &self.shards {
-            Some(cache) => a.retrieve_array_subset_sharded_opt(cache, &subset, &self.opts),
-            None => a.retrieve_array_subset_opt(&subset, &self.opts),
-        }
+        let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
+            Some(cache) => a.retrieve_array_subset_sharded_opt(cache, &subset, &self.opts).map_err(|e| e.to_string()),
+            None => a.retrieve_array_subset_opt(&subset, &self.opts).map_err(|e| e.to_string()),
+        })
+        .and_then(|r| r)
         .map_err(|e| self.read_err(format_args!("strings {start}..{end}: {e}")))?;
         let all = self.strings_of(bytes)?;
         let n = (end - start) as usize;

@@ -1,0 +1,127 @@
+//! Positioned reads of the HDF5 file for data (chunks, contiguous blocks, global heap
+//! collections): `pread` into owned buffers, every range checked against the file length and a
+//! size cap before anything is allocated.
+//!
+//! The data path does not map the file: pages of a file mapping that the daemon touches count in
+//! its resident set, so reading a large store through a mapping grows RSS far past the cache
+//! budget. Owned buffers are accounted for by whoever keeps them (the chunk cache).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use crate::storage::{StorageError, StorageResult};
+
+/// The largest single read annfs makes from an HDF5 file (one stored chunk, one contiguous
+/// block, one heap collection). Larger claims in the file's metadata are treated as corruption.
+pub const MAX_READ_BYTES: u64 = 288 << 20;
+
+/// The store file opened for positioned reads, with its length as of opening (a change of the
+/// file under a mount is caught by [`crate::storage::gate`]).
+#[derive(Debug)]
+pub struct DataFile {
+    file: File,
+    len: u64,
+}
+
+impl DataFile {
+    /// Wraps an open file whose length is `len`.
+    pub fn new(file: File, len: u64) -> DataFile {
+        DataFile { file, len }
+    }
+
+    /// The file length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks that `len` bytes at `addr` lie inside the file and under [`MAX_READ_BYTES`];
+    /// errors name element `path` and what was being read.
+    pub fn check(&self, addr: u64, len: u64, path: &str, what: &str) -> StorageResult<usize> {
+        if len > MAX_READ_BYTES {
+            return Err(StorageError::corrupt(
+                path,
+                format!("{what} at {addr} claims {len} bytes (more than the {MAX_READ_BYTES}-byte limit)"),
+            ));
+        }
+        match addr.checked_add(len) {
+            Some(end) if end <= self.len => Ok(len as usize),
+            _ => Err(StorageError::corrupt(
+                path,
+                format!(
+                    "{what} at {addr}+{len} lies beyond the end of the file ({} bytes)",
+                    self.len
+                ),
+            )),
+        }
+    }
+
+    /// Reads `len` bytes at `addr` into a new buffer, checked as in [`DataFile::check`].
+    pub fn read(&self, addr: u64, len: u64, path: &str, what: &str) -> StorageResult<Vec<u8>> {
+        let n = self.check(addr, len, path, what)?;
+        let mut buf = vec![0u8; n];
+        self.read_into(addr, &mut buf, path, what)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` from the file at `addr` with one positioned read. A short read (the file was
+    /// truncated) is a [`StorageError::Corrupt`] naming `path`.
+    pub fn read_into(&self, addr: u64, buf: &mut [u8], path: &str, what: &str) -> StorageResult<()> {
+        self.check(addr, buf.len() as u64, path, what)?;
+        self.file.read_exact_at(buf, addr).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => StorageError::corrupt(
+                path,
+                format!("{what} at {addr}+{}: the file ends early", buf.len()),
+            ),
+            _ => StorageError::Io {
+                path: path.to_string(),
+                source: e,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, DataFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        (dir, DataFile::new(f, bytes.len() as u64))
+    }
+
+    #[test]
+    fn reads_inside_and_refuses_outside() {
+        let (_d, f) = file_with(b"0123456789");
+        assert_eq!(f.read(2, 3, "/x", "chunk").unwrap(), b"234");
+        assert_eq!(f.read(10, 0, "/x", "chunk").unwrap(), b"");
+        let e = f.read(8, 3, "/x", "chunk 7").unwrap_err().to_string();
+        assert!(e.contains("/x") && e.contains("chunk 7") && e.contains("beyond"), "{e}");
+        assert!(f.read(u64::MAX, 2, "/x", "chunk").is_err());
+        let e = f.read(0, MAX_READ_BYTES + 1, "/x", "chunk").unwrap_err().to_string();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn short_read_is_corrupt_not_panic() {
+        // The recorded length is larger than the file (it was truncated after opening).
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"abc").unwrap();
+        let f = DataFile::new(File::open(&p).unwrap(), 100);
+        match f.read(1, 10, "/y", "heap") {
+            Err(StorageError::Corrupt { path, reason }) => {
+                assert_eq!(path, "/y");
+                assert!(reason.contains("ends early"), "{reason}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Raw (file-layout) bytes of one HDF5 dataset: whole chunks through the filter pipeline,
+//! ranges of contiguous data, flat element ranges of string datasets, all read with positioned
+//! reads sized from checked metadata ([`super::file::DataFile`]).
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::chunks::{self, ChunkTable};
+use super::dtype::raw_mem_type;
+use super::file::MAX_READ_BYTES;
+use super::layout::Storage;
+use super::source::H5Source;
+use super::strings::{self, Region};
+use super::vlen;
+use crate::storage::filters::{Pipeline, MAX_DECODED_BYTES};
+use crate::storage::{StorageError, StorageResult};
+
+impl H5Source {
+    /// The chunk table, listed on first use.
+    fn table<'a>(
+        &self,
+        cell: &'a OnceLock<Result<ChunkTable, String>>,
+    ) -> StorageResult<&'a ChunkTable> {
+        let t = cell.get_or_init(|| {
+            chunks::build(self.dset.id(), &self.meta.grid, &self.meta.path)
+                .map_err(|e| e.to_string())
+        });
+        t.as_ref().map_err(|e| StorageError::Hdf5 {
+            path: self.meta.path.clone(),
+            reason: e.clone(),
+        })
+    }
+
+    /// A full chunk of `elem`-byte elements of a chunked dataset, in file layout. An unfiltered
+    /// chunk is read with one positioned read straight into the returned buffer.
+    pub(super) fn chunked_full(
+        &self,
+        pipeline: &Result<Pipeline, String>,
+        cell: &OnceLock<Result<ChunkTable, String>>,
+        index: u64,
+        elem: usize,
+    ) -> StorageResult<Vec<u8>> {
+        let pipeline = pipeline
+            .as_ref()
+            .map_err(|e| StorageError::unsupported(&self.meta.path, e.clone()))?;
+        let expected = self.chunk_bytes(elem)?;
+        let Some(loc) = self.table(cell)?.get(index) else {
+            return Ok(self.filled(expected / elem.max(1)));
+        };
+        let what = format!("chunk {index}");
+        let stored = self.ctx.data.read(loc.addr, loc.size, &self.meta.path, &what)?;
+        pipeline
+            .decode(stored, loc.mask, expected)
+            .map_err(|e| self.corrupt(format!("chunk {index} at {}: {e}", loc.addr)))
+    }
+
+    /// `len` bytes of contiguous data starting `offset` bytes into the block at `addr` (fill
+    /// values when the block was never allocated).
+    fn contiguous_bytes(&self, addr: Option<u64>, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        let Some(addr) = addr else {
+            let n = len / self.fill.len().max(1) as u64;
+            if len > MAX_READ_BYTES {
+                return Err(self.corrupt(format!("{len} bytes of fill value is too much to read")));
+            }
+            return Ok(self.filled(n as usize));
+        };
+        let Some(start) = addr.checked_add(offset) else {
+            return Err(self.corrupt("contiguous data offset overflows"));
+        };
+        self.ctx.data.read(start, len, &self.meta.path, "contiguous data")
+    }
+
+    /// The clipped chunk `coords` of a contiguous dataset, in file layout.
+    pub(super) fn contiguous_clipped(&self, addr: Option<u64>, coords: &[u64]) -> StorageResult<Vec<u8>> {
+        let grid = &self.meta.grid;
+        let elem = self.info.file_size() as u64;
+        let n: u64 = grid.clipped_shape(coords).iter().product();
+        let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
+        let row: u64 = grid.shape.iter().skip(1).product();
+        let offset = first.checked_mul(row).and_then(|e| e.checked_mul(elem));
+        match (offset, n.checked_mul(elem)) {
+            (Some(o), Some(l)) => self.contiguous_bytes(addr, o, l),
+            _ => Err(self.corrupt("contiguous data offset overflows")),
+        }
+    }
+
+    /// The clipped chunk `coords` read through the library, in file layout.
+    pub(super) fn library_clipped(&self, coords: &[u64]) -> StorageResult<Vec<u8>> {
+        let grid = &self.meta.grid;
+        let start: Vec<u64> = coords.iter().zip(&grid.chunk).map(|(c, k)| c * k).collect();
+        let count = grid.clipped_shape(coords);
+        let mt = raw_mem_type(self.ftype.id(), &self.info, &self.meta.path)?;
+        let region = Region {
+            start: &start,
+            count: &count,
+        };
+        strings::read_bytes(
+            self.dset.id(),
+            mt.id(),
+            self.info.file_size(),
+            &region,
+            &self.meta.path,
+        )
+    }
+
+    /// Flat string elements `[start, end)` decoded from the dataset's raw bytes.
+    pub(super) fn raw_strings(
+        &self,
+        layout: vlen::Layout,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<String>> {
+        let total: u64 = self.meta.shape.iter().product();
+        if start > end || end > total {
+            return Err(self.corrupt(format!("string range {start}..{end} outside 0..{total}")));
+        }
+        if start == end {
+            return Ok(Vec::new());
+        }
+        let raw = self.raw_elements(start, end, layout.element_size())?;
+        vlen::decode(&raw, layout, &self.ctx.data, &self.meta.path, start)
+    }
+
+    /// Stored bytes of flat elements `[start, end)` (in range, non-empty) of `elem` bytes each.
+    fn raw_elements(&self, start: u64, end: u64, elem: usize) -> StorageResult<Vec<u8>> {
+        let elem64 = elem as u64;
+        let len = (end - start)
+            .checked_mul(elem64)
+            .filter(|l| *l <= MAX_READ_BYTES)
+            .ok_or_else(|| self.corrupt(format!("{} strings are too many to read at once", end - start)))?;
+        match &self.storage {
+            Storage::Contiguous { addr } => self.contiguous_bytes(*addr, start * elem64, len),
+            Storage::Chunked { pipeline, table } => {
+                let mut out = Vec::with_capacity(len as usize);
+                let mut held = ChunkHold::default();
+                let grid = &self.meta.grid;
+                let mut idx = unravel(start, &grid.shape);
+                let mut coords = vec![0u64; idx.len()];
+                for _ in start..end {
+                    let mut local = 0u64;
+                    for (d, (i, k)) in idx.iter().zip(&grid.chunk).enumerate() {
+                        coords[d] = i / k;
+                        local = local * k + i % k;
+                    }
+                    let ci = grid.index(&coords);
+                    let chunk = held.get(ci, || self.chunked_full(pipeline, table, ci, elem))?;
+                    let at = (local * elem64) as usize;
+                    let Some(bytes) = chunk.get(at..at + elem) else {
+                        return Err(self.corrupt(format!("chunk {ci} is shorter than its shape")));
+                    };
+                    out.extend_from_slice(bytes);
+                    advance(&mut idx, &grid.shape);
+                }
+                Ok(out)
+            }
+            Storage::Library => Err(self.corrupt("no raw bytes for this layout")),
+        }
+    }
+}
+
+/// Decoded chunks kept during one string read, at most [`MAX_DECODED_BYTES`] at a time.
+#[derive(Default)]
+struct ChunkHold {
+    chunks: HashMap<u64, Vec<u8>>,
+    bytes: usize,
+}
+
+impl ChunkHold {
+    /// Chunk `index`, decoded by `load` unless held.
+    fn get(
+        &mut self,
+        index: u64,
+        load: impl FnOnce() -> StorageResult<Vec<u8>>,
+    ) -> StorageResult<&[u8]> {
+        if !self.chunks.contains_key(&index) {
+            let c = load()?;
+            if self.bytes + c.len() > MAX_DECODED_BYTES {
+                self.chunks.clear();
+                self.bytes = 0;
+            }
+            self.bytes += c.len();
+            self.chunks.insert(index, c);
+        }
+        Ok(self.chunks.get(&index).map_or(&[][..], Vec::as_slice))
+    }
+}
+
+/// The multi-index (C order) of flat element `flat` of an array of `shape`.
+fn unravel(flat: u64, shape: &[u64]) -> Vec<u64> {
+    let mut idx = vec![0u64; shape.len()];
+    let mut rem = flat;
+    for d in (0..shape.len()).rev() {
+        let s = shape[d].max(1);
+        idx[d] = rem % s;
+        rem /= s;
+    }
+    idx
+}
+
+/// Steps a multi-index to the next element in C order.
+fn advance(idx: &mut [u64], shape: &[u64]) {
+    for d in (0..idx.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < shape[d] {
+            return;
+        }
+        idx[d] = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unravel_and_advance_walk_c_order() {
+        let shape = [2u64, 3, 2];
+        let mut idx = unravel(0, &shape);
+        for flat in 0..12 {
+            assert_eq!(idx, unravel(flat, &shape), "{flat}");
+            advance(&mut idx, &shape);
+        }
+        assert_eq!(unravel(7, &shape), vec![1, 0, 1]);
+        assert_eq!(unravel(0, &[]), Vec::<u64>::new());
+    }
+}

@@ -1,0 +1,328 @@
+//! A read-only HDF5 virtual file driver ("annfs-guard") through which the library reads the
+//! file: plain positioned reads, except that bytes the library is about to parse as a global
+//! heap collection are first checked by [`gheap::check_image`]. A damaged collection then fails
+//! that read (an error for the attribute or element using it) instead of sending the library's
+//! parser into an endless loop under its global lock (issue 9: `H5HG__cache_heap_deserialize`).
+//!
+//! The library reads global heap collections as raw data (`H5F_block_read` maps
+//! `H5FD_MEM_GHEAP` to `H5FD_MEM_DRAW`), so a raw read that starts with `GCOL` is treated as
+//! one. Metadata accumulation is not offered, so each read reaches the driver exactly as asked.
+//!
+//! The structs mirror `H5FDdevelop.h` of the bundled HDF5 2.x (`hdf5-sys` declares an older
+//! layout of `H5FD_class_t`).
+
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr};
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::OnceLock;
+
+use hdf5_sys::h5::{haddr_t, herr_t, hsize_t};
+use hdf5_sys::h5i::hid_t;
+
+use super::ffi::{locked, Hid};
+use super::gheap::{self, Sizes};
+use crate::storage::{StorageError, StorageResult};
+
+/// `H5FD_t` of HDF5 2.x: the library fills these fields in.
+#[repr(C)]
+struct Public {
+    driver_id: hid_t,
+    cls: *const Class,
+    fileno: c_ulong,
+    access_flags: c_uint,
+    feature_flags: c_ulong,
+    maxaddr: haddr_t,
+    base_addr: haddr_t,
+    threshold: hsize_t,
+    alignment: hsize_t,
+    paged_aggr: bool,
+}
+
+/// An unused callback slot.
+type Unused = Option<unsafe extern "C" fn()>;
+
+/// `H5FD_class_t` of HDF5 2.x (`H5FD_CLASS_VERSION` 1).
+#[repr(C)]
+struct Class {
+    version: c_uint,
+    value: c_int,
+    name: *const c_char,
+    maxaddr: haddr_t,
+    fc_degree: c_int,
+    terminate: Unused,
+    sb_size: Unused,
+    sb_encode: Unused,
+    sb_decode: Unused,
+    fapl_size: usize,
+    fapl_get: Unused,
+    fapl_copy: Unused,
+    fapl_free: Unused,
+    dxpl_size: usize,
+    dxpl_copy: Unused,
+    dxpl_free: Unused,
+    open: Option<unsafe extern "C" fn(*const c_char, c_uint, hid_t, haddr_t) -> *mut Public>,
+    close: Option<unsafe extern "C" fn(*mut Public) -> herr_t>,
+    cmp: Option<unsafe extern "C" fn(*const Public, *const Public) -> c_int>,
+    query: Option<unsafe extern "C" fn(*const Public, *mut c_ulong) -> herr_t>,
+    get_type_map: Unused,
+    alloc: Unused,
+    free: Unused,
+    get_eoa: Option<unsafe extern "C" fn(*const Public, c_int) -> haddr_t>,
+    set_eoa: Option<unsafe extern "C" fn(*mut Public, c_int, haddr_t) -> herr_t>,
+    get_eof: Option<unsafe extern "C" fn(*const Public, c_int) -> haddr_t>,
+    get_handle: Unused,
+    read: Option<unsafe extern "C" fn(*mut Public, c_int, hid_t, haddr_t, usize, *mut c_void) -> herr_t>,
+    write: Option<unsafe extern "C" fn(*mut Public, c_int, hid_t, haddr_t, usize, *const c_void) -> herr_t>,
+    read_vector: Unused,
+    write_vector: Unused,
+    read_selection: Unused,
+    write_selection: Unused,
+    flush: Unused,
+    truncate: Unused,
+    lock: Unused,
+    unlock: Unused,
+    del: Unused,
+    ctl: Unused,
+    fl_map: [c_int; 7],
+}
+
+/// One open file: the library's header first, then ours.
+#[repr(C)]
+struct Guarded {
+    public: Public,
+    file: File,
+    eoa: haddr_t,
+    eof: u64,
+    dev: u64,
+    ino: u64,
+    sizes: Option<Sizes>,
+}
+
+const MEM_SUPER: c_int = 1;
+const MEM_DRAW: c_int = 3;
+const FEAT_AGGREGATE_METADATA: c_ulong = 0x1;
+const FEAT_AGGREGATE_SMALLDATA: c_ulong = 0x10;
+/// `H5F_ACC_RDWR | H5F_ACC_TRUNC | H5F_ACC_EXCL | H5F_ACC_CREAT`: refused.
+const WRITE_FLAGS: c_uint = 0x1 | 0x2 | 0x4 | 0x10;
+const MAXADDR: haddr_t = i64::MAX as haddr_t;
+/// A driver number from the range HDF5 leaves to applications (256..=511).
+const VALUE: c_int = 0x1a5;
+const HADDR_UNDEF: haddr_t = haddr_t::MAX;
+
+/// The registered driver id (registered once per process).
+fn driver() -> StorageResult<hid_t> {
+    static ID: OnceLock<Result<hid_t, String>> = OnceLock::new();
+    let id = ID.get_or_init(|| {
+        let class = Class {
+            version: 1,
+            value: VALUE,
+            name: c"annfs-guard".as_ptr(),
+            maxaddr: MAXADDR,
+            fc_degree: 1, // H5F_CLOSE_WEAK
+            terminate: None,
+            sb_size: None,
+            sb_encode: None,
+            sb_decode: None,
+            fapl_size: 0,
+            fapl_get: None,
+            fapl_copy: None,
+            fapl_free: None,
+            dxpl_size: 0,
+            dxpl_copy: None,
+            dxpl_free: None,
+            open: Some(open),
+            close: Some(close),
+            cmp: Some(cmp),
+            query: Some(query),
+            get_type_map: None,
+            alloc: None,
+            free: None,
+            get_eoa: Some(get_eoa),
+            set_eoa: Some(set_eoa),
+            get_eof: Some(get_eof),
+            get_handle: None,
+            read: Some(read),
+            write: Some(write),
+            read_vector: None,
+            write_vector: None,
+            read_selection: None,
+            write_selection: None,
+            flush: None,
+            truncate: None,
+            lock: None,
+            unlock: None,
+            del: None,
+            ctl: None,
+            // H5FD_FLMAP_DICHOTOMY
+            fl_map: [MEM_SUPER, MEM_SUPER, MEM_SUPER, MEM_DRAW, MEM_DRAW, MEM_SUPER, MEM_SUPER],
+        };
+        // The library copies the class.
+        let id = locked(|| unsafe {
+            hdf5_sys::h5fd::H5FDregister((&class as *const Class).cast())
+        });
+        if id < 0 {
+            Err("cannot register the annfs-guard HDF5 driver".to_string())
+        } else {
+            Ok(id)
+        }
+    });
+    id.clone()
+        .map_err(|e| StorageError::Hdf5 { path: String::new(), reason: e })
+}
+
+/// A file access property list that opens files through this driver.
+pub fn fapl(path: &str) -> StorageResult<Hid> {
+    let id = driver()?;
+    locked(|| {
+        let fapl = Hid::new(
+            unsafe { hdf5_sys::h5p::H5Pcreate(*hdf5_sys::h5p::H5P_CLS_FILE_ACCESS) },
+            path,
+        )?;
+        let st = unsafe { hdf5_sys::h5p::H5Pset_driver(fapl.id(), id, std::ptr::null()) };
+        super::ffi::check(i64::from(st), path)?;
+        Ok(fapl)
+    })
+}
+
+/// Address and length widths from the superblock (found at 0, 512, 1024, ...), if readable.
+fn superblock_sizes(file: &File, len: u64) -> Option<Sizes> {
+    let mut off = 0u64;
+    let mut buf = [0u8; 16];
+    while off + 16 <= len {
+        file.read_exact_at(&mut buf, off).ok()?;
+        if &buf[..8] == b"\x89HDF\r\n\x1a\n" {
+            let (a, s) = match buf[8] {
+                0 | 1 => (buf[13], buf[14]),
+                _ => (buf[9], buf[10]),
+            };
+            return Sizes::new(usize::from(a), usize::from(s));
+        }
+        off = if off == 0 { 512 } else { off * 2 };
+    }
+    None
+}
+
+unsafe extern "C" fn open(name: *const c_char, flags: c_uint, _fapl: hid_t, maxaddr: haddr_t) -> *mut Public {
+    if name.is_null() || flags & WRITE_FLAGS != 0 || maxaddr == 0 || maxaddr == HADDR_UNDEF {
+        return std::ptr::null_mut();
+    }
+    let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
+    let Ok(file) = File::open(path) else {
+        return std::ptr::null_mut();
+    };
+    let Ok(meta) = file.metadata() else {
+        return std::ptr::null_mut();
+    };
+    let sizes = superblock_sizes(&file, meta.len());
+    let g = Box::new(Guarded {
+        public: std::mem::zeroed(),
+        file,
+        eoa: 0,
+        eof: meta.len(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        sizes,
+    });
+    Box::into_raw(g).cast()
+}
+
+unsafe extern "C" fn close(f: *mut Public) -> herr_t {
+    if !f.is_null() {
+        drop(Box::from_raw(f.cast::<Guarded>()));
+    }
+    0
+}
+
+unsafe extern "C" fn cmp(a: *const Public, b: *const Public) -> c_int {
+    let (a, b) = (&*a.cast::<Guarded>(), &*b.cast::<Guarded>());
+    match (a.dev, a.ino).cmp(&(b.dev, b.ino)) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }
+}
+
+unsafe extern "C" fn query(_f: *const Public, flags: *mut c_ulong) -> herr_t {
+    if !flags.is_null() {
+        *flags = FEAT_AGGREGATE_METADATA | FEAT_AGGREGATE_SMALLDATA;
+    }
+    0
+}
+
+unsafe extern "C" fn get_eoa(f: *const Public, _type: c_int) -> haddr_t {
+    (*f.cast::<Guarded>()).eoa
+}
+
+unsafe extern "C" fn set_eoa(f: *mut Public, _type: c_int, addr: haddr_t) -> herr_t {
+    if addr > MAXADDR {
+        return -1;
+    }
+    (*f.cast::<Guarded>()).eoa = addr;
+    0
+}
+
+unsafe extern "C" fn get_eof(f: *const Public, _type: c_int) -> haddr_t {
+    (*f.cast::<Guarded>()).eof
+}
+
+unsafe extern "C" fn read(
+    f: *mut Public,
+    kind: c_int,
+    _dxpl: hid_t,
+    addr: haddr_t,
+    size: usize,
+    buf: *mut c_void,
+) -> herr_t {
+    let g = &*f.cast::<Guarded>();
+    if addr == HADDR_UNDEF || addr.checked_add(size as u64).is_none_or(|e| e > MAXADDR) {
+        return -1;
+    }
+    if size == 0 {
+        return 0;
+    }
+    let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
+    if fill(&g.file, addr, out).is_err() {
+        return -1;
+    }
+    if kind == MEM_DRAW && out.starts_with(b"GCOL") {
+        let verdict = match g.sizes {
+            Some(sizes) => gheap::check_image(out, sizes),
+            None => Err("address widths unknown".into()),
+        };
+        if let Err(e) = verdict {
+            log::warn!("refusing a damaged global heap collection at {addr}: {e}");
+            return -1;
+        }
+    }
+    0
+}
+
+/// Reads `out.len()` bytes at `addr`; bytes past the end of the file read as zeros (as the
+/// library's own drivers do).
+fn fill(file: &File, addr: u64, out: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < out.len() {
+        match file.read_at(&mut out[done..], addr + done as u64) {
+            Ok(0) => {
+                out[done..].fill(0);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn write(
+    _f: *mut Public,
+    _kind: c_int,
+    _dxpl: hid_t,
+    _addr: haddr_t,
+    _size: usize,
+    _buf: *const c_void,
+) -> herr_t {
+    -1
+}
