@@ -57,10 +57,17 @@ impl Weighter<Key, Value> for ByteWeighter {
 /// Smallest share of the budget per cache shard.
 pub const MIN_SHARD_BYTES: u64 = 32 << 20;
 
+/// The part of a budget kept free of cached data for requests in flight: an eighth, between
+/// 4 MiB and 64 MiB.
+pub fn in_flight_reserve(budget: u64) -> u64 {
+    (budget / 8).clamp(4 << 20, 64 << 20).min(budget / 2)
+}
+
 /// The shared chunk cache with its counters.
 pub struct ChunkCache {
     inner: Cache<Key, Value, ByteWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Value>>,
     budget: u64,
+    capacity: u64,
     /// Live counters, shown in `.annfs/stats.json`.
     pub stats: Arc<Stats>,
 }
@@ -72,19 +79,29 @@ impl ChunkCache {
     /// budget; an entry heavier than its shard's part is never kept. Shards are therefore sized
     /// from the budget (at least [`MIN_SHARD_BYTES`] each, at most 16), not from the CPU count:
     /// on a 64-core node a CPU-count split of a 1 GiB budget would refuse every entry over ~4 MiB.
+    ///
+    /// The cache itself holds at most [`ChunkCache::capacity`] = the budget minus a reserve
+    /// ([`in_flight_reserve`]) for what requests hold while they run (reply buffers, blocks
+    /// being rendered), so that everything data-driven fits the one budget.
     pub fn new(budget: u64) -> Self {
-        let est_items = (budget / (256 * 1024)).clamp(16, 1 << 20) as usize;
-        let shards = (budget / MIN_SHARD_BYTES).clamp(1, 16) as usize;
+        let capacity = budget.saturating_sub(in_flight_reserve(budget)).max(1);
+        let est_items = (capacity / (256 * 1024)).clamp(16, 1 << 20) as usize;
+        let shards = (capacity / MIN_SHARD_BYTES).clamp(1, 16) as usize;
         let built = OptionsBuilder::new()
             .estimated_items_capacity(est_items)
-            .weight_capacity(budget.max(1))
+            .weight_capacity(capacity)
             .shards(shards)
             .build();
         let inner = match built {
             Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
-            Err(_) => Cache::with_weighter(est_items, budget.max(1), ByteWeighter),
+            Err(_) => Cache::with_weighter(est_items, capacity, ByteWeighter),
         };
-        ChunkCache { inner, budget, stats: Arc::new(Stats::default()) }
+        ChunkCache { inner, budget, capacity, stats: Arc::new(Stats::default()) }
+    }
+
+    /// Bytes the cache itself may hold (the budget minus the in-flight reserve).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// The configured budget in bytes.
@@ -180,6 +197,26 @@ mod tests {
             cache.bytes::<()>(Key::Chunk(2, i), || Ok(vec![0u8; 64 * 1024])).unwrap();
         }
         assert!(cache.weight() <= 1 << 20, "weight {}", cache.weight());
+    }
+
+    #[test]
+    fn big_entries_are_kept_and_the_reserve_is_left_free() {
+        let cache = ChunkCache::new(256 << 20);
+        assert_eq!(cache.capacity(), (256 << 20) - (32 << 20));
+        let loads = AtomicUsize::new(0);
+        for _ in 0..2 {
+            cache
+                .bytes::<()>(Key::Chunk(0, 0), || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok(vec![1u8; 20 << 20])
+                })
+                .unwrap();
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "a 20 MiB entry fits one shard and is kept");
+        for i in 1..40 {
+            cache.bytes::<()>(Key::Chunk(0, i), || Ok(vec![0u8; 8 << 20])).unwrap();
+        }
+        assert!(cache.weight() <= cache.capacity(), "weight {}", cache.weight());
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub struct MountArgs {
     /// (default: `$XDG_CACHE_HOME/annfs`, else `~/.cache/annfs`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// FUSE worker threads (default: number of CPUs, at least 2).
+    /// Threads serving reads (default: the number of CPUs, between 2 and 16).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Let all users access the mount.

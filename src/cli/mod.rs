@@ -266,7 +266,9 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
     let mtime = o.info.mtime.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)).unwrap_or(SystemTime::now());
     let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime, options::serve_config(&args, budget)?);
 
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2));
+    // Requests are parsed by one FUSE thread (two with an overlay, whose writes are answered
+    // in place) and served by the read workers; each FUSE thread holds a 16 MiB request buffer.
+    let threads = if args.overlay.is_some() { 2 } else { 1 };
     let cfg = MountConfig {
         mountpoint: args.mountpoint.clone(),
         fsname: format!("annfs:{}", args.store),

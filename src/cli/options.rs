@@ -85,6 +85,12 @@ pub fn serve_config(args: &MountArgs, budget: u64) -> Result<crate::fs::ServeCon
         return Err(CliError::Usage("request_timeout must be at least 1 second".into()));
     }
     cfg.deadline = std::time::Duration::from_secs(args.request_timeout);
+    if let Some(n) = args.threads {
+        if n == 0 {
+            return Err(CliError::Usage("threads must be at least 1".into()));
+        }
+        cfg.read_workers = n;
+    }
     cfg.page_cache = match args.page_cache.as_str() {
         "text" => PageCache::TextOnly,
         "all" => PageCache::All,

@@ -38,7 +38,7 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Block size reported in `stat`, so readers use large reads.
 const BLKSIZE: u32 = 1 << 20;
 /// Workers answering requests that build a text index.
-const SLOW_WORKERS: usize = 4;
+const SLOW_WORKERS: usize = 2;
 
 /// How file pages are cached by the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl ServeConfig {
     pub fn for_budget(budget: u64) -> Self {
         ServeConfig {
             deadline: deadline::DEFAULT_DEADLINE,
-            read_workers: 4,
+            read_workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16),
             page_cache: PageCache::TextOnly,
             prefetch: PrefetchConfig::for_budget(budget),
         }
@@ -309,20 +309,27 @@ impl Shared {
             Errno::EIO
         })?;
         self.cache.stats.served(data.len() as u64);
-        if !file.volatile() {
+        // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
+        // before the reader does); direct-I/O files get ours.
+        if self.is_direct(&**file, path) && !file.volatile() {
             self.prefetch.observe(fh, file, offset, data.len() as u64);
         }
         Ok(data)
     }
 
-    /// Open flags for `file` at `path`: direct I/O or the kernel page cache.
-    fn open_flags(&self, file: &dyn FileContent, path: &str) -> FopenFlags {
-        let direct = file.volatile()
+    /// True when `file` at `path` is served with direct I/O (bypassing the kernel page cache).
+    fn is_direct(&self, file: &dyn FileContent, path: &str) -> bool {
+        file.volatile()
             || match self.page_cache {
                 PageCache::All => false,
                 PageCache::TextOnly => path.ends_with(".npy"),
                 PageCache::None => true,
-            };
+            }
+    }
+
+    /// Open flags for `file` at `path`: direct I/O or the kernel page cache.
+    fn open_flags(&self, file: &dyn FileContent, path: &str) -> FopenFlags {
+        let direct = self.is_direct(file, path);
         // Nothing is ever written, so `close` needs no flush round-trip (and still succeeds
         // after the daemon is gone).
         let cache = if direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };

@@ -1,7 +1,7 @@
 //! Text files made of rows (one value per line, TSV tables, matrix rows): exact sizes and
 //! random access through a row-block → byte-offset index built on first use.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -11,7 +11,7 @@ use super::format::text::{push_field, push_num};
 use super::matrix::next_file_id;
 use super::npy::RowBytes;
 use super::sidecar::{Sidecar, StoredLayout};
-use super::{read_header_body, FileContent, ViewResult};
+use super::{read_header_body_into, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};
 use crate::model::Arr;
 use crate::storage::{FieldType, NumType, StorageError};
@@ -157,7 +157,11 @@ impl TextFile {
 
             }
         };
-        let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(MEASURE_THREADS);
+        // Extra threads only when no other view is being sized: concurrent first `stat`s of
+        // many views (an `ls -l` of a big tree) then run one thread each, bounding CPU and the
+        // scratch memory they hold.
+        let alone = MEASURING.fetch_add(1, Ordering::AcqRel) == 0;
+        let threads = if alone { std::thread::available_parallelism().map_or(1, |p| p.get()).min(MEASURE_THREADS) } else { 1 };
         let threads = (threads as u64).min(n_blocks).max(1);
         std::thread::scope(|s| {
             for _ in 1..threads {
@@ -165,6 +169,7 @@ impl TextFile {
             }
             work();
         });
+        MEASURING.fetch_sub(1, Ordering::AcqRel);
         if let Some(e) = failed.into_inner() {
             return Err(e);
         }
@@ -183,6 +188,9 @@ impl TextFile {
 /// Threads sizing one text view (its first `stat`).
 const MEASURE_THREADS: usize = 4;
 
+/// Size passes running in this process.
+static MEASURING: AtomicUsize = AtomicUsize::new(0);
+
 /// Number of `\n` bytes in `b`.
 pub fn bytecount_newlines(b: &[u8]) -> u64 {
     b.iter().filter(|&&c| c == b'\n').count() as u64
@@ -199,9 +207,15 @@ impl FileContent for TextFile {
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_into(offset, len, &mut out)?;
+        Ok(out)
+    }
+
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
         let layout = self.layout()?;
         let body_size = layout.offsets.last().copied().unwrap_or(0);
-        read_header_body(&layout.header, body_size, offset, len, |b0, b1, out| {
+        read_header_body_into(&layout.header, body_size, offset, len, out, |b0, b1, out| {
             // First block whose start is <= b0.
             let mut k = layout.offsets.partition_point(|&o| o <= b0).saturating_sub(1);
             while k + 1 < layout.offsets.len() && layout.offsets[k] < b1 {
