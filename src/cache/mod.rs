@@ -109,6 +109,11 @@ impl ChunkCache {
         self.budget
     }
 
+    /// True when `key` is cached (no effect on its standing).
+    pub fn contains(&self, key: Key) -> bool {
+        self.inner.contains_key(&key)
+    }
+
     /// Bytes currently held.
     pub fn weight(&self) -> u64 {
         self.inner.weight()

@@ -402,8 +402,13 @@ impl Filesystem for AnnFs {
             log::debug!("kernel lacks {missing:?}");
         }
         // Direct-I/O files stay mappable (`numpy.load(mmap_mode="r")`); kernels before 6.6
-        // lack this and refuse `mmap` of those files.
+        // lack this and refuse `mmap` of those files. A large direct read (`numpy.load` reads a
+        // whole file in one call) is sent as several requests at once (async DIO), which the
+        // read workers serve in parallel.
         if self.shared.page_cache != PageCache::All {
+            if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_ASYNC_DIO) {
+                log::debug!("kernel lacks {missing:?}");
+            }
             if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP) {
                 log::warn!("kernel lacks {missing:?}: .npy files served with direct I/O cannot be mmapped");
             }

@@ -136,7 +136,15 @@ impl Arr {
         if self.meta().grid.shape.is_empty() {
             return self.chunk(0).map(drop);
         }
-        self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| self.chunk(index).map(drop))
+        let mut chunks = Vec::new();
+        self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| {
+            if !self.cache.contains(Key::Chunk(self.id, index)) {
+                chunks.push(index);
+            }
+            Ok(())
+        })?;
+        self.src.will_need(&chunks);
+        chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
     }
 
     fn check_rows(&self, r0: u64, r1: u64) -> StorageResult<()> {

@@ -181,6 +181,11 @@ pub trait ArraySource: Send + Sync {
     /// fill value.
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>>;
 
+    /// Hints that the chunks at linear indices `chunks` will be read soon, so the backend can
+    /// start fetching their stored bytes in the background (a local file: the kernel reads
+    /// them ahead). Must not block for long. Default: nothing.
+    fn will_need(&self, _chunks: &[u64]) {}
+
     /// Reads elements `[start, end)` (flat C-order indices) of a string array.
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>>;
 
