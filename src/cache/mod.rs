@@ -54,6 +54,8 @@ impl Weighter<Key, Value> for ByteWeighter {
 pub struct ChunkCache {
     inner: Cache<Key, Value, ByteWeighter>,
     budget: u64,
+    /// Bytes lent out of the budget to working buffers (see [`ChunkCache::lend`]).
+    lent: std::sync::atomic::AtomicU64,
     /// Live counters, shown in `.annfs/stats.json`.
     pub stats: Stats,
 }
@@ -65,8 +67,24 @@ impl ChunkCache {
         ChunkCache {
             inner: Cache::with_weighter(est_items, budget.max(1), ByteWeighter),
             budget,
+            lent: Default::default(),
             stats: Stats::default(),
         }
+    }
+
+    /// Lends up to `bytes` of the budget to a working buffer outside the cache (an index
+    /// build): the cache shrinks (evicting) until the returned loan is dropped, so the two
+    /// together stay within one budget. At most half the budget is lent at a time; the loan
+    /// says how much was granted.
+    pub fn lend(self: &Arc<Self>, bytes: u64) -> Loan {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut granted = 0;
+        let _ = self.lent.fetch_update(SeqCst, SeqCst, |lent| {
+            granted = bytes.min((self.budget / 2).saturating_sub(lent));
+            Some(lent + granted)
+        });
+        self.inner.set_capacity(self.budget.saturating_sub(self.lent.load(SeqCst)).max(1));
+        Loan { cache: self.clone(), bytes: granted }
     }
 
     /// The configured budget in bytes.
@@ -130,6 +148,28 @@ impl ChunkCache {
     }
 }
 
+/// Budget lent by [`ChunkCache::lend`]; given back on drop.
+pub struct Loan {
+    cache: Arc<ChunkCache>,
+    bytes: u64,
+}
+
+impl Loan {
+    /// Bytes granted.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let c = &self.cache;
+        let lent = c.lent.fetch_sub(self.bytes, SeqCst) - self.bytes;
+        c.inner.set_capacity(c.budget.saturating_sub(lent).max(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +202,23 @@ mod tests {
             cache.bytes::<()>(Key::Chunk(2, i), || Ok(vec![0u8; 64 * 1024])).unwrap();
         }
         assert!(cache.weight() <= 1 << 20, "weight {}", cache.weight());
+    }
+
+    #[test]
+    fn loans_shrink_the_cache_until_dropped() {
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        for i in 0..16 {
+            cache.bytes::<()>(Key::Chunk(3, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
+        }
+        let loan = cache.lend(1 << 20);
+        assert_eq!(loan.bytes(), 1 << 19, "at most half the budget");
+        assert!(cache.weight() <= 1 << 19, "weight {}", cache.weight());
+        assert_eq!(cache.lend(1).bytes(), 0, "nothing left to lend");
+        drop(loan);
+        for i in 0..16 {
+            cache.bytes::<()>(Key::Chunk(4, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
+        }
+        assert!(cache.weight() > 1 << 19, "capacity restored: {}", cache.weight());
     }
 
     #[test]
