@@ -202,6 +202,20 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno
     }
 }
 
+/// Reads `size` bytes at `offset` of `file` (content and virtual path), counting and logging.
+fn read_now(shared: &Shared, (f, path): &(Arc<dyn FileContent>, String), offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    if !f.volatile() {
+        source_watch::check_fresh(path)?;
+    }
+    let data = f.read(offset, size as usize).map_err(|e| {
+        log::error!("{path}: read at {offset}+{size}: {e}");
+        shared.cache.stats.error(path, &e);
+        Errno::EIO
+    })?;
+    shared.cache.stats.served(data.len() as u64);
+    Ok(data)
+}
+
 /// A synthetic inode for `readdir` of dynamic directories (never looked up by the kernel).
 fn listing_ino(dir: u64, name: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -288,19 +302,22 @@ impl Filesystem for AnnFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let file = match self.file(ino) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        // A read that waits for an index build is answered off the request threads.
+        if file.0.read_may_block() {
+            let shared = self.shared.clone();
+            return self.slow.run(move || match guard("read", || read_now(&shared, &file, offset, size)) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            });
+        }
         let r = guard("read", || {
-            let (f, path) = self.file(ino)?;
-            if !f.volatile() {
-                source_watch::check_fresh(&path)?;
-            }
-            let data = f.read(offset, size as usize).map_err(|e| {
-                log::error!("{path}: read at {offset}+{size}: {e}");
-                self.shared.cache.stats.error(&path, &e);
-                Errno::EIO
-            })?;
-            self.shared.cache.stats.served(data.len() as u64);
-            if !f.volatile() {
-                self.prefetch.observe(ino.0, &f, offset, data.len() as u64);
+            let data = read_now(&self.shared, &file, offset, size)?;
+            if !file.0.volatile() {
+                self.prefetch.observe(ino.0, &file.0, offset, data.len() as u64);
             }
             Ok(data)
         });

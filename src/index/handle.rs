@@ -129,7 +129,7 @@ impl IndexHandle {
     }
 
     /// True when a valid index file is already there (and remembers it).
-    pub(super) fn has_valid_file(&self) -> bool {
+    pub fn has_valid_file(&self) -> bool {
         let mut st = self.state.lock();
         match IndexFile::open(&self.path, &self.layout, self.data_width) {
             Ok(f) => {
