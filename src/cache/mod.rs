@@ -68,6 +68,8 @@ pub struct ChunkCache {
     inner: Cache<Key, Value, ByteWeighter, DefaultHashBuilder, DefaultLifecycle<Key, Value>>,
     budget: u64,
     capacity: u64,
+    /// Bytes lent out of the budget to working buffers (see [`ChunkCache::lend`]).
+    lent: std::sync::atomic::AtomicU64,
     /// Live counters, shown in `.annfs/stats.json`.
     pub stats: Arc<Stats>,
 }
@@ -96,12 +98,27 @@ impl ChunkCache {
             Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
             Err(_) => Cache::with_weighter(est_items, capacity, ByteWeighter),
         };
-        ChunkCache { inner, budget, capacity, stats: Arc::new(Stats::default()) }
+        ChunkCache { inner, budget, capacity, lent: Default::default(), stats: Arc::new(Stats::default()) }
     }
 
     /// Bytes the cache itself may hold (the budget minus the in-flight reserve).
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// Lends up to `bytes` of the budget to a working buffer outside the cache (an index
+    /// build): the cache shrinks (evicting) until the returned loan is dropped, so the two
+    /// together stay within one budget. At most half the capacity is lent at a time; the loan
+    /// says how much was granted.
+    pub fn lend(self: &Arc<Self>, bytes: u64) -> Loan {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut granted = 0;
+        let _ = self.lent.fetch_update(SeqCst, SeqCst, |lent| {
+            granted = bytes.min((self.capacity / 2).saturating_sub(lent));
+            Some(lent + granted)
+        });
+        self.inner.set_capacity(self.capacity.saturating_sub(self.lent.load(SeqCst)).max(1));
+        Loan { cache: self.clone(), bytes: granted }
     }
 
     /// The configured budget in bytes.
@@ -170,6 +187,28 @@ impl ChunkCache {
     }
 }
 
+/// Budget lent by [`ChunkCache::lend`]; given back on drop.
+pub struct Loan {
+    cache: Arc<ChunkCache>,
+    bytes: u64,
+}
+
+impl Loan {
+    /// Bytes granted.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let c = &self.cache;
+        let lent = c.lent.fetch_sub(self.bytes, SeqCst) - self.bytes;
+        c.inner.set_capacity(c.capacity.saturating_sub(lent).max(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +261,24 @@ mod tests {
             cache.bytes::<()>(Key::Chunk(0, i), || Ok(vec![0u8; 8 << 20])).unwrap();
         }
         assert!(cache.weight() <= cache.capacity(), "weight {}", cache.weight());
+    }
+
+    #[test]
+    fn loans_shrink_the_cache_until_dropped() {
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        for i in 0..16 {
+            cache.bytes::<()>(Key::Chunk(3, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
+        }
+        let half = cache.capacity() / 2;
+        let loan = cache.lend(1 << 20);
+        assert_eq!(loan.bytes(), half, "at most half the capacity");
+        assert!(cache.weight() <= half, "weight {}", cache.weight());
+        assert_eq!(cache.lend(1).bytes(), 0, "nothing left to lend");
+        drop(loan);
+        for i in 0..16 {
+            cache.bytes::<()>(Key::Chunk(4, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
+        }
+        assert!(cache.weight() > half, "capacity restored: {}", cache.weight());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum Command {
     },
     /// Mount the bundled sample store, tour it, and unmount.
     Demo,
+    /// Build the transposed (gene-column) indexes of every sparse var-column matrix ahead of time.
+    Index(IndexArgs),
     /// Write virtual files (or whole directories) out as real files below DIR, without mounting.
     Materialize {
         /// The store.
@@ -76,6 +78,22 @@ pub enum Command {
         #[arg(long = "to", value_name = "DIR")]
         to: std::path::PathBuf,
     },
+}
+
+/// Options of `annfs index`.
+#[derive(Args, Debug, Clone)]
+pub struct IndexArgs {
+    /// The store (.h5ad file or Zarr directory).
+    pub store: String,
+    /// Where to write the indexes (default: `index/` under the cache directory).
+    #[arg(long, value_name = "DIR")]
+    pub index_dir: Option<PathBuf>,
+    /// The cache directory whose `index/` is the default index directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Memory budget (chunk cache plus the build's buffers, e.g. 512M, 4G).
+    #[arg(long, default_value = "1G")]
+    pub cache_size: String,
 }
 
 /// Options of `annfs mount`.
@@ -92,6 +110,14 @@ pub struct MountArgs {
     /// (default: `$XDG_CACHE_HOME/annfs`, else `~/.cache/annfs`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Where transposed (gene-column) indexes are kept and built (default: `index/` under the
+    /// cache directory). A read-only directory holding valid indexes is used as is.
+    #[arg(long, value_name = "DIR")]
+    pub index_dir: Option<PathBuf>,
+    /// Seconds a read of cols/, genes/ or a transposed csc/ waits for its index to be built
+    /// before failing with EIO (the build goes on in the background).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub index_wait: f64,
     /// Threads serving reads (default: the number of CPUs, between 2 and 16).
     #[arg(long)]
     pub threads: Option<usize>,

@@ -1,10 +1,11 @@
-//! The `annfs` command line: `mount`, `umount`, `ls`, `cat`, `info`, `demo`, `install-helper`,
-//! and the mount(8) helper forms (see [`helper`]).
+//! The `annfs` command line: `mount`, `umount`, `ls`, `cat`, `info`, `demo`, `index`,
+//! `install-helper`, and the mount(8) helper forms (see [`helper`]).
 
 pub mod args;
 pub mod daemon;
 mod demo;
 pub mod helper;
+mod index;
 mod info;
 pub mod logging;
 mod metrics;
@@ -84,6 +85,8 @@ pub struct Opened {
     pub cache: Arc<ChunkCache>,
     /// Facts about the store.
     pub info: StoreInfo,
+    /// The store's transposed indexes (`None` when there is no index directory).
+    pub index: Option<Arc<crate::index::IndexService>>,
 }
 
 /// Opens `store` and builds its virtual tree with a cache of `cache_bytes`; big text views
@@ -95,14 +98,28 @@ pub fn open_with(
     opts: &OpenOptions,
     cache_dir: Option<&std::path::Path>,
 ) -> Result<Opened, CliError> {
+    open_indexed(store, cache_bytes, opts, cache_dir, &crate::index::IndexConfig::default())
+}
+
+/// [`open_with`], with transposed indexes kept as `index` says (default directory: `index/`
+/// under the cache directory).
+pub fn open_indexed(
+    store: &str,
+    cache_bytes: u64,
+    opts: &OpenOptions,
+    cache_dir: Option<&std::path::Path>,
+    index: &crate::index::IndexConfig,
+) -> Result<Opened, CliError> {
     let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
     let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
     let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
-    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true };
+    let index_dir = index.dir.clone().or_else(|| crate::index::default_dir(cache_dir));
+    let index = index_dir.map(|d| crate::index::IndexService::new(d, index.wait, &st.info, cache.clone()));
+    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, index: index.clone() };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
-    Ok(Opened { tree, cache, info: st.info })
+    Ok(Opened { tree, cache, info: st.info, index })
 }
 
 /// [`open_with`] with default storage options and cache directory.
@@ -149,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Info { store } => info::info(&store),
         Command::Demo => demo::demo(),
         Command::Materialize { store, paths, to } => materialize(&store, &paths, &to),
+        Command::Index(args) => index::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,7 +267,11 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         disk_cache: args.disk_cache.clone(),
         disk_cache_size: options::parse_size(&args.disk_cache_size)?,
     };
-    let mut o = open_with(&args.store, budget, &store_opts, args.cache_dir.as_deref())?;
+    let index = crate::index::IndexConfig {
+        dir: args.index_dir.clone(),
+        wait: Some(Duration::try_from_secs_f64(args.index_wait).map_err(|_| CliError::Usage("bad --index-wait".into()))?),
+    };
+    let mut o = open_indexed(&args.store, budget, &store_opts, args.cache_dir.as_deref(), &index)?;
     if let Some(size) = &args.bench_zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");

@@ -38,6 +38,10 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
         match k.as_str() {
             "cache_size" => args.cache_size = need(v)?,
             "cache_dir" => args.cache_dir = Some(need(v)?.into()),
+            "index_dir" => args.index_dir = Some(need(v)?.into()),
+            "index_wait" => {
+                args.index_wait = need(v)?.parse().map_err(|_| CliError::Usage("bad index_wait (seconds)".into()))?
+            }
             "threads" => args.threads = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad threads".into()))?),
             "allow_other" => args.allow_other = true,
             "allow_root" => args.allow_root = true,

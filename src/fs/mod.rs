@@ -476,7 +476,10 @@ impl Filesystem for AnnFs {
         };
         let shared = self.shared.clone();
         let what = format!("read of {path} at {offset}+{size}");
-        self.io.answer(
+        // A read that may wait for a gene-column index build runs in the slow lane, so it does
+        // not hold up the read workers.
+        let lane = if file.read_may_block() { &self.slow } else { &self.io };
+        lane.answer(
             reply,
             || what,
             move || guard("read", || shared.read(&file, &path, fh.0, offset, size)),

@@ -26,6 +26,13 @@ pub struct Arr {
 #[derive(Default)]
 pub struct ArrIds(AtomicU32);
 
+impl ArrIds {
+    /// Ids from `first` up (a range kept apart from the store's arrays, for derived arrays).
+    pub fn starting_at(first: u32) -> Self {
+        ArrIds(AtomicU32::new(first))
+    }
+}
+
 impl Arr {
     /// Wraps `src`, giving it a fresh cache id.
     pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
@@ -44,6 +51,16 @@ impl Arr {
         let mut shape = self.shape.to_vec();
         shape[0] = r1 - r0;
         Arr { offset: self.offset + r0, shape: shape.into(), ..self.clone() }
+    }
+
+    /// The whole stored array this is a window of (same cache id).
+    pub fn whole(&self) -> Arr {
+        Arr { offset: 0, shape: self.src.meta().shape.clone().into(), ..self.clone() }
+    }
+
+    /// First row of this window in the stored array.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// The underlying store array.

@@ -58,19 +58,20 @@ impl ColumnCells {
     }
 }
 
+/// The cells of a [`ColumnCells::render_cells`] result, one slice each.
+pub fn split_cells<'a>(cells: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    ends.iter().scan(0, move |start, &e| {
+        let cell = cells.get(*start..e).unwrap_or_default();
+        *start = e;
+        Some(cell)
+    })
+}
+
 /// Every cell of a (small) column, e.g. the categories of a categorical.
 fn render_all(col: &Column) -> ViewResult<Vec<Vec<u8>>> {
     let (mut cells, mut ends) = (Vec::new(), Vec::new());
     ColumnCells::new(col.clone()).render_cells(0, col.len(), &mut cells, &mut ends)?;
-    let mut start = 0;
-    Ok(ends
-        .into_iter()
-        .map(|e| {
-            let cell = cells[start..e].to_vec();
-            start = e;
-            cell
-        })
-        .collect())
+    Ok(split_cells(&cells, &ends).map(<[u8]>::to_vec).collect())
 }
 
 /// Numbers or strings of `a` (flat elements `[r0, r1)`), `NA` where `mask` is set.

@@ -1,7 +1,10 @@
 //! Dense rows of sparse matrices, for `dense.npy` (and the text views built on it).
 //!
 //! CSR rows are densified straight from the rows' `indptr` range. CSC matrices are densified in
-//! bands of rows (one pass over the nonzeros per band), and each band is kept in the cache.
+//! bands of rows, each kept in the cache; a band costs about the entries it holds when the
+//! columns' indices are sorted ([`csc`]), else one pass over the nonzeros.
+
+mod csc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,13 +33,17 @@ pub struct SparseRows {
     t: NumType,
     cache: Arc<ChunkCache>,
     id: u64,
+    /// Target bytes of one CSC band.
+    band_bytes: u64,
+    /// CSC only: sortedness of the columns and the sequential-band cursor.
+    csc: csc::CscState,
 }
 
 impl SparseRows {
     /// Dense rows of `m`, caching CSC bands in `cache`.
     pub fn new(m: Sparse, cache: Arc<ChunkCache>) -> Option<Self> {
         let t = m.data.num_type()?;
-        Some(SparseRows { m, t, cache, id: next_file_id() })
+        Some(SparseRows { m, t, cache, id: next_file_id(), band_bytes: CSC_BAND_BYTES, csc: csc::CscState::default() })
     }
 
     fn corrupt(&self, why: String) -> StorageError {
@@ -121,32 +128,43 @@ impl SparseRows {
         self.cache.bytes(Key::Rendered(self.id, band), || {
             let (rows, cols) = (self.m.shape[0], self.m.shape[1]);
             let (r0, r1) = (band * band_rows, ((band + 1) * band_rows).min(rows));
-            let w = self.t.size();
-            let mut out = vec![0u8; ((r1 - r0) * cols) as usize * w];
+            let mut out = vec![0u8; ((r1 - r0) * cols) as usize * self.t.size()];
             let ptr = self.pointers(0, cols)?;
-            let nnz = ptr[cols as usize] as u64;
-            let mut col = 0usize;
-            let mut s = ptr[0] as u64;
-            while s < nnz {
-                let e = (s + SCAN_STEP).min(nnz);
-                let idx = self.m.indices.read_i64(s, e)?;
-                let data = self.m.data.read_flat(s, e)?;
-                for (k, &i) in idx.iter().enumerate() {
-                    let pos = (s + k as u64) as i64;
-                    while col < cols as usize && ptr[col + 1] <= pos {
-                        col += 1;
-                    }
-                    let Some(r) = self.minor_pos(i, rows)? else { continue };
-                    let r = r as u64;
-                    if r >= r0 && r < r1 && col < cols as usize {
-                        let at = (((r - r0) * cols) as usize + col) * w;
-                        accumulate(self.t, &mut out[at..at + w], &data[k * w..][..w]);
-                    }
-                }
-                s = e;
+            if self.csc_sorted()? {
+                self.csc_sorted_band(band, r0, r1, &ptr, &mut out)?;
+            } else {
+                self.csc_scan_band(r0, r1, &ptr, &mut out)?;
             }
             Ok::<_, StorageError>(out)
         })
+    }
+
+    /// Densifies rows `[r0, r1)` of a CSC matrix by one pass over every stored value (any order).
+    fn csc_scan_band(&self, r0: u64, r1: u64, ptr: &[i64], out: &mut [u8]) -> ViewResult<()> {
+        let (rows, cols) = (self.m.shape[0], self.m.shape[1] as usize);
+        let w = self.t.size();
+        let nnz = ptr[cols] as u64;
+        let mut col = 0usize;
+        let mut s = ptr[0] as u64;
+        while s < nnz {
+            let e = (s + SCAN_STEP).min(nnz);
+            let idx = self.m.indices.read_i64(s, e)?;
+            let data = self.m.data.read_flat(s, e)?;
+            for (k, &i) in idx.iter().enumerate() {
+                let pos = (s + k as u64) as i64;
+                while col < cols && ptr[col + 1] <= pos {
+                    col += 1;
+                }
+                let Some(r) = self.minor_pos(i, rows)? else { continue };
+                let r = r as u64;
+                if r >= r0 && r < r1 && col < cols {
+                    let at = (((r - r0) * cols as u64) as usize + col) * w;
+                    accumulate(self.t, &mut out[at..at + w], &data[k * w..][..w]);
+                }
+            }
+            s = e;
+        }
+        Ok(())
     }
 }
 
@@ -179,7 +197,7 @@ impl RowBytes for SparseRows {
     }
 
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
-        if r0 >= r1 {
+        if r0 >= r1 || self.row_bytes() == 0 {
             return Ok(Vec::new());
         }
         match self.m.format {
@@ -189,14 +207,14 @@ impl RowBytes for SparseRows {
                 Ok(out)
             }
             SparseFormat::Csc => {
-                let rb = self.row_bytes().max(1);
-                let band_rows = (CSC_BAND_BYTES / rb).max(1);
+                let rb = self.row_bytes();
+                let band_rows = (self.band_bytes / rb).max(1);
                 let mut out = Vec::with_capacity(((r1 - r0) * rb) as usize);
                 for band in r0 / band_rows..=(r1 - 1) / band_rows {
                     let bytes = self.csc_band(band, band_rows)?;
                     let b0 = band * band_rows;
                     let (s, e) = (r0.max(b0) - b0, r1.min(b0 + band_rows) - b0);
-                    out.extend_from_slice(&bytes[(s * rb) as usize..(e * rb).min(bytes.len() as u64) as usize]);
+                    out.extend_from_slice(super::slice(&bytes, s * rb, ((e - s) * rb) as usize));
                 }
                 Ok(out)
             }

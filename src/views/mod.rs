@@ -4,8 +4,10 @@
 //! decoding only the chunks that range depends on. [`tree::build`] lays the files out as
 //! PRODUCT.md §2 describes; [`VTree`] is what `annfs ls`/`cat` and the FUSE adapter walk.
 
+pub mod cols;
 pub mod column;
 pub mod format;
+pub mod genes;
 pub mod gzip;
 pub mod matrix;
 pub mod names;
@@ -58,6 +60,12 @@ pub trait FileContent: Send + Sync {
     fn size_is_cheap(&self) -> bool {
         true
     }
+
+    /// True when a read may wait a while before any byte is rendered (an index being built): the
+    /// FUSE layer then answers it off its request threads.
+    fn read_may_block(&self) -> bool {
+        false
+    }
 }
 
 /// A file whose bytes are known up front (README.txt, info.json).
@@ -73,16 +81,36 @@ impl FileContent for StaticFile {
     }
 }
 
-/// A file rendered afresh on every read (e.g. `.annfs/stats.json`).
-pub struct LiveFile(pub Box<dyn Fn() -> Vec<u8> + Send + Sync>);
+/// A file rendered afresh for every reader (e.g. `.annfs/stats.json`): a read at offset 0
+/// renders a new snapshot, later offsets continue the latest one, so a reader sees one
+/// consistent rendering even while the content changes.
+pub struct LiveFile {
+    render: Box<dyn Fn() -> Vec<u8> + Send + Sync>,
+    last: parking_lot::Mutex<Arc<Vec<u8>>>,
+}
+
+impl LiveFile {
+    /// A file whose content is `render()`.
+    pub fn new(render: Box<dyn Fn() -> Vec<u8> + Send + Sync>) -> Self {
+        LiveFile { render, last: parking_lot::Mutex::new(Arc::new(Vec::new())) }
+    }
+
+    fn snapshot(&self, fresh: bool) -> Arc<Vec<u8>> {
+        let mut last = self.last.lock();
+        if fresh || last.is_empty() {
+            *last = Arc::new((self.render)());
+        }
+        last.clone()
+    }
+}
 
 impl FileContent for LiveFile {
     fn size(&self) -> ViewResult<u64> {
-        Ok((self.0)().len() as u64)
+        Ok(self.snapshot(true).len() as u64)
     }
 
     fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        Ok(slice(&(self.0)(), offset, len).to_vec())
+        Ok(slice(&self.snapshot(offset == 0), offset, len).to_vec())
     }
 
     fn volatile(&self) -> bool {

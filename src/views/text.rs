@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::column::ColumnCells;
+use super::column::{split_cells, ColumnCells};
 use super::format::text::{push_field, push_num};
 use super::matrix::next_file_id;
 use super::npy::RowBytes;
@@ -257,11 +257,9 @@ impl RowText for ColumnText {
         let mut ends = Vec::with_capacity((r1 - r0) as usize);
         let mut cells = Vec::new();
         self.cells.render_cells(r0, r1, &mut cells, &mut ends)?;
-        let mut start = 0;
-        for e in ends {
-            out.extend_from_slice(&cells[start..e]);
+        for cell in split_cells(&cells, &ends) {
+            out.extend_from_slice(cell);
             out.push(b'\n');
-            start = e;
         }
         Ok(())
     }

@@ -12,7 +12,10 @@ use super::rows::{mtx_file, MatrixRows, RootRows};
 use super::sidecar::Sidecar;
 use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
+use super::cols::{ColSource, MatrixCols, WaitsForIndex};
+use super::genes::MatrixGenes;
 use crate::cache::ChunkCache;
+use crate::index::IndexService;
 use crate::model::{AnnData, Arr, Column, DataFrame, Element, Elements, Matrix, Records};
 use crate::storage::StoreInfo;
 
@@ -28,6 +31,8 @@ pub struct TreeOptions {
     pub prefix: String,
     /// Whether the root has `rows/` (subset views do not).
     pub with_rows: bool,
+    /// Transposed indexes for gene columns (`None`: sparse CSR columns are scanned).
+    pub index: Option<Arc<IndexService>>,
 }
 
 /// Builds the virtual tree of `ad`.
@@ -36,7 +41,7 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
     let root = VTree::ROOT;
     let text = readme::readme(ad, info);
     let stats_cache = b.cache.clone();
-    b.file(root, "README.txt", LiveFile(Box::new(move || readme::with_failures(&text, &stats_cache.stats.failures()))));
+    b.file(root, "README.txt", LiveFile::new(Box::new(move || readme::with_failures(&text, &stats_cache.stats.failures()))));
     b.table(root, "obs.tsv", &ad.obs);
     b.table(root, "var.tsv", &ad.var);
     let d = b.dir(root, "obs");
@@ -84,13 +89,17 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
     let meta = b.dir(root, ".annfs");
     b.file(meta, "info.json", StaticFile(readme::info_json(ad, info, b.cache.budget())));
     let cache = b.cache.clone();
+    let index = opts.index.clone();
     b.file(
         meta,
         "stats.json",
-        LiveFile(Box::new(move || {
+        LiveFile::new(Box::new(move || {
             let mut v = cache.stats.snapshot();
             v["cache_bytes"] = cache.weight().into();
             v["cache_budget"] = cache.budget().into();
+            if let Some(index) = &index {
+                v["index"] = index.status();
+            }
             let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
             s.push(b'\n');
             s
@@ -219,6 +228,28 @@ impl Builder {
         self.add(d, "rows", VNode::Dyn(Arc::new(MatrixRows::new(m.clone(), self.cache.clone(), opts))));
         if let Some(axes) = axes {
             self.tenx(d, m, axes);
+            self.columns(d, m, axes.var);
+        }
+    }
+
+    /// `cols/`, `genes/` and the transposed arrays (`csc/` of a CSR matrix, `csr/` of a CSC
+    /// matrix) of a matrix whose columns are the vars of `var`.
+    fn columns(&mut self, d: NodeId, m: &Matrix, var: &DataFrame) {
+        let src = ColSource::of(m, self.opts.index.as_ref());
+        let opts = TreeOptions { prefix: self.paths[d].clone(), ..self.opts.clone() };
+        let cols = MatrixCols::new(src.clone(), self.cache.clone(), opts.clone());
+        self.add(d, "cols", VNode::Dyn(Arc::new(cols)));
+        let genes = MatrixGenes::new(src, var.index.clone(), self.cache.clone(), opts);
+        self.add(d, "genes", VNode::Dyn(Arc::new(genes)));
+        let Matrix::Sparse(s) = m else { return };
+        let whole = s.indptr.offset() == 0 && s.indptr.len() == s.indptr.meta().len();
+        let Some(handle) = self.opts.index.as_ref().filter(|_| whole).and_then(|i| i.handle(s)) else { return };
+        let t = handle.transposed().clone();
+        let td = self.dir(d, t.format.name());
+        for (name, arr) in [("data.npy", &t.data), ("indices.npy", &t.indices), ("indptr.npy", &t.indptr)] {
+            if let Some(f) = NpyFile::of_array(arr) {
+                self.file(td, name, WaitsForIndex { inner: Arc::new(f), handle: handle.clone() });
+            }
         }
     }
 

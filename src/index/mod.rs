@@ -1,0 +1,235 @@
+//! Transposed (column-major) indexes of sparse matrices, for gene columns (`cols/`, `genes/`)
+//! and the transposed `csc/` (of a CSR matrix) or `csr/` (of a CSC matrix).
+//!
+//! An index is built once per (store, matrix) by a streaming pass within the memory budget
+//! ([`build`]), written atomically into the index directory ([`format`]), keyed by the store's
+//! identity and validated on every open and every block read. Inside a mount the first access
+//! starts the build on a background thread and waits a bounded time ([`IndexHandle`]); index
+//! blocks are read with `pread` through the mount's one chunk cache.
+
+pub mod build;
+pub mod format;
+mod handle;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub use handle::IndexHandle;
+
+use crate::cache::ChunkCache;
+use crate::model::{ArrIds, Sparse};
+use crate::storage::{StorageError, StoreInfo};
+use format::Identity;
+
+/// First cache id of index arrays (kept apart from the store's arrays, numbered from 0).
+const FIRST_ARR_ID: u32 = 0xC000_0000;
+/// How long a read waits for an index build inside a mount, by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+
+/// A failure to build, open or read an index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An index file is damaged, partial or stale.
+    #[error("{path}: invalid index: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the stored matrix failed.
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    /// The index is being built and was not ready in time.
+    #[error("{matrix}: index being built ({percent}% done), try again shortly")]
+    Building {
+        /// The matrix.
+        matrix: String,
+        /// Progress.
+        percent: u64,
+    },
+    /// No index can be used.
+    #[error("{matrix}: no index: {reason}")]
+    Unavailable {
+        /// The matrix.
+        matrix: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl IndexError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        IndexError::Io { path: path.display().to_string(), source }
+    }
+
+    /// A damaged or mismatched index.
+    pub fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        IndexError::Invalid { path: path.into(), reason: reason.into() }
+    }
+
+    /// As a storage error (the views' error type; `EIO` at the FUSE boundary).
+    pub fn into_storage(self) -> StorageError {
+        match self {
+            IndexError::Store(e) => e,
+            IndexError::Io { path, source } => StorageError::Io { path, source },
+            IndexError::Invalid { path, reason } => StorageError::corrupt(path, reason),
+            e @ IndexError::Building { .. } => {
+                let msg = e.to_string();
+                let IndexError::Building { matrix, .. } = e else { unreachable!() };
+                StorageError::Io { path: matrix, source: std::io::Error::new(std::io::ErrorKind::TimedOut, msg) }
+            }
+            IndexError::Unavailable { matrix, reason } => StorageError::unsupported(matrix, reason),
+        }
+    }
+}
+
+/// Where indexes live and how long readers wait for one.
+#[derive(Clone, Debug, Default)]
+pub struct IndexConfig {
+    /// The index directory (`None`: `index/` under the cache directory).
+    pub dir: Option<PathBuf>,
+    /// How long a read waits for a build (`None`: until it is done, as `annfs cat` does).
+    pub wait: Option<Duration>,
+}
+
+/// The indexes of one opened store.
+pub struct IndexService {
+    dir: PathBuf,
+    /// `Err(why)` when the directory cannot be written.
+    writable: Result<(), String>,
+    /// `Err(why)` when the store has no stable identity (no index can be keyed).
+    identity: Result<Identity, String>,
+    wait: Option<Duration>,
+    cache: Arc<ChunkCache>,
+    ids: ArrIds,
+    handles: Mutex<HashMap<String, Option<Arc<IndexHandle>>>>,
+    /// One build at a time (each borrows up to half the budget).
+    build_lock: Mutex<()>,
+}
+
+impl IndexService {
+    /// The index service of the store `info`, with indexes in `dir`.
+    pub fn new(dir: PathBuf, wait: Option<Duration>, info: &StoreInfo, cache: Arc<ChunkCache>) -> Arc<Self> {
+        let writable = format::probe_writable(&dir).map_err(|e| format!("{} is not writable: {e}", dir.display()));
+        let identity = identity(info);
+        Arc::new(IndexService {
+            dir,
+            writable,
+            identity,
+            wait,
+            cache,
+            ids: ArrIds::starting_at(FIRST_ARR_ID),
+            handles: Mutex::new(HashMap::new()),
+            build_lock: Mutex::new(()),
+        })
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `Err(why)` when indexes cannot be written here.
+    pub fn writable(&self) -> Result<(), &str> {
+        self.writable.as_ref().map(|_| ()).map_err(String::as_str)
+    }
+
+    /// The index of the stored sparse matrix that `m` is (a row window of), or `None` (logged
+    /// once per matrix) when none can be used: no store identity, or no valid index and a
+    /// directory that cannot be written. `m` must not be filtered on its minor axis.
+    pub fn handle(self: &Arc<Self>, m: &Sparse) -> Option<Arc<IndexHandle>> {
+        if !m.has_exact_arrays() {
+            return None;
+        }
+        let key = matrix_key(m);
+        let mut handles = self.handles.lock();
+        if let Some(h) = handles.get(&key) {
+            return h.clone();
+        }
+        let made = self.make_handle(m, &key);
+        let h = match made {
+            Ok(h) => Some(h),
+            Err(why) => {
+                log::warn!("{key}: columns are served by scanning the matrix (slow): {why}");
+                None
+            }
+        };
+        handles.insert(key, h.clone());
+        h
+    }
+
+    fn make_handle(self: &Arc<Self>, m: &Sparse, key: &str) -> Result<Arc<IndexHandle>, String> {
+        let store = self.identity.clone()?;
+        let whole = whole(m);
+        let layout = build::layout(&whole, store, key.to_string()).map_err(|e| e.to_string())?;
+        let h = IndexHandle::new(self.clone(), whole, layout, &self.ids, &self.cache);
+        if let Err(why) = &self.writable {
+            if !h.has_valid_file() {
+                return Err(format!("no valid index in {} and {why}", self.dir.display()));
+            }
+        }
+        Ok(h)
+    }
+
+    /// Build state of every index touched so far, for `.annfs/stats.json`.
+    pub fn status(&self) -> serde_json::Value {
+        let handles = self.handles.lock();
+        let matrices: serde_json::Map<String, serde_json::Value> = handles
+            .iter()
+            .map(|(k, h)| (k.clone(), h.as_ref().map(|h| h.status()).unwrap_or_else(|| "scan (no index)".into())))
+            .collect();
+        serde_json::json!({
+            "dir": self.dir.display().to_string(),
+            "writable": self.writable.is_ok(),
+            "matrices": matrices,
+        })
+    }
+}
+
+/// The store path of a sparse matrix: its `indptr`'s parent group.
+fn matrix_key(m: &Sparse) -> String {
+    let p = m.indptr.path();
+    p.strip_suffix("/indptr").filter(|s| !s.is_empty()).unwrap_or(p).to_string()
+}
+
+/// The whole stored matrix that `m` is a major-axis window of.
+fn whole(m: &Sparse) -> Sparse {
+    let indptr = m.indptr.whole();
+    let major = indptr.len().saturating_sub(1);
+    let mut shape = m.shape;
+    match m.format {
+        crate::model::SparseFormat::Csr => shape[0] = major,
+        crate::model::SparseFormat::Csc => shape[1] = major,
+    }
+    Sparse { format: m.format, shape, data: m.data.whole(), indices: m.indices.whole(), indptr, indptr_base: 0, minor: None }
+}
+
+/// The identity an index is keyed by: canonical path, size, mtime, inode.
+fn identity(info: &StoreInfo) -> Result<Identity, String> {
+    let mtime = info.mtime.ok_or("the store has no modification time (remote stores are not indexed)")?;
+    let location = std::fs::canonicalize(&info.location)
+        .map_err(|e| format!("cannot resolve {}: {e}", info.location))?
+        .display()
+        .to_string();
+    Ok(Identity { location, size: info.size, mtime, inode: info.inode })
+}
+
+/// The default index directory: `index/` under the cache directory.
+pub fn default_dir(cache_dir: Option<&Path>) -> Option<PathBuf> {
+    cache_dir.map(Path::to_path_buf).or_else(crate::views::sidecar::default_dir).map(|d| d.join("index"))
+}
