@@ -1,10 +1,10 @@
 //! The source gate: once the store file changes under a live mount, every further read of it
 //! fails instead of returning stale or torn bytes.
 //!
-//! Backends take an [`enter`] guard around each access to the file (mmap or library). A
+//! Backends take an [`enter`] guard around each access to the file (pread or library). A
 //! watcher (see `fs::source_watch`) calls [`close`] when the file is replaced, modified, or
 //! about to be opened for writing: `close` marks the store stale, then waits for the reads in
-//! flight to finish, so that nothing touches the mapping once it returns. One store per process,
+//! flight to finish, so that nothing reads the file once it returns. One store per process,
 //! hence one process-wide gate.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -59,7 +59,7 @@ pub fn open(path: &Path) -> StorageResult<Store> {
     };
     let meta = std::fs::metadata(path).map_err(io)?;
     let file = std::fs::File::open(path).map_err(io)?;
-    if !has_signature(&file, meta.len()).map_err(io)? {
+    if find_superblock(&file, meta.len()).map_err(io)?.is_none() {
         return Err(StorageError::NotAStore {
             path: location,
             reason: "no HDF5 signature".into(),
@@ -136,17 +136,18 @@ fn offset_sizes(fid: &Hid, location: &str) -> Option<gheap::Sizes> {
     sizes
 }
 
-/// Looks for the signature at offsets 0, 512, 1024, 2048, … (user blocks).
-fn has_signature(file: &std::fs::File, len: u64) -> std::io::Result<bool> {
+/// The offset of the HDF5 signature (superblock), looked for at 0, 512, 1024, 2048, … (after a
+/// user block); `None` when absent.
+pub fn find_superblock(file: &std::fs::File, len: u64) -> std::io::Result<Option<u64>> {
     use std::os::unix::fs::FileExt;
     let mut off = 0u64;
     let mut buf = [0u8; 8];
     while off + 8 <= len {
         file.read_exact_at(&mut buf, off)?;
         if &buf == SIGNATURE {
-            return Ok(true);
+            return Ok(Some(off));
         }
         off = if off == 0 { 512 } else { off * 2 };
     }
-    Ok(false)
+    Ok(None)
 }

@@ -66,7 +66,8 @@ pub fn read_bytes(
     let n = region.elements().and_then(|n| usize::try_from(n).ok());
     let bytes = n
         .and_then(|n| n.checked_mul(elem))
-        .ok_or_else(|| StorageError::corrupt(path, "region too large"))?;
+        .filter(|b| *b as u64 <= super::file::MAX_READ_BYTES)
+        .ok_or_else(|| StorageError::corrupt(path, "region too large to read at once"))?;
     let mut buf = vec![0u8; bytes];
     if bytes == 0 {
         return Ok(buf);

@@ -187,20 +187,14 @@ pub fn fapl(path: &str) -> StorageResult<Hid> {
 
 /// Address and length widths from the superblock (found at 0, 512, 1024, ...), if readable.
 fn superblock_sizes(file: &File, len: u64) -> Option<Sizes> {
-    let mut off = 0u64;
+    let at = super::find_superblock(file, len).ok()??;
     let mut buf = [0u8; 16];
-    while off + 16 <= len {
-        file.read_exact_at(&mut buf, off).ok()?;
-        if &buf[..8] == b"\x89HDF\r\n\x1a\n" {
-            let (a, s) = match buf[8] {
-                0 | 1 => (buf[13], buf[14]),
-                _ => (buf[9], buf[10]),
-            };
-            return Sizes::new(usize::from(a), usize::from(s));
-        }
-        off = if off == 0 { 512 } else { off * 2 };
-    }
-    None
+    file.read_exact_at(&mut buf, at).ok()?;
+    let (a, s) = match buf[8] {
+        0 | 1 => (buf[13], buf[14]),
+        _ => (buf[9], buf[10]),
+    };
+    Sizes::new(usize::from(a), usize::from(s))
 }
 
 unsafe extern "C" fn open(name: *const c_char, flags: c_uint, _fapl: hid_t, maxaddr: haddr_t) -> *mut Public {
