@@ -45,11 +45,7 @@ impl Progress {
     /// Percent done (0–100).
     pub fn percent(&self) -> u64 {
         let (d, t) = (self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed));
-        if t == 0 {
-            0
-        } else {
-            (d.min(t) * 100) / t
-        }
+        (d.min(t) * 100).checked_div(t).unwrap_or(0)
     }
 }
 

@@ -60,6 +60,22 @@ impl DataFile {
         }
     }
 
+    /// Hints that `len` bytes at `addr` will be read soon: the kernel starts reading them into
+    /// its page cache in the background (best effort; ranges outside the file are ignored).
+    pub fn advise(&self, addr: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let end = addr.saturating_add(len).min(self.len);
+        if addr >= end {
+            return;
+        }
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(addr), libc::off_t::try_from(end - addr)) else { return };
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
+        // `self.file` and open for the call's duration.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
     /// Reads `len` bytes at `addr` into a new buffer, checked as in [`DataFile::check`].
     pub fn read(&self, addr: u64, len: u64, path: &str, what: &str) -> StorageResult<Vec<u8>> {
         let n = self.check(addr, len, path, what)?;

@@ -1,7 +1,6 @@
 //! How an HDF5 dataset is laid out in the file: chunked (with its filter pipeline and chunk
 //! table), contiguous, or something only the library reads; plus the fill value.
 
-use std::sync::OnceLock;
 
 use hdf5_sys::h5d::{self, H5D_fill_value_t, H5D_layout_t};
 use hdf5_sys::h5p;
@@ -9,6 +8,7 @@ use hdf5_sys::h5p;
 use super::chunks::ChunkTable;
 use super::dtype::{raw_mem_type, TypeInfo};
 use super::ffi::{locked, Hid};
+use crate::util::RetryOnce;
 use crate::storage::filters::{Filter, Pipeline};
 use crate::storage::{ChunkGrid, StorageError, StorageResult};
 
@@ -22,7 +22,7 @@ pub enum Storage {
         /// The filters, or why they cannot be decoded.
         pipeline: Result<Pipeline, String>,
         /// Chunk addresses, listed on first use.
-        table: OnceLock<Result<ChunkTable, String>>,
+        table: RetryOnce<ChunkTable>,
     },
     /// One contiguous block at `addr` (`None`: never allocated).
     Contiguous {
@@ -64,7 +64,7 @@ pub fn storage_of(
             Ok((
                 Storage::Chunked {
                     pipeline,
-                    table: OnceLock::new(),
+                    table: RetryOnce::new(),
                 },
                 grid,
                 desc,

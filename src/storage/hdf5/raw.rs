@@ -3,7 +3,6 @@
 //! reads sized from checked metadata ([`super::file::DataFile`]).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use super::chunks::{self, ChunkTable};
 use super::dtype::raw_mem_type;
@@ -14,21 +13,58 @@ use super::strings::{self, Region};
 use super::vlen;
 use crate::storage::filters::{Pipeline, MAX_DECODED_BYTES};
 use crate::storage::{StorageError, StorageResult};
+use crate::util::RetryOnce;
 
 impl H5Source {
-    /// The chunk table, listed on first use.
-    fn table<'a>(
-        &self,
-        cell: &'a OnceLock<Result<ChunkTable, String>>,
-    ) -> StorageResult<&'a ChunkTable> {
-        let t = cell.get_or_init(|| {
-            chunks::build(self.dset.id(), &self.meta.grid, &self.meta.path)
-                .map_err(|e| e.to_string())
-        });
-        t.as_ref().map_err(|e| StorageError::Hdf5 {
-            path: self.meta.path.clone(),
-            reason: e.clone(),
+    /// The chunk table, listed on first use (a failure is not kept: the next read retries).
+    fn table<'a>(&self, cell: &'a RetryOnce<ChunkTable>) -> StorageResult<&'a ChunkTable> {
+        cell.get_or_try_init(|| {
+            chunks::build(self.dset.id(), &self.meta.grid, &self.meta.path).map_err(|e| StorageError::Hdf5 {
+                path: self.meta.path.clone(),
+                reason: e.to_string(),
+            })
         })
+    }
+
+    /// Asks the kernel to start reading the stored bytes of chunks `chunks` (read-ahead): their
+    /// byte ranges, merged where adjacent, get `POSIX_FADV_WILLNEED`.
+    pub(super) fn advise_chunks(&self, chunks: &[u64]) {
+        let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(chunks.len());
+        match &self.storage {
+            Storage::Chunked { table, .. } => {
+                let Ok(t) = self.table(table) else { return };
+                ranges.extend(chunks.iter().filter_map(|&i| t.get(i)).map(|l| (l.addr, l.size)));
+            }
+            Storage::Contiguous { addr: Some(addr) } => {
+                let grid = &self.meta.grid;
+                let elem = self.info.file_size() as u64;
+                let row: u64 = grid.shape.iter().skip(1).product();
+                for &i in chunks {
+                    let coords = grid.coords(i);
+                    let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
+                    let n: u64 = grid.clipped_shape(&coords).iter().product();
+                    if let Some(off) = first.checked_mul(row).and_then(|e| e.checked_mul(elem)) {
+                        ranges.push((addr.saturating_add(off), n.saturating_mul(elem)));
+                    }
+                }
+            }
+            _ => return,
+        }
+        ranges.sort_unstable();
+        let mut merged: Option<(u64, u64)> = None;
+        for (a, l) in ranges {
+            merged = match merged {
+                Some((ma, ml)) if a <= ma + ml => Some((ma, (a + l).max(ma + ml) - ma)),
+                Some(m) => {
+                    self.ctx.data.advise(m.0, m.1);
+                    Some((a, l))
+                }
+                None => Some((a, l)),
+            };
+        }
+        if let Some(m) = merged {
+            self.ctx.data.advise(m.0, m.1);
+        }
     }
 
     /// A full chunk of `elem`-byte elements of a chunked dataset, in file layout. An unfiltered
@@ -36,7 +72,7 @@ impl H5Source {
     pub(super) fn chunked_full(
         &self,
         pipeline: &Result<Pipeline, String>,
-        cell: &OnceLock<Result<ChunkTable, String>>,
+        cell: &RetryOnce<ChunkTable>,
         index: u64,
         elem: usize,
     ) -> StorageResult<Vec<u8>> {

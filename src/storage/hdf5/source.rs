@@ -212,6 +212,10 @@ impl ArraySource for H5Source {
         Ok(self.info.to_packed(clipped))
     }
 
+    fn will_need(&self, chunks: &[u64]) {
+        self.advise_chunks(chunks);
+    }
+
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>> {
         let _gate = crate::storage::gate::enter(&self.meta.path)?;
         let kind = self.str_kind().ok_or_else(|| {
