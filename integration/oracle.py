@@ -472,12 +472,18 @@ def expected_dirs(store) -> set[str]:
     return set(build(store).dirs)
 
 
-# Extras that the daemon must also show, not described byte-for-byte by the oracle.
+# Extras that the daemon must also show, not described byte-for-byte by the oracle: README/.annfs, rows/,
+# 10x dirs, matrix.mtx (test_rows.py), cols/ and genes/ and the transposed sparse arrays of a matrix (csc/ of
+# a CSR matrix, csr/ of a CSC one: test_cols.py checks them against scipy).
 def is_allowed_extra(path: str) -> bool:
     parts = path.split("/")
     if path == "README.txt" or parts[0] == ".annfs" or parts[0] == "rows":
         return True
-    return "rows" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
+    dirs = parts[:-1]
+    if "rows" in dirs or "10x" in dirs or "10x_v3" in dirs or "cols" in dirs or "genes" in dirs:
+        return True
+    return parts[-1] == "matrix.mtx" or (len(dirs) >= 1 and dirs[-1] in ("csc", "csr")
+                                         and parts[-1] in ("data.npy", "indices.npy", "indptr.npy", "x"))
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid
