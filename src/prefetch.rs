@@ -1,6 +1,6 @@
 //! Read-ahead for sequential readers.
 //!
-//! Each open file handle is a stream. When a handle reads where its last read ended, a
+//! Each open file handle is a stream. When a handle reads near where its last read ended, a
 //! background worker loads the next window of the file (decoding its chunks and rendering its
 //! blocks into the shared cache) while the reader consumes the current one. The window starts at
 //! [`PrefetchConfig::min_window`] and doubles on every sequential read up to
@@ -95,12 +95,17 @@ impl Prefetcher {
         let end = offset.saturating_add(len);
         let min = self.cfg.min_window;
         let mut s = self.streams.entry(fh).or_insert(Stream { next: u64::MAX, window: min, prefetched_to: 0 });
-        if s.next != offset {
+        // Large direct reads arrive as several requests served in parallel, so their ends are
+        // seen slightly out of order: a read near the stream's end (within the largest window)
+        // continues it; anything else is a seek.
+        let reach = self.cfg.max_window;
+        let near = s.next != u64::MAX && offset <= s.next.saturating_add(reach) && offset.saturating_add(reach) >= s.next;
+        if !near {
             // A seek (or the first read): restart small.
             *s = Stream { next: end, window: min, prefetched_to: end };
             return;
         }
-        s.next = end;
+        s.next = s.next.max(end);
         let start = s.prefetched_to.max(end);
         let stop = end.saturating_add(s.window);
         if stop <= start.saturating_add(min / 2) {

@@ -322,7 +322,8 @@ impl Shared {
         file.volatile()
             || match self.page_cache {
                 PageCache::All => false,
-                PageCache::TextOnly => path.ends_with(".npy"),
+                // The benchmark's zero file is served as the binary views are (its ceiling).
+                PageCache::TextOnly => path.ends_with(".npy") || path == ".annfs/zero",
                 PageCache::None => true,
             }
     }

@@ -153,15 +153,25 @@ impl Arr {
         if self.meta().grid.shape.is_empty() {
             return self.chunk(0).map(drop);
         }
+        let chunks = self.advise_missing(r0 + self.offset, r1 + self.offset)?;
+        chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
+    }
+
+    /// The chunks stored rows `[r0, r1)` need that are not cached; when there are several, the
+    /// store is told they will be read ([`ArraySource::will_need`]), so their bytes are fetched
+    /// together (a cold disk serves them in parallel instead of one small read at a time).
+    fn advise_missing(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
         let mut chunks = Vec::new();
-        self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| {
+        self.for_each_chunk(r0, r1, |_, index| {
             if !self.cache.contains(Key::Chunk(self.id, index)) {
                 chunks.push(index);
             }
             Ok(())
         })?;
-        self.src.will_need(&chunks);
-        chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
+        if chunks.len() > 1 {
+            self.src.will_need(&chunks);
+        }
+        Ok(chunks)
     }
 
     fn check_rows(&self, r0: u64, r1: u64) -> StorageResult<()> {
@@ -226,6 +236,7 @@ impl Arr {
         if n == 0 {
             return Ok(());
         }
+        self.advise_missing(r0, r1)?;
         out.resize(start + n, 0);
         let dst = &mut out[start..];
         self.for_each_chunk(r0, r1, |coords, index| {

@@ -103,6 +103,17 @@ fn push_nonfinite(out: &mut Vec<u8>, v: f64) {
 /// Re-lays a shortest-digits decimal string (as ryu prints it: `1.5`, `1e20`, `1.5e-7`,
 /// `0.001`) out positionally (`123.0`, `0.001`) or as `d.ddde±XX`.
 fn layout(out: &mut Vec<u8>, s: &str, positional: bool) {
+    // ryu already prints shortest positional numbers the way Python does (`0.001`, `12.5`,
+    // `100.0`): only exponent forms need re-laying.
+    if positional && !s.bytes().any(|b| b == b'e' || b == b'E') {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    relayout(out, s, positional);
+}
+
+/// The general case of [`layout`]: normalises the digits and places the point.
+fn relayout(out: &mut Vec<u8>, s: &str, positional: bool) {
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s),
@@ -237,6 +248,22 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn positional_fast_path_matches_the_general_layout(bits in proptest::num::u64::ANY, bits32 in proptest::num::u32::ANY) {
+            let (v, w) = (f64::from_bits(bits), f32::from_bits(bits32));
+            for (s, p) in [
+                (ryu::Buffer::new().format(v).to_string(), positional(v, 16)),
+                (ryu::Buffer::new().format(w).to_string(), positional(w as f64, 6)),
+            ] {
+                if v.is_finite() && w.is_finite() {
+                    let (mut fast, mut general) = (Vec::new(), Vec::new());
+                    layout(&mut fast, &s, p);
+                    relayout(&mut general, &s, p);
+                    proptest::prop_assert_eq!(fast, general, "{}", s);
+                }
+            }
+        }
+
         #[test]
         fn whole_number_fast_path_matches_the_general_layout(i in -20_000_000i64..20_000_000, big in 0u64..(1 << 53)) {
             let v = i as f64;
