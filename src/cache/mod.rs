@@ -74,13 +74,13 @@ impl ChunkCache {
 
     /// Lends up to `bytes` of the budget to a working buffer outside the cache (an index
     /// build): the cache shrinks (evicting) until the returned loan is dropped, so the two
-    /// together stay within one budget. At most half the budget is lent at a time; the loan
-    /// says how much was granted.
+    /// together stay within one budget. At most three quarters of the budget are lent at a
+    /// time; the loan says how much was granted.
     pub fn lend(self: &Arc<Self>, bytes: u64) -> Loan {
         use std::sync::atomic::Ordering::SeqCst;
         let mut granted = 0;
         let _ = self.lent.fetch_update(SeqCst, SeqCst, |lent| {
-            granted = bytes.min((self.budget / 2).saturating_sub(lent));
+            granted = bytes.min((self.budget / 4 * 3).saturating_sub(lent));
             Some(lent + granted)
         });
         self.inner.set_capacity(self.budget.saturating_sub(self.lent.load(SeqCst)).max(1));
@@ -211,14 +211,14 @@ mod tests {
             cache.bytes::<()>(Key::Chunk(3, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
         }
         let loan = cache.lend(1 << 20);
-        assert_eq!(loan.bytes(), 1 << 19, "at most half the budget");
-        assert!(cache.weight() <= 1 << 19, "weight {}", cache.weight());
+        assert_eq!(loan.bytes(), 3 << 18, "at most three quarters of the budget");
+        assert!(cache.weight() <= 1 << 18, "weight {}", cache.weight());
         assert_eq!(cache.lend(1).bytes(), 0, "nothing left to lend");
         drop(loan);
         for i in 0..16 {
             cache.bytes::<()>(Key::Chunk(4, i), || Ok(vec![0u8; 60 * 1024])).unwrap();
         }
-        assert!(cache.weight() > 1 << 19, "capacity restored: {}", cache.weight());
+        assert!(cache.weight() > 1 << 18, "capacity restored: {}", cache.weight());
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub struct IndexService {
     cache: Arc<ChunkCache>,
     ids: ArrIds,
     handles: Mutex<HashMap<String, Option<Arc<IndexHandle>>>>,
-    /// One build at a time (each borrows up to half the budget).
+    /// One build at a time (each borrows up to three quarters of the budget).
     build_lock: Mutex<()>,
 }
 
