@@ -165,7 +165,7 @@ impl IndexService {
         let h = match made {
             Ok(h) => Some(h),
             Err(why) => {
-                log::warn!("{key}: columns are served by scanning the matrix (slow): {why}");
+                log::warn!("{key}: no transposed index ({why}); columns of a CSR matrix are served by scanning it (slow)");
                 None
             }
         };
