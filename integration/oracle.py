@@ -308,9 +308,14 @@ def dataframe_tsv(df) -> bytes:
     return lines(rows)
 
 
-def matrix_dir(t: _Tree, base: str, x, h5=None, h5paths=()):
-    """dense.npy (+ csr/ or csc/ stored arrays for sparse matrices)."""
+def matrix_dir(t: _Tree, base: str, x, h5=None, h5paths=(), var_columns=False):
+    """dense.npy (+ csr/ or csc/ stored arrays for sparse matrices; for matrices whose columns are vars, the
+    transposed arrays too: scipy's tocsc() of a stored CSR, tocsr() of a stored CSC)."""
+    import scipy.sparse as sp
     t.mkdir(base)
+    if var_columns:  # cols/ and genes/ list only their README.txt
+        t.mkdir(f"{base}/cols")
+        t.mkdir(f"{base}/genes")
     if _is_sparse(x):
         stored = _stored_sparse(h5, h5paths) if h5 is not None else None
         if stored is None:
@@ -321,6 +326,12 @@ def matrix_dir(t: _Tree, base: str, x, h5=None, h5paths=()):
         t.add(f"{base}/{fmt}/data.npy", npy_bytes(data))
         t.add(f"{base}/{fmt}/indices.npy", npy_bytes(indices))
         t.add(f"{base}/{fmt}/indptr.npy", npy_bytes(indptr))
+        if var_columns:
+            cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+            m = cls((data, indices, indptr), shape=x.shape)
+            tr, name = (m.tocsc(), "csc") if fmt == "csr" else (m.tocsr(), "csr")
+            for k in ("data", "indices", "indptr"):
+                t.add(f"{base}/{name}/{k}.npy", npy_bytes(getattr(tr, k)))
         dense = x.toarray()
     else:
         dense = np.asarray(x)
@@ -442,9 +453,9 @@ def build(store) -> _Tree:
         dataframe_dir(t, "obs", adata.obs, h5, ["obs"])
         dataframe_dir(t, "var", adata.var, h5, ["var"])
         if adata.X is not None:
-            matrix_dir(t, "X", adata.X, h5, ["X"])
+            matrix_dir(t, "X", adata.X, h5, ["X"], var_columns=True)
         for k in adata.layers.keys():
-            matrix_dir(t, f"layers/{k}", adata.layers[k], h5, [f"layers/{k}"])
+            matrix_dir(t, f"layers/{k}", adata.layers[k], h5, [f"layers/{k}"], var_columns=True)
         mapping_entries(t, "obsm", adata.obsm, h5, ["obsm"])
         mapping_entries(t, "varm", adata.varm, h5, ["varm"])
         for k in adata.obsp.keys():
@@ -454,7 +465,7 @@ def build(store) -> _Tree:
             matrix_dir(t, f"varp/{k}", adata.varp[k], h5, [f"varp/{k}"])
         if adata.raw is not None:
             raw = adata.raw
-            matrix_dir(t, "raw/X", raw.X, h5, ["raw/X", "raw.X"])
+            matrix_dir(t, "raw/X", raw.X, h5, ["raw/X", "raw.X"], var_columns=True)
             dataframe_dir(t, "raw/var", raw.var, h5, ["raw/var", "raw.var"])
             t.add("raw/var.tsv", dataframe_tsv(raw.var))
             mapping_entries(t, "raw/varm", raw.varm, h5, ["raw/varm", "raw.varm"])
@@ -479,11 +490,9 @@ def is_allowed_extra(path: str) -> bool:
     parts = path.split("/")
     if path == "README.txt" or parts[0] == ".annfs" or parts[0] == "rows":
         return True
-    dirs = parts[:-1]
-    if "rows" in dirs or "10x" in dirs or "10x_v3" in dirs or "cols" in dirs or "genes" in dirs:
+    if len(parts) >= 2 and parts[-2] in ("cols", "genes") and parts[-1] == "README.txt":
         return True
-    return parts[-1] == "matrix.mtx" or (len(dirs) >= 1 and dirs[-1] in ("csc", "csr")
-                                         and parts[-1] in ("data.npy", "indices.npy", "indptr.npy", "x"))
+    return "rows" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid

@@ -31,7 +31,7 @@ const MAGIC: &[u8; 8] = b"ANNFSIX1";
 /// Bumped whenever the layout or contents change.
 pub const VERSION: u32 = 1;
 /// Bytes per checksummed block (and per cached chunk when read).
-pub const BLOCK: u64 = 256 << 10;
+pub const BLOCK: u64 = 64 << 10;
 /// The header area is a multiple of this.
 const HEADER_ALIGN: u64 = 4096;
 /// Longest header accepted (a damaged length field must not drive a huge allocation).

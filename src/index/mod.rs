@@ -118,7 +118,7 @@ pub struct IndexService {
     cache: Arc<ChunkCache>,
     ids: ArrIds,
     handles: Mutex<HashMap<String, Option<Arc<IndexHandle>>>>,
-    /// One build at a time (each borrows up to half the budget).
+    /// One build at a time (each borrows up to three quarters of the budget).
     build_lock: Mutex<()>,
 }
 
@@ -165,7 +165,7 @@ impl IndexService {
         let h = match made {
             Ok(h) => Some(h),
             Err(why) => {
-                log::warn!("{key}: columns are served by scanning the matrix (slow): {why}");
+                log::warn!("{key}: no transposed index ({why}); columns of a CSR matrix are served by scanning it (slow)");
                 None
             }
         };

@@ -274,28 +274,42 @@ impl Arr {
 
     /// Reads flat elements `[e0, e1)` of an integer array as `i64`.
     pub fn read_i64(&self, e0: u64, e1: u64) -> StorageResult<Vec<i64>> {
+        let bytes = self.read_flat(e0, e1)?;
+        let mut out = Vec::new();
+        self.decode_i64(&bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes packed elements of this (integer or bool) array into `out` (cleared first).
+    pub fn decode_i64(&self, bytes: &[u8], out: &mut Vec<i64>) -> StorageResult<()> {
         let t = self.num_type().filter(|t| t.is_integer() || *t == NumType::Bool);
         let t = t.ok_or_else(|| self.corrupt("expected an integer array"))?;
-        let bytes = self.read_flat(e0, e1)?;
-        let mut out = Vec::with_capacity(bytes.len() / t.size());
-        for c in bytes.chunks_exact(t.size()) {
-            let v = match t {
-                NumType::Bool | NumType::U8 => c[0] as i64,
-                NumType::I8 => c[0] as i8 as i64,
-                NumType::I16 => i16::from_le_bytes([c[0], c[1]]) as i64,
-                NumType::U16 => u16::from_le_bytes([c[0], c[1]]) as i64,
-                NumType::I32 => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
-                NumType::U32 => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
-                NumType::I64 => i64::from_le_bytes(c.try_into().unwrap_or_default()),
-                NumType::U64 => {
-                    let v = u64::from_le_bytes(c.try_into().unwrap_or_default());
-                    i64::try_from(v).map_err(|_| self.corrupt(format!("index {v} too large")))?
-                }
-                _ => return Err(self.corrupt("expected an integer array")),
+        out.clear();
+        out.reserve(bytes.len() / t.size());
+        macro_rules! ints {
+            ($ty:ty) => {
+                out.extend(
+                    bytes.chunks_exact(std::mem::size_of::<$ty>()).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or_default()) as i64),
+                )
             };
-            out.push(v);
         }
-        Ok(out)
+        match t {
+            NumType::Bool | NumType::U8 => out.extend(bytes.iter().map(|&b| b as i64)),
+            NumType::I8 => out.extend(bytes.iter().map(|&b| b as i8 as i64)),
+            NumType::I16 => ints!(i16),
+            NumType::U16 => ints!(u16),
+            NumType::I32 => ints!(i32),
+            NumType::U32 => ints!(u32),
+            NumType::I64 => ints!(i64),
+            NumType::U64 => {
+                for c in bytes.chunks_exact(8) {
+                    let v = u64::from_le_bytes(c.try_into().unwrap_or_default());
+                    out.push(i64::try_from(v).map_err(|_| self.corrupt(format!("index {v} too large")))?);
+                }
+            }
+            _ => return Err(self.corrupt("expected an integer array")),
+        }
+        Ok(())
     }
 
     /// Reads flat elements `[e0, e1)` of a string array, through cached blocks.

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::matrix::dense_rows;
+use super::matrix::{dense_rows, narrow_rows};
 use super::npy::NpyFile;
 use super::rows::{mtx_file, parse_index, parse_slice};
 use super::text::{NumRowsText, TextFile};
@@ -146,11 +146,12 @@ fn make(src: &ColSource, kind: Kind, cache: &Arc<ChunkCache>, opts: &TreeOptions
     let t = m.num_type().ok_or_else(unsupported)?;
     let n = m.shape().0;
     let rows = || dense_rows(&m, cache, BLOCK_BYTES).ok_or_else(unsupported);
+    let column = || narrow_rows(&m, cache).ok_or_else(unsupported);
     Ok(match kind {
-        Kind::Npy1(_) => Arc::new(NpyFile::new(t, &[n], rows()?)),
+        Kind::Npy1(_) => Arc::new(NpyFile::new(t, &[n], column()?)),
         Kind::Npy2(a, b) => Arc::new(NpyFile::new(t, &[n, b - a], rows()?)),
         Kind::Txt(_) => {
-            let body = NumRowsText { rows: rows()?, t };
+            let body = NumRowsText { rows: column()?, t };
             Arc::new(TextFile::new(Vec::new(), Arc::new(body), cache.clone()).remembered(opts.sidecar.clone(), key.to_string()))
         }
         Kind::Mtx(..) => Arc::new(mtx_file(&m, cache, false, opts, key.to_string()).ok_or_else(unsupported)?),

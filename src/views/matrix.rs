@@ -17,6 +17,8 @@ use crate::storage::{NumType, StorageError};
 
 /// Target size of one densified CSC band.
 const CSC_BAND_BYTES: u64 = 8 << 20;
+/// CSC matrices with at most this many columns are densified per read, without bands.
+const DIRECT_COLS: u64 = 8;
 /// Nonzeros processed per step while scanning.
 const SCAN_STEP: u64 = 1 << 20;
 
@@ -131,7 +133,7 @@ impl SparseRows {
             let mut out = vec![0u8; ((r1 - r0) * cols) as usize * self.t.size()];
             let ptr = self.pointers(0, cols)?;
             if self.csc_sorted()? {
-                self.csc_sorted_band(band, r0, r1, &ptr, &mut out)?;
+                self.csc_sorted_rows(r0, r1, &ptr, &mut out)?;
             } else {
                 self.csc_scan_band(r0, r1, &ptr, &mut out)?;
             }
@@ -206,6 +208,13 @@ impl RowBytes for SparseRows {
                 self.csr_rows_into(r0, r1, &mut out)?;
                 Ok(out)
             }
+            // A few sorted columns (gene columns): rows straight from each column's run.
+            SparseFormat::Csc if self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()? => {
+                let ptr = self.pointers(0, self.m.shape[1])?;
+                let mut out = vec![0u8; ((r1 - r0) * self.row_bytes()) as usize];
+                self.csc_sorted_rows(r0, r1, &ptr, &mut out)?;
+                Ok(out)
+            }
             SparseFormat::Csc => {
                 let rb = self.row_bytes();
                 let band_rows = (self.band_bytes / rb).max(1);
@@ -274,6 +283,15 @@ pub fn dense_rows(m: &Matrix, cache: &Arc<ChunkCache>, block_bytes: u64) -> Opti
             }
         }
     })
+}
+
+/// Dense rows of a matrix of a few columns (gene columns): sparse ones are rendered per read
+/// (each read costs about the entries it covers) rather than through cached blocks.
+pub fn narrow_rows(m: &Matrix, cache: &Arc<ChunkCache>) -> Option<Arc<dyn RowBytes>> {
+    match m {
+        Matrix::Sparse(s) => Some(Arc::new(SparseRows::new(s.clone(), cache.clone())?)),
+        _ => dense_rows(m, cache, 1 << 20),
+    }
 }
 
 /// `dst += src` for one element of type `t` (bools: logical or), as scipy sums duplicates.

@@ -3,7 +3,7 @@
 //! Once per matrix, one pass checks that every column's row indices are non-decreasing (and
 //! validates them). If so, a band of rows `[r0, r1)` is, in each column, one contiguous run of
 //! stored entries: its start is found by binary search in the column's index range (or taken
-//! from the cursor left by the previous band when bands are read in order), and its end by
+//! from the cursor left by the previous read when rows are read in order), and its end by
 //! reading forward in growing windows. Columns with unsorted indices fall back to the scan of
 //! every stored value in [`SparseRows::csc_scan_band`]. Entries are added in storage order, so
 //! duplicates sum exactly as the scan (and scipy) sums them.
@@ -22,9 +22,9 @@ pub(super) struct CscState {
     cursor: Mutex<Option<Cursor>>,
 }
 
-/// Per-column start positions of band `band`.
+/// Per-column start positions of the rows from `row` on.
 struct Cursor {
-    band: u64,
+    row: u64,
     pos: Vec<u64>,
 }
 
@@ -63,13 +63,13 @@ impl SparseRows {
         Ok(sorted)
     }
 
-    /// Densifies band `band` = rows `[r0, r1)` of a CSC matrix whose columns are sorted.
-    pub(super) fn csc_sorted_band(&self, band: u64, r0: u64, r1: u64, ptr: &[i64], out: &mut [u8]) -> ViewResult<()> {
+    /// Densifies rows `[r0, r1)` of a CSC matrix whose columns are sorted.
+    pub(super) fn csc_sorted_rows(&self, r0: u64, r1: u64, ptr: &[i64], out: &mut [u8]) -> ViewResult<()> {
         let (rows, cols) = (self.m.shape[0], self.m.shape[1] as usize);
         let w = self.t.size();
         let m0 = self.m.minor.map(|m| m.0).unwrap_or(0) as i64;
         let (lo_row, hi_row) = (r0 as i64 + m0, r1 as i64 + m0);
-        let cursor = self.csc.cursor.lock().take().filter(|c| c.band == band && c.pos.len() == cols);
+        let cursor = self.csc.cursor.lock().take().filter(|c| c.row == r0 && c.pos.len() == cols);
         let mut next = Vec::with_capacity(cols);
         for c in 0..cols {
             let (start, end) = (ptr[c] as u64, ptr[c + 1] as u64);
@@ -88,7 +88,7 @@ impl SparseRows {
             }
             next.push(hi);
         }
-        *self.csc.cursor.lock() = Some(Cursor { band: band + 1, pos: next });
+        *self.csc.cursor.lock() = Some(Cursor { row: r1, pos: next });
         Ok(())
     }
 
