@@ -475,9 +475,9 @@ def expected_dirs(store) -> set[str]:
 # Extras that the daemon must also show, not described byte-for-byte by the oracle.
 def is_allowed_extra(path: str) -> bool:
     parts = path.split("/")
-    if path == "README.txt" or parts[0] == ".annfs" or parts[0] == "rows":
+    if path == "README.txt" or parts[0] in (".annfs", "rows", "where"):
         return True
-    return "rows" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
+    return "rows" in parts[:-1] or "where" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid

@@ -100,7 +100,7 @@ pub fn open_with(
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
     let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
     let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
-    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true };
+    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
     Ok(Opened { tree, cache, info: st.info })
 }
@@ -195,7 +195,7 @@ fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliErr
             .iter()
             .map(|(name, cid)| if matches!(t.nodes[*cid], VNode::File(_)) { name.clone() } else { format!("{name}/") })
             .collect(),
-        VNode::Dyn(d) => d.list(),
+        VNode::Dyn(d) => d.list().into_iter().map(|n| if d.is_dir(&n) { format!("{n}/") } else { n }).collect(),
     };
     for name in names {
         if long {
