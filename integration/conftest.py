@@ -229,9 +229,9 @@ def stores_unchanged():
 # Walking a real directory tree (the mount)
 # --------------------------------------------------------------------------------------------------------------
 
-def walk_files(root: Path, skip_dirs=("rows",)) -> tuple[set[str], set[str]]:
-    """(files, dirs) below root, relative, without descending into `rows/` directories (lazy views) -- their
-    listing is checked separately."""
+def walk_files(root: Path, skip_dirs=("rows", "where")) -> tuple[set[str], set[str]]:
+    """(files, dirs) below root, relative, without descending into `rows/` and `where/` directories (lazy views)
+    -- their listing is checked separately."""
     files, dirs = set(), set()
     for dp, dns, fns in os.walk(root):
         rel = os.path.relpath(dp, root)

@@ -488,11 +488,12 @@ def expected_dirs(store) -> set[str]:
 # a CSR matrix, csr/ of a CSC one: test_cols.py checks them against scipy).
 def is_allowed_extra(path: str) -> bool:
     parts = path.split("/")
-    if path == "README.txt" or parts[0] == ".annfs" or parts[0] == "rows":
+    if path == "README.txt" or parts[0] in (".annfs", "rows", "where"):
         return True
     if len(parts) >= 2 and parts[-2] in ("cols", "genes") and parts[-1] == "README.txt":
         return True
-    return "rows" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1] or parts[-1] == "matrix.mtx"
+    return ("rows" in parts[:-1] or "where" in parts[:-1] or "10x" in parts[:-1] or "10x_v3" in parts[:-1]
+            or parts[-1] == "matrix.mtx")
 
 
 if __name__ == "__main__":  # pragma: no cover - debugging aid

@@ -6,6 +6,8 @@
     Entries.mtx(rows=, transpose=) -> exact bytes of matrix.mtx / rows/S:E.mtx / 10x/matrix.mtx
     rows_tsv(dense, a, b)       -> exact bytes of rows/S:E.tsv
     genes_tsv(var), barcodes_tsv(obs) -> exact bytes of 10x/genes.tsv, 10x/barcodes.tsv
+    subset_expected(store, sel, tmp, mds) -> exact bytes of every oracle file of a subset view (rows/S:E/ for a
+                                   slice, where/<col>=<value>/ for an array of row positions)
     py_slice(name, n)           -> (start, end) of a slice name, or None (the contract's validity rules, written
                                    from PRODUCT.md, not from the Rust parser)
 
@@ -18,6 +20,7 @@ Readings of the contract used here (PRODUCT.md §2 + the issue brief):
 """
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,3 +225,48 @@ def parse_mtx_header(data: bytes) -> tuple[str, int, int, int]:
     assert m, f"bad banner {lines[0]!r}"
     r, c, nnz = map(int, lines[1].split())
     return m.group(1).decode(), r, c, nnz
+
+
+UNCHANGED = ("var.tsv", "var/", "varm/", "varp/", "uns/", "raw/var.tsv", "raw/var/", "raw/varm/")
+
+
+def subset_expected(store, sel, tmp: Path, mds: list[MatrixDir]) -> dict[str, bytes]:
+    """Expected bytes of every oracle file of the subset view of rows `sel` (a slice, or sorted row positions):
+    restricted parts from oracle.expected_tree(adata[sel].copy() written to h5ad); var/varm/varp/uns from the
+    base tree; categorical obs columns keep all categories (codes = stored codes[sel]); sparse arrays of CSR
+    matrices restricted by rows = scipy's row selection of the stored arrays (stored dtypes, indptr from 0);
+    minor-filtered sparse matrices (CSC, obsp) have no csr/ or csc/.  `mds` = matrix_dirs(store)."""
+    import anndata as ad
+    full = ad.read_h5ad(store)
+    idx = np.arange(full.n_obs)[sel]
+    sub = full[idx].copy()
+    p = tmp / f"sub_{abs(hash(idx.tobytes()))}.h5ad"
+    try:  # keep nullable string columns as they are (they are written as strings, not categoricals)
+        ad.settings.allow_write_nullable_strings = True
+    except AttributeError:
+        pass
+    sub.write_h5ad(p, convert_strings_to_categoricals=False)
+    want = oracle.expected_tree(p)
+    base = oracle.expected_tree(store)
+    out = {k: v for k, v in want.items() if not k.startswith(UNCHANGED)}
+    out.update({k: v for k, v in base.items() if k.startswith(UNCHANGED)})
+    for k, v in base.items():  # categorical columns of obs and obsm dataframes: all categories kept
+        if k.startswith(("obs/", "obsm/")) and k.endswith(".categories.txt"):
+            out[k] = v
+        if k.startswith(("obs/", "obsm/")) and k.endswith(".codes.npy"):
+            out[k] = oracle.npy_bytes(np.load(io.BytesIO(v))[idx])
+    for md in mds:
+        if md.kind not in ("X", "layer", "raw", "obsm", "obsp"):
+            continue
+        for f in ("data", "indices", "indptr"):
+            for fmt in ("csr", "csc"):
+                out.pop(f"{md.rel}/{fmt}/{f}.npy", None)
+        if md.stored is not None and md.fmt == "csr" and md.kind != "obsp":
+            _, data, indices, indptr = md.stored
+            take = np.concatenate([np.arange(indptr[r], indptr[r + 1]) for r in idx] + [np.zeros(0, np.int64)])
+            lengths = np.diff(indptr)[idx]
+            out[f"{md.rel}/csr/data.npy"] = oracle.npy_bytes(data[take.astype(np.int64)])
+            out[f"{md.rel}/csr/indices.npy"] = oracle.npy_bytes(indices[take.astype(np.int64)])
+            out[f"{md.rel}/csr/indptr.npy"] = oracle.npy_bytes(
+                np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype))
+    return out

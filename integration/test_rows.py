@@ -385,46 +385,9 @@ def test_root_rows_listing(store, mounted):
 # rows/S:E/ subset views against adata[S:E]
 # --------------------------------------------------------------------------------------------------------------
 
-UNCHANGED = ("var.tsv", "var/", "varm/", "varp/", "uns/", "raw/var.tsv", "raw/var/", "raw/varm/")
-
-
 def subset_expected(store, a: int, b: int, tmp: Path) -> dict[str, bytes]:
-    """Expected bytes of every oracle file under rows/a:b/ (see the module docstring of the report):
-    restricted parts from oracle.expected_tree(adata[a:b].copy() written to h5ad); var/varm/varp/uns from the
-    base tree; categorical obs columns keep all categories (codes = stored codes[a:b]); sparse arrays of CSR
-    matrices restricted by rows = the stored arrays' slice (stored dtypes, indptr from 0); minor-filtered sparse
-    matrices (CSC, obsp) have no csr/ or csc/."""
-    import anndata as ad
-    full = ad.read_h5ad(store)
-    sub = full[a:b].copy()
-    p = tmp / f"sub_{a}_{b}.h5ad"
-    try:  # keep nullable string columns as they are (they are written as strings, not categoricals)
-        ad.settings.allow_write_nullable_strings = True
-    except AttributeError:
-        pass
-    sub.write_h5ad(p, convert_strings_to_categoricals=False)
-    want = {k: v for k, v in oracle.expected_tree(p).items()}
-    base = oracle.expected_tree(store)
-    out = {k: v for k, v in want.items() if not k.startswith(UNCHANGED)}
-    out.update({k: v for k, v in base.items() if k.startswith(UNCHANGED)})
-    for k, v in base.items():  # categorical columns of obs and obsm dataframes: all categories kept
-        if k.startswith(("obs/", "obsm/")) and k.endswith(".categories.txt"):
-            out[k] = v
-        if k.startswith(("obs/", "obsm/")) and k.endswith(".codes.npy"):
-            out[k] = oracle.npy_bytes(np.load(io.BytesIO(v))[a:b])
-    for md in mdirs(store):
-        if md.kind not in ("X", "layer", "raw", "obsm", "obsp"):
-            continue
-        for f in ("data", "indices", "indptr"):
-            for fmt in ("csr", "csc"):
-                out.pop(f"{md.rel}/{fmt}/{f}.npy", None)
-        if md.stored is not None and md.fmt == "csr" and md.kind != "obsp":
-            _, data, indices, indptr = md.stored
-            lo, hi = int(indptr[a]), int(indptr[b])
-            out[f"{md.rel}/csr/data.npy"] = oracle.npy_bytes(data[lo:hi])
-            out[f"{md.rel}/csr/indices.npy"] = oracle.npy_bytes(indices[lo:hi])
-            out[f"{md.rel}/csr/indptr.npy"] = oracle.npy_bytes(indptr[a:b + 1] - indptr[a])
-    return out
+    """Expected bytes of every oracle file under rows/a:b/ (see ro.subset_expected)."""
+    return ro.subset_expected(store, slice(a, b), tmp, mdirs(store))
 
 
 def subset_ranges(n: int) -> list[tuple[str, int, int]]:

@@ -117,7 +117,7 @@ pub fn open_indexed(
     let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
     let index_dir = index.dir.clone().or_else(|| crate::index::default_dir(cache_dir));
     let index = index_dir.map(|d| crate::index::IndexService::new(d, index.wait, &st.info, cache.clone()));
-    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, index: index.clone() };
+    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone() };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
     Ok(Opened { tree, cache, info: st.info, index })
 }
@@ -213,7 +213,7 @@ fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliErr
             .iter()
             .map(|(name, cid)| if matches!(t.nodes[*cid], VNode::File(_)) { name.clone() } else { format!("{name}/") })
             .collect(),
-        VNode::Dyn(d) => d.list(),
+        VNode::Dyn(d) => d.list().into_iter().map(|n| if d.is_dir(&n) { format!("{n}/") } else { n }).collect(),
     };
     for name in names {
         if long {

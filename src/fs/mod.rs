@@ -518,7 +518,8 @@ impl Filesystem for AnnFs {
                 }
                 VNode::Dyn(d) => {
                     for name in d.list() {
-                        out.push((INodeNo(listing_ino(ino.0, &name)), FileType::RegularFile, name));
+                        let kind = if d.is_dir(&name) { FileType::Directory } else { FileType::RegularFile };
+                        out.push((INodeNo(listing_ino(ino.0, &name)), kind, name));
                     }
                 }
                 VNode::File(_) => return Err(Errno::ENOTDIR),

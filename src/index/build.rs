@@ -317,6 +317,7 @@ mod tests {
                 indptr: arr(major + 1, NumType::I64, le(&indptr, |v| v.to_le_bytes().to_vec())),
                 indptr_base: 0,
                 minor: None,
+                minor_list: None,
             };
             // Reference: per new line, (old line, value) in stored order.
             let mut lines: Vec<Vec<(i32, f64)>> = vec![Vec::new(); minor as usize];
@@ -365,6 +366,7 @@ mod tests {
             indptr: arr(3, NumType::I32, le(&[0i32, 1, 2], |v| v.to_le_bytes().to_vec())),
             indptr_base: 0,
             minor: None,
+            minor_list: None,
         };
         let dir = tempfile::tempdir().unwrap();
         let l = layout(&m, Identity { location: "/s".into(), size: 1, mtime: 2, inode: None }, "/X".into()).unwrap();

@@ -82,6 +82,7 @@ impl IndexHandle {
                 indptr: arr(Section::Indptr, layout.out_major() + 1, index_type),
                 indptr_base: 0,
                 minor: None,
+                minor_list: None,
             };
             IndexHandle {
                 service: Arc::downgrade(&service),

@@ -33,11 +33,35 @@ impl ArrIds {
     }
 }
 
+/// Ids of derived arrays (gathered selections), counting down from `u32::MAX` so they never
+/// meet the ids [`ArrIds`] hands out counting up.
+static DERIVED_IDS: AtomicU32 = AtomicU32::new(u32::MAX);
+
 impl Arr {
     /// Wraps `src`, giving it a fresh cache id.
     pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
         let shape = src.meta().shape.clone().into();
         Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+    }
+
+    /// Wraps a source computed from other arrays (a gathered row selection, an in-memory
+    /// pointer array), sharing `cache` under an id of its own.
+    pub fn derived(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>) -> Self {
+        let shape = src.meta().shape.clone().into();
+        Arr { id: DERIVED_IDS.fetch_sub(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+    }
+
+    /// True for an array made by [`Arr::derived`] (a gathered selection, a computed pointer
+    /// array): it is not a window of a stored array, whatever path it reports.
+    pub fn is_derived(&self) -> bool {
+        // Derived ids count down from u32::MAX; the gene-column index's count up from
+        // 0xC000_0000 and store arrays from 0: the top eighth is the derived range.
+        self.id >= 0xE000_0000
+    }
+
+    /// The cache this array reads through.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
     }
 
     /// The rows `[r0, r1)` of this array's first axis, as an array of its own.

@@ -7,14 +7,17 @@
 
 pub mod array;
 mod build;
+pub mod gather;
 mod dataframe;
 mod error;
 mod legacy;
+mod rowlist;
 mod subset;
 
 pub use array::{Arr, ArrIds};
 pub use build::build;
 pub use error::ModelError;
+pub use gather::RowList;
 
 use crate::storage::Field;
 
@@ -222,13 +225,30 @@ pub struct Sparse {
     /// Minor-axis window `[m0, m1)` in stored coordinates: entries outside are left out and
     /// indices shift by `-m0`. `None` keeps every entry.
     pub minor: Option<(u64, u64)>,
+    /// Minor-axis positions kept, in stored coordinates, sorted (a `where/` selection on the
+    /// minor axis): the entry at stored minor index `list[k]` is shown at position `k`, other
+    /// entries are left out. When set, it replaces `minor`.
+    pub minor_list: Option<gather::RowList>,
 }
 
 impl Sparse {
     /// True when `data`, `indices` and `indptr - indptr_base` are exactly a scipy slice's
     /// arrays (no minor-axis filtering), so `csr/`/`csc/` can show them.
     pub fn has_exact_arrays(&self) -> bool {
-        self.minor.is_none()
+        self.minor.is_none() && self.minor_list.is_none()
+    }
+
+    /// Maps a stored minor index to its position in the view, or `None` when the view leaves
+    /// it out; `Err(i)` when a whole-axis view meets an index past `extent` (corrupt data).
+    pub fn minor_position(&self, i: u64, extent: u64) -> Result<Option<u64>, u64> {
+        if let Some(list) = &self.minor_list {
+            return Ok(list.binary_search(&i).ok().map(|k| k as u64));
+        }
+        match self.minor {
+            Some((m0, m1)) => Ok((i >= m0 && i < m1).then(|| i - m0)),
+            None if i < extent => Ok(Some(i)),
+            None => Err(i),
+        }
     }
 }
 

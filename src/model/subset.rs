@@ -50,6 +50,7 @@ impl Sparse {
             indptr: self.indptr.window(a, b + 1),
             indptr_base: self.indptr_base + first,
             minor: self.minor,
+            minor_list: self.minor_list.clone(),
         })
     }
 
@@ -60,6 +61,10 @@ impl Sparse {
         match self.format {
             SparseFormat::Csr => shape[1] = b - a,
             SparseFormat::Csc => shape[0] = b - a,
+        }
+        if let Some(list) = &self.minor_list {
+            let kept = list.get(a as usize..b as usize).unwrap_or_default();
+            return Sparse { minor_list: Some(kept.into()), shape, ..self.clone() };
         }
         Sparse { minor: Some((m0 + a, m0 + b)), shape, ..self.clone() }
     }

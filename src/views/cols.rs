@@ -26,6 +26,7 @@ const BLOCK_BYTES: u64 = 1 << 20;
 
 /// Where a matrix directory's columns come from.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per matrix directory, cloned rarely
 pub enum ColSource {
     /// The matrix itself: dense or CSC (cheap columns), or CSR without an index (scanned).
     Direct(Matrix),
@@ -42,7 +43,9 @@ impl ColSource {
     /// The column source of `m` (a matrix directory's matrix, possibly a row window).
     pub fn of(m: &Matrix, index: Option<&Arc<IndexService>>) -> ColSource {
         let Matrix::Sparse(s) = m else { return ColSource::Direct(m.clone()) };
-        if s.format != SparseFormat::Csr {
+        // CSC columns are cheap; a gathered selection (where/) is not a window of the stored
+        // matrix the index transposes: both read their columns directly.
+        if s.format != SparseFormat::Csr || s.indptr.is_derived() {
             return ColSource::Direct(m.clone());
         }
         match index.and_then(|i| i.handle(s)) {

@@ -58,10 +58,9 @@ impl SparseRows {
             return Err(self.corrupt(format!("negative index {i}")));
         }
         let i = i as u64;
-        match self.m.minor {
-            Some((m0, m1)) => Ok((i >= m0 && i < m1).then(|| (i - m0) as usize)),
-            None if i < extent => Ok(Some(i as usize)),
-            None => Err(self.corrupt(format!("index {i} out of range (extent {extent})"))),
+        match self.m.minor_position(i, extent) {
+            Ok(p) => Ok(p.map(|p| p as usize)),
+            Err(i) => Err(self.corrupt(format!("index {i} out of range (extent {extent})"))),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod rows;
 pub mod sidecar;
 pub mod text;
 pub mod tree;
+pub mod where_dir;
 
 #[cfg(test)]
 mod proptests;
@@ -193,6 +194,10 @@ pub trait DynDir: Send + Sync {
     fn list(&self) -> Vec<String>;
     /// Builds the entry `name` as a tree whose root node is the entry itself.
     fn lookup(&self, name: &str) -> Option<VTree>;
+    /// True when the listed entry `name` is a directory (for `readdir`'s entry types).
+    fn is_dir(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// A node of the virtual tree.
@@ -282,8 +287,8 @@ impl VTree {
         }
     }
 
-    /// Every file path below `dir` including the listed entries of dynamic directories
-    /// (what `find` on a mount shows).
+    /// Every file path below `dir` including the listed entries of dynamic directories, and
+    /// the files below listed dynamic subdirectories (what `find` on a mount shows).
     pub fn walk_paths(&self, dir: NodeId, prefix: &str, out: &mut Vec<String>) {
         let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         match self.nodes.get(dir) {
@@ -296,7 +301,14 @@ impl VTree {
                     }
                 }
             }
-            Some(VNode::Dyn(d)) => out.extend(d.list().iter().map(|n| join(n))),
+            Some(VNode::Dyn(d)) => {
+                for name in d.list() {
+                    match d.lookup(&name) {
+                        Some(sub) if d.is_dir(&name) => sub.walk_paths(Self::ROOT, &join(&name), out),
+                        _ => out.push(join(&name)),
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -99,6 +99,7 @@ proptest! {
             indptr: arr(MemSource::num(vec![major + 1], vec![chunk], NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
             indptr_base: 0,
             minor: None,
+            minor_list: None,
         };
         let npy = NpyFile::new(NumType::F32, &[rows, cols], Arc::new(SparseRows::new(m, cache.clone()).unwrap()));
         let mut expect = header("<f4", &[rows, cols]);
@@ -193,6 +194,7 @@ proptest! {
             indptr: arr(MemSource::num(vec![rows + 1], vec![chunk], NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()), &cache, &ids),
             indptr_base: 0,
             minor: None,
+            minor_list: None,
         });
         let dir = MatrixRows::new(m, cache.clone(), TreeOptions::default());
         let whole_tsv = file_bytes(&dir.lookup(&format!("0:{rows}.tsv")).unwrap());

@@ -84,6 +84,9 @@ How to read the files:
   uns/                   dicts are directories; scalars and strings are .txt; numeric arrays are
                          .npy plus .txt.
   raw/                   raw.X and raw.var, laid out as above.
+  rows/START:END/        the whole tree for obs rows START..END-1 (opened by name).
+  where/<COL>=<VALUE>/   the whole tree for the cells whose categorical or bool obs column COL
+                         equals VALUE; ls where/ lists the names, where/README.txt the counts.
   .annfs/info.json       machine-readable description; .annfs/stats.json live counters.
 Text: UTF-8, one record per line; missing values are NA; fields with tabs, quotes or
 newlines are double-quoted. Floats print in their shortest exact form for the stored dtype.

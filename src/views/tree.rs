@@ -10,6 +10,7 @@ use super::gzip::StoredGzip;
 use super::readme;
 use super::rows::{mtx_file, MatrixRows, RootRows};
 use super::sidecar::Sidecar;
+use super::where_dir::WhereDir;
 use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
 use super::cols::{ColSource, MatrixCols, WaitsForIndex};
@@ -29,10 +30,13 @@ pub struct TreeOptions {
     pub sidecar: Option<Arc<Sidecar>>,
     /// Virtual path of this tree's root (`""`, or `rows/0:10` for a subset view).
     pub prefix: String,
-    /// Whether the root has `rows/` (subset views do not).
+    /// Whether the root has `rows/` (`rows/S:E/` subset views do not).
     pub with_rows: bool,
     /// Transposed indexes for gene columns (`None`: sparse CSR columns are scanned).
     pub index: Option<Arc<IndexService>>,
+    /// Whether `where/` lists its names (at a store's root and in `rows/S:E/`; a `where/`
+    /// inside a metadata subset lists only README.txt, so a recursive walk stays finite).
+    pub list_where: bool,
 }
 
 /// Builds the virtual tree of `ad`.
@@ -86,6 +90,8 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
         let rows = RootRows::new(ad.clone(), info.clone(), b.cache.clone(), TreeOptions { with_rows: false, ..opts.clone() });
         b.add(root, "rows", VNode::Dyn(Arc::new(rows)));
     }
+    let where_dir = WhereDir::new(ad.clone(), info.clone(), b.cache.clone(), opts.clone());
+    b.add(root, "where", VNode::Dyn(Arc::new(where_dir)));
     let meta = b.dir(root, ".annfs");
     b.file(meta, "info.json", StaticFile(readme::info_json(ad, info, b.cache.budget())));
     let cache = b.cache.clone();

@@ -34,7 +34,12 @@ const MIN_WINDOW: u64 = 16;
 impl SparseRows {
     /// True when every column's stored row indices are non-decreasing. Checked once (one pass
     /// over the indices, which also validates every index as the scan would) and remembered.
+    /// A view that keeps a list of rows (a `where/` subset) is treated as unsorted: the
+    /// binary searches below work on stored row ranges, the scan maps every row through the list.
     pub(super) fn csc_sorted(&self) -> ViewResult<bool> {
+        if self.m.minor_list.is_some() {
+            return Ok(false);
+        }
         let mut known = self.csc.sorted.lock();
         if let Some(s) = *known {
             return Ok(s);
@@ -191,6 +196,7 @@ mod tests {
                 indptr: arr(cols + 1, NumType::I64, bytes(&indptr, |v| v.to_le_bytes().to_vec())),
                 indptr_base: 0,
                 minor: None,
+                minor_list: None,
             };
             // A row window [w0, w1), as a rows/S:E/ subset view makes.
             let (w0, w1) = { let a = win.0 % rows; (a, a + 1 + win.1 % (rows - a)) };

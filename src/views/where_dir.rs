@@ -1,0 +1,328 @@
+//! `where/` directories: metadata subsets. `where/<COL>=<VALUE>/` is the whole tree for the
+//! cells whose categorical or bool obs column COL equals VALUE (PRODUCT.md §2), built on lookup
+//! from the row list of that value ([`AnnData::subset_list`]).
+//!
+//! Names: COL is the column's file-name stem (see [`encode`]) with `=` written `%3D`; VALUE is
+//! the category label (numbers as `obs/<col>.txt` prints them), `True`/`False` for bools, `NA`
+//! for missing values, with `%`, `/`, NUL and a leading `.` percent-encoded. Counting every
+//! value of a column reads its codes once (for `ls where/` and `where/README.txt`); the row list
+//! of a value is one more pass over the codes, kept in a small cache.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::format::text::push_num;
+use super::names::{encode, encode_key};
+use super::tree::{self, TreeOptions};
+use super::{DynDir, StaticFile, VTree};
+use crate::cache::ChunkCache;
+use crate::model::{AnnData, Column, RowList};
+use crate::storage::{NumType, StorageError, StorageResult, StoreInfo};
+use crate::util::RetryOnce;
+
+/// Codes read per step while scanning a column.
+const SCAN_BLOCK: u64 = 1 << 20;
+/// Row lists kept for repeated lookups.
+const KEPT_LISTS: usize = 16;
+/// The name of missing values.
+const NA: &str = "NA";
+
+/// A column values can be selected by: its name in `where/` and how its values are coded.
+struct Selectable {
+    /// `<COL>` as it appears in names.
+    dir_name: String,
+    col: Column,
+    /// Value names by code (categories or False/True), computed on first use.
+    labels: RetryOnce<Vec<String>>,
+    /// Cells per code and missing cells, computed on first use.
+    counts: RetryOnce<Counts>,
+}
+
+struct Counts {
+    per_code: Vec<u64>,
+    missing: u64,
+}
+
+/// The cells' codes of a selectable column: category codes, or 0/1 for bools (`None` = missing).
+fn scan(col: &Column, mut f: impl FnMut(u64, Option<i64>)) -> StorageResult<()> {
+    let (values, mask) = match col {
+        Column::Categorical { codes, .. } => (codes, None),
+        Column::Num(a) => (a, None),
+        Column::Nullable { values, mask } => (values, Some(mask)),
+        Column::Str(a) => return Err(StorageError::corrupt(a.path(), "a string column is not selectable")),
+    };
+    let n = values.len();
+    let mut r0 = 0;
+    while r0 < n {
+        let r1 = (r0 + SCAN_BLOCK).min(n);
+        let codes = values.read_i64(r0, r1)?;
+        let masked = mask.map(|m| m.read_i64(r0, r1)).transpose()?;
+        for (i, &c) in codes.iter().enumerate() {
+            let missing = c < 0 || masked.as_ref().is_some_and(|m| m.get(i).copied().unwrap_or(0) != 0);
+            f(r0 + i as u64, (!missing).then_some(c));
+        }
+        r0 = r1;
+    }
+    Ok(())
+}
+
+/// The value part of a name: `%`, `/`, NUL and a leading `.` percent-encoded (empty stays empty).
+fn encode_value(label: &str) -> String {
+    if label.is_empty() {
+        String::new()
+    } else {
+        encode_key(label)
+    }
+}
+
+/// True for a bool array.
+fn is_bool(a: &crate::model::Arr) -> bool {
+    a.num_type() == Some(NumType::Bool)
+}
+
+impl Selectable {
+    /// The column as a `where/` selector, if it is categorical or bool.
+    fn new(name: &str, col: &Column) -> Option<Self> {
+        let ok = match col {
+            Column::Categorical { .. } => true,
+            Column::Num(a) => is_bool(a),
+            Column::Nullable { values, .. } => is_bool(values),
+            Column::Str(_) => false,
+        };
+        ok.then(|| Selectable {
+            dir_name: encode(name).replace('=', "%3D"),
+            col: col.clone(),
+            labels: RetryOnce::new(),
+            counts: RetryOnce::new(),
+        })
+    }
+
+    fn labels(&self) -> StorageResult<&Vec<String>> {
+        self.labels.get_or_try_init(|| {
+            let Column::Categorical { categories, .. } = &self.col else {
+                return Ok(vec!["False".to_string(), "True".to_string()]);
+            };
+            let raw = match &**categories {
+                Column::Str(a) => a.read_strings(0, a.len())?,
+                Column::Num(a) => {
+                    let t = a.num_type().ok_or_else(|| StorageError::corrupt(a.path(), "categories are not numeric"))?;
+                    let bytes = a.read_flat(0, a.len())?;
+                    let mut out = Vec::new();
+                    for v in bytes.chunks_exact(t.size()) {
+                        let mut s = Vec::new();
+                        push_num(&mut s, t, v);
+                        out.push(String::from_utf8_lossy(&s).into_owned());
+                    }
+                    out
+                }
+                other => {
+                    let path = match other {
+                        Column::Categorical { codes: a, .. } | Column::Nullable { values: a, .. } | Column::Str(a) | Column::Num(a) => a.path(),
+                    };
+                    return Err(StorageError::corrupt(path, "categories are neither strings nor numbers"));
+                }
+            };
+            Ok(raw.iter().map(|l| encode_value(l)).collect())
+        })
+    }
+
+    /// True when missing values are addressable as `NA` (no category is spelled `NA`).
+    fn na_addressable(&self) -> StorageResult<bool> {
+        Ok(!self.labels()?.iter().any(|l| l == NA))
+    }
+
+    fn counts(&self) -> StorageResult<&Counts> {
+        self.counts.get_or_try_init(|| {
+            let n_codes = self.labels()?.len();
+            let mut c = Counts { per_code: vec![0; n_codes], missing: 0 };
+            let mut bad = None;
+            scan(&self.col, |_, code| match code {
+                Some(k) => match c.per_code.get_mut(k as usize) {
+                    Some(x) => *x += 1,
+                    None => bad = Some(k),
+                },
+                None => c.missing += 1,
+            })?;
+            if let Some(k) = bad {
+                return Err(StorageError::corrupt(self.path(), format!("code {k} but only {n_codes} categories")));
+            }
+            Ok(c)
+        })
+    }
+
+    fn path(&self) -> &str {
+        match &self.col {
+            Column::Categorical { codes: a, .. } | Column::Num(a) | Column::Str(a) | Column::Nullable { values: a, .. } => a.path(),
+        }
+    }
+
+    /// `(value name, cells)` of every value with at least one cell.
+    fn values(&self) -> StorageResult<Vec<(String, u64)>> {
+        let (labels, counts) = (self.labels()?, self.counts()?);
+        let mut out: Vec<(String, u64)> =
+            labels.iter().zip(&counts.per_code).filter(|(_, &n)| n > 0).map(|(l, &n)| (l.clone(), n)).collect();
+        if counts.missing > 0 && self.na_addressable()? {
+            out.push((NA.to_string(), counts.missing));
+        }
+        Ok(out)
+    }
+
+    /// The code a value name selects (`None` inside = missing values), if it names a value.
+    fn code_of(&self, value: &str) -> StorageResult<Option<Option<i64>>> {
+        let labels = self.labels()?;
+        if let Some(k) = labels.iter().position(|l| l == value) {
+            return Ok(Some(Some(k as i64)));
+        }
+        Ok((value == NA && self.na_addressable()?).then_some(None))
+    }
+
+    /// The sorted rows whose value is `code`.
+    fn rows(&self, code: Option<i64>) -> StorageResult<Vec<u64>> {
+        let mut rows = Vec::new();
+        scan(&self.col, |r, c| {
+            if c == code {
+                rows.push(r);
+            }
+        })?;
+        Ok(rows)
+    }
+}
+
+/// `where/` of a tree: metadata subsets of `ad`.
+pub struct WhereDir {
+    ad: Arc<AnnData>,
+    info: StoreInfo,
+    cache: Arc<ChunkCache>,
+    opts: TreeOptions,
+    columns: Vec<Selectable>,
+    lists: Mutex<VecDeque<(String, RowList)>>,
+}
+
+const WHERE_README: &str = "\
+where/<COL>=<VALUE>/ is a lazy view of the cells whose categorical or bool obs column COL
+equals VALUE, laid out like the mount's root: X/, layers/, obsm/, obs.tsv and obs/ with those
+rows (in store order), obsp/ restricted on both axes, var/, varm/, varp/ and uns/ unchanged;
+its own rows/START:END/ are rows of the subset, and its where/ narrows it further
+(where/a=x/where/b=y/). COL is the column's file name (as in obs/) with `=` written %3D;
+VALUE is the category label, True/False for bool columns, NA for missing values, with `%`,
+`/`, NUL and a leading `.` percent-encoded. Values with no cells are not valid names.
+";
+
+impl WhereDir {
+    /// Metadata subsets of `ad`; `opts.prefix` is the virtual path of the tree holding `where/`.
+    pub fn new(ad: Arc<AnnData>, info: StoreInfo, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
+        let columns = ad.obs.columns.iter().filter_map(|(name, col)| Selectable::new(name, col)).collect();
+        WhereDir { ad, info, cache, opts, columns, lists: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Every valid name with its cell count, column by column (columns that cannot be read are
+    /// logged and left out).
+    fn names(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        for s in &self.columns {
+            match s.values() {
+                Ok(vals) => out.extend(vals.into_iter().map(|(v, n)| (format!("{}={v}", s.dir_name), n))),
+                Err(e) => log::error!("{}where/: {e}", self.prefix_slash()),
+            }
+        }
+        out
+    }
+
+    fn prefix_slash(&self) -> String {
+        if self.opts.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.opts.prefix)
+        }
+    }
+
+    fn readme(&self) -> Vec<u8> {
+        let mut s = WHERE_README.to_string();
+        let names = self.names();
+        let _ = writeln!(s);
+        if names.is_empty() {
+            let _ = writeln!(s, "This store has no categorical or bool obs column with cells: where/ is empty.");
+        } else {
+            let _ = writeln!(s, "cells\tname");
+            for (name, n) in &names {
+                let _ = writeln!(s, "{n}\t{name}");
+            }
+        }
+        s.into_bytes()
+    }
+
+    /// The row list of `name`, from the kept lists or computed (`Ok(None)`: not a valid name).
+    fn row_list(&self, name: &str) -> StorageResult<Option<RowList>> {
+        if let Some((_, l)) = self.lists.lock().iter().find(|(n, _)| n == name) {
+            return Ok(Some(l.clone()));
+        }
+        let Some((col, value)) = name.split_once('=') else { return Ok(None) };
+        let Some(sel) = self.columns.iter().find(|s| s.dir_name == col) else { return Ok(None) };
+        let Some(code) = sel.code_of(value)? else { return Ok(None) };
+        let rows = sel.rows(code)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let list: RowList = rows.into();
+        let mut kept = self.lists.lock();
+        kept.push_front((name.to_string(), list.clone()));
+        kept.truncate(KEPT_LISTS);
+        Ok(Some(list))
+    }
+}
+
+impl DynDir for WhereDir {
+    fn list(&self) -> Vec<String> {
+        let mut out = vec!["README.txt".to_string()];
+        if self.opts.list_where {
+            out.extend(self.names().into_iter().map(|(n, _)| n));
+        }
+        out
+    }
+
+    fn is_dir(&self, name: &str) -> bool {
+        name != "README.txt"
+    }
+
+    fn lookup(&self, name: &str) -> Option<VTree> {
+        if name == "README.txt" {
+            return Some(VTree::single(Arc::new(StaticFile(self.readme()))));
+        }
+        let rows = match self.row_list(name) {
+            Ok(r) => r?,
+            Err(e) => {
+                log::error!("{}where/{name}: {e}", self.prefix_slash());
+                return None;
+            }
+        };
+        let sub = match self.ad.subset_list(&rows, &format!("where {name}")) {
+            Ok(sub) => sub,
+            Err(e) => {
+                log::error!("{}where/{name}: {e}", self.prefix_slash());
+                return None;
+            }
+        };
+        let prefix = format!("{}where/{name}", self.prefix_slash());
+        let opts = TreeOptions { prefix, with_rows: true, list_where: false, ..self.opts.clone() };
+        Some(tree::build(&Arc::new(sub), &self.info, self.cache.clone(), &opts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_names_follow_the_contract() {
+        assert_eq!(encode_value("T cell"), "T cell");
+        assert_eq!(encode_value("a/b"), "a%2Fb");
+        assert_eq!(encode_value("100%"), "100%25");
+        assert_eq!(encode_value(".x"), "%2Ex");
+        assert_eq!(encode_value("x=y"), "x=y");
+        assert_eq!(encode_value(""), "");
+        assert_eq!(encode("a=b").replace('=', "%3D"), "a%3Db");
+    }
+}
