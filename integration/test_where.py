@@ -354,3 +354,17 @@ def test_cli_ls_and_cat():
     assert r.returncode == 0
     obs = adata("synthetic").obs
     assert r.stdout == oracle.lines(obs.index[obs["flag"].to_numpy()])
+
+
+def test_gene_columns_of_a_selection():
+    """cols/ and genes/ inside where/ are the columns of the selected cells (not of the first cells)."""
+    m = mount("synthetic")
+    a = adata("synthetic")
+    for name, mask in list(selections(a.obs).items())[:4]:
+        sub = a.X[np.flatnonzero(mask)]
+        dense = np.asarray(sub.todense()) if hasattr(sub, "todense") else np.asarray(sub)
+        for j in range(a.n_vars):
+            got = np.load(m.mnt / "where" / name / "X" / "cols" / f"{j}.npy")
+            assert np.array_equal(got, dense[:, j]), f"where/{name}/X/cols/{j}.npy"
+        got = np.load(m.mnt / "where" / name / "X" / "genes" / f"{a.var_names[2]}.npy")
+        assert np.array_equal(got, dense[:, 2]), f"where/{name}/X/genes/{a.var_names[2]}.npy"

@@ -248,7 +248,8 @@ impl Builder {
         let genes = MatrixGenes::new(src, var.index.clone(), self.cache.clone(), opts);
         self.add(d, "genes", VNode::Dyn(Arc::new(genes)));
         let Matrix::Sparse(s) = m else { return };
-        let whole = s.indptr.offset() == 0 && s.indptr.len() == s.indptr.meta().len();
+        // Only for a whole stored matrix: not a row window, not a gathered selection (where/).
+        let whole = s.indptr.offset() == 0 && s.indptr.len() == s.indptr.meta().len() && !s.indptr.is_derived();
         let Some(handle) = self.opts.index.as_ref().filter(|_| whole).and_then(|i| i.handle(s)) else { return };
         let t = handle.transposed().clone();
         let td = self.dir(d, t.format.name());
