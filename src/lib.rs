@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod collection;
 pub mod fs;
 pub mod model;
 pub mod overlay;

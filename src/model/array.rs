@@ -26,6 +26,17 @@ pub struct Arr {
 #[derive(Default)]
 pub struct ArrIds(AtomicU32);
 
+impl ArrIds {
+    /// A counter starting at 0.
+    pub const fn new() -> Self {
+        ArrIds(AtomicU32::new(0))
+    }
+}
+
+/// Ids of store arrays, process-wide: the stores of a collection share one cache, so no two
+/// of them may hand out the same id.
+pub static STORE_IDS: ArrIds = ArrIds::new();
+
 /// Ids of derived arrays (gathered selections), counting down from `u32::MAX` so they never
 /// meet the ids [`ArrIds`] hands out counting up.
 static DERIVED_IDS: AtomicU32 = AtomicU32::new(u32::MAX);
