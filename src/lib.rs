@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod collection;
 pub mod fs;
 pub mod index;
 pub mod model;

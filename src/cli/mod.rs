@@ -89,7 +89,8 @@ pub struct Opened {
     pub index: Option<Arc<crate::index::IndexService>>,
 }
 
-/// Opens `store` and builds its virtual tree with a cache of `cache_bytes`; big text views
+/// Opens `store` and builds its virtual tree with a cache of `cache_bytes` (a directory that is
+/// not a Zarr store is a collection: nothing in it is opened yet); big text views
 /// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`); `opts` carries
 /// storage options (e.g. the on-disk cache of remote stores).
 pub fn open_with(
@@ -110,10 +111,15 @@ pub fn open_indexed(
     cache_dir: Option<&std::path::Path>,
     index: &crate::index::IndexConfig,
 ) -> Result<Opened, CliError> {
+    let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
+    if crate::collection::is_collection(std::path::Path::new(store)) {
+        let cache = Arc::new(ChunkCache::new(cache_bytes));
+        let coll = crate::collection::Collection::new(std::path::Path::new(store), cache.clone(), opts.clone(), dir);
+        return Ok(Opened { tree: Arc::new(coll.tree()), cache, info: coll.info(), index: None });
+    }
     let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
-    let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
     let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
     let index_dir = index.dir.clone().or_else(|| crate::index::default_dir(cache_dir));
     let index = index_dir.map(|d| crate::index::IndexService::new(d, index.wait, &st.info, cache.clone()));
@@ -280,7 +286,12 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         }
     }
     let remote = args.store.starts_with("http://") || args.store.starts_with("https://");
-    if !remote {
+    let collection = o.info.format == "collection";
+    if collection && args.overlay.is_some() {
+        return Err(CliError::Usage(format!("{}: --overlay is not supported for a collection (mount one store)", args.store)));
+    }
+    // A collection's stores come and go: its directory is not watched as one store is.
+    if !remote && !collection {
         if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store)) {
             log::warn!("cannot watch {} for changes: {e}", args.store);
         }

@@ -35,6 +35,8 @@ use workers::Workers;
 
 /// Entry and attribute TTL: the store does not change under a mount.
 const TTL: Duration = Duration::from_secs(3600);
+/// Entry TTL of what a collection's directories list: stores come and go.
+const VOLATILE_TTL: Duration = Duration::from_secs(1);
 /// Block size reported in `stat`, so readers use large reads.
 const BLKSIZE: u32 = 1 << 20;
 /// Workers answering requests that build a text index.
@@ -173,8 +175,16 @@ impl Shared {
     fn ttl(&self, (g, id): &Node) -> Duration {
         match &g.tree.nodes[*id] {
             VNode::File(f) if f.volatile() => Duration::ZERO,
+            _ if *id == 0 && self.in_volatile_dir(g) => VOLATILE_TTL,
             _ => TTL,
         }
+    }
+
+    /// True when the tree `g` was looked up in a directory whose listing changes (a
+    /// collection's): its entry may disappear, so it is cached only briefly.
+    fn in_volatile_dir(&self, g: &Graft) -> bool {
+        let parent = g.parents.first().copied().unwrap_or(0);
+        matches!(self.node(INodeNo(parent)), Ok((pg, pid)) if matches!(&pg.tree.nodes[pid], VNode::Dyn(d) if d.volatile()))
     }
 
     fn attr(&self, (g, id): &Node) -> Result<FileAttr, Errno> {
@@ -493,6 +503,9 @@ impl Filesystem for AnnFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.shared.node(ino) {
+            Ok((g, id)) if matches!(&g.tree.nodes[id], VNode::Dyn(d) if d.volatile()) => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
             Ok((g, id)) if !matches!(g.tree.nodes[id], VNode::File(_)) => {
                 reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
             }

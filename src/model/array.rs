@@ -31,7 +31,16 @@ impl ArrIds {
     pub fn starting_at(first: u32) -> Self {
         ArrIds(AtomicU32::new(first))
     }
+
+    /// A counter starting at 0.
+    pub const fn new() -> Self {
+        ArrIds(AtomicU32::new(0))
+    }
 }
+
+/// Ids of store arrays, process-wide: the stores of a collection share one cache, so no two
+/// of them may hand out the same id.
+pub static STORE_IDS: ArrIds = ArrIds::new();
 
 /// Ids of derived arrays (gathered selections), counting down from `u32::MAX` so they never
 /// meet the ids [`ArrIds`] hands out counting up.

@@ -15,14 +15,14 @@ const MAX_EXTENT: u64 = 1 << 48;
 pub(super) struct Ctx<'a> {
     pub root: &'a Group,
     pub cache: &'a Arc<ChunkCache>,
-    pub ids: ArrIds,
+    pub ids: &'static ArrIds,
     pub problems: Vec<Problem>,
 }
 
 impl Ctx<'_> {
     /// Wraps a store array as an [`Arr`].
     pub fn arr(&self, a: &Array) -> Arr {
-        Arr::new(a.source.clone(), self.cache, &self.ids)
+        Arr::new(a.source.clone(), self.cache, self.ids)
     }
 
     /// Records an element that is left out.
@@ -50,7 +50,7 @@ pub(super) fn join(path: &str, name: &str) -> String {
 /// Builds the AnnData model of `store`, reading its data through `cache`.
 pub fn build(store: &Store, cache: &Arc<ChunkCache>) -> Result<AnnData, ModelError> {
     let root = &store.root;
-    let mut ctx = Ctx { root, cache, ids: ArrIds::default(), problems: Vec::new() };
+    let mut ctx = Ctx { root, cache, ids: &super::array::STORE_IDS, problems: Vec::new() };
     let obs_node = root.get("obs").ok_or_else(|| no_anndata(root))?;
     let var_node = root.get("var").ok_or_else(|| no_anndata(root))?;
     let is_legacy = matches!(obs_node, Node::Array(_));
@@ -306,7 +306,7 @@ pub(super) fn records(ctx: &mut Ctx, a: &Array, path: &str) -> Result<Records, M
     let mut cols = Vec::new();
     for f in fields {
         let src = FieldSource::new(a.source.clone(), f.clone())?;
-        cols.push((f.clone(), Arr::new(Arc::new(src), ctx.cache, &ctx.ids)));
+        cols.push((f.clone(), Arr::new(Arc::new(src), ctx.cache, ctx.ids)));
     }
     Ok(Records { array: ctx.arr(a), fields: cols })
 }

@@ -122,7 +122,7 @@ fn compound_frame(ctx: &mut Ctx, a: &Array, path: &str) -> Result<DataFrame, Mod
     let mut cols = Vec::new();
     for f in fields {
         let src = FieldSource::new(a.source.clone(), f.clone())?;
-        let arr = crate::model::Arr::new(Arc::new(src), ctx.cache, &ctx.ids);
+        let arr = crate::model::Arr::new(Arc::new(src), ctx.cache, ctx.ids);
         let p = format!("{path}[{}]", f.name);
         let col = match arr.meta().dtype {
             DType::Str => Column::Str(arr),

@@ -56,7 +56,7 @@ pub(super) fn split_compound_obsm(ctx: &mut Ctx, m: &mut Elements, path: &str, n
     for f in fields {
         match FieldSource::new(parent.clone(), f.clone()) {
             Ok(src) if src_rows(&src) == n => {
-                m.push((f.name.clone(), Element::Array(Arr::new(Arc::new(src), ctx.cache, &ctx.ids))));
+                m.push((f.name.clone(), Element::Array(Arr::new(Arc::new(src), ctx.cache, ctx.ids))));
             }
             Ok(_) => ctx.problem(&format!("{path}[{}]", f.name), "wrong number of rows"),
             Err(e) => ctx.problem(&format!("{path}[{}]", f.name), e.to_string()),

@@ -17,7 +17,7 @@ mod subset;
 pub use array::{Arr, ArrIds};
 pub use build::build;
 pub use error::ModelError;
-pub use gather::RowList;
+pub use gather::Sel;
 
 use crate::storage::Field;
 
@@ -228,7 +228,7 @@ pub struct Sparse {
     /// Minor-axis positions kept, in stored coordinates, sorted (a `where/` selection on the
     /// minor axis): the entry at stored minor index `list[k]` is shown at position `k`, other
     /// entries are left out. When set, it replaces `minor`.
-    pub minor_list: Option<gather::RowList>,
+    pub minor_list: Option<gather::Sel>,
 }
 
 impl Sparse {
@@ -238,11 +238,27 @@ impl Sparse {
         self.minor.is_none() && self.minor_list.is_none()
     }
 
+    /// The minor-axis list's bytes (see [`gather::u64_at`]) when there is one: fetch once per
+    /// pass over the entries, then ask [`Sparse::minor_position`].
+    pub fn minor_map(&self) -> crate::storage::StorageResult<Option<crate::cache::Bytes>> {
+        self.minor_list.as_ref().map(gather::Sel::bytes).transpose()
+    }
+
     /// Maps a stored minor index to its position in the view, or `None` when the view leaves
     /// it out; `Err(i)` when a whole-axis view meets an index past `extent` (corrupt data).
-    pub fn minor_position(&self, i: u64, extent: u64) -> Result<Option<u64>, u64> {
-        if let Some(list) = &self.minor_list {
-            return Ok(list.binary_search(&i).ok().map(|k| k as u64));
+    /// `map` is [`Sparse::minor_map`]'s answer.
+    pub fn minor_position(&self, map: Option<&[u8]>, i: u64, extent: u64) -> Result<Option<u64>, u64> {
+        if let Some(list) = map.filter(|_| self.minor_list.is_some()) {
+            let (mut lo, mut hi) = (0usize, list.len() / 8);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match gather::u64_at(list, mid).cmp(&i) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => return Ok(Some(mid as u64)),
+                }
+            }
+            return Ok(None);
         }
         match self.minor {
             Some((m0, m1)) => Ok((i >= m0 && i < m1).then(|| i - m0)),

@@ -1,13 +1,14 @@
 //! Row-list subsets of an AnnData (`where/<col>=<value>/`): every obs-indexed element
-//! restricted to a sorted list of obs rows, as `adata[mask]` in anndata (categories kept, as in
-//! `rows/` views). Dense arrays and dataframe columns gather their rows; CSR matrices gather
-//! their rows' entries (a new `indptr` from 0, `data`/`indices` gathered, stored dtypes); CSC
-//! matrices and the column axis of `obsp` keep a minor-axis list; var, varm, varp and uns are
-//! unchanged. Nothing is copied: gathered arrays read the parent's rows through the cache.
+//! restricted to a selection of obs rows ([`Sel`]), as `adata[mask]` in anndata (categories
+//! kept, as in `rows/` views). Dense arrays and dataframe columns gather their rows; CSR
+//! matrices gather their rows' entries (a new `indptr` from 0, `data`/`indices` gathered, stored
+//! dtypes); CSC matrices and the column axis of `obsp` keep a minor-axis selection; var, varm,
+//! varp and uns are unchanged. Nothing is copied: gathered arrays read the parent's rows
+//! through the cache, and the selection's lists live in the cache too.
 
 use std::sync::Arc;
 
-use super::gather::{MemArray, Runs};
+use super::gather::{u64_at, u64_bytes, Gather, Plan, PtrSource, Sel};
 use super::{AnnData, Arr, Column, DataFrame, Element, Elements, Matrix, Raw, Sparse, SparseFormat};
 use crate::storage::{StorageError, StorageResult};
 
@@ -16,7 +17,7 @@ const PTR_BLOCK: u64 = 1 << 16;
 
 impl Column {
     /// The values at sorted rows `rows` (categories unchanged).
-    pub fn gather(&self, rows: &[u64]) -> Column {
+    pub fn gather(&self, rows: &Sel) -> Column {
         match self {
             Column::Num(a) => Column::Num(a.gather(rows)),
             Column::Str(a) => Column::Str(a.gather(rows)),
@@ -30,9 +31,9 @@ impl Column {
 
 impl DataFrame {
     /// The rows at sorted positions `rows`.
-    pub fn gather(&self, rows: &[u64]) -> DataFrame {
+    pub fn gather(&self, rows: &Sel) -> DataFrame {
         DataFrame {
-            n_rows: rows.len() as u64,
+            n_rows: rows.len(),
             index_name: self.index_name.clone(),
             index: self.index.gather(rows),
             columns: self.columns.iter().map(|(k, c)| (k.clone(), c.gather(rows))).collect(),
@@ -45,71 +46,84 @@ impl Sparse {
         StorageError::corrupt(self.indptr.path().rsplit_once('/').map(|p| p.0).unwrap_or(""), why)
     }
 
-    /// Major-axis lines at sorted positions `lines`: their entries gathered in order, a new
-    /// `indptr` from 0 in the stored pointer type.
-    fn gather_major(&self, lines: &[u64]) -> StorageResult<Sparse> {
+    /// Major-axis lines `lines`: their entries gathered in order, a new `indptr` from 0 in the
+    /// stored pointer type (one plan of `(start, output end)` pairs, kept in the cache).
+    fn gather_major(&self, lines: &Sel) -> StorageResult<Sparse> {
         let t = self.indptr.num_type().ok_or_else(|| self.corrupt("indptr is not numeric".into()))?;
+        let (sel, indptr, base) = (lines.clone(), self.indptr.clone(), self.indptr_base);
         let n_data = self.data.len().min(self.indices.len()) as i64;
-        let mut ranges = Vec::with_capacity(lines.len());
-        let mut ptr_out = Vec::with_capacity(lines.len() + 1);
-        ptr_out.push(0i64);
-        let mut total = 0i64;
-        let mut i = 0;
-        while i < lines.len() {
-            let lo = lines[i];
-            let j = i + lines[i..].partition_point(|&l| l < lo.saturating_add(PTR_BLOCK));
-            let hi = lines[j - 1] + 1;
-            let ptr = self.indptr.read_i64(lo, hi + 1)?;
-            for &l in &lines[i..j] {
-                let at = (l - lo) as usize;
-                let (a, b) = (ptr[at] - self.indptr_base, ptr[at + 1] - self.indptr_base);
-                if a < 0 || b < a || b > n_data {
-                    return Err(self.corrupt(format!("indptr of line {l} ({a}..{b}) is out of order or past the data")));
-                }
-                ranges.push((a as u64, b as u64));
-                total += b - a;
-                ptr_out.push(total);
-            }
-            i = j;
-        }
-        let runs = Arc::new(Runs::from_ranges(ranges));
+        let plan = Plan::new(lines.cache(), move || entry_pairs(&sel, &indptr, base, n_data));
+        let n = lines.len();
+        let nnz = if n == 0 { 0 } else { u64_at(&plan.get()?, 2 * (n as usize - 1) + 1) };
         let mut shape = self.shape;
         match self.format {
-            SparseFormat::Csr => shape[0] = lines.len() as u64,
-            SparseFormat::Csc => shape[1] = lines.len() as u64,
+            SparseFormat::Csr => shape[0] = n,
+            SparseFormat::Csc => shape[1] = n,
         }
-        let indptr = Arr::derived(Arc::new(MemArray::ints(self.indptr.path(), t, &ptr_out)), self.indptr.cache());
+        let ptr = PtrSource::new(self.indptr.path(), plan.clone(), n, t);
         Ok(Sparse {
             format: self.format,
             shape,
-            data: self.data.gather_runs(runs.clone()),
-            indices: self.indices.gather_runs(runs),
-            indptr,
+            data: self.data.gather_map(Gather::Entries(plan.clone()), nnz),
+            indices: self.indices.gather_map(Gather::Entries(plan), nnz),
+            indptr: Arr::derived(Arc::new(ptr), self.indptr.cache()),
             indptr_base: 0,
             minor: self.minor,
             minor_list: self.minor_list.clone(),
         })
     }
 
-    /// Minor-axis positions `keep` (sorted, relative to the current view).
-    fn gather_minor(&self, keep: &[u64]) -> Sparse {
-        let stored: Vec<u64> = match (&self.minor_list, self.minor) {
-            (Some(list), _) => keep.iter().filter_map(|&k| list.get(k as usize).copied()).collect(),
-            (None, Some((m0, _))) => keep.iter().map(|&k| m0 + k).collect(),
-            (None, None) => keep.to_vec(),
+    /// Minor-axis positions `keep` (relative to the current view).
+    fn gather_minor(&self, keep: &Sel) -> Sparse {
+        let stored = match (&self.minor_list, self.minor) {
+            (Some(list), _) => {
+                let (list, keep2) = (list.clone(), keep.clone());
+                Sel::new(keep.cache(), keep.len(), move || {
+                    let l = list.rows()?;
+                    Ok(keep2.rows()?.into_iter().filter_map(|k| l.get(k as usize).copied()).collect())
+                })
+            }
+            (None, Some((m0, _))) => keep.map(move |k| m0 + k),
+            (None, None) => keep.clone(),
         };
         let mut shape = self.shape;
         match self.format {
-            SparseFormat::Csr => shape[1] = stored.len() as u64,
-            SparseFormat::Csc => shape[0] = stored.len() as u64,
+            SparseFormat::Csr => shape[1] = keep.len(),
+            SparseFormat::Csc => shape[0] = keep.len(),
         }
-        Sparse { shape, minor: None, minor_list: Some(stored.into()), ..self.clone() }
+        Sparse { shape, minor: None, minor_list: Some(stored), ..self.clone() }
     }
+}
+
+/// The `(start in data, output end)` pair of every selected major line, as little-endian `u64`s.
+fn entry_pairs(sel: &Sel, indptr: &Arr, base: i64, n_data: i64) -> StorageResult<Vec<u8>> {
+    let lines = sel.rows()?;
+    let corrupt = |why: String| StorageError::corrupt(indptr.path(), why);
+    let mut out = Vec::with_capacity(lines.len() * 2);
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < lines.len() {
+        let lo = lines[i];
+        let j = i + lines[i..].partition_point(|&l| l < lo.saturating_add(PTR_BLOCK));
+        let hi = lines[j - 1] + 1;
+        let ptr = indptr.read_i64(lo, hi + 1)?;
+        for &l in &lines[i..j] {
+            let at = (l - lo) as usize;
+            let (a, b) = (ptr[at] - base, ptr[at + 1] - base);
+            if a < 0 || b < a || b > n_data {
+                return Err(corrupt(format!("pointers of line {l} ({a}..{b}) are out of order or past the data")));
+            }
+            total += (b - a) as u64;
+            out.extend([a as u64, total]);
+        }
+        i = j;
+    }
+    Ok(u64_bytes(out))
 }
 
 impl Matrix {
     /// The rows at sorted positions `rows`.
-    pub fn gather_rows(&self, rows: &[u64]) -> StorageResult<Matrix> {
+    pub fn gather_rows(&self, rows: &Sel) -> StorageResult<Matrix> {
         Ok(match self {
             Matrix::Dense(a) => Matrix::Dense(a.gather(rows)),
             Matrix::DenseCols { arr, c0, c1 } => Matrix::DenseCols { arr: arr.gather(rows), c0: *c0, c1: *c1 },
@@ -121,12 +135,12 @@ impl Matrix {
     }
 
     /// Rows and columns at sorted positions `rows` (a square obs × obs matrix).
-    fn gather_square(&self, rows: &[u64]) -> StorageResult<Matrix> {
+    fn gather_square(&self, rows: &Sel) -> StorageResult<Matrix> {
         Ok(match self {
             Matrix::Dense(a) => Matrix::Dense(a.gather_2d(rows, rows)),
             Matrix::DenseCols { arr, c0, .. } => {
-                let cols: Vec<u64> = rows.iter().map(|r| r + c0).collect();
-                Matrix::Dense(arr.gather_2d(rows, &cols))
+                let c0 = *c0;
+                Matrix::Dense(arr.gather_2d(rows, &rows.map(move |r| r + c0)))
             }
             Matrix::Sparse(s) => Matrix::Sparse(match s.format {
                 SparseFormat::Csr => s.gather_major(rows)?.gather_minor(rows),
@@ -139,7 +153,7 @@ impl Matrix {
 impl Element {
     /// The element restricted to first-axis rows `rows` (for obs-indexed mappings), as a
     /// `rows/` window restricts them.
-    fn gather(&self, rows: &[u64]) -> StorageResult<Element> {
+    fn gather(&self, rows: &Sel) -> StorageResult<Element> {
         Ok(match self {
             Element::Frame(df) => Element::Frame(df.gather(rows)),
             Element::Matrix(m) => Element::Matrix(m.gather_rows(rows)?),
@@ -149,7 +163,7 @@ impl Element {
     }
 }
 
-fn gather_all(els: &Elements, rows: &[u64]) -> StorageResult<Elements> {
+fn gather_all(els: &Elements, rows: &Sel) -> StorageResult<Elements> {
     els.iter().map(|(k, e)| Ok((k.clone(), e.gather(rows)?))).collect()
 }
 
@@ -157,7 +171,7 @@ impl AnnData {
     /// `adata[mask]` for the sorted obs rows `rows`: X, layers, obs, obsm and raw.X gathered;
     /// obsp on both axes; var, varm, varp and uns unchanged. `label` names the selection in
     /// the README (`where cell_type=B`).
-    pub fn subset_list(&self, rows: &[u64], label: &str) -> StorageResult<AnnData> {
+    pub fn subset_list(&self, rows: &Sel, label: &str) -> StorageResult<AnnData> {
         let obsp = self
             .obsp
             .iter()
@@ -177,7 +191,7 @@ impl AnnData {
             None => None,
         };
         Ok(AnnData {
-            n_obs: rows.len() as u64,
+            n_obs: rows.len(),
             n_vars: self.n_vars,
             obs: self.obs.gather(rows),
             var: self.var.clone(),
@@ -259,13 +273,15 @@ mod tests {
             let pick: Vec<u64> = pick.into_iter().filter(|&r| r < 6 - w0).collect();
             proptest::prop_assume!(!pick.is_empty());
             let want: Vec<Vec<f32>> = pick.iter().map(|&r| dense[(r + w0) as usize].clone()).collect();
-            proptest::prop_assert_eq!(densify(&m.gather_rows(&pick).unwrap()), want);
-            let sq = Matrix::Sparse(sparse(&dense, csc)).gather_square(&pick).unwrap();
+            let cache = Arc::new(ChunkCache::new(1 << 20));
+            let sel = Sel::fixed(&cache, pick.clone());
+            proptest::prop_assert_eq!(densify(&m.gather_rows(&sel).unwrap()), want);
+            let sq = Matrix::Sparse(sparse(&dense, csc)).gather_square(&sel).unwrap();
             let want: Vec<Vec<f32>> =
                 pick.iter().map(|&r| pick.iter().map(|&c| dense[r as usize][c as usize]).collect()).collect();
             proptest::prop_assert_eq!(densify(&sq), want.clone());
             // A window of a gathered matrix (rows/ inside where/).
-            let g = Matrix::Sparse(sparse(&dense, csc)).gather_square(&pick).unwrap();
+            let g = Matrix::Sparse(sparse(&dense, csc)).gather_square(&sel).unwrap();
             let k = pick.len() as u64;
             let w = g.rows(k / 2, k).unwrap().cols(k / 2, k).unwrap();
             let want: Vec<Vec<f32>> = want[(k / 2) as usize..].iter().map(|r| r[(k / 2) as usize..].to_vec()).collect();
@@ -276,7 +292,9 @@ mod tests {
     #[test]
     fn csr_arrays_are_scipys_row_selection() {
         let dense = vec![vec![1.0, 0.0, 2.0], vec![0.0, 0.0, 0.0], vec![3.0, 4.0, 0.0], vec![0.0, 5.0, 6.0]];
-        let Matrix::Sparse(g) = Matrix::Sparse(sparse(&dense, false)).gather_rows(&[0, 2, 3]).unwrap() else { panic!() };
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let sel = Sel::fixed(&cache, vec![0, 2, 3]);
+        let Matrix::Sparse(g) = Matrix::Sparse(sparse(&dense, false)).gather_rows(&sel).unwrap() else { panic!() };
         assert!(g.has_exact_arrays());
         assert_eq!(g.indptr.read_i64(0, 4).unwrap(), vec![0, 2, 4, 6]);
         assert_eq!(g.indices.read_i64(0, 6).unwrap(), vec![0, 2, 0, 1, 1, 2]);

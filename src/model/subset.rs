@@ -63,8 +63,7 @@ impl Sparse {
             SparseFormat::Csc => shape[0] = b - a,
         }
         if let Some(list) = &self.minor_list {
-            let kept = list.get(a as usize..b as usize).unwrap_or_default();
-            return Sparse { minor_list: Some(kept.into()), shape, ..self.clone() };
+            return Sparse { minor_list: Some(list.slice(a, b)), shape, ..self.clone() };
         }
         Sparse { minor: Some((m0 + a, m0 + b)), shape, ..self.clone() }
     }

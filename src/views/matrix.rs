@@ -53,12 +53,12 @@ impl SparseRows {
     }
 
     /// Maps a stored minor index to its column/row in the view, or `None` when filtered out.
-    fn minor_pos(&self, i: i64, extent: u64) -> Result<Option<usize>, StorageError> {
+    fn minor_pos(&self, map: Option<&[u8]>, i: i64, extent: u64) -> Result<Option<usize>, StorageError> {
         if i < 0 {
             return Err(self.corrupt(format!("negative index {i}")));
         }
         let i = i as u64;
-        match self.m.minor_position(i, extent) {
+        match self.m.minor_position(map, i, extent) {
             Ok(p) => Ok(p.map(|p| p as usize)),
             Err(i) => Err(self.corrupt(format!("index {i} out of range (extent {extent})"))),
         }
@@ -93,10 +93,11 @@ impl SparseRows {
         let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
         let idx = self.m.indices.read_i64(p0, p1)?;
         let data = self.m.data.read_flat(p0, p1)?;
+        let map = self.m.minor_map()?;
         for line in 0..(b - a) as usize {
             let (s, e) = ((ptr[line] as u64 - p0) as usize, (ptr[line + 1] as u64 - p0) as usize);
             for k in s..e {
-                if let Some(m) = self.minor_pos(idx[k], minor_extent)? {
+                if let Some(m) = self.minor_pos(map.as_ref().map(|b| b.as_slice()), idx[k], minor_extent)? {
                     f(a + line as u64, m as u64, &data[k * w..][..w]);
                 }
             }
@@ -145,6 +146,7 @@ impl SparseRows {
         let (rows, cols) = (self.m.shape[0], self.m.shape[1] as usize);
         let w = self.t.size();
         let nnz = ptr[cols] as u64;
+        let map = self.m.minor_map()?;
         let mut col = 0usize;
         let mut s = ptr[0] as u64;
         while s < nnz {
@@ -156,7 +158,7 @@ impl SparseRows {
                 while col < cols && ptr[col + 1] <= pos {
                     col += 1;
                 }
-                let Some(r) = self.minor_pos(i, rows)? else { continue };
+                let Some(r) = self.minor_pos(map.as_ref().map(|b| b.as_slice()), i, rows)? else { continue };
                 let r = r as u64;
                 if r >= r0 && r < r1 && col < cols {
                     let at = (((r - r0) * cols as u64) as usize + col) * w;

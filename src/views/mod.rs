@@ -198,6 +198,11 @@ pub trait DynDir: Send + Sync {
     fn is_dir(&self, _name: &str) -> bool {
         false
     }
+    /// True when the listing changes over time (a collection's directories): the kernel must
+    /// not cache it, and entries found in it get a short TTL.
+    fn volatile(&self) -> bool {
+        false
+    }
 }
 
 /// A node of the virtual tree.
@@ -258,6 +263,31 @@ impl VTree {
         Some(cur)
     }
 
+    /// A copy of the subtree rooted at `id` (files and dynamic directories shared), as a tree
+    /// whose root is that node.
+    pub fn subtree(&self, id: NodeId) -> Option<VTree> {
+        let mut out = VTree { nodes: Vec::new() };
+        let mut todo = vec![(id, 0usize)];
+        out.nodes.push(VNode::Dir(Vec::new()));
+        while let Some((src, dst)) = todo.pop() {
+            out.nodes[dst] = match self.nodes.get(src)? {
+                VNode::File(f) => VNode::File(f.clone()),
+                VNode::Dyn(d) => VNode::Dyn(d.clone()),
+                VNode::Dir(entries) => {
+                    let mut mine = Vec::with_capacity(entries.len());
+                    for (name, child) in entries {
+                        let at = out.nodes.len();
+                        out.nodes.push(VNode::Dir(Vec::new()));
+                        mine.push((name.clone(), at));
+                        todo.push((*child, at));
+                    }
+                    VNode::Dir(mine)
+                }
+            };
+        }
+        Some(out)
+    }
+
     /// Adds a file named `name` to directory `dir`.
     pub fn add_file(&mut self, dir: NodeId, name: &str, f: Arc<dyn FileContent>) {
         let id = self.nodes.len();
@@ -311,5 +341,31 @@ impl VTree {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtree_copies_a_directory_and_shares_files() {
+        let f: Arc<dyn FileContent> = Arc::new(StaticFile(b"x".to_vec()));
+        let tree = VTree {
+            nodes: vec![
+                VNode::Dir(vec![("a".into(), 1), ("top".into(), 3)]),
+                VNode::Dir(vec![("b".into(), 2), ("f".into(), 4)]),
+                VNode::Dir(vec![]),
+                VNode::File(f.clone()),
+                VNode::File(f),
+            ],
+        };
+        let sub = tree.subtree(1).unwrap();
+        let mut paths = Vec::new();
+        sub.walk_paths(VTree::ROOT, "", &mut paths);
+        assert_eq!(paths, vec!["f"]);
+        assert!(sub.resolve("b").is_some() && sub.resolve("top").is_none());
+        assert!(matches!(sub.nodes[sub.resolve("f").unwrap()], VNode::File(_)));
+        assert!(tree.subtree(9).is_none());
     }
 }

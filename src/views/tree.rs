@@ -100,18 +100,29 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
         meta,
         "stats.json",
         LiveFile::new(Box::new(move || {
-            let mut v = cache.stats.snapshot();
-            v["cache_bytes"] = cache.weight().into();
-            v["cache_budget"] = cache.budget().into();
+            let mut v = stats_json(&cache);
             if let Some(index) = &index {
                 v["index"] = index.status();
             }
-            let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
-            s.push(b'\n');
-            s
+            json_bytes(&v)
         })),
     );
     VTree { nodes: b.nodes }
+}
+
+/// The live counters of `.annfs/stats.json`.
+pub fn stats_json(cache: &ChunkCache) -> serde_json::Value {
+    let mut v = cache.stats.snapshot();
+    v["cache_bytes"] = cache.weight().into();
+    v["cache_budget"] = cache.budget().into();
+    v
+}
+
+/// Pretty JSON with a final newline.
+pub fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    let mut s = serde_json::to_vec_pretty(v).unwrap_or_default();
+    s.push(b'\n');
+    s
 }
 
 /// The obs and var of an obs × var matrix (for `10x/`).

@@ -4,29 +4,25 @@
 //!
 //! Names: COL is the column's file-name stem (see [`encode`]) with `=` written `%3D`; VALUE is
 //! the category label (numbers as `obs/<col>.txt` prints them), `True`/`False` for bools, `NA`
-//! for missing values, with `%`, `/`, NUL and a leading `.` percent-encoded. Counting every
-//! value of a column reads its codes once (for `ls where/` and `where/README.txt`); the row list
-//! of a value is one more pass over the codes, kept in a small cache.
+//! for missing values, with `%`, `/`, NUL and a leading `.` percent-encoded. Counting the values
+//! of a column reads its codes once (remembered: one count per category); the row list of a
+//! value is a [`Sel`] computed by one more pass over the codes when first needed and kept in the
+//! shared cache (recomputed if evicted), so a subset holds no per-row memory of its own.
 
-use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 
 use super::format::text::push_num;
 use super::names::{encode, encode_key};
 use super::tree::{self, TreeOptions};
 use super::{DynDir, StaticFile, VTree};
 use crate::cache::ChunkCache;
-use crate::model::{AnnData, Column, RowList};
+use crate::model::{AnnData, Column, Sel};
 use crate::storage::{NumType, StorageError, StorageResult, StoreInfo};
 use crate::util::RetryOnce;
 
 /// Codes read per step while scanning a column.
 const SCAN_BLOCK: u64 = 1 << 20;
-/// Row lists kept for repeated lookups.
-const KEPT_LISTS: usize = 16;
 /// The name of missing values.
 const NA: &str = "NA";
 
@@ -170,25 +166,37 @@ impl Selectable {
         Ok(out)
     }
 
-    /// The code a value name selects (`None` inside = missing values), if it names a value.
-    fn code_of(&self, value: &str) -> StorageResult<Option<Option<i64>>> {
+    /// The code a value name selects (`None` inside = missing values), if it names a value,
+    /// and its number of cells.
+    fn code_of(&self, value: &str) -> StorageResult<Option<(Option<i64>, u64)>> {
+        let counts = self.counts()?;
+        Ok(self.code_named(value)?.map(|code| {
+            let n = match code {
+                Some(k) => counts.per_code.get(k as usize).copied().unwrap_or(0),
+                None => counts.missing,
+            };
+            (code, n)
+        }))
+    }
+
+    fn code_named(&self, value: &str) -> StorageResult<Option<Option<i64>>> {
         let labels = self.labels()?;
         if let Some(k) = labels.iter().position(|l| l == value) {
             return Ok(Some(Some(k as i64)));
         }
         Ok((value == NA && self.na_addressable()?).then_some(None))
     }
+}
 
-    /// The sorted rows whose value is `code`.
-    fn rows(&self, code: Option<i64>) -> StorageResult<Vec<u64>> {
-        let mut rows = Vec::new();
-        scan(&self.col, |r, c| {
-            if c == code {
-                rows.push(r);
-            }
-        })?;
-        Ok(rows)
-    }
+/// The sorted rows of `col` whose value is `code`.
+fn rows_of(col: &Column, code: Option<i64>) -> StorageResult<Vec<u64>> {
+    let mut rows = Vec::new();
+    scan(col, |r, c| {
+        if c == code {
+            rows.push(r);
+        }
+    })?;
+    Ok(rows)
 }
 
 /// `where/` of a tree: metadata subsets of `ad`.
@@ -198,7 +206,6 @@ pub struct WhereDir {
     cache: Arc<ChunkCache>,
     opts: TreeOptions,
     columns: Vec<Selectable>,
-    lists: Mutex<VecDeque<(String, RowList)>>,
 }
 
 const WHERE_README: &str = "\
@@ -215,7 +222,7 @@ impl WhereDir {
     /// Metadata subsets of `ad`; `opts.prefix` is the virtual path of the tree holding `where/`.
     pub fn new(ad: Arc<AnnData>, info: StoreInfo, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
         let columns = ad.obs.columns.iter().filter_map(|(name, col)| Selectable::new(name, col)).collect();
-        WhereDir { ad, info, cache, opts, columns, lists: Mutex::new(VecDeque::new()) }
+        WhereDir { ad, info, cache, opts, columns }
     }
 
     /// Every valid name with its cell count, column by column (columns that cannot be read are
@@ -254,23 +261,16 @@ impl WhereDir {
         s.into_bytes()
     }
 
-    /// The row list of `name`, from the kept lists or computed (`Ok(None)`: not a valid name).
-    fn row_list(&self, name: &str) -> StorageResult<Option<RowList>> {
-        if let Some((_, l)) = self.lists.lock().iter().find(|(n, _)| n == name) {
-            return Ok(Some(l.clone()));
-        }
+    /// The selection `name` stands for (`Ok(None)`: not a valid name, or no cells).
+    fn selection(&self, name: &str) -> StorageResult<Option<Sel>> {
         let Some((col, value)) = name.split_once('=') else { return Ok(None) };
         let Some(sel) = self.columns.iter().find(|s| s.dir_name == col) else { return Ok(None) };
-        let Some(code) = sel.code_of(value)? else { return Ok(None) };
-        let rows = sel.rows(code)?;
-        if rows.is_empty() {
+        let Some((code, n)) = sel.code_of(value)? else { return Ok(None) };
+        if n == 0 {
             return Ok(None);
         }
-        let list: RowList = rows.into();
-        let mut kept = self.lists.lock();
-        kept.push_front((name.to_string(), list.clone()));
-        kept.truncate(KEPT_LISTS);
-        Ok(Some(list))
+        let column = sel.col.clone();
+        Ok(Some(Sel::new(&self.cache, n, move || rows_of(&column, code))))
     }
 }
 
@@ -291,7 +291,7 @@ impl DynDir for WhereDir {
         if name == "README.txt" {
             return Some(VTree::single(Arc::new(StaticFile(self.readme()))));
         }
-        let rows = match self.row_list(name) {
+        let rows = match self.selection(name) {
             Ok(r) => r?,
             Err(e) => {
                 log::error!("{}where/{name}: {e}", self.prefix_slash());
@@ -306,7 +306,9 @@ impl DynDir for WhereDir {
             }
         };
         let prefix = format!("{}where/{name}", self.prefix_slash());
-        let opts = TreeOptions { prefix, with_rows: true, list_where: false, ..self.opts.clone() };
+        // Sizes of a subset's text views are not remembered across mounts: a walk of the mount
+        // visits every subset, and the sidecar would keep (and store) an index for each.
+        let opts = TreeOptions { sidecar: None, prefix, with_rows: true, list_where: false, index: None };
         Some(tree::build(&Arc::new(sub), &self.info, self.cache.clone(), &opts))
     }
 }

@@ -58,7 +58,7 @@ impl SparseRows {
                     col += 1;
                     prev = i64::MIN;
                 }
-                self.minor_pos(i, rows)?;
+                self.minor_pos(None, i, rows)?;
                 sorted &= i >= prev;
                 prev = i;
             }
