@@ -229,6 +229,11 @@ def stores_unchanged():
 # Walking a real directory tree (the mount)
 # --------------------------------------------------------------------------------------------------------------
 
+def escape_listed(path: str) -> str:
+    """A path as `annfs ls` prints it: backslash and newline escaped (`\\\\`, `\\n`)."""
+    return path.replace("\\", "\\\\").replace("\n", "\\n")
+
+
 def walk_files(root: Path, skip_dirs=("rows", "where")) -> tuple[set[str], set[str]]:
     """(files, dirs) below root, relative, without descending into `rows/` and `where/` directories (lazy views)
     -- their listing is checked separately."""

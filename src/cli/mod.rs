@@ -222,13 +222,24 @@ fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliErr
         VNode::Dyn(d) => d.list().into_iter().map(|n| if d.is_dir(&n) { format!("{n}/") } else { n }).collect(),
     };
     for name in names {
+        let shown = escape_listed(&name);
         if long {
-            writeln!(out, "{:>14}  {name}", size_of(name.trim_end_matches('/')))?;
+            writeln!(out, "{:>14}  {shown}", size_of(name.trim_end_matches('/')))?;
         } else {
-            writeln!(out, "{name}")?;
+            writeln!(out, "{shown}")?;
         }
     }
     Ok(())
+}
+
+/// A listed name on one line: a newline in a name (a category label in `where/`) is written
+/// `\n` and a backslash `\\`, so every line of `annfs ls` is one entry.
+pub fn escape_listed(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['\\', '\n']) {
+        name.replace('\\', "\\\\").replace('\n', "\\n").into()
+    } else {
+        name.into()
+    }
 }
 
 fn cat(store: &str, path: &str) -> Result<(), CliError> {
