@@ -3,13 +3,20 @@
 `bytes=-N`) with 206 answers, and logs every request path to an optional file.
 
     python range_server.py DIR [--port N] [--log FILE] [--forbid] [--stall REGEX [--stall-secs S]]
+                           [--latency MS] [--fail-every N] [--truncate-every N]
 
 Prints `PORT <n>` on stdout once listening.  `--forbid` answers 403 to everything.  `--stall REGEX` holds every
 request whose path matches for S seconds (default 60) before answering — a server that stops answering.
+Answers carry an `ETag` (from the file's size and mtime, like nginx) and `Last-Modified`, and a GET with a
+non-matching `If-Match` gets 412.  `--latency MS` delays every answer; `--fail-every N` answers every Nth GET
+with 500 and `--truncate-every N` cuts every Nth GET body short (closing the connection) — faults a client
+must retry through.
 """
 from __future__ import annotations
 
 import argparse
+import email.utils
+import itertools
 import os
 import re
 import sys
@@ -21,8 +28,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
-def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | None = None, stall_secs: float = 60.0):
+def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | None = None, stall_secs: float = 60.0,
+                 latency: float = 0.0, fail_every: int = 0, truncate_every: int = 0):
     lock = threading.Lock()
+    gets = itertools.count(1)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -43,14 +52,17 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
                 return None
             return full
 
-        def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head=False):
+        def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head=False, cut=False):
             self.send_response(status)
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
+            if cut:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.end_headers()
             if not head and body:
-                self.wfile.write(body)
+                self.wfile.write(body[: len(body) // 2] if cut else body)
 
         def do_HEAD(self):
             self.do_GET(head=True)
@@ -59,12 +71,24 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
             self._log()
             if stall and re.search(stall, self.path):
                 time.sleep(stall_secs)
+            if latency:
+                time.sleep(latency)
             if forbid:
                 return self._send(403, b"forbidden", head=head)
+            n = 0 if head else next(gets)
+            if fail_every and n and n % fail_every == 0:
+                return self._send(500, b"injected failure", head=head)
+            cut = bool(truncate_every and n and n % truncate_every == 0)
             path = self._target()
             if path is None:
                 return self._send(404, b"not found", head=head)
-            size = os.path.getsize(path)
+            st = os.stat(path)
+            size = st.st_size
+            tag = f'"{st.st_mtime_ns:x}-{size:x}"'
+            meta = {"ETag": tag, "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
+            want = self.headers.get("If-Match")
+            if want and want.strip() not in ("*", tag):
+                return self._send(412, b"precondition failed", meta, head=head)
             rng = self.headers.get("Range")
             if rng:
                 m = RANGE.match(rng.strip())
@@ -82,11 +106,11 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
                     f.seek(start)
                     data = f.read(end + 1 - start)
                 return self._send(206, data,
-                                  {"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
-                                  head=head)
+                                  {"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes", **meta},
+                                  head=head, cut=cut)
             with open(path, "rb") as f:
                 data = f.read()
-            return self._send(200, data, {"Accept-Ranges": "bytes"}, head=head)
+            return self._send(200, data, {"Accept-Ranges": "bytes", **meta}, head=head, cut=cut)
 
     return Handler
 
@@ -99,10 +123,15 @@ def main() -> int:
     ap.add_argument("--forbid", action="store_true")
     ap.add_argument("--stall")
     ap.add_argument("--stall-secs", type=float, default=60.0)
+    ap.add_argument("--latency", type=float, default=0.0, help="milliseconds added to every answer")
+    ap.add_argument("--fail-every", type=int, default=0)
+    ap.add_argument("--truncate-every", type=int, default=0)
     a = ap.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
-    srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid, a.stall, a.stall_secs))
+    srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid, a.stall, a.stall_secs,
+                                                                      a.latency / 1000, a.fail_every,
+                                                                      a.truncate_every))
     print(f"PORT {srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()

@@ -25,6 +25,8 @@ pub struct Stats {
     deadline_expired: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
+    /// Counters of remote reads, when the mount has a remote store.
+    remote: std::sync::OnceLock<std::sync::Arc<crate::storage::range::RemoteStats>>,
 }
 
 /// How many distinct failing files are remembered.
@@ -98,6 +100,11 @@ impl Stats {
         }
     }
 
+    /// Reports `remote`'s counters in the snapshot (`remote`); the first call wins.
+    pub fn set_remote(&self, remote: std::sync::Arc<crate::storage::range::RemoteStats>) {
+        let _ = self.remote.set(remote);
+    }
+
     /// Files whose reads failed so far, with the error.
     pub fn failures(&self) -> Vec<(String, String)> {
         self.failures.lock().clone()
@@ -124,6 +131,7 @@ impl Stats {
             "prefetch_skipped": g(&self.prefetch_skipped),
             "deadline_expired": g(&self.deadline_expired),
             "store_changed": crate::storage::gate::reason(),
+            "remote": self.remote.get().map(|r| r.snapshot()),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         })
     }

@@ -128,6 +128,22 @@ pub fn open_indexed(
     Ok(Opened { tree, cache, info: st.info, index })
 }
 
+/// Storage options from the mount arguments: the on-disk cache, request signing, counters.
+fn remote_options(args: &args::MountArgs) -> Result<OpenOptions, CliError> {
+    let disk = match &args.disk_cache {
+        Some(dir) => {
+            let limit = options::parse_size(&args.disk_cache_size)?;
+            let cache = crate::storage::range::disk_cache::DiskCache::open(dir, limit)
+                .map_err(|e| CliError::Usage(format!("--disk-cache {}: {e}", dir.display())))?;
+            Some(Arc::new(cache))
+        }
+        None => None,
+    };
+    let mut remote = crate::storage::range::RemoteOptions { disk, ..Default::default() };
+    remote.s3.no_sign = args.no_sign_request;
+    Ok(OpenOptions { remote })
+}
+
 /// [`open_with`] with default storage options and cache directory.
 pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
     open_with(store, cache_bytes, &OpenOptions::default(), None)
@@ -280,10 +296,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
     }
     // Fork while still single-threaded; the parent exits once the mount answers.
     let detached = if args.daemon || (args.helper && !args.foreground) { Some(daemon::detach()?) } else { None };
-    let store_opts = OpenOptions {
-        disk_cache: args.disk_cache.clone(),
-        disk_cache_size: options::parse_size(&args.disk_cache_size)?,
-    };
+    let store_opts = remote_options(&args)?;
     let index = crate::index::IndexConfig {
         dir: args.index_dir.clone(),
         wait: Some(Duration::try_from_secs_f64(args.index_wait).map_err(|_| CliError::Usage("bad --index-wait".into()))?),
@@ -296,7 +309,8 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
             tree.add_file(dir, "zero", Arc::new(crate::views::ZeroFile(size)));
         }
     }
-    let remote = args.store.starts_with("http://") || args.store.starts_with("https://");
+    o.cache.stats.set_remote(store_opts.remote.stats.clone());
+    let remote = crate::storage::range::Remote::parse(&args.store).is_some();
     let collection = o.info.format == "collection";
     if collection && args.overlay.is_some() {
         return Err(CliError::Usage(format!("{}: --overlay is not supported for a collection (mount one store)", args.store)));

@@ -54,6 +54,7 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
             "log_file" => args.log_file = Some(need(v)?.into()),
             "disk_cache" => args.disk_cache = Some(need(v)?.into()),
             "disk_cache_size" => args.disk_cache_size = need(v)?,
+            "no_sign_request" => args.no_sign_request = true,
             "log_metrics" => {
                 args.log_metrics = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad log_metrics (seconds)".into()))?)
             }

@@ -153,6 +153,7 @@ impl Collection {
             size: 0,
             mtime: meta.as_ref().map(|m| m.mtime()),
             inode: meta.as_ref().map(|m| m.ino()),
+            version: None,
         }
     }
 

@@ -331,7 +331,7 @@ mod tests {
             let want_data: Vec<f64> = lines.iter().flatten().map(|e| e.1).collect();
 
             let dir = tempfile::tempdir().unwrap();
-            let store = Identity { location: "/s".into(), size: 1, mtime: 2, inode: None };
+            let store = Identity { location: "/s".into(), size: 1, mtime: 2, inode: None, etag: None };
             let mut l = layout(&m, store, "/X".into()).unwrap();
             l.block = 4096;
             let dest = dir.path().join("x.idx");
@@ -369,7 +369,7 @@ mod tests {
             minor_list: None,
         };
         let dir = tempfile::tempdir().unwrap();
-        let l = layout(&m, Identity { location: "/s".into(), size: 1, mtime: 2, inode: None }, "/X".into()).unwrap();
+        let l = layout(&m, Identity { location: "/s".into(), size: 1, mtime: 2, inode: None, etag: None }, "/X".into()).unwrap();
         let err = build(&m, &l, &dir.path().join("x"), 1 << 20, &Progress::default()).unwrap_err().to_string();
         assert!(err.contains("/X") && err.contains("out of range"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -48,6 +48,9 @@ pub struct Identity {
     pub mtime: i64,
     /// Inode number, when known.
     pub inode: Option<u64>,
+    /// A remote store's version (ETag or Last-Modified); its mtime is then 0.
+    #[serde(default)]
+    pub etag: Option<String>,
 }
 
 /// Everything an index holds, known before it is built.
@@ -329,7 +332,7 @@ mod tests {
     fn layout() -> Layout {
         Layout {
             version: VERSION,
-            store: Identity { location: "/s.h5ad".into(), size: 10, mtime: 3, inode: Some(4) },
+            store: Identity { location: "/s.h5ad".into(), size: 10, mtime: 3, inode: Some(4), etag: None },
             matrix: "/X".into(),
             stored: "csr".into(),
             shape: [5, 3],

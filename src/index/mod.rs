@@ -219,14 +219,19 @@ fn whole(m: &Sparse) -> Sparse {
     Sparse { format: m.format, shape, data: m.data.whole(), indices: m.indices.whole(), indptr, indptr_base: 0, minor: None, minor_list: None }
 }
 
-/// The identity an index is keyed by: canonical path, size, mtime, inode.
+/// The identity an index is keyed by: canonical path, size, mtime, inode; for a remote store
+/// its URL, size and version (ETag or Last-Modified).
 fn identity(info: &StoreInfo) -> Result<Identity, String> {
+    if crate::storage::range::Remote::parse(&info.location).is_some() {
+        let etag = info.version.clone().ok_or("the server gives no ETag or Last-Modified for the store")?;
+        return Ok(Identity { location: info.location.clone(), size: info.size, mtime: 0, inode: None, etag: Some(etag) });
+    }
     let mtime = info.mtime.ok_or("the store has no modification time (remote stores are not indexed)")?;
     let location = std::fs::canonicalize(&info.location)
         .map_err(|e| format!("cannot resolve {}: {e}", info.location))?
         .display()
         .to_string();
-    Ok(Identity { location, size: info.size, mtime, inode: info.inode })
+    Ok(Identity { location, size: info.size, mtime, inode: info.inode, etag: None })
 }
 
 /// The default index directory: `index/` under the cache directory.

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod gate;
 pub mod grid;
 pub mod hdf5;
+pub mod range;
 pub mod zarr;
 
 use std::sync::Arc;
@@ -279,6 +280,8 @@ pub struct StoreInfo {
     pub mtime: Option<i64>,
     /// Inode number of the store file or directory, when known.
     pub inode: Option<u64>,
+    /// The version of a remote store file (ETag or Last-Modified), when known.
+    pub version: Option<String>,
 }
 
 /// An opened store: its metadata tree and facts about it.
@@ -289,27 +292,26 @@ pub struct Store {
     pub info: StoreInfo,
 }
 
-/// Options for opening a store (they only matter for some backends).
+/// Options for opening a store (they only matter for remote stores).
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    /// On-disk cache directory for chunks fetched from remote stores.
-    pub disk_cache: Option<std::path::PathBuf>,
-    /// Byte budget of the on-disk cache.
-    pub disk_cache_size: u64,
+    /// Timeouts, retries, signing, the disk cache and counters of remote reads.
+    pub remote: range::RemoteOptions,
 }
 
-/// Opens a store, choosing the backend from what the location is: an `http(s)://` URL → remote
-/// Zarr; a directory → Zarr (v2 or v3); anything else → HDF5.
+/// Opens a store, choosing the backend from what the location is: a URL (`http(s)://`,
+/// `s3://`) → a remote HDF5 file or Zarr store (told apart by the object's bytes); a directory
+/// → Zarr (v2 or v3); anything else → HDF5.
 pub fn open(location: &str) -> StorageResult<Store> {
     open_with(location, &OpenOptions::default())
 }
 
 /// [`open`] with options.
 pub fn open_with(location: &str, opts: &OpenOptions) -> StorageResult<Store> {
-    let lower = location.to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        return zarr::open_url(location, opts);
+    if let Some(remote) = range::Remote::parse(location) {
+        return open_remote(location, &remote, opts);
     }
+    let lower = location.to_ascii_lowercase();
     let path = std::path::Path::new(location);
     let meta = std::fs::metadata(path).map_err(|e| StorageError::Io {
         path: location.to_string(),
@@ -325,4 +327,72 @@ pub fn open_with(location: &str, opts: &OpenOptions) -> StorageResult<Store> {
         ));
     }
     hdf5::open(path)
+}
+
+/// A remote read's failure at open, naming the URL and the cause.
+pub fn remote_error(url: &str, e: range::FetchError) -> StorageError {
+    use range::FetchError as F;
+    let reason = match &e {
+        F::Status { status: 401 | 403, .. } => format!("access denied ({e})"),
+        F::Status { status: 404, .. } => format!("not found ({e})"),
+        F::Status { status: 301 | 307 | 400, .. } => format!("refused ({e}); wrong region or endpoint?"),
+        F::Config { reason, .. } => format!("cannot set up the client: {reason}"),
+        _ => e.to_string(),
+    };
+    StorageError::NotAStore { path: url.to_string(), reason }
+}
+
+/// Opens a remote store: an object with an HDF5 signature is an HDF5 file, anything else is
+/// tried as a Zarr prefix.
+fn open_remote(location: &str, remote: &range::Remote, opts: &OpenOptions) -> StorageResult<Store> {
+    let started = std::time::Instant::now();
+    let fetcher = Arc::new(range::location::fetcher(remote, &opts.remote).map_err(|e| remote_error(location, e))?);
+    let stats = opts.remote.stats.clone();
+    let before = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let leaf = remote.leaf().to_ascii_lowercase();
+    let hdf5_named = [".h5ad", ".h5", ".hdf5"].iter().any(|s| leaf.ends_with(s));
+    let object_probed = !(leaf.ends_with(".zarr") || location.ends_with('/'));
+    let object = if !object_probed {
+        None
+    } else {
+        match fetcher.head("") {
+            Ok(m) => m.filter(|m| m.size > 0),
+            Err(e) => return Err(remote_error(location, e)),
+        }
+    };
+    let store = match object {
+        Some(meta) => {
+            let file = Arc::new(range::object::RemoteFile::new(fetcher.clone(), meta));
+            let is_hdf5 = hdf5::find_superblock(&*file)
+                .map_err(|e| StorageError::NotAStore { path: location.to_string(), reason: e.to_string() })?
+                .is_some();
+            if is_hdf5 {
+                let info = StoreInfo {
+                    format: "hdf5",
+                    location: location.to_string(),
+                    size: range::RangeRead::len(&*file),
+                    mtime: None,
+                    inode: None,
+                    version: range::RangeRead::version(&*file).map(str::to_string),
+                };
+                hdf5::open_remote(file, info)
+            } else if hdf5_named {
+                Err(StorageError::NotAStore { path: location.to_string(), reason: "no HDF5 signature".into() })
+            } else {
+                zarr::open_remote(location, fetcher, true)
+            }
+        }
+        None if hdf5_named => Err(remote_error(
+            location,
+            range::FetchError::Status { url: location.to_string(), status: 404, detail: None },
+        )),
+        None => zarr::open_remote(location, fetcher, object_probed),
+    }?;
+    log::info!(
+        "{location}: opened ({}) in {:.2} s with {} requests",
+        store.info.format,
+        started.elapsed().as_secs_f64(),
+        stats.requests.load(std::sync::atomic::Ordering::Relaxed) - before
+    );
+    Ok(store)
 }

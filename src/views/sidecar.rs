@@ -57,14 +57,16 @@ impl Sidecar {
     /// Opens (creating if needed) the sidecar of the store described by `info` under `dir`.
     /// Returns `None` (and logs) when the directory is not usable: sizes are then recomputed.
     pub fn open(dir: &Path, info: &StoreInfo) -> Option<Sidecar> {
-        // No mtime: no way to tell whether the store changed (remote stores): do not remember.
-        info.mtime?;
+        // Neither an mtime nor a version (ETag): no way to tell whether the store changed.
+        if info.mtime.is_none() && info.version.is_none() {
+            return None;
+        }
         if let Err(e) = std::fs::create_dir_all(dir) {
             log::info!("no sidecar index: cannot create {}: {e}", dir.display());
             return None;
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&info.location, info.size, info.mtime, info.inode, FORMAT_VERSION).hash(&mut h);
+        (&info.location, info.size, info.mtime, info.inode, &info.version, FORMAT_VERSION).hash(&mut h);
         let path = dir.join(format!("{:016x}.layouts", h.finish()));
         let mut entries = HashMap::new();
         if let Ok(f) = std::fs::File::open(&path) {
@@ -115,7 +117,7 @@ mod tests {
     #[test]
     fn remembers_across_opens_and_ignores_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let info = StoreInfo { format: "hdf5", location: "/x.h5ad".into(), size: 10, mtime: Some(5), inode: Some(7) };
+        let info = StoreInfo { format: "hdf5", location: "/x.h5ad".into(), size: 10, mtime: Some(5), inode: Some(7), version: None };
         let s = Sidecar::open(dir.path(), &info).unwrap();
         let layout = StoredLayout { block_rows: 4, lines: 40, offsets: (0..10).map(|i| i * 100).collect() };
         s.put("X/matrix.mtx", &layout);

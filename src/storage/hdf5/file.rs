@@ -1,32 +1,39 @@
 //! Positioned reads of the HDF5 file for data (chunks, contiguous blocks, global heap
-//! collections): `pread` into owned buffers, every range checked against the file length and a
-//! size cap before anything is allocated.
+//! collections) through the byte-range layer (`pread` of a local file, range GETs of a remote
+//! one) into owned buffers, every range checked against the file length and a size cap before
+//! anything is allocated.
 //!
 //! The data path does not map the file: pages of a file mapping that the daemon touches count in
 //! its resident set, so reading a large store through a mapping grows RSS far past the cache
 //! budget. Owned buffers are accounted for by whoever keeps them (the chunk cache).
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
+use crate::storage::range::RangeRead;
 use crate::storage::{StorageError, StorageResult};
 
 /// The largest single read annfs makes from an HDF5 file (one stored chunk, one contiguous
 /// block, one heap collection). Larger claims in the file's metadata are treated as corruption.
 pub const MAX_READ_BYTES: u64 = 288 << 20;
 
-/// The store file opened for positioned reads, with its length as of opening (a change of the
-/// file under a mount is caught by [`crate::storage::gate`]).
-#[derive(Debug)]
+/// The store file opened for positioned reads, with its length as of opening (a change of a
+/// local file under a mount is caught by [`crate::storage::gate`], of a remote one by its
+/// version).
 pub struct DataFile {
-    file: File,
+    src: Arc<dyn RangeRead>,
     len: u64,
 }
 
 impl DataFile {
-    /// Wraps an open file whose length is `len`.
-    pub fn new(file: File, len: u64) -> DataFile {
-        DataFile { file, len }
+    /// Reads through `src`.
+    pub fn new(src: Arc<dyn RangeRead>) -> DataFile {
+        let len = src.len();
+        DataFile { src, len }
+    }
+
+    /// A local file whose length is `len` (tests).
+    pub fn local(file: std::fs::File, len: u64) -> DataFile {
+        DataFile { src: Arc::new(crate::storage::range::LocalFile::new(file, len)), len }
     }
 
     /// The file length in bytes.
@@ -63,17 +70,7 @@ impl DataFile {
     /// Hints that `len` bytes at `addr` will be read soon: the kernel starts reading them into
     /// its page cache in the background (best effort; ranges outside the file are ignored).
     pub fn advise(&self, addr: u64, len: u64) {
-        use std::os::fd::AsRawFd;
-        let end = addr.saturating_add(len).min(self.len);
-        if addr >= end {
-            return;
-        }
-        let (Ok(off), Ok(n)) = (libc::off_t::try_from(addr), libc::off_t::try_from(end - addr)) else { return };
-        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
-        // `self.file` and open for the call's duration.
-        unsafe {
-            libc::posix_fadvise(self.file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
-        }
+        self.src.will_need(addr, len);
     }
 
     /// Reads `len` bytes at `addr` into a new buffer, checked as in [`DataFile::check`].
@@ -88,7 +85,7 @@ impl DataFile {
     /// truncated) is a [`StorageError::Corrupt`] naming `path`.
     pub fn read_into(&self, addr: u64, buf: &mut [u8], path: &str, what: &str) -> StorageResult<()> {
         self.check(addr, buf.len() as u64, path, what)?;
-        self.file.read_exact_at(buf, addr).map_err(|e| match e.kind() {
+        self.src.read_exact_at(buf, addr).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => StorageError::corrupt(
                 path,
                 format!("{what} at {addr}+{}: the file ends early", buf.len()),
@@ -109,8 +106,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, bytes).unwrap();
-        let f = File::open(&p).unwrap();
-        (dir, DataFile::new(f, bytes.len() as u64))
+        let f = std::fs::File::open(&p).unwrap();
+        (dir, DataFile::local(f, bytes.len() as u64))
     }
 
     #[test]
@@ -131,7 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"abc").unwrap();
-        let f = DataFile::new(File::open(&p).unwrap(), 100);
+        let f = DataFile::local(std::fs::File::open(&p).unwrap(), 100);
         match f.read(1, 10, "/y", "heap") {
             Err(StorageError::Corrupt { path, reason }) => {
                 assert_eq!(path, "/y");

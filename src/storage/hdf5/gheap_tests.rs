@@ -156,7 +156,7 @@ fn file_with(bytes: &[u8]) -> (tempfile::TempDir, DataFile) {
     let p = dir.path().join("f");
     std::fs::write(&p, bytes).unwrap();
     let f = std::fs::File::open(&p).unwrap();
-    (dir, DataFile::new(f, bytes.len() as u64))
+    (dir, DataFile::local(f, bytes.len() as u64))
 }
 
 #[test]

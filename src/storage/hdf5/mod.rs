@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use ffi::{locked, Hid};
 
+use super::range::{LocalFile, RangeRead};
 use super::{StorageError, StorageResult, Store, StoreInfo};
 
 /// The HDF5 format signature.
@@ -58,14 +59,47 @@ pub fn open(path: &Path) -> StorageResult<Store> {
         source: e,
     };
     let meta = std::fs::metadata(path).map_err(io)?;
-    let file = std::fs::File::open(path).map_err(io)?;
-    if find_superblock(&file, meta.len()).map_err(io)?.is_none() {
+    let src = LocalFile::open(path).map_err(io)?;
+    let info = StoreInfo {
+        format: "hdf5",
+        location: location.clone(),
+        size: meta.len(),
+        mtime: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64),
+        inode: Some(std::os::unix::fs::MetadataExt::ino(&meta)),
+        version: None,
+    };
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| StorageError::NotAStore {
+        path: location.clone(),
+        reason: "path contains NUL".into(),
+    })?;
+    open_source(Arc::new(src), &cpath, info)
+}
+
+/// Opens the HDF5 file behind a remote byte source (its length and version already known).
+pub fn open_remote(src: Arc<dyn RangeRead>, info: StoreInfo) -> StorageResult<Store> {
+    let handoff = vfd::Handoff::new(src.clone());
+    let name = std::ffi::CString::new(handoff.name()).map_err(|_| StorageError::NotAStore {
+        path: info.location.clone(),
+        reason: "bad name".into(),
+    })?;
+    open_source(src, &name, info)
+}
+
+/// Opens the file the driver finds under `name`, reading data through `src`.
+fn open_source(src: Arc<dyn RangeRead>, name: &std::ffi::CStr, info: StoreInfo) -> StorageResult<Store> {
+    let location = info.location.clone();
+    let found = find_superblock(&*src).map_err(|e| StorageError::Io { path: location.clone(), source: e })?;
+    if found.is_none() {
         return Err(StorageError::NotAStore {
             path: location,
             reason: "no HDF5 signature".into(),
         });
     }
-    let fid = open_lib(path, &location)?;
+    let fid = open_lib(name, &location)?;
     let sizes = offset_sizes(&fid, &location);
     let root = locked(|| {
         Hid::new(
@@ -75,41 +109,21 @@ pub fn open(path: &Path) -> StorageResult<Store> {
     })
     .map_err(|e| StorageError::corrupt(&location, e.to_string()))?;
     let ctx = Arc::new(FileCtx {
-        data: file::DataFile::new(file, meta.len()),
+        data: file::DataFile::new(src),
         sizes,
         file: fid,
     });
     let root = tree::walk(&ctx, &root, "/", 0)?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64);
-    Ok(Store {
-        root,
-        info: StoreInfo {
-            format: "hdf5",
-            location,
-            size: meta.len(),
-            mtime,
-            inode: Some(std::os::unix::fs::MetadataExt::ino(&meta)),
-        },
-    })
+    Ok(Store { root, info })
 }
 
 /// Opens the file with the library; a failure after a valid signature means a damaged file.
-fn open_lib(path: &Path, location: &str) -> StorageResult<Hid> {
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        StorageError::NotAStore {
-            path: location.into(),
-            reason: "path contains NUL".into(),
-        }
-    })?;
+fn open_lib(name: &std::ffi::CStr, location: &str) -> StorageResult<Hid> {
     // Through the guarding driver: the library's reads of global heap collections are checked.
     let fapl = vfd::fapl(location)?;
     locked(|| {
         let id = unsafe {
-            hdf5_sys::h5f::H5Fopen(cpath.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, fapl.id())
+            hdf5_sys::h5f::H5Fopen(name.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, fapl.id())
         };
         Hid::new(id, location)
     })
@@ -138,12 +152,12 @@ fn offset_sizes(fid: &Hid, location: &str) -> Option<gheap::Sizes> {
 
 /// The offset of the HDF5 signature (superblock), looked for at 0, 512, 1024, 2048, … (after a
 /// user block); `None` when absent.
-pub fn find_superblock(file: &std::fs::File, len: u64) -> std::io::Result<Option<u64>> {
-    use std::os::unix::fs::FileExt;
+pub fn find_superblock(src: &dyn RangeRead) -> std::io::Result<Option<u64>> {
+    let len = src.len();
     let mut off = 0u64;
     let mut buf = [0u8; 8];
     while off + 8 <= len {
-        file.read_exact_at(&mut buf, off)?;
+        src.read_exact_at(&mut buf, off)?;
         if &buf == SIGNATURE {
             return Ok(Some(off));
         }

@@ -11,17 +11,19 @@
 //! The structs mirror `H5FDdevelop.h` of the bundled HDF5 2.x (`hdf5-sys` declares an older
 //! layout of `H5FD_class_t`).
 
+use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr};
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use hdf5_sys::h5::{haddr_t, herr_t, hsize_t};
 use hdf5_sys::h5i::hid_t;
 
 use super::ffi::{locked, Hid};
 use super::gheap::{self, Sizes};
+use crate::storage::range::{LocalFile, RangeRead};
 use crate::storage::{StorageError, StorageResult};
 
 /// `H5FD_t` of HDF5 2.x: the library fills these fields in.
@@ -91,12 +93,41 @@ struct Class {
 #[repr(C)]
 struct Guarded {
     public: Public,
-    file: File,
+    src: Arc<dyn RangeRead>,
     eoa: haddr_t,
     eof: u64,
-    dev: u64,
-    ino: u64,
     sizes: Option<Sizes>,
+}
+
+/// Byte sources handed to the driver by name: the library opens a file by name only, so a
+/// remote object is registered under a made-up name for the duration of `H5Fopen`.
+static HANDOFF: Mutex<Option<HashMap<String, Arc<dyn RangeRead>>>> = Mutex::new(None);
+
+/// While alive, the driver opens `name` as the registered byte source.
+pub struct Handoff(String);
+
+impl Handoff {
+    /// Registers `src` under a name unique in the process; open the file by [`Handoff::name`].
+    pub fn new(src: Arc<dyn RangeRead>) -> Handoff {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("annfs-source:{n}");
+        HANDOFF.lock().get_or_insert_with(HashMap::new).insert(name.clone(), src);
+        Handoff(name)
+    }
+
+    /// The name to open.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(map) = HANDOFF.lock().as_mut() {
+            map.remove(&self.0);
+        }
+    }
 }
 
 const MEM_SUPER: c_int = 1;
@@ -186,10 +217,10 @@ pub fn fapl(path: &str) -> StorageResult<Hid> {
 }
 
 /// Address and length widths from the superblock (found at 0, 512, 1024, ...), if readable.
-fn superblock_sizes(file: &File, len: u64) -> Option<Sizes> {
-    let at = super::find_superblock(file, len).ok()??;
+fn superblock_sizes(src: &dyn RangeRead) -> Option<Sizes> {
+    let at = super::find_superblock(src).ok()??;
     let mut buf = [0u8; 16];
-    file.read_exact_at(&mut buf, at).ok()?;
+    src.read_exact_at(&mut buf, at).ok()?;
     let (a, s) = match buf[8] {
         0 | 1 => (buf[13], buf[14]),
         _ => (buf[9], buf[10]),
@@ -201,21 +232,23 @@ unsafe extern "C" fn open(name: *const c_char, flags: c_uint, _fapl: hid_t, maxa
     if name.is_null() || flags & WRITE_FLAGS != 0 || maxaddr == 0 || maxaddr == HADDR_UNDEF {
         return std::ptr::null_mut();
     }
-    let path = std::ffi::OsStr::from_bytes(CStr::from_ptr(name).to_bytes());
-    let Ok(file) = File::open(path) else {
-        return std::ptr::null_mut();
+    let name = CStr::from_ptr(name).to_bytes();
+    let handed = std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| HANDOFF.lock().as_ref().and_then(|m| m.get(n).cloned()));
+    let src: Arc<dyn RangeRead> = match handed {
+        Some(src) => src,
+        None => match LocalFile::open(std::path::Path::new(std::ffi::OsStr::from_bytes(name))) {
+            Ok(f) => Arc::new(f),
+            Err(_) => return std::ptr::null_mut(),
+        },
     };
-    let Ok(meta) = file.metadata() else {
-        return std::ptr::null_mut();
-    };
-    let sizes = superblock_sizes(&file, meta.len());
+    let sizes = superblock_sizes(&*src);
     let g = Box::new(Guarded {
         public: std::mem::zeroed(),
-        file,
+        eof: src.len(),
+        src,
         eoa: 0,
-        eof: meta.len(),
-        dev: meta.dev(),
-        ino: meta.ino(),
         sizes,
     });
     Box::into_raw(g).cast()
@@ -230,7 +263,7 @@ unsafe extern "C" fn close(f: *mut Public) -> herr_t {
 
 unsafe extern "C" fn cmp(a: *const Public, b: *const Public) -> c_int {
     let (a, b) = (&*a.cast::<Guarded>(), &*b.cast::<Guarded>());
-    match (a.dev, a.ino).cmp(&(b.dev, b.ino)) {
+    match a.src.identity().cmp(&b.src.identity()) {
         std::cmp::Ordering::Less => -1,
         std::cmp::Ordering::Equal => 0,
         std::cmp::Ordering::Greater => 1,
@@ -276,7 +309,8 @@ unsafe extern "C" fn read(
         return 0;
     }
     let out = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
-    if fill(&g.file, addr, out).is_err() {
+    if let Err(e) = fill(&*g.src, addr, out) {
+        log::warn!("HDF5 driver: reading {size} bytes at {addr}: {e}");
         return -1;
     }
     if kind == MEM_DRAW && out.starts_with(b"GCOL") {
@@ -294,20 +328,18 @@ unsafe extern "C" fn read(
 
 /// Reads `out.len()` bytes at `addr`; bytes past the end of the file read as zeros (as the
 /// library's own drivers do).
-fn fill(file: &File, addr: u64, out: &mut [u8]) -> std::io::Result<()> {
-    let mut done = 0usize;
-    while done < out.len() {
-        match file.read_at(&mut out[done..], addr + done as u64) {
-            Ok(0) => {
-                out[done..].fill(0);
-                break;
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+fn fill(src: &dyn RangeRead, addr: u64, out: &mut [u8]) -> std::io::Result<()> {
+    let avail = src.len().saturating_sub(addr).min(out.len() as u64) as usize;
+    let (head, tail) = out.split_at_mut(avail);
+    tail.fill(0);
+    match src.read_exact_at(head, addr) {
+        // The file shrank since it was opened: what is missing reads as zeros too.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            head.fill(0);
+            Ok(())
         }
+        other => other,
     }
-    Ok(())
 }
 
 unsafe extern "C" fn write(

@@ -109,7 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("h");
         std::fs::write(&p, &b).unwrap();
-        let f = DataFile::new(std::fs::File::open(&p).unwrap(), b.len() as u64);
+        let f = DataFile::local(std::fs::File::open(&p).unwrap(), b.len() as u64);
         (dir, f)
     }
 

@@ -3,13 +3,12 @@
 //!
 //! Opening reads the consolidated metadata when present (one read), else walks the directory
 //! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
-//! remote reads go through [`http`] (optionally cached on disk by [`disk_cache`]).
+//! remote stores are read through the byte-range layer by [`remote`].
 
 mod contain;
-pub mod disk_cache;
 pub mod dtype;
-pub mod http;
 pub mod meta;
+pub mod remote;
 pub mod source;
 
 #[cfg(test)]
@@ -25,7 +24,7 @@ use zarrs::storage::ReadableStorageTraits;
 use meta::{NodeMeta, Nodes};
 use source::ZarrSource;
 
-use super::{Array, Attrs, Group, Node, OpenOptions, StorageError, StorageResult, Store, StoreInfo};
+use super::{Array, Attrs, Group, Node, StorageError, StorageResult, Store, StoreInfo};
 
 /// Paths nested deeper than this are not built (guards hostile metadata).
 const MAX_DEPTH: usize = 64;
@@ -57,37 +56,30 @@ pub fn open_dir(path: &Path) -> StorageResult<Store> {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_secs() as i64);
     let inode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    let info = StoreInfo { format: "zarr", location, size: 0, mtime, inode };
+    let info = StoreInfo { format: "zarr", location, size: 0, mtime, inode, version: None };
     build(Arc::new(storage), nodes, info)
 }
 
-/// Opens a Zarr store at an `http://` or `https://` URL.
-pub fn open_url(url: &str, opts: &OpenOptions) -> StorageResult<Store> {
-    let cache = match &opts.disk_cache {
-        Some(dir) => Some(Arc::new(
-            disk_cache::DiskCache::open(dir, opts.disk_cache_size)
-                .map_err(|e| StorageError::Io { path: dir.display().to_string(), source: e })?,
-        )),
-        None => None,
-    };
-    let store = Arc::new(http::HttpStore::new(url, http::HttpConfig::default(), cache));
+/// Opens a Zarr store under a remote prefix (`http(s)://…`, `s3://bucket/prefix`), reading keys
+/// through `fetcher`. Errors name `url`; `not_hdf5` says the URL was also tried as an HDF5 file.
+pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_hdf5: bool) -> StorageResult<Store> {
+    let store = Arc::new(remote::RemoteStore::new(fetcher));
     let read = |key: &str| -> StorageResult<Option<Vec<u8>>> {
-        store.fetch(key, None).map_err(|e| match e {
-            http::HttpError::Status { status: 401 | 403, .. } => StorageError::NotAStore {
-                path: url.to_string(),
-                reason: format!("access denied ({e})"),
-            },
-            other => StorageError::NotAStore { path: url.to_string(), reason: other.to_string() },
-        })
+        store.fetch(key, None).map_err(|e| crate::storage::remote_error(url, e))
     };
     let nodes = meta::collect(&read, None, url).map_err(|e| match e {
         StorageError::NotAStore { path, reason } if reason.starts_with("no zarr.json") => StorageError::NotAStore {
             path,
-            reason: "no Zarr store at this URL (zarr.json, .zmetadata and .zgroup: HTTP 404)".into(),
+            reason: if not_hdf5 {
+                "neither an HDF5 file nor a Zarr store (no HDF5 signature; zarr.json, .zmetadata and .zgroup: HTTP 404)"
+            } else {
+                "no Zarr store at this URL (zarr.json, .zmetadata and .zgroup: HTTP 404)"
+            }
+            .into(),
         },
         other => prefix(other, url),
     })?;
-    let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None };
+    let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version: None };
     build(store, nodes, info)
 }
 

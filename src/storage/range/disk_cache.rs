@@ -2,8 +2,10 @@
 //! re-mount on the same node does not fetch again.
 //!
 //! One file per entry, named by a hash of its id (URL + byte range). Each file holds a header
-//! (magic, the full id, length, CRC32C of the data) and the data; an entry whose header or checksum
-//! does not match is deleted and treated as a miss. When the directory grows past its size budget
+//! (magic, the full id, the object's version — ETag or Last-Modified — when known, length, CRC32C
+//! of the data) and the data; an entry whose header or checksum does not match is deleted and
+//! treated as a miss. Whether an entry's version is still current is the
+//! [`Fetcher`](super::Fetcher)'s decision. When the directory grows past its size budget
 //! the least recently used entries (by mtime, refreshed on hits) are removed.
 
 use std::io::Write;
@@ -13,10 +15,20 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 
-const MAGIC: &[u8; 8] = b"ANNFSDC1";
+const MAGIC: &[u8; 8] = b"ANNFSDC2";
 const SUFFIX: &str = ".chunk";
 
+/// A valid entry.
+#[derive(Debug)]
+pub struct Entry {
+    /// The cached bytes.
+    pub data: Vec<u8>,
+    /// The object's version when they were fetched.
+    pub version: Option<String>,
+}
+
 /// A size-bounded directory of validated entries. Safe to share between threads.
+#[derive(Debug)]
 pub struct DiskCache {
     dir: PathBuf,
     limit: u64,
@@ -47,15 +59,15 @@ impl DiskCache {
     }
 
     /// The data stored under `id`, if present and valid.
-    pub fn get(&self, id: &str) -> Option<Vec<u8>> {
+    pub fn get(&self, id: &str) -> Option<Entry> {
         let path = self.path(id);
         let bytes = std::fs::read(&path).ok()?;
         match decode(&bytes, id) {
-            Some(data) => {
+            Some((version, data)) => {
                 if let Ok(f) = std::fs::File::options().append(true).open(&path) {
                     let _ = f.set_modified(SystemTime::now());
                 }
-                Some(data.to_vec())
+                Some(Entry { data: data.to_vec(), version: version.map(str::to_string) })
             }
             None => {
                 log::warn!("disk cache: dropping invalid entry {}", path.display());
@@ -67,14 +79,18 @@ impl DiskCache {
         }
     }
 
-    /// Stores `data` under `id` (best effort: failures are logged, never returned).
-    pub fn put(&self, id: &str, data: &[u8]) {
+    /// Stores `data` of the object's `version` under `id` (best effort: failures are logged,
+    /// never returned).
+    pub fn put(&self, id: &str, version: Option<&str>, data: &[u8]) {
         let path = self.path(id);
         let tmp = self.dir.join(format!(".{:016x}.{}.tmp", fnv64(id), std::process::id()));
         let mut entry = Vec::with_capacity(data.len() + id.len() + 32);
         entry.extend_from_slice(MAGIC);
         entry.extend_from_slice(&(id.len() as u32).to_le_bytes());
         entry.extend_from_slice(id.as_bytes());
+        let version = version.unwrap_or("").as_bytes();
+        entry.extend_from_slice(&(version.len() as u32).to_le_bytes());
+        entry.extend_from_slice(version);
         entry.extend_from_slice(&(data.len() as u64).to_le_bytes());
         entry.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
         entry.extend_from_slice(data);
@@ -123,19 +139,25 @@ impl DiskCache {
     }
 }
 
-/// The data of a valid entry for `id`.
-fn decode<'a>(b: &'a [u8], id: &str) -> Option<&'a [u8]> {
-    let rest = b.strip_prefix(MAGIC)?;
-    let id_len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-    let rest = &rest[4..];
-    if rest.get(..id_len)? != id.as_bytes() {
+/// A length-prefixed field and what follows it.
+fn field(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let rest = &b[4..];
+    Some((rest.get(..n)?, &rest[n..]))
+}
+
+/// The version and data of a valid entry for `id`.
+fn decode<'a>(b: &'a [u8], id: &str) -> Option<(Option<&'a str>, &'a [u8])> {
+    let (stored_id, rest) = field(b.strip_prefix(MAGIC)?)?;
+    if stored_id != id.as_bytes() {
         return None;
     }
-    let rest = &rest[id_len..];
+    let (version, rest) = field(rest)?;
+    let version = std::str::from_utf8(version).ok()?;
     let len = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(rest.get(8..12)?.try_into().ok()?);
     let data = &rest[12..];
-    (data.len() == len && crc32c::crc32c(data) == crc).then_some(data)
+    (data.len() == len && crc32c::crc32c(data) == crc).then_some(((!version.is_empty()).then_some(version), data))
 }
 
 #[cfg(test)]
@@ -147,8 +169,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(dir.path(), 1000).unwrap();
         assert!(c.get("a").is_none());
-        c.put("a", b"hello");
-        assert_eq!(c.get("a").as_deref(), Some(&b"hello"[..]));
+        c.put("a", Some("\"e1\""), b"hello");
+        let e = c.get("a").unwrap();
+        assert_eq!((e.data.as_slice(), e.version.as_deref()), (&b"hello"[..], Some("\"e1\"")));
         // A corrupted entry is a miss and is removed.
         let p = c.path("a");
         let mut bytes = std::fs::read(&p).unwrap();
@@ -159,11 +182,12 @@ mod tests {
         assert!(!p.exists());
         // Re-open sees existing entries; the budget is enforced.
         for i in 0..20 {
-            c.put(&format!("k{i}"), &[7u8; 100]);
+            c.put(&format!("k{i}"), None, &[7u8; 100]);
         }
         let total: u64 = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
         assert!(total <= 1000, "{total}");
         let again = DiskCache::open(dir.path(), 1000).unwrap();
-        assert_eq!(again.get("k19").as_deref(), Some(&[7u8; 100][..]));
+        let e = again.get("k19").unwrap();
+        assert_eq!((e.data.as_slice(), e.version), (&[7u8; 100][..], None));
     }
 }

@@ -1,0 +1,338 @@
+"""Remote stores through the byte-range layer: `.h5ad` files and Zarr stores over HTTP and S3 (servers on
+loopback that this module starts itself: integration/range_server.py and moto's S3 server), each mounted and
+compared byte for byte with the same store mounted from the local disk; faults (5xx, truncated bodies, a dying
+server, an object replaced under the mount), the validated disk cache, and clear mount-time errors."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (ANNFS_BIN, COMMITTED, FIXTURES, HERE, Mount, is_mounted, need_fuse, walk_files)
+
+ZARR = FIXTURES / "zarr"
+H5AD = [p for p in COMMITTED if p.stat().st_size < 4 << 20]
+ZARRS = ["dense_f32.v2.zarr", "csr_gzip.v3s.zarr"]
+
+
+class Server:
+    """integration/range_server.py on a free port."""
+
+    def __init__(self, root: Path, *extra: str, port: int = 0, log: Path | None = None):
+        args = [sys.executable, str(HERE / "range_server.py"), str(root), "--port", str(port), *extra]
+        if log:
+            args += ["--log", str(log)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("PORT "), line
+        self.port = int(line.split()[1])
+
+    def url(self, rel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+          "AWS_ALLOW_HTTP": "true"}
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server with bucket `atlas` holding the h5ad fixtures and the Zarr twins."""
+    moto = Path(sys.executable).parent / "moto_server"
+    if not moto.exists():
+        pytest.skip("moto_server is not installed (integration/requirements.txt)")
+    port = _free_port()
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+    client = boto3.client("s3", endpoint_url=endpoint, **{"aws_access_key_id": "testing",
+                                                           "aws_secret_access_key": "testing",
+                                                           "region_name": "us-east-1"})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.create_bucket(Bucket="atlas")
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+    for p in H5AD:
+        client.upload_file(str(p), "atlas", f"h5ad/{p.name}")
+    for name in ZARRS:
+        root = ZARR / name
+        for f in root.rglob("*"):
+            if f.is_file():
+                client.upload_file(str(f), "atlas", f"zarr/{name}/{f.relative_to(root).as_posix()}")
+    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, **S3_ENV)
+    yield env, client
+    proc.kill()
+    proc.wait()
+
+
+def mount(store: str, *extra: str, env: dict | None = None, tag: str = "remote") -> Mount:
+    mnt = Path(os.environ.get("TMPDIR", "/tmp")) / f"annfs-{tag}-{os.getpid()}-{time.monotonic_ns()}"
+    m = Mount(Path(store), mnt, *extra)
+    m.store = store  # a URL stays a string (Path would fold its `//`)
+    if env is None:
+        return m.start()
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return m.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def same_tree(remote: Mount, local: Mount) -> None:
+    """Every file of the local mount (rows/ and where/ aside) reads the same through the remote one."""
+    rf, rd = walk_files(remote.mnt)
+    lf, ld = walk_files(local.mnt)
+    assert rf == lf and rd == ld, (sorted(rf ^ lf)[:10], sorted(rd ^ ld)[:10])
+    bad = [rel for rel in sorted(lf) if not rel.startswith(".annfs/") and rel != "README.txt"
+           and (remote.mnt / rel).read_bytes() != (local.mnt / rel).read_bytes()]
+    assert not bad, bad[:10]
+    # The root README names the store: the same text but for its location.
+    readme = (remote.mnt / "README.txt").read_text().replace(str(remote.store), str(local.store))
+    assert readme == (local.mnt / "README.txt").read_text()
+    for rel in sorted(lf)[:200]:
+        if not rel.startswith(".annfs/") and rel != "README.txt":
+            assert os.stat(remote.mnt / rel).st_size == os.stat(local.mnt / rel).st_size, rel
+
+
+def remote_stats(m: Mount) -> dict:
+    return json.loads((m.mnt / ".annfs" / "stats.json").read_bytes())["remote"]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    """A store larger than the remote block cache (16 MiB), so that reads go to the server."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+    rng = np.random.default_rng(7)
+    n, g = 6000, 800
+    a = ad.AnnData(X=sp.random(n, g, density=0.1, format="csr", dtype=np.float32, random_state=rng),
+                   obs=pd.DataFrame({"cell_type": pd.Categorical(rng.choice(["T", "B", "NK"], n))},
+                                    index=[f"c{i}" for i in range(n)]),
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    a.layers["dense"] = rng.random((n, g), dtype=np.float32)
+    a.obsm["X_pca"] = rng.random((n, 50)).astype(np.float32)
+    d = tmp_path_factory.mktemp("big")
+    a.write_h5ad(d / "big.h5ad")
+    return d / "big.h5ad"
+
+
+BIG_FILES = ["layers/dense/dense.npy", "X/csr/data.npy", "X/csr/indices.npy", "X/dense.npy", "obsm/X_pca.npy",
+             "obs.tsv", "var.tsv"]
+
+
+def same_files(a: Mount, b: Mount, files=BIG_FILES) -> None:
+    bad = [f for f in files if (a.mnt / f).read_bytes() != (b.mnt / f).read_bytes()]
+    assert not bad, bad
+
+
+@pytest.fixture(scope="module")
+def http_fixtures():
+    s = Server(FIXTURES)
+    yield s
+    s.kill()
+
+
+@need_fuse
+@pytest.mark.parametrize("path", H5AD, ids=[p.stem for p in H5AD])
+def test_http_h5ad_equals_local(http_fixtures, path):
+    r = mount(http_fixtures.url(path.name))
+    loc = mount(str(path))
+    try:
+        same_tree(r, loc)
+        st = remote_stats(r)
+        assert st["requests"] > 0 and st["failures"] == 0, st
+    finally:
+        r.stop()
+        loc.stop()
+
+
+@need_fuse
+@pytest.mark.parametrize("key", [f"h5ad/{p.name}" for p in H5AD[:3]] + [f"zarr/{n}/" for n in ZARRS])
+def test_s3_equals_local(s3, key):
+    env, _ = s3
+    local = FIXTURES / key.split("/", 1)[1] if key.startswith("h5ad/") else ZARR / key.split("/")[1]
+    r = mount(f"s3://atlas/{key}", env=env)
+    loc = mount(str(local))
+    try:
+        if key.startswith("zarr/"):
+            # Remote Zarr stores have no version to key a transposed index by: compare what both serve.
+            rf, _ = walk_files(r.mnt)
+            lf, _ = walk_files(loc.mnt)
+            assert rf <= lf and all("/csc/" in f for f in lf - rf), sorted(lf - rf)[:5]
+            bad = [f for f in sorted(rf) if not f.startswith(".annfs/") and f != "README.txt"
+                   and (r.mnt / f).read_bytes() != (loc.mnt / f).read_bytes()]
+            assert not bad, bad[:10]
+        else:
+            same_tree(r, loc)
+    finally:
+        r.stop()
+        loc.stop()
+
+
+@need_fuse
+def test_s3_errors_name_the_url_and_cause(s3, tmp_path):
+    env, _ = s3
+    def run(url, *extra, env_over=None):
+        e = dict(env, **(env_over or {}))
+        return subprocess.run([str(ANNFS_BIN), "ls", url, *extra], capture_output=True, timeout=60, env=e)
+    r = run("s3://atlas/h5ad/nope.h5ad")
+    assert r.returncode != 0 and b"s3://atlas/h5ad/nope.h5ad" in r.stderr and b"not found" in r.stderr, r.stderr
+    r = run("s3://no-such-bucket/x.h5ad")
+    assert r.returncode != 0 and b"s3://no-such-bucket/x.h5ad" in r.stderr, r.stderr
+    r = run("s3://atlas/zarr/")
+    assert r.returncode != 0 and b"no Zarr store" in r.stderr, r.stderr
+    s3[1].put_object(Bucket="atlas", Key="notes.txt", Body=b"not a store\n")
+    r = run("s3://atlas/notes.txt")
+    assert r.returncode != 0 and b"neither an HDF5 file nor a Zarr store" in r.stderr, r.stderr
+    # Unsigned requests: a private object is access denied at mount; a public-read one is served.
+    env_nocreds = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = subprocess.run([str(ANNFS_BIN), "mount", "s3://atlas/h5ad/dense_f32.h5ad", str(mnt), "--no-sign-request"],
+                       capture_output=True, timeout=60, env=env_nocreds)
+    assert r.returncode != 0 and b"access denied" in r.stderr and b"403" in r.stderr, r.stderr
+    s3[1].put_object_acl(Bucket="atlas", Key="h5ad/dense_f32.h5ad", ACL="public-read")
+    m = mount("s3://atlas/h5ad/dense_f32.h5ad", "--no-sign-request", env=env_nocreds)
+    loc = mount(str(FIXTURES / "dense_f32.h5ad"))
+    try:
+        same_files(m, loc, ["X/dense.npy", "obs.tsv"])
+    finally:
+        m.stop()
+        loc.stop()
+
+
+@need_fuse
+def test_faults_are_retried_through(big):
+    """Every 3rd GET fails with 500 and every 5th body is cut short: reads retry and stay byte-identical."""
+    srv = Server(big.parent, "--fail-every", "3", "--truncate-every", "5")
+    r = mount(srv.url(big.name), "--cache-size", "1M")
+    loc = mount(str(big))
+    try:
+        same_files(r, loc)
+        st = remote_stats(r)
+        assert st["retries"] > 0 and st["failures"] == 0, st
+    finally:
+        r.stop()
+        loc.stop()
+        srv.kill()
+
+
+@need_fuse
+def test_server_dies_then_recovers(big):
+    srv = Server(big.parent)
+    port = srv.port
+    r = mount(srv.url(big.name), "--cache-size", "1M")
+    loc = mount(str(big))
+    try:
+        srv.kill()
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            (r.mnt / "layers" / "dense" / "dense.npy").read_bytes()
+        assert e.value.errno == errno.EIO
+        assert time.monotonic() - t0 < 30, "a failed read must not hang"
+        assert is_mounted(r.mnt) and r.proc.poll() is None
+        srv = Server(big.parent, port=port)
+        # Nothing keeps the transient error: the next reads succeed.
+        same_files(r, loc)
+    finally:
+        r.stop()
+        loc.stop()
+        srv.kill()
+
+
+@need_fuse
+def test_object_replaced_under_the_mount_is_never_mixed(tmp_path, big):
+    root = tmp_path / "srv"
+    root.mkdir()
+    shutil.copy(big, root / "a.h5ad")
+    srv = Server(root)
+    r = mount(srv.url("a.h5ad"), "--cache-size", "1M")
+    try:
+        shutil.copy(big, root / "a.h5ad.new")  # same bytes, new version
+        os.replace(root / "a.h5ad.new", root / "a.h5ad")
+        with pytest.raises(OSError) as e:
+            (r.mnt / "layers" / "dense" / "dense.npy").read_bytes()
+        assert e.value.errno == errno.EIO
+        assert r.proc.poll() is None and is_mounted(r.mnt)
+        assert "changed under the mount" in r.stderr()
+    finally:
+        r.stop()
+        srv.kill()
+
+
+@need_fuse
+def test_disk_cache_second_mount_sends_no_data_requests(tmp_path, big):
+    log = tmp_path / "requests.log"
+    srv = Server(big.parent, log=log)
+    path = big
+    cache = tmp_path / "dcache"
+    files = BIG_FILES
+    try:
+        got = []
+        for round_ in range(2):
+            r = mount(srv.url(path.name), "--disk-cache", str(cache), "--cache-size", "4M")
+            try:
+                got.append([(r.mnt / f).read_bytes() for f in files])
+            finally:
+                r.stop()
+            lines = log.read_text().splitlines()
+            gets = [ln for ln in lines if ln.startswith("GET ")]
+            if round_ == 0:
+                assert gets
+                log.write_text("")
+            else:
+                assert not gets, f"second mount fetched data: {gets[:5]}"
+                assert any(ln.startswith("HEAD ") for ln in lines), "no freshness check"
+        assert got[0] == got[1]
+        loc = mount(str(path))
+        try:
+            assert got[0] == [(loc.mnt / f).read_bytes() for f in files]
+        finally:
+            loc.stop()
+    finally:
+        srv.kill()
+
+
+@need_fuse
+def test_http_errors_at_mount(tmp_path, http_fixtures):
+    def ls(url):
+        return subprocess.run([str(ANNFS_BIN), "ls", url], capture_output=True, timeout=60)
+    r = ls(http_fixtures.url("nope.h5ad"))
+    assert r.returncode != 0 and b"nope.h5ad" in r.stderr and b"404" in r.stderr, r.stderr
+    r = ls(http_fixtures.url("SOURCES.md"))
+    assert r.returncode != 0 and b"neither an HDF5 file nor a Zarr store" in r.stderr, r.stderr
+    srv = Server(FIXTURES, "--forbid")
+    try:
+        r = ls(srv.url("dense_f32.h5ad"))
+        assert r.returncode != 0 and b"access denied" in r.stderr and b"403" in r.stderr, r.stderr
+    finally:
+        srv.kill()

@@ -1,0 +1,267 @@
+//! [`Fetcher`]: an [`ObjectClient`] plus what every protocol shares — bounded retries with
+//! exponential backoff, version checks, the validated on-disk cache and request counters.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use super::client::{FetchError, ObjectClient, ObjectMeta, Span};
+use super::disk_cache::DiskCache;
+
+/// Timeouts and retry policy of remote reads.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Connecting (including DNS and TLS).
+    pub connect_timeout: Duration,
+    /// One whole request, headers and body.
+    pub request_timeout: Duration,
+    /// Retries after the first attempt (no answer, 5xx, 429 throttling, 408).
+    pub retries: u32,
+    /// Delay before the first retry; doubled for each further one.
+    pub backoff: Duration,
+    /// No retry is started after this much time has passed since the first attempt.
+    pub deadline: Duration,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            backoff: Duration::from_millis(200),
+            deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of one mount's remote traffic (`stats.json` → `remote`).
+#[derive(Debug, Default)]
+pub struct RemoteStats {
+    /// GET and HEAD requests sent (each attempt counts).
+    pub requests: AtomicU64,
+    /// Body bytes received.
+    pub bytes: AtomicU64,
+    /// Attempts that were retried.
+    pub retries: AtomicU64,
+    /// Requests that failed for good.
+    pub failures: AtomicU64,
+    /// Reads answered from the on-disk cache.
+    pub disk_hits: AtomicU64,
+    /// HEAD requests made only to check that a disk-cache entry is still current.
+    pub freshness_checks: AtomicU64,
+}
+
+impl RemoteStats {
+    /// A JSON snapshot.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        serde_json::json!({
+            "requests": g(&self.requests),
+            "bytes": g(&self.bytes),
+            "retries": g(&self.retries),
+            "failures": g(&self.failures),
+            "disk_hits": g(&self.disk_hits),
+            "freshness_checks": g(&self.freshness_checks),
+        })
+    }
+}
+
+/// Reads keys of one remote location.
+pub struct Fetcher {
+    client: Box<dyn ObjectClient>,
+    cfg: RemoteConfig,
+    disk: Option<Arc<DiskCache>>,
+    stats: Arc<RemoteStats>,
+    /// Versions of keys as seen by this process (checked before a disk-cache entry is served).
+    seen: DashMap<String, Option<String>>,
+}
+
+impl Fetcher {
+    /// A fetcher over `client`, counting into `stats`, caching on `disk` when given.
+    pub fn new(client: Box<dyn ObjectClient>, cfg: RemoteConfig, disk: Option<Arc<DiskCache>>, stats: Arc<RemoteStats>) -> Fetcher {
+        Fetcher { client, cfg, disk, stats, seen: DashMap::new() }
+    }
+
+    /// The URL of `key`.
+    pub fn url(&self, key: &str) -> String {
+        self.client.url(key)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<RemoteStats> {
+        &self.stats
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retry budget is spent.
+    fn with_retries<T>(&self, what: &str, mut attempt: impl FnMut() -> Result<T, FetchError>) -> Result<T, FetchError> {
+        let start = Instant::now();
+        let mut delay = self.cfg.backoff;
+        let mut tries = 0;
+        loop {
+            self.stats.requests.fetch_add(1, Relaxed);
+            match attempt() {
+                Err(e) if e.retryable() && tries < self.cfg.retries && start.elapsed() + delay < self.cfg.deadline => {
+                    log::debug!("{what} {e}; retrying in {delay:?}");
+                    self.stats.retries.fetch_add(1, Relaxed);
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    tries += 1;
+                }
+                Err(e) => {
+                    self.stats.failures.fetch_add(1, Relaxed);
+                    log::warn!("{what} {e} (after {} attempts)", tries + 1);
+                    return Err(e);
+                }
+                ok => return ok,
+            }
+        }
+    }
+
+    /// HEADs `key` (with retries); `Ok(None)` when it does not exist.
+    pub fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError> {
+        let meta = self.with_retries("HEAD", || self.client.head(key))?;
+        if let Some(m) = &meta {
+            self.seen.insert(key.to_string(), m.version.clone());
+        }
+        Ok(meta)
+    }
+
+    /// GETs `span` of `key`; `Ok(None)` when the key does not exist.
+    ///
+    /// `version` is the object's version recorded at open (an HDF5 file): an answer from
+    /// another version is [`FetchError::Changed`]. `cache` allows the on-disk cache: an entry is
+    /// served only when its recorded version is current — equal to `version`, or, without one,
+    /// to the version a HEAD finds (once per key and process).
+    pub fn get(&self, key: &str, span: Span, version: Option<&str>, cache: bool) -> Result<Option<Vec<u8>>, FetchError> {
+        let disk = self.disk.as_ref().filter(|_| cache);
+        let id = format!("{}{span}", self.client.url(key));
+        if let Some(disk) = disk {
+            if let Some(entry) = disk.get(&id) {
+                if self.is_current(key, entry.version.as_deref(), version)? {
+                    self.stats.disk_hits.fetch_add(1, Relaxed);
+                    return Ok(Some(entry.data));
+                }
+            }
+        }
+        let got = self.with_retries("GET", || {
+            let got = self.client.get(key, span, version)?;
+            match (&got, version) {
+                (Some(g), Some(want)) if g.version.as_deref().is_some_and(|v| v != want) => Err(FetchError::Changed {
+                    url: self.client.url(key),
+                    was: want.to_string(),
+                    now: g.version.clone().unwrap_or_default(),
+                }),
+                _ => Ok(got),
+            }
+        })?;
+        let Some(got) = got else { return Ok(None) };
+        self.stats.bytes.fetch_add(got.data.len() as u64, Relaxed);
+        let seen = got.version.clone().or_else(|| version.map(str::to_string));
+        if version.is_none() {
+            self.seen.insert(key.to_string(), seen.clone());
+        }
+        if let Some(disk) = disk {
+            disk.put(&id, seen.as_deref(), &got.data);
+        }
+        Ok(Some(got.data))
+    }
+
+    /// Whether a disk entry recorded at version `entry` may be served.
+    fn is_current(&self, key: &str, entry: Option<&str>, version: Option<&str>) -> Result<bool, FetchError> {
+        if let Some(v) = version {
+            return Ok(entry == Some(v));
+        }
+        if let Some(seen) = self.seen.get(key) {
+            return Ok(seen.as_deref() == entry);
+        }
+        self.stats.freshness_checks.fetch_add(1, Relaxed);
+        let now = self.head(key)?.and_then(|m| m.version);
+        Ok(now.as_deref() == entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::range::client::Got;
+    use parking_lot::Mutex;
+
+    /// An in-memory object server: fails the first `fail` attempts with 503.
+    struct Fake {
+        objects: Mutex<std::collections::HashMap<String, (Vec<u8>, String)>>,
+        fail: AtomicU64,
+        gets: AtomicU64,
+    }
+
+    impl ObjectClient for Arc<Fake> {
+        fn url(&self, key: &str) -> String {
+            format!("fake://{key}")
+        }
+        fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError> {
+            self.gets.fetch_add(1, Relaxed);
+            if self.fail.load(Relaxed) > 0 {
+                self.fail.fetch_sub(1, Relaxed);
+                return Err(FetchError::Status { url: self.url(key), status: 503, detail: None });
+            }
+            let objects = self.objects.lock();
+            let Some((data, v)) = objects.get(key) else { return Ok(None) };
+            if version.is_some_and(|w| w != v) {
+                return Err(FetchError::Changed { url: self.url(key), was: String::new(), now: v.clone() });
+            }
+            Ok(Some(Got { data: span.cut(data).unwrap_or_default().to_vec(), version: Some(v.clone()) }))
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError> {
+            let objects = self.objects.lock();
+            Ok(objects.get(key).map(|(d, v)| ObjectMeta { size: d.len() as u64, version: Some(v.clone()) }))
+        }
+    }
+
+    fn setup(disk: &std::path::Path) -> (Arc<Fake>, Fetcher) {
+        let fake = Arc::new(Fake { objects: Mutex::new(Default::default()), fail: AtomicU64::new(0), gets: AtomicU64::new(0) });
+        fake.objects.lock().insert("k".into(), (b"0123456789".to_vec(), "\"v1\"".into()));
+        let cfg = RemoteConfig { backoff: Duration::from_millis(1), ..RemoteConfig::default() };
+        let cache = Arc::new(DiskCache::open(disk, 1 << 20).unwrap());
+        let f = Fetcher::new(Box::new(fake.clone()), cfg, Some(cache), Arc::default());
+        (fake, f)
+    }
+
+    #[test]
+    fn retries_then_succeeds_and_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, f) = setup(dir.path());
+        fake.fail.store(2, Relaxed);
+        assert_eq!(f.get("k", Span::At { start: 2, len: 3 }, None, false).unwrap().unwrap(), b"234");
+        assert_eq!(f.stats().retries.load(Relaxed), 2);
+        fake.fail.store(10, Relaxed);
+        assert!(f.get("k", Span::All, None, false).is_err());
+        fake.fail.store(0, Relaxed);
+        assert!(f.get("missing", Span::All, None, false).unwrap().is_none());
+    }
+
+    #[test]
+    fn disk_entries_are_served_only_while_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fake, f) = setup(dir.path());
+        let span = Span::At { start: 0, len: 4 };
+        assert_eq!(f.get("k", span, Some("\"v1\""), true).unwrap().unwrap(), b"0123");
+        // A new process (new fetcher) over the same cache: no data request for the same bytes.
+        let (fake2, f2) = setup(dir.path());
+        assert_eq!(f2.get("k", span, Some("\"v1\""), true).unwrap().unwrap(), b"0123");
+        assert_eq!(fake2.gets.load(Relaxed), 0);
+        // Without a recorded version, a HEAD decides; a replaced object is fetched again.
+        assert_eq!(f2.get("k", span, None, true).unwrap().unwrap(), b"0123");
+        assert_eq!(fake2.gets.load(Relaxed), 0);
+        assert_eq!(f2.stats().freshness_checks.load(Relaxed), 1);
+        let (fake3, f3) = setup(dir.path());
+        fake3.objects.lock().insert("k".into(), (b"abcdefghij".to_vec(), "\"v2\"".into()));
+        assert_eq!(f3.get("k", span, None, true).unwrap().unwrap(), b"abcd");
+        assert_eq!(f3.stats().freshness_checks.load(Relaxed), 1);
+        assert_eq!(fake3.gets.load(Relaxed), 1);
+        // A read pinned to the old version fails instead of mixing versions.
+        assert!(matches!(f3.get("k", Span::At { start: 5, len: 1 }, Some("\"v1\""), true), Err(FetchError::Changed { .. })));
+        drop(fake);
+    }
+}

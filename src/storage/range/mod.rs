@@ -1,0 +1,105 @@
+//! One byte-range layer under both backends: a store's bytes come from a local file, an
+//! `http(s)://` URL or an `s3://` object through the same few types.
+//!
+//! - [`RangeRead`]: random access to one file-like object (`read_exact_at`), implemented by
+//!   [`LocalFile`] (`pread`) and [`object::RemoteFile`] (range GETs with a block cache). The
+//!   HDF5 backend reads through it, both its own data reads and the library's (its driver).
+//! - [`client::ObjectClient`]: one attempt at a GET/HEAD of a key, per protocol
+//!   ([`http::HttpClient`], [`s3::S3Client`]).
+//! - [`Fetcher`]: a client plus what every protocol shares: bounded retries with backoff,
+//!   version checks (a changed object is an error, never mixed bytes), the validated on-disk
+//!   cache ([`disk_cache`]) and request counters ([`RemoteStats`]). The Zarr backend reads keys
+//!   through it.
+//! - [`location`]: which of these a mount source names.
+
+pub mod client;
+pub mod disk_cache;
+pub mod fetcher;
+pub mod http;
+pub mod location;
+pub mod object;
+pub mod s3;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+pub use client::{FetchError, ObjectClient, ObjectMeta, Span};
+pub use fetcher::{Fetcher, RemoteConfig, RemoteStats};
+pub use location::{Remote, RemoteOptions};
+
+/// Random access to the bytes of one file-like object. Shared by threads.
+pub trait RangeRead: Send + Sync {
+    /// Length in bytes (as of opening).
+    fn len(&self) -> u64;
+
+    /// True for an empty object.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` with the bytes at `offset`; a range past the end is `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+
+    /// Hints that `len` bytes at `offset` will be read soon (best effort).
+    fn will_need(&self, _offset: u64, _len: u64) {}
+
+    /// A number identifying the object among those open in this process (the HDF5 library
+    /// compares open files with it).
+    fn identity(&self) -> (u64, u64);
+
+    /// The object's version when the protocol gives one (ETag, Last-Modified).
+    fn version(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// A local file read with `pread`.
+#[derive(Debug)]
+pub struct LocalFile {
+    file: File,
+    len: u64,
+    id: (u64, u64),
+}
+
+impl LocalFile {
+    /// Opens `path` read-only.
+    pub fn open(path: &std::path::Path) -> std::io::Result<LocalFile> {
+        use std::os::unix::fs::MetadataExt;
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        Ok(LocalFile { file, len: meta.len(), id: (meta.dev(), meta.ino()) })
+    }
+
+    /// Wraps an open file whose length is `len` (no identity: tests).
+    pub fn new(file: File, len: u64) -> LocalFile {
+        LocalFile { file, len, id: (0, 0) }
+    }
+}
+
+impl RangeRead for LocalFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let end = offset.saturating_add(len).min(self.len);
+        if offset >= end {
+            return;
+        }
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(end - offset)) else { return };
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
+        // `self.file` and open for the call's duration.
+        unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+
+    fn identity(&self) -> (u64, u64) {
+        self.id
+    }
+}
