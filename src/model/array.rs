@@ -190,6 +190,25 @@ impl Arr {
         chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
     }
 
+    /// Tells the store that rows `[r0, r1)` will be read soon, so that their stored bytes are
+    /// fetched in the background (a remote store) or read ahead by the kernel (a local file)
+    /// while the caller reads something else — another array of the same rows.
+    pub fn will_need_rows(&self, r0: u64, r1: u64) {
+        if r0 >= r1 || self.check_rows(r0, r1).is_err() || self.meta().grid.shape.is_empty() {
+            return;
+        }
+        let mut chunks = Vec::new();
+        let listed = self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| {
+            if !self.cache.contains(Key::Chunk(self.id, index)) {
+                chunks.push(index);
+            }
+            Ok(())
+        });
+        if listed.is_ok() && !chunks.is_empty() {
+            self.src.will_need(&chunks);
+        }
+    }
+
     /// The chunks stored rows `[r0, r1)` need that are not cached; when there are several, the
     /// store is told they will be read ([`ArraySource::will_need`]), so their bytes are fetched
     /// together (a cold disk serves them in parallel instead of one small read at a time).

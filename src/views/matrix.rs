@@ -91,6 +91,8 @@ impl SparseRows {
         let w = self.t.size();
         let ptr = self.pointers(a, b)?;
         let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
+        // The values are fetched while the indices are read (one round trip, not two, remotely).
+        self.m.data.will_need_rows(p0, p1);
         let idx = self.m.indices.read_i64(p0, p1)?;
         let data = self.m.data.read_flat(p0, p1)?;
         let map = self.m.minor_map()?;
