@@ -27,9 +27,39 @@ pub struct ZarrSource {
     kind: Kind,
     /// The array, or why `zarrs` cannot read it (reported on every read).
     array: Result<ZArray, String>,
-    /// Shard-index cache for sharded arrays (present iff the grid is the inner-chunk grid).
-    shards: Option<ArrayShardedReadableExtCache>,
+    /// Shard-index caches for sharded arrays (present iff the grid is the inner-chunk grid).
+    shards: Option<ShardIndexes>,
     opts: CodecOptions,
+}
+
+/// Shard indexes of a sharded array, one `zarrs` cache per shard: `zarrs` holds a cache's lock
+/// while it fetches a shard index, so with one cache per array a slow fetch (a remote store)
+/// would stall every reader of the array; per shard, only readers of that shard wait (for the
+/// index they need anyway).
+struct ShardIndexes {
+    /// Shard shape in elements.
+    shard: Vec<u64>,
+    /// Inner chunk shape in elements.
+    inner: Vec<u64>,
+    per_shard: dashmap::DashMap<Vec<u64>, std::sync::Arc<ArrayShardedReadableExtCache>>,
+    /// For reads that may span shards (strings).
+    whole: ArrayShardedReadableExtCache,
+}
+
+impl ShardIndexes {
+    /// The cache of the shard holding inner chunk `coords`.
+    fn of(&self, a: &ZArray, coords: &[u64]) -> std::sync::Arc<ArrayShardedReadableExtCache> {
+        let key: Vec<u64> = coords
+            .iter()
+            .zip(&self.inner)
+            .zip(&self.shard)
+            .map(|((c, i), s)| c.saturating_mul(*i) / (*s).max(1))
+            .collect();
+        self.per_shard
+            .entry(key)
+            .or_insert_with(|| std::sync::Arc::new(ArrayShardedReadableExtCache::new(a)))
+            .clone()
+    }
 }
 
 fn u64s(v: Option<&Value>) -> Option<Vec<u64>> {
@@ -117,7 +147,12 @@ impl ZarrSource {
             if a.is_sharded() {
                 if let Some(inner) = a.effective_subchunk_shape() {
                     chunk = inner.iter().map(|c| c.get()).collect();
-                    shards = Some(ArrayShardedReadableExtCache::new(a));
+                    shards = Some(ShardIndexes {
+                        shard: declared_chunk.clone(),
+                        inner: chunk.clone(),
+                        per_shard: Default::default(),
+                        whole: ArrayShardedReadableExtCache::new(a),
+                    });
                 }
             }
         }
@@ -271,7 +306,7 @@ impl ArraySource for ZarrSource {
         }
         let coords = grid.coords(index);
         let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
-            Some(cache) => a.retrieve_subchunk_opt(cache, &coords, &self.opts).map_err(|e| e.to_string()),
+            Some(s) => a.retrieve_subchunk_opt(&s.of(a, &coords), &coords, &self.opts).map_err(|e| e.to_string()),
             None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
         })
         .and_then(|r| r)
@@ -316,7 +351,7 @@ impl ArraySource for ZarrSource {
             (ArraySubset::new_with_ranges(&ranges), (start - r0 * row) as usize)
         };
         let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
-            Some(cache) => a.retrieve_array_subset_sharded_opt(cache, &subset, &self.opts).map_err(|e| e.to_string()),
+            Some(s) => a.retrieve_array_subset_sharded_opt(&s.whole, &subset, &self.opts).map_err(|e| e.to_string()),
             None => a.retrieve_array_subset_opt(&subset, &self.opts).map_err(|e| e.to_string()),
         })
         .and_then(|r| r)
