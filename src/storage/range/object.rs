@@ -1,8 +1,9 @@
 //! One remote object (an `.h5ad` file) as a [`RangeRead`]: reads of at least a block go out as
 //! one range GET of exactly those bytes; smaller reads (HDF5 metadata, heap collections, small
 //! chunks) are served from aligned blocks kept in a small bounded cache, so that opening a file
-//! takes a handful of round trips. [`RangeRead::will_need`] fetches such blocks in the
-//! background (a few at a time), so that a reader's next small read finds them. Every GET is
+//! takes a handful of round trips. [`RangeRead::will_need`] (read-ahead, the values of rows whose
+//! indices are being read) fetches blocks in the background, a few GETs of up to 4 MiB at a time,
+//! and a later read of them — small or large — is served from the blocks. Every GET is
 //! pinned to the version seen at open.
 
 use std::collections::HashMap;
@@ -23,6 +24,10 @@ pub const BLOCK: u64 = 512 << 10;
 pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 /// Background block fetches in flight per object, at most.
 const MAX_BACKGROUND: usize = 4;
+/// Blocks fetched by one background GET, at most (4 MiB).
+const MAX_RUN: u64 = 8;
+/// Sequential streams tracked per object (the parts of a matrix are read side by side).
+const STREAMS: usize = 8;
 /// How long a reader waits for a background fetch of its block before fetching it itself.
 const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 
@@ -37,6 +42,8 @@ struct Shared {
     blocks: Cache<u64, Arc<Vec<u8>>>,
     pending: Mutex<HashMap<u64, Pending>>,
     background: AtomicUsize,
+    /// For each recent sequential stream, the block it will read next.
+    streams: Mutex<([u64; STREAMS], usize)>,
 }
 
 /// A remote object read by ranges.
@@ -99,21 +106,79 @@ impl Shared {
         self.fetch_blocks(b, end)
     }
 
-    /// Starts a background fetch of blocks `[first, last]` that are neither cached nor being
-    /// fetched (at most [`MAX_BACKGROUND`] at a time; otherwise nothing is done).
+    /// Notes a read of blocks `[first, last]`; a read that continues a stream starts read-ahead
+    /// of the next [`MAX_RUN`] blocks once fewer than that are cached or on their way.
+    fn sequential(self: &Arc<Self>, first: u64, last: u64) {
+        let next = last + 1;
+        let continues = {
+            let mut st = self.streams.lock();
+            let (slots, rr) = &mut *st;
+            match slots.iter().position(|&s| s != 0 && s <= first + 1 && first <= s) {
+                Some(i) => {
+                    slots[i] = next;
+                    true
+                }
+                None => {
+                    slots[*rr] = next;
+                    *rr = (*rr + 1) % STREAMS;
+                    false
+                }
+            }
+        };
+        if !continues {
+            return;
+        }
+        let end = (self.len.saturating_sub(1)) / BLOCK;
+        let missing = {
+            let pending = self.pending.lock();
+            (next..=end.min(next + MAX_RUN - 1)).find(|b| !pending.contains_key(b) && self.blocks.get(b).is_none())
+        };
+        if let Some(m) = missing {
+            let stop = end.min(m + MAX_RUN - 1);
+            let stop = (m..=stop).take_while(|b| self.blocks.get(b).is_none()).last().unwrap_or(m);
+            self.prefetch_run(m, stop);
+        }
+    }
+
+    /// Whether every block of `[first, last]` is cached or being fetched.
+    fn covered(&self, first: u64, last: u64) -> bool {
+        let pending = self.pending.lock();
+        (first..=last).all(|b| pending.contains_key(&b) || self.blocks.get(&b).is_some())
+    }
+
+    /// Starts background fetches of the blocks of `[first, last]` that are neither cached nor
+    /// being fetched, in runs of up to [`MAX_RUN`] blocks, at most [`MAX_BACKGROUND`] at a time
+    /// (the rest is left to the reader).
     fn prefetch(self: &Arc<Self>, first: u64, last: u64) {
-        let missing: Vec<u64> = (first..=last).filter(|b| self.blocks.get(b).is_none()).collect();
-        let (Some(&b), Some(&e)) = (missing.first(), missing.last()) else { return };
+        let mut b = first;
+        while b <= last {
+            if self.blocks.get(&b).is_some() || self.pending.lock().contains_key(&b) {
+                b += 1;
+                continue;
+            }
+            let mut e = b;
+            while e < last && e + 1 - b < MAX_RUN && self.blocks.get(&(e + 1)).is_none() {
+                e += 1;
+            }
+            if !self.prefetch_run(b, e) {
+                return;
+            }
+            b = e + 1;
+        }
+    }
+
+    /// Starts one background GET of blocks `[b, e]`; false when too many are in flight.
+    fn prefetch_run(self: &Arc<Self>, b: u64, e: u64) -> bool {
         if self.background.fetch_add(1, Relaxed) >= MAX_BACKGROUND {
             self.background.fetch_sub(1, Relaxed);
-            return;
+            return false;
         }
         let p: Pending = Arc::default();
         {
             let mut pending = self.pending.lock();
             if (b..=e).any(|k| pending.contains_key(&k)) {
                 self.background.fetch_sub(1, Relaxed);
-                return;
+                return true;
             }
             for k in b..=e {
                 pending.insert(k, p.clone());
@@ -136,6 +201,7 @@ impl Shared {
         if let Err(e) = std::thread::Builder::new().name("annfs-fetch".into()).spawn(run) {
             log::debug!("no background fetch thread: {e}");
         }
+        true
     }
 }
 
@@ -164,6 +230,7 @@ impl RemoteFile {
             blocks,
             pending: Mutex::new(HashMap::new()),
             background: AtomicUsize::new(0),
+            streams: Mutex::new(([0; STREAMS], 0)),
         };
         RemoteFile { shared: Arc::new(shared), id: NEXT.fetch_add(1, Relaxed) }
     }
@@ -187,12 +254,14 @@ impl RangeRead for RemoteFile {
         if n == 0 {
             return Ok(());
         }
-        if n >= BLOCK {
+        let (first, last) = (offset / BLOCK, (offset + n - 1) / BLOCK);
+        self.shared.sequential(first, last);
+        // A large read goes out as one GET of exactly its bytes, unless read-ahead has it.
+        if n >= BLOCK && !self.shared.covered(first, last) {
             let data = self.shared.fetch(offset, n)?;
             buf.copy_from_slice(&data);
             return Ok(());
         }
-        let (first, last) = (offset / BLOCK, (offset + n - 1) / BLOCK);
         let mut done = 0usize;
         for b in first..=last {
             let block = self.shared.block(b, last)?;
@@ -210,8 +279,8 @@ impl RangeRead for RemoteFile {
     }
 
     fn will_need(&self, offset: u64, len: u64) {
-        // Reads of a block or more are fetched exactly when asked; smaller ones from blocks.
-        if len == 0 || len >= BLOCK || offset >= self.shared.len {
+        // Read-ahead is bounded by the block cache: what does not fit would be evicted unread.
+        if len == 0 || len > BLOCK_CACHE_BYTES / 2 || offset >= self.shared.len {
             return;
         }
         let end = offset.saturating_add(len).min(self.shared.len);
