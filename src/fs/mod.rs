@@ -12,6 +12,7 @@
 pub mod deadline;
 mod inodes;
 pub mod mount;
+pub mod reply;
 pub mod source_watch;
 mod workers;
 
