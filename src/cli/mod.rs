@@ -302,8 +302,9 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("{}: --overlay is not supported for a collection (mount one store)", args.store)));
     }
     // A collection's stores come and go: its directory is not watched as one store is.
+    let on_stale = crate::fs::source_watch::StaleHook::default();
     if !remote && !collection {
-        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store)) {
+        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store), on_stale.clone()) {
             log::warn!("cannot watch {} for changes: {e}", args.store);
         }
     }
@@ -321,6 +322,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         threads,
         extra: args.kernel_options.clone(),
         writable: args.overlay.is_some(),
+        on_stale,
     };
     if let Some(secs) = args.log_metrics.filter(|s| *s > 0) {
         metrics::start(o.cache.clone(), Duration::from_secs(secs));

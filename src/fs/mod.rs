@@ -129,7 +129,7 @@ impl AnnFs {
         let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
-        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache });
+        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: Default::default() });
         AnnFs { shared, io, slow, next_fh: AtomicU64::new(1) }
     }
 

@@ -24,6 +24,8 @@ pub(super) struct FsCore {
     pub(super) mtime: SystemTime,
     pub(super) prefetch: Prefetcher,
     pub(super) page_cache: PageCache,
+    /// Files whose reads were refused since the store changed (each logged once).
+    pub(super) refused: source_watch::RefusedReads,
 }
 
 /// A resolved inode: its tree and node id.
@@ -97,7 +99,7 @@ impl FsCore {
     /// worker's reply buffer (see [`reply_buffer`]).
     pub(super) fn read(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         if !file.volatile() {
-            source_watch::check_fresh(path)?;
+            self.refused.check_fresh(path)?;
         }
         let mut data = reply_buffer::take();
         file.read_into(offset, size as usize, &mut data).map_err(|e| {

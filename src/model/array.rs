@@ -1,9 +1,8 @@
 //! [`Arr`]: a store array read through the shared chunk cache, with typed helpers.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{ChunkCache, Key};
+use crate::cache::{ArrIds, ChunkCache, Key};
 use crate::storage::{ArrayMeta, ArraySource, DType, NumType, StorageError, StorageResult};
 
 /// How many strings one cached string block holds.
@@ -22,42 +21,18 @@ pub struct Arr {
     shape: Arc<[u64]>,
 }
 
-/// Hands out array ids unique within one mount.
-#[derive(Default)]
-pub struct ArrIds(AtomicU32);
-
-impl ArrIds {
-    /// Ids from `first` up (a range kept apart from the store's arrays, for derived arrays).
-    pub fn starting_at(first: u32) -> Self {
-        ArrIds(AtomicU32::new(first))
-    }
-
-    /// A counter starting at 0.
-    pub const fn new() -> Self {
-        ArrIds(AtomicU32::new(0))
-    }
-}
-
-/// Ids of store arrays, process-wide: the stores of a collection share one cache, so no two
-/// of them may hand out the same id.
-pub static STORE_IDS: ArrIds = ArrIds::new();
-
-/// Ids of derived arrays (gathered selections), counting down from `u32::MAX` so they never
-/// meet the ids [`ArrIds`] hands out counting up.
-static DERIVED_IDS: AtomicU32 = AtomicU32::new(u32::MAX);
-
 impl Arr {
     /// Wraps `src`, giving it a fresh cache id.
     pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
         let shape = src.meta().shape.clone().into();
-        Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+        Arr { id: ids.next(), src, cache: cache.clone(), offset: 0, shape }
     }
 
     /// Wraps a source computed from other arrays (a gathered row selection, an in-memory
     /// pointer array), sharing `cache` under an id of its own.
     pub fn derived(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>) -> Self {
         let shape = src.meta().shape.clone().into();
-        Arr { id: DERIVED_IDS.fetch_sub(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+        Arr { id: cache.ids.derived_array(), src, cache: cache.clone(), offset: 0, shape }
     }
 
     /// True for an array made by [`Arr::derived`] (a gathered selection, a computed pointer
