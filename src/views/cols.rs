@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use super::matrix::{dense_rows, narrow_rows};
-use super::npy::NpyFile;
+use super::npy_file::NpyFile;
 use super::rows::{mtx_file, parse_index, parse_slice};
-use super::text::{NumRowsText, TextFile};
+use super::text_file::{NumRowsText, TextFile};
 use super::tree::TreeOptions;
-use super::format::npy::header;
+use super::format::npy_header::header;
 use super::{DynDir, FileContent, StaticFile, VTree, ViewResult};
 use crate::cache::ChunkCache;
 use crate::index::{IndexHandle, IndexService};

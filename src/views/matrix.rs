@@ -8,7 +8,7 @@ mod csc;
 
 use std::sync::Arc;
 
-use super::npy::{ArrayRows, CachedRows, RowBytes};
+use super::npy_file::{ArrayRows, CachedRows, RowBytes};
 use super::ViewResult;
 use crate::cache::{ChunkCache, Key};
 use crate::model::{Matrix, Sparse, SparseFormat};

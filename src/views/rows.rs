@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::matrix::dense_rows;
 use super::mtx::{header as mtx_header, MtxBody};
-use super::npy::{NpyFile, RowBytes};
-use super::text::{Header, NumRowsText, TextFile};
+use super::npy_file::{NpyFile, RowBytes};
+use super::text_file::{Header, NumRowsText, TextFile};
 use super::tree::{self, TreeOptions};
 use super::{DynDir, StaticFile, VTree};
 use crate::cache::ChunkCache;

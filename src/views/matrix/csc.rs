@@ -142,7 +142,7 @@ mod tests {
     use crate::model::array::tests::MemSource;
     use crate::model::{Arr, ArrIds, Sparse, SparseFormat};
     use crate::storage::NumType;
-    use crate::views::npy::RowBytes;
+    use crate::views::npy_file::RowBytes;
 
     /// A random CSC matrix: per column, entries in random row order (or sorted), with
     /// duplicates, explicit zeros and empty columns.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::column::{split_cells, ColumnCells};
-use super::format::text::{push_field, push_num};
-use super::npy::RowBytes;
+use super::format::text_values::{push_field, push_num};
+use super::npy_file::RowBytes;
 use super::sidecar::{Sidecar, StoredLayout};
 use super::{read_header_body_into, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::format::npy::header;
+use super::format::npy_header::header;
 use super::{read_header_body_into, slice, FileContent, ViewResult};
 use crate::model::Arr;
 use crate::storage::NumType;
