@@ -119,7 +119,7 @@ impl FileContent for LiveFile {
     }
 }
 
-/// A file of zeros, for measuring the FUSE ceiling (`annfs mount --bench-zero-file SIZE`).
+/// A file of zeros, for measuring the FUSE ceiling (`annfs bench-mount --zero-file SIZE`).
 pub struct ZeroFile(pub u64);
 
 impl FileContent for ZeroFile {
