@@ -400,13 +400,7 @@ fn copy_chunk_rows(
             o += origin[rank - 1];
             let (o, s) = (o as usize * elem, s as usize * elem);
             out[o..o + run].copy_from_slice(&data[s..s + run]);
-            for d in (0..idx.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < mid[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
+            crate::util::advance_c_order(&mut idx, &mid);
         }
     }
 }
@@ -415,6 +409,30 @@ fn copy_chunk_rows(
 pub(crate) mod tests {
     use super::*;
     use crate::storage::grid::{clip_chunk, ChunkGrid};
+
+    /// A sparse matrix over in-memory arrays chunked by `chunk` elements: `indptr` (int64),
+    /// `indices` (int32) and `data` (little-endian bytes of type `data_type`).
+    pub fn mem_sparse(
+        format: crate::model::SparseFormat,
+        shape: [u64; 2],
+        (indptr, indices): (&[i64], &[i32]),
+        (data_type, data): (NumType, Vec<u8>),
+        chunk: u64,
+        cache: &Arc<ChunkCache>,
+    ) -> crate::model::Sparse {
+        let ids = ArrIds::default();
+        let arr = |n: usize, t, bytes| Arr::new(Arc::new(MemSource::num(vec![n as u64], vec![chunk], t, bytes)), cache, &ids);
+        crate::model::Sparse {
+            format,
+            shape,
+            data: arr(indices.len(), data_type, data),
+            indices: arr(indices.len(), NumType::I32, indices.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            indptr: arr(indptr.len(), NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            indptr_base: 0,
+            minor: None,
+            minor_list: None,
+        }
+    }
 
     /// An in-memory array source for tests: u16 values 0..n in C order, any chunking.
     pub struct MemSource {
