@@ -61,9 +61,9 @@ class Mount:
     def __init__(self, store, mnt: Path, cache: str, zero: str | None = None, cache_dir: Path | None = None,
                  overlay: Path | None = None, extra: tuple[str, ...] = ()):
         self.mnt = Path(mnt)
-        args = [str(BIN), "mount", str(store), str(mnt), "--cache-size", cache, "--log-level", "warn", *extra]
-        if zero:
-            args += ["--bench-zero-file", zero]
+        # `bench-mount` is `mount` plus the `.annfs/zero` file (a hidden, benchmark-only command).
+        command = ["bench-mount", "--zero-file", zero] if zero else ["mount"]
+        args = [str(BIN), *command, str(store), str(mnt), "--cache-size", cache, "--log-level", "warn", *extra]
         if cache_dir is not None:
             args += ["--cache-dir", str(cache_dir)]
         if overlay:

@@ -94,20 +94,22 @@ def force_unmount(mnt: Path) -> None:
 
 
 class Mount:
-    """`annfs mount STORE MNT` in the foreground; ready when MNT/README.txt exists."""
+    """`annfs mount STORE MNT` in the foreground; ready when MNT/README.txt exists. `command` replaces
+    `mount` (e.g. `bench-mount --zero-file SIZE`)."""
 
-    def __init__(self, store: Path, mnt: Path, *extra: str):
+    def __init__(self, store: Path, mnt: Path, *extra: str, command: tuple[str, ...] = ("mount",)):
         self.store = Path(store)
         self.mnt = Path(mnt)
         self.mnt.mkdir(parents=True, exist_ok=True)
         self.stderr_path = self.mnt.parent / (self.mnt.name + ".stderr")
         self.extra = list(extra)
+        self.command = list(command)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = MOUNT_TIMEOUT) -> "Mount":
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [str(ANNFS_BIN), "mount", str(self.store), str(self.mnt), *self.extra],
+            [str(ANNFS_BIN), *self.command, str(self.store), str(self.mnt), *self.extra],
             stdout=subprocess.DEVNULL, stderr=self._err, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

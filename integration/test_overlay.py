@@ -41,8 +41,8 @@ def ov(tmp_path):
     mounts = []
     odir = tmp_path / "overlay"
 
-    def start(*extra):
-        m = Mount(SAMPLE, tmp_path / "mnt", "--overlay", str(odir), *extra).start()
+    def start(*extra, command=("mount",)):
+        m = Mount(SAMPLE, tmp_path / "mnt", "--overlay", str(odir), *extra, command=command).start()
         mounts.append(m)
         return m
 
@@ -313,7 +313,7 @@ def test_sigkill_during_large_copy_up(ov, when):
     is either pristine or fully copied and written, and no temp file is left or visible."""
     start, odir = ov
     size = 512 << 20
-    m = start("--bench-zero-file", str(size))
+    m = start(command=("bench-mount", "--zero-file", str(size)))
     zero = m.mnt / ".annfs" / "zero"
     work = odir / ".annfs-ovl-work"
     writer = subprocess.Popen(
@@ -331,7 +331,7 @@ def test_sigkill_during_large_copy_up(ov, when):
     m.stop(sig=signal.SIGKILL)
     writer.wait(60)
     wait_unmounted(m.mnt)
-    m = start("--bench-zero-file", str(size))
+    m = start(command=("bench-mount", "--zero-file", str(size)))
     assert not work.exists() or os.listdir(work) == [], "leftover temp files after remount"
     up = odir / ".annfs" / "zero"
     assert os.stat(zero).st_size == size

@@ -5,6 +5,8 @@
 //! serves them over FUSE; [`cli`] wires it together. [`index`] holds the transposed indexes
 //! that gene-column views read (built from the model's arrays, read through the cache).
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod cli;
 pub mod collection;
@@ -13,6 +15,9 @@ pub mod index;
 pub mod model;
 pub mod overlay;
 pub mod prefetch;
+// The 27 undocumented enum variants and fields left are in storage/ (`NumType`, `DType::Compound`,
+// `hdf5::dtype`, `hdf5::vlen`), being changed for remote stores; document them, then drop this.
+#[expect(missing_docs, reason = "storage/ is documented after the remote-store change lands")]
 pub mod storage;
 pub mod util;
 pub mod views;

@@ -4,6 +4,19 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
+/// Steps the multi-index `idx` to the next element of an array of `shape` in C order (last
+/// axis fastest); false when it wrapped around to all zeros (the last element was passed).
+pub fn advance_c_order(idx: &mut [u64], shape: &[u64]) -> bool {
+    for d in (0..idx.len()).rev() {
+        idx[d] += 1;
+        if idx[d] < shape[d] {
+            return true;
+        }
+        idx[d] = 0;
+    }
+    false
+}
+
 /// A value computed once on first use — but only a success is kept: a failure (a chunk that
 /// could not be read, a network error) is returned to that caller and the next caller tries
 /// again. Concurrent first callers wait for one computation instead of repeating it.
@@ -54,5 +67,19 @@ mod tests {
         assert!(cell.get().is_none());
         assert_eq!(cell.get_or_try_init(|| Ok::<_, &str>(7)), Ok(&7));
         assert_eq!(cell.get_or_try_init(|| Err::<u32, _>("not called")), Ok(&7));
+    }
+
+    #[test]
+    fn visits_every_index_in_c_order_then_wraps() {
+        let shape = [2u64, 3];
+        let mut idx = [0u64, 0];
+        let mut seen = vec![idx];
+        while advance_c_order(&mut idx, &shape) {
+            seen.push(idx);
+        }
+        assert_eq!(seen, vec![[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]);
+        assert_eq!(idx, [0, 0]);
+        let mut none: [u64; 0] = [];
+        assert!(!advance_c_order(&mut none, &[]));
     }
 }

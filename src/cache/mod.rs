@@ -2,6 +2,7 @@
 //! mount. Sharded (no global lock) and single-flight: concurrent misses on one key run the
 //! loader once while the others wait for its result.
 
+pub mod ids;
 pub mod stats;
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use quick_cache::sync::{Cache, DefaultLifecycle, GuardResult};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
+pub use ids::{ArrIds, KeyIds};
 pub use stats::Stats;
 
 /// What a cache entry holds.
@@ -72,6 +74,8 @@ pub struct ChunkCache {
     lent: std::sync::atomic::AtomicU64,
     /// Live counters, shown in `.annfs/stats.json`.
     pub stats: Arc<Stats>,
+    /// Ids of what is cached here (arrays, files, plans).
+    pub ids: KeyIds,
 }
 
 impl ChunkCache {
@@ -98,7 +102,7 @@ impl ChunkCache {
             Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
             Err(_) => Cache::with_weighter(est_items, capacity, ByteWeighter),
         };
-        ChunkCache { inner, budget, capacity, lent: Default::default(), stats: Arc::new(Stats::default()) }
+        ChunkCache { inner, budget, capacity, lent: Default::default(), stats: Arc::new(Stats::default()), ids: KeyIds::default() }
     }
 
     /// Bytes the cache itself may hold (the budget minus the in-flight reserve).

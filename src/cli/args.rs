@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Mount STORE at MOUNTPOINT (foreground unless --daemon; Ctrl-C or SIGTERM unmounts).
     Mount(Box<MountArgs>),
+    /// Benchmarks only: `mount` with an extra `.annfs/zero` file, to measure the FUSE ceiling.
+    #[command(hide = true)]
+    BenchMount(Box<BenchMountArgs>),
     /// Unmount an annfs mount (lazily if busy); the daemon then exits.
     Umount {
         /// The mount point.
@@ -94,6 +97,17 @@ pub struct IndexArgs {
     /// Memory budget (chunk cache plus the build's buffers, e.g. 512M, 4G).
     #[arg(long, default_value = "1G")]
     pub cache_size: String,
+}
+
+/// Options of the hidden `annfs bench-mount` (benchmarks and tests only).
+#[derive(Args, Debug, Clone)]
+pub struct BenchMountArgs {
+    /// Adds `.annfs/zero`, a file of SIZE zero bytes served as the binary views are.
+    #[arg(long, value_name = "SIZE")]
+    pub zero_file: String,
+    /// Everything `annfs mount` takes.
+    #[command(flatten)]
+    pub mount: MountArgs,
 }
 
 /// Options of `annfs mount`.
@@ -184,9 +198,6 @@ pub struct MountArgs {
     /// `all` (every file through the page cache) or `none` (every file direct).
     #[arg(long, default_value = "text", value_name = "MODE")]
     pub page_cache: String,
-    /// Adds `.annfs/zero`, a file of SIZE zero bytes, to measure the FUSE ceiling (benchmarks).
-    #[arg(long, hide = true)]
-    pub bench_zero_file: Option<String>,
     /// Make the mount writable: every change lands in DIR (created if missing), never in the
     /// store. Removing DIR restores the pristine view.
     #[arg(long, value_name = "DIR")]
@@ -194,4 +205,25 @@ pub struct MountArgs {
     /// Mount options as `key=value,...` (every option above, plus generic mount options).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn zero_file_is_a_bench_mount_option_only() {
+        assert!(Cli::try_parse_from(["annfs", "mount", "s.h5ad", "/mnt", "--bench-zero-file", "1G"]).is_err());
+        let cli = Cli::try_parse_from(["annfs", "bench-mount", "--zero-file", "1G", "s.h5ad", "/mnt", "--cache-size", "64M"]);
+        match cli.map(|c| c.command) {
+            Ok(Command::BenchMount(b)) => {
+                assert_eq!(b.zero_file, "1G");
+                assert_eq!((b.mount.store.as_str(), b.mount.cache_size.as_str()), ("s.h5ad", "64M"));
+            }
+            other => panic!("bench-mount did not parse: {other:?}"),
+        }
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("mount") && !help.contains("bench-mount"), "bench-mount is hidden from --help");
+    }
 }

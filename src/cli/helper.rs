@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::CliError;
 
 /// Sub-command names (argv[1] values that are not a helper-style STORE).
-const SUBCOMMANDS: &[&str] = &["mount", "umount", "ls", "cat", "info", "demo", "index", "materialize", "install-helper", "help"];
+const SUBCOMMANDS: &[&str] = &["mount", "bench-mount", "umount", "ls", "cat", "info", "demo", "index", "materialize", "install-helper", "help"];
 
 /// The name mount(8) looks for in /sbin for `-t fuse.annfs`.
 pub const HELPER_NAME: &str = "mount.fuse.annfs";

@@ -152,8 +152,13 @@ pub fn open(store: &str, cache_bytes: u64) -> Result<Opened, CliError> {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(helper::rewrite(std::env::args_os().collect()));
-    let (level, file) = match &cli.command {
-        Command::Mount(m) => {
+    let mount_args = match &cli.command {
+        Command::Mount(m) => Some(&**m),
+        Command::BenchMount(b) => Some(&b.mount),
+        _ => None,
+    };
+    let (level, file) = match mount_args {
+        Some(m) => {
             // `-o log_level=...,log_file=...` must take effect before logging starts.
             let mut m = m.clone();
             let ok = options::apply_o_options(&mut m).is_ok();
@@ -174,7 +179,8 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Mount(args) => mount(*args),
+        Command::Mount(args) => mount(*args, None),
+        Command::BenchMount(b) => mount(b.mount, Some(&b.zero_file)),
         Command::Umount { mountpoint } => {
             crate::fs::mount::unmount(&mountpoint);
             Ok(())
@@ -280,7 +286,8 @@ fn cat(store: &str, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn mount(mut args: MountArgs) -> Result<(), CliError> {
+/// `annfs mount`; `zero_file` (from `bench-mount`) adds `.annfs/zero` of that size.
+fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
     let owner = Ownership {
@@ -302,7 +309,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         wait: Some(Duration::try_from_secs_f64(args.index_wait).map_err(|_| CliError::Usage("bad --index-wait".into()))?),
     };
     let mut o = open_indexed(&args.store, budget, &store_opts, args.cache_dir.as_deref(), &index)?;
-    if let Some(size) = &args.bench_zero_file {
+    if let Some(size) = zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");
         if let (Some(dir), Some(tree)) = (dir, Arc::get_mut(&mut o.tree)) {
@@ -316,8 +323,9 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         return Err(CliError::Usage(format!("{}: --overlay is not supported for a collection (mount one store)", args.store)));
     }
     // A collection's stores come and go: its directory is not watched as one store is.
+    let on_stale = crate::fs::source_watch::StaleHook::default();
     if !remote && !collection {
-        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store)) {
+        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store), on_stale.clone()) {
             log::warn!("cannot watch {} for changes: {e}", args.store);
         }
     }
@@ -335,6 +343,7 @@ fn mount(mut args: MountArgs) -> Result<(), CliError> {
         threads,
         extra: args.kernel_options.clone(),
         writable: args.overlay.is_some(),
+        on_stale,
     };
     if let Some(secs) = args.log_metrics.filter(|s| *s > 0) {
         metrics::start(o.cache.clone(), Duration::from_secs(secs));

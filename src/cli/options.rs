@@ -105,32 +105,33 @@ pub fn serve_config(args: &MountArgs, budget: u64) -> Result<crate::fs::ServeCon
     Ok(cfg)
 }
 
-/// Resolves a user: a numeric uid or a name from the passwd database.
-pub fn resolve_uid(s: &str) -> Result<u32, CliError> {
+/// Resolves `s`: a number, or a name `lookup` finds (`what`: `user`/`uid`, `group`/`gid`).
+fn resolve_id(s: &str, (what, id): (&str, &str), lookup: impl FnOnce(&std::ffi::CStr) -> Option<u32>) -> Result<u32, CliError> {
     if let Ok(n) = s.parse() {
         return Ok(n);
     }
-    let c = std::ffi::CString::new(s).map_err(|_| CliError::Usage(format!("bad uid `{s}`")))?;
-    // SAFETY: getpwnam with a valid C string; the result is read before any other call.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return Err(CliError::Usage(format!("unknown user `{s}` (uid)")));
-    }
-    Ok(unsafe { (*pw).pw_uid })
+    let c = std::ffi::CString::new(s).map_err(|_| CliError::Usage(format!("bad {id} `{s}`")))?;
+    lookup(&c).ok_or_else(|| CliError::Usage(format!("unknown {what} `{s}` ({id})")))
+}
+
+/// Resolves a user: a numeric uid or a name from the passwd database.
+pub fn resolve_uid(s: &str) -> Result<u32, CliError> {
+    resolve_id(s, ("user", "uid"), |c| {
+        // SAFETY: getpwnam with a valid C string; the result is read before any other call.
+        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        // SAFETY: a non-null result points to a valid passwd entry.
+        (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+    })
 }
 
 /// Resolves a group: a numeric gid or a name from the group database.
 pub fn resolve_gid(s: &str) -> Result<u32, CliError> {
-    if let Ok(n) = s.parse() {
-        return Ok(n);
-    }
-    let c = std::ffi::CString::new(s).map_err(|_| CliError::Usage(format!("bad gid `{s}`")))?;
-    // SAFETY: getgrnam with a valid C string; the result is read before any other call.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    if gr.is_null() {
-        return Err(CliError::Usage(format!("unknown group `{s}` (gid)")));
-    }
-    Ok(unsafe { (*gr).gr_gid })
+    resolve_id(s, ("group", "gid"), |c| {
+        // SAFETY: getgrnam with a valid C string; the result is read before any other call.
+        let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+        // SAFETY: a non-null result points to a valid group entry.
+        (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+    })
 }
 
 /// Parses octal permission bits (`022`, `0o755`); `None` gives `default`.

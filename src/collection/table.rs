@@ -8,7 +8,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::{Collection, LISTING_TTL};
-use crate::views::format::text::push_field;
+use crate::views::format::text_values::push_field;
 use crate::views::tree::{json_bytes, stats_json};
 use crate::views::{slice, FileContent, LiveFile, ViewResult, VNode, VTree};
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use fuser::{Errno, ReplyAttr, ReplyData, ReplyEntry};
+use fuser::{Errno, ReplyAttr, ReplyCreate, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite};
 use parking_lot::Mutex;
 
 /// Default time a request may take before it is answered with `EIO`.
@@ -35,7 +35,7 @@ macro_rules! error_reply {
         }
     )*};
 }
-error_reply!(ReplyData, ReplyAttr, ReplyEntry);
+error_reply!(ReplyData, ReplyAttr, ReplyEntry, ReplyEmpty, ReplyOpen, ReplyWrite, ReplyCreate);
 
 /// Something in flight the watchdog can expire.
 trait Pending: Send + Sync {

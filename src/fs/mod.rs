@@ -3,7 +3,7 @@
 //! Inodes come from [`inodes::Inodes`]: the static tree sits at inode 1 upward, and entries of
 //! dynamic directories (`rows/…`) are grafted in on lookup. The store is immutable, so entries
 //! and attributes get long TTLs and file pages are kept in the kernel cache across opens. Every
-//! handler runs behind [`guard`]: a panic becomes `EIO` and a log line, never a dead mount.
+//! handler runs behind [`reply::guard`]: a panic becomes `EIO` and a log line, never a dead mount.
 //!
 //! Requests that touch data (reads, `stat`s that build a text index) are handed to worker pools
 //! ([`workers`]) and answered within a deadline ([`deadline`]): the FUSE threads never block, and
@@ -11,12 +11,14 @@
 
 pub mod deadline;
 mod inodes;
+mod lane;
 pub mod mount;
+pub mod reply;
 pub mod source_watch;
+mod state;
 mod workers;
 
 use std::ffi::OsStr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -28,17 +30,13 @@ use fuser::{
 
 use crate::cache::ChunkCache;
 use crate::prefetch::{PrefetchConfig, Prefetcher};
-use crate::views::{FileContent, NodeId, VNode, VTree};
-use deadline::{Deadlines, ErrorReply};
-use inodes::{Graft, Inodes};
-use workers::Workers;
+use crate::views::{FileContent, VNode, VTree};
+use state::{FsCore, Node};
+use deadline::ErrorReply;
+use inodes::Inodes;
+use lane::{reply_buffer, Lane};
+use reply::{answer, guard, BLKSIZE};
 
-/// Entry and attribute TTL: the store does not change under a mount.
-const TTL: Duration = Duration::from_secs(3600);
-/// Entry TTL of what a collection's directories list: stores come and go.
-const VOLATILE_TTL: Duration = Duration::from_secs(1);
-/// Block size reported in `stat`, so readers use large reads.
-const BLKSIZE: u32 = 1 << 20;
 /// Workers answering requests that build a text index.
 const SLOW_WORKERS: usize = 2;
 
@@ -103,146 +101,12 @@ impl Ownership {
     }
 }
 
-/// State shared by request threads and workers.
-struct Shared {
-    inodes: Inodes,
-    cache: Arc<ChunkCache>,
-    owner: Ownership,
-    mtime: SystemTime,
-    prefetch: Prefetcher,
-    page_cache: PageCache,
-}
-
-/// A worker pool with its request deadlines.
-struct Lane {
-    workers: Arc<Workers>,
-    deadlines: Deadlines,
-}
-
-impl Lane {
-    fn new(name: &'static str, n: usize, limit: Duration, cache: &Arc<ChunkCache>) -> Self {
-        let workers = Arc::new(Workers::new(name, n));
-        let (w, stats) = (workers.clone(), cache.stats.clone());
-        let deadlines = Deadlines::new(
-            limit,
-            Box::new(move || {
-                stats.deadline_expired();
-                w.replace_stuck();
-            }),
-        );
-        Lane { workers, deadlines }
-    }
-
-    /// Runs `work` on a worker and answers `reply` with its result, or with `EIO` once the
-    /// deadline passes, whichever comes first.
-    fn answer<R: ErrorReply, T: Send + 'static>(
-        &self,
-        reply: R,
-        what: impl FnOnce() -> String,
-        work: impl FnOnce() -> Result<T, Errno> + Send + 'static,
-        send: impl FnOnce(R, T) + Send + 'static,
-    ) {
-        let slot = self.deadlines.track(reply, what);
-        self.workers.run(move || {
-            let r = work();
-            if let Some(reply) = slot.take() {
-                match r {
-                    Ok(v) => send(reply, v),
-                    Err(e) => reply.fail(e),
-                }
-            }
-        });
-    }
-}
-
 /// The read-only filesystem.
 pub struct AnnFs {
-    shared: Arc<Shared>,
+    shared: Arc<FsCore>,
     io: Lane,
     slow: Lane,
     next_fh: AtomicU64,
-}
-
-/// A resolved inode: its tree and node id.
-type Node = (Arc<Graft>, NodeId);
-
-impl Shared {
-    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
-        self.inodes.get(ino.0).ok_or(Errno::ENOENT)
-    }
-
-    /// Attribute TTL: long for the immutable store, zero for live files (README.txt, stats).
-    fn ttl(&self, (g, id): &Node) -> Duration {
-        match &g.tree.nodes[*id] {
-            VNode::File(f) if f.volatile() => Duration::ZERO,
-            _ if *id == 0 && self.in_volatile_dir(g) => VOLATILE_TTL,
-            _ => TTL,
-        }
-    }
-
-    /// True when the tree `g` was looked up in a directory whose listing changes (a
-    /// collection's): its entry may disappear, so it is cached only briefly.
-    fn in_volatile_dir(&self, g: &Graft) -> bool {
-        let parent = g.parents.first().copied().unwrap_or(0);
-        matches!(self.node(INodeNo(parent)), Ok((pg, pid)) if matches!(&pg.tree.nodes[pid], VNode::Dyn(d) if d.volatile()))
-    }
-
-    fn attr(&self, (g, id): &Node) -> Result<FileAttr, Errno> {
-        let (kind, perm, size, nlink) = match &g.tree.nodes[*id] {
-            VNode::Dir(entries) => {
-                let subdirs = entries.iter().filter(|(_, c)| !matches!(g.tree.nodes[*c], VNode::File(_))).count();
-                (FileType::Directory, self.owner.dir_mode, 0, 2 + subdirs as u32)
-            }
-            VNode::Dyn(_) => (FileType::Directory, self.owner.dir_mode, 0, 2),
-            VNode::File(f) => {
-                let size = f.size().map_err(|e| {
-                    log::error!("{}: {e}", g.paths[*id]);
-                    self.cache.stats.error(&g.paths[*id], &e);
-                    Errno::EIO
-                })?;
-                (FileType::RegularFile, self.owner.file_mode, size, 1)
-            }
-        };
-        Ok(FileAttr {
-            ino: INodeNo(g.base + *id as u64),
-            size,
-            blocks: size.div_ceil(512),
-            atime: self.mtime,
-            mtime: self.mtime,
-            ctime: self.mtime,
-            crtime: self.mtime,
-            kind,
-            perm: perm & !self.owner.umask & !0o222,
-            nlink,
-            uid: self.owner.uid,
-            gid: self.owner.gid,
-            rdev: 0,
-            blksize: BLKSIZE,
-            flags: 0,
-        })
-    }
-
-    /// Resolves `name` in directory `parent`, grafting dynamic entries.
-    fn child(&self, parent: INodeNo, name: &OsStr) -> Result<Node, Errno> {
-        let (g, id) = self.node(parent)?;
-        let name = name.to_str().ok_or(Errno::ENOENT)?;
-        match &g.tree.nodes[id] {
-            VNode::Dir(_) => g.tree.lookup(id, name).map(|c| (g.clone(), c)).ok_or(Errno::ENOENT),
-            VNode::Dyn(d) => {
-                let ino = self
-                    .inodes
-                    .lookup_dynamic(parent.0, &g.paths[id], name, || d.lookup(name))
-                    .ok_or(Errno::ENOENT)?;
-                self.inodes.get(ino).ok_or(Errno::ENOENT)
-            }
-            VNode::File(_) => Err(Errno::ENOTDIR),
-        }
-    }
-
-    /// True when answering for this node may take long (a text index not built yet).
-    fn is_slow((g, id): &Node) -> bool {
-        matches!(&g.tree.nodes[*id], VNode::File(f) if !f.size_is_cheap())
-    }
 }
 
 /// A filesystem the mount loop can serve: it can say how far its inode numbers reach, so the
@@ -265,7 +129,7 @@ impl AnnFs {
         let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
-        let shared = Arc::new(Shared { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache });
+        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: Default::default() });
         AnnFs { shared, io, slow, next_fh: AtomicU64::new(1) }
     }
 
@@ -283,7 +147,7 @@ impl AnnFs {
     /// pool within the deadline (a text index being built).
     fn answer_attr<R: ErrorReply>(&self, node: Node, reply: R, op: &'static str, send: impl FnOnce(R, Duration, &FileAttr) + Send + 'static) {
         let shared = self.shared.clone();
-        let slow = Shared::is_slow(&node);
+        let slow = FsCore::is_slow(&node);
         let path = if slow { node.0.paths[node.1].clone() } else { String::new() };
         let work = move || guard(op, || shared.attr(&node).map(|a| (shared.ttl(&node), a)));
         if slow {
@@ -293,102 +157,6 @@ impl AnnFs {
                 Ok((ttl, a)) => send(reply, ttl, &a),
                 Err(e) => reply.fail(e),
             }
-        }
-    }
-}
-
-impl Shared {
-    fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
-        let (g, id) = self.node(ino)?;
-        match &g.tree.nodes[id] {
-            VNode::File(f) => Ok((f.clone(), g.paths[id].clone())),
-            _ => Err(Errno::EISDIR),
-        }
-    }
-
-    /// Serves a read of `size` bytes at `offset` of `file` through handle `fh`, into this
-    /// worker's reply buffer (see [`reply_buffer`]).
-    fn read(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        if !file.volatile() {
-            source_watch::check_fresh(path)?;
-        }
-        let mut data = reply_buffer::take();
-        file.read_into(offset, size as usize, &mut data).map_err(|e| {
-            log::error!("{path}: read at {offset}+{size}: {e}");
-            self.cache.stats.error(path, &e);
-            Errno::EIO
-        })?;
-        self.cache.stats.served(data.len() as u64);
-        // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
-        // before the reader does); direct-I/O files get ours.
-        if self.is_direct(&**file, path) && !file.volatile() {
-            self.prefetch.observe(fh, file, offset, data.len() as u64);
-        }
-        Ok(data)
-    }
-
-    /// True when `file` at `path` is served with direct I/O (bypassing the kernel page cache).
-    fn is_direct(&self, file: &dyn FileContent, path: &str) -> bool {
-        file.volatile()
-            || match self.page_cache {
-                PageCache::All => false,
-                // The benchmark's zero file is served as the binary views are (its ceiling).
-                PageCache::TextOnly => path.ends_with(".npy") || path == ".annfs/zero",
-                PageCache::None => true,
-            }
-    }
-
-    /// Open flags for `file` at `path`: direct I/O or the kernel page cache.
-    fn open_flags(&self, file: &dyn FileContent, path: &str) -> FopenFlags {
-        let direct = self.is_direct(file, path);
-        // Nothing is ever written, so `close` needs no flush round-trip (and still succeeds
-        // after the daemon is gone).
-        let cache = if direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
-        cache | FopenFlags::FOPEN_NOFLUSH
-    }
-}
-
-/// One reusable reply buffer per worker thread: a read renders into it, the reply is sent from
-/// it, and it goes back for the next read. Fresh multi-MiB buffers per request cost a page fault
-/// per page (the kernel zeroes every new page); this keeps them warm. Buffers above
-/// [`reply_buffer::KEEP`] are not kept, so idle workers hold little.
-mod reply_buffer {
-    use std::cell::RefCell;
-
-    /// Largest buffer kept between requests (a FUSE read is at most 1 MiB by default).
-    pub const KEEP: usize = 4 << 20;
-
-    thread_local! {
-        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// This thread's buffer, empty.
-    pub fn take() -> Vec<u8> {
-        let mut v = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        v.clear();
-        v
-    }
-
-    /// Returns a buffer for reuse by this thread.
-    pub fn give_back(v: Vec<u8>) {
-        if v.capacity() <= KEEP {
-            BUF.with(|b| *b.borrow_mut() = v);
-        }
-    }
-}
-
-/// Runs `f`, turning a panic into `EIO` (and a log line naming `what`).
-fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            log::error!("internal error in {what}: {msg}");
-            Err(Errno::EIO)
         }
     }
 }
@@ -455,13 +223,10 @@ impl Filesystem for AnnFs {
             }
             Ok(self.shared.open_flags(&*f, &path))
         });
-        match r {
-            Ok(fl) => {
-                self.shared.cache.stats.opened();
-                reply.opened(FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed)), fl)
-            }
-            Err(e) => reply.error(e),
+        if r.is_ok() {
+            self.shared.cache.stats.opened();
         }
+        answer(reply, r.map(|fl| (self.next_fh.fetch_add(1, Ordering::Relaxed), fl)));
     }
 
     fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _fl: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
@@ -514,11 +279,10 @@ impl Filesystem for AnnFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         let listing = guard("readdir", || {
             let (g, id) = self.shared.node(ino)?;
-            let parent = INodeNo(g.parents[id]);
-            let mut out = vec![(ino, FileType::Directory, ".".to_string()), (parent, FileType::Directory, "..".to_string())];
+            let mut out = vec![(ino.0, FileType::Directory, ".".to_string()), (g.parents[id], FileType::Directory, "..".to_string())];
             match &g.tree.nodes[id] {
                 VNode::Dir(entries) => {
                     for (name, child) in entries {
@@ -526,13 +290,13 @@ impl Filesystem for AnnFs {
                             VNode::File(_) => FileType::RegularFile,
                             _ => FileType::Directory,
                         };
-                        out.push((INodeNo(g.base + *child as u64), kind, name.clone()));
+                        out.push((g.base + *child as u64, kind, name.clone()));
                     }
                 }
                 VNode::Dyn(d) => {
                     for name in d.list() {
                         let kind = if d.is_dir(&name) { FileType::Directory } else { FileType::RegularFile };
-                        out.push((INodeNo(listing_ino(ino.0, &name)), kind, name));
+                        out.push((listing_ino(ino.0, &name), kind, name));
                     }
                 }
                 VNode::File(_) => return Err(Errno::ENOTDIR),
@@ -540,14 +304,7 @@ impl Filesystem for AnnFs {
             Ok(out)
         });
         match listing {
-            Ok(entries) => {
-                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(*child, i as u64 + 1, *kind, name) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+            Ok(entries) => reply::fill_dir(reply, &entries, offset),
             Err(e) => reply.error(e),
         }
     }
@@ -558,11 +315,8 @@ impl Filesystem for AnnFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.shared.node(ino) {
-            Ok(_) if mask.bits() & libc::W_OK != 0 => reply.error(Errno::EROFS),
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let r = self.shared.node(ino).and_then(|_| if mask.bits() & libc::W_OK != 0 { Err(Errno::EROFS) } else { Ok(()) });
+        answer(reply, r);
     }
 
     // Every mutation: the mount is read-only.
@@ -656,11 +410,7 @@ impl Filesystem for AnnFs {
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+        reply::xattr(reply, size, Ok(Vec::new()));
     }
 
     fn ioctl(
@@ -674,8 +424,7 @@ impl Filesystem for AnnFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        // Not a terminal, no special controls (Python's open() asks TCGETS).
-        reply.error(Errno::ENOTTY);
+        reply::no_ioctl(reply);
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {

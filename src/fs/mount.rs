@@ -26,6 +26,9 @@ pub struct MountConfig {
     pub extra: Vec<String>,
     /// Mount read-write (an overlay directory takes the changes); read-only otherwise.
     pub writable: bool,
+    /// Set once mounted: what to do when the store changes under this mount (the store's
+    /// [`source_watch`](super::source_watch) runs it).
+    pub on_stale: super::source_watch::StaleHook,
 }
 
 /// Why a mount failed.
@@ -198,7 +201,7 @@ pub fn serve<F: super::Served>(
     }
     raise_readahead(mp);
     let notifier = session.notifier();
-    super::source_watch::on_stale(Box::new(move || {
+    cfg.on_stale.set(Box::new(move || {
         // Pages of the old version cached by the kernel (FOPEN_KEEP_CACHE) must not be served.
         for ino in 1..inode_end() {
             let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, -1);

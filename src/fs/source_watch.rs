@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::storage::gate;
@@ -53,25 +53,41 @@ impl Version {
     }
 }
 
-/// Run once the gate is closed: drops the kernel's cached pages of the old version.
-static ON_STALE: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>> = std::sync::OnceLock::new();
+/// What a mount does once its store went stale (drop the kernel's cached pages of the old
+/// version), set once the mount exists. Clones share one hook.
+#[derive(Clone, Default)]
+pub struct StaleHook(Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>);
 
-/// Registers what to do once the store went stale (the mount invalidates the kernel cache).
-pub fn on_stale(f: Box<dyn Fn() + Send + Sync>) {
-    let _ = ON_STALE.set(f);
-}
+impl StaleHook {
+    /// Registers what to do once the store went stale (the first registration wins).
+    pub fn set(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.0.set(f);
+    }
 
-fn close(path: &Path, why: &str) {
-    if gate::close(format!("{}: {why}", path.display())) {
-        log::error!("the store {} changed under the mount ({why}); every data read now fails with EIO until it is remounted", path.display());
-        if let Some(f) = ON_STALE.get() {
+    /// Runs the registered action, if any.
+    fn run(&self) {
+        if let Some(f) = self.0.get() {
             f();
         }
     }
 }
 
-/// Starts watching the store file at `path` (a no-op for directories such as Zarr stores).
-pub fn start(path: &Path) -> std::io::Result<()> {
+impl std::fmt::Debug for StaleHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "StaleHook(set)" } else { "StaleHook(unset)" })
+    }
+}
+
+fn close(path: &Path, why: &str, hook: &StaleHook) {
+    if gate::close(format!("{}: {why}", path.display())) {
+        log::error!("the store {} changed under the mount ({why}); every data read now fails with EIO until it is remounted", path.display());
+        hook.run();
+    }
+}
+
+/// Starts watching the store file at `path` (a no-op for directories such as Zarr stores);
+/// `hook` runs once it changed.
+pub fn start(path: &Path, hook: StaleHook) -> std::io::Result<()> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -79,7 +95,7 @@ pub fn start(path: &Path) -> std::io::Result<()> {
     }
     let base = Version::of(&meta);
     let file = Arc::new(file);
-    if let Err(e) = take_lease(&file, path) {
+    if let Err(e) = take_lease(&file, path, hook.clone()) {
         log::info!("no read lease on {} ({e}); watching it by polling every {}s", path.display(), POLL.as_secs());
     }
     let path: PathBuf = path.to_path_buf();
@@ -91,7 +107,7 @@ pub fn start(path: &Path) -> std::io::Result<()> {
                 (Err(e), _) | (_, Err(e)) => Some(format!("cannot stat it: {e}")),
             };
             if let Some(why) = why {
-                close(&path, &why);
+                close(&path, &why, &hook);
             }
         }
     })?;
@@ -100,7 +116,7 @@ pub fn start(path: &Path) -> std::io::Result<()> {
 
 /// Takes a read lease on `file`; on a lease break (someone opens it for writing or truncates
 /// it), closes the gate, then releases the lease so the writer proceeds.
-fn take_lease(file: &Arc<File>, path: &Path) -> std::io::Result<()> {
+fn take_lease(file: &Arc<File>, path: &Path, hook: StaleHook) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGIO])?;
     let fd = file.as_raw_fd();
     // SAFETY: plain fcntl calls on a descriptor we own.
@@ -118,7 +134,7 @@ fn take_lease(file: &Arc<File>, path: &Path) -> std::io::Result<()> {
             if lease == libc::F_RDLCK {
                 continue;
             }
-            close(&path, "opened for writing or truncated by another process");
+            close(&path, "opened for writing or truncated by another process", &hook);
             unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
             break;
         }
@@ -126,17 +142,22 @@ fn take_lease(file: &Arc<File>, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `EIO` (logged once per file) if the store changed under the mount: cached bytes of the old
-/// version are not served either.
-pub fn check_fresh(vpath: &str) -> Result<(), fuser::Errno> {
-    if !gate::is_stale() {
-        return Ok(());
+/// The files of one mount whose reads were refused, each logged once.
+#[derive(Default)]
+pub struct RefusedReads(parking_lot::Mutex<Vec<String>>);
+
+impl RefusedReads {
+    /// `EIO` (logged once per file, for the first 64 files) if the store changed under the
+    /// mount: cached bytes of the old version are not served either.
+    pub fn check_fresh(&self, vpath: &str) -> Result<(), fuser::Errno> {
+        if !gate::is_stale() {
+            return Ok(());
+        }
+        let mut logged = self.0.lock();
+        if logged.len() < 64 && !logged.iter().any(|p| p == vpath) {
+            logged.push(vpath.to_string());
+            log::error!("{vpath}: read refused with EIO: the store changed under the mount ({})", gate::reason().unwrap_or("?"));
+        }
+        Err(fuser::Errno::EIO)
     }
-    static LOGGED: parking_lot::Mutex<Vec<String>> = parking_lot::Mutex::new(Vec::new());
-    let mut logged = LOGGED.lock();
-    if logged.len() < 64 && !logged.iter().any(|p| p == vpath) {
-        logged.push(vpath.to_string());
-        log::error!("{vpath}: read refused with EIO: the store changed under the mount ({})", gate::reason().unwrap_or("?"));
-    }
-    Err(fuser::Errno::EIO)
 }

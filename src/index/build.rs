@@ -269,6 +269,7 @@ mod tests {
 
     use super::*;
     use crate::cache::ChunkCache;
+    use crate::model::array::tests::mem_sparse;
     use crate::index::format::{Identity, IndexFile};
     use crate::model::array::tests::MemSource;
     use crate::model::{Arr, ArrIds, SparseFormat};
@@ -305,20 +306,9 @@ mod tests {
                 indptr.push(idx.len() as i64);
             }
             let cache = Arc::new(ChunkCache::new(1 << 16));
-            let ids = ArrIds::default();
-            let arr = |n: u64, t, b| Arr::new(Arc::new(MemSource::num(vec![n], vec![chunk], t, b)), &cache, &ids);
-            let len = idx.len() as u64;
             let shape = if csc { [minor, major] } else { [major, minor] };
-            let m = Sparse {
-                format: if csc { SparseFormat::Csc } else { SparseFormat::Csr },
-                shape,
-                data: arr(len, NumType::F64, le(&data, |v| v.to_le_bytes().to_vec())),
-                indices: arr(len, NumType::I32, le(&idx, |v| v.to_le_bytes().to_vec())),
-                indptr: arr(major + 1, NumType::I64, le(&indptr, |v| v.to_le_bytes().to_vec())),
-                indptr_base: 0,
-                minor: None,
-                minor_list: None,
-            };
+            let format = if csc { SparseFormat::Csc } else { SparseFormat::Csr };
+            let m = mem_sparse(format, shape, (&indptr, &idx), (NumType::F64, le(&data, |v| v.to_le_bytes().to_vec())), chunk, &cache);
             // Reference: per new line, (old line, value) in stored order.
             let mut lines: Vec<Vec<(i32, f64)>> = vec![Vec::new(); minor as usize];
             for l in 0..major as usize {

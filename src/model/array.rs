@@ -1,9 +1,8 @@
 //! [`Arr`]: a store array read through the shared chunk cache, with typed helpers.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::cache::{ChunkCache, Key};
+use crate::cache::{ArrIds, ChunkCache, Key};
 use crate::storage::{ArrayMeta, ArraySource, DType, NumType, StorageError, StorageResult};
 
 /// How many strings one cached string block holds.
@@ -22,42 +21,18 @@ pub struct Arr {
     shape: Arc<[u64]>,
 }
 
-/// Hands out array ids unique within one mount.
-#[derive(Default)]
-pub struct ArrIds(AtomicU32);
-
-impl ArrIds {
-    /// Ids from `first` up (a range kept apart from the store's arrays, for derived arrays).
-    pub fn starting_at(first: u32) -> Self {
-        ArrIds(AtomicU32::new(first))
-    }
-
-    /// A counter starting at 0.
-    pub const fn new() -> Self {
-        ArrIds(AtomicU32::new(0))
-    }
-}
-
-/// Ids of store arrays, process-wide: the stores of a collection share one cache, so no two
-/// of them may hand out the same id.
-pub static STORE_IDS: ArrIds = ArrIds::new();
-
-/// Ids of derived arrays (gathered selections), counting down from `u32::MAX` so they never
-/// meet the ids [`ArrIds`] hands out counting up.
-static DERIVED_IDS: AtomicU32 = AtomicU32::new(u32::MAX);
-
 impl Arr {
     /// Wraps `src`, giving it a fresh cache id.
     pub fn new(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>, ids: &ArrIds) -> Self {
         let shape = src.meta().shape.clone().into();
-        Arr { id: ids.0.fetch_add(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+        Arr { id: ids.next(), src, cache: cache.clone(), offset: 0, shape }
     }
 
     /// Wraps a source computed from other arrays (a gathered row selection, an in-memory
     /// pointer array), sharing `cache` under an id of its own.
     pub fn derived(src: Arc<dyn ArraySource>, cache: &Arc<ChunkCache>) -> Self {
         let shape = src.meta().shape.clone().into();
-        Arr { id: DERIVED_IDS.fetch_sub(1, Ordering::Relaxed), src, cache: cache.clone(), offset: 0, shape }
+        Arr { id: cache.ids.derived_array(), src, cache: cache.clone(), offset: 0, shape }
     }
 
     /// True for an array made by [`Arr::derived`] (a gathered selection, a computed pointer
@@ -444,13 +419,7 @@ fn copy_chunk_rows(
             o += origin[rank - 1];
             let (o, s) = (o as usize * elem, s as usize * elem);
             out[o..o + run].copy_from_slice(&data[s..s + run]);
-            for d in (0..idx.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < mid[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
+            crate::util::advance_c_order(&mut idx, &mid);
         }
     }
 }
@@ -459,6 +428,30 @@ fn copy_chunk_rows(
 pub(crate) mod tests {
     use super::*;
     use crate::storage::grid::{clip_chunk, ChunkGrid};
+
+    /// A sparse matrix over in-memory arrays chunked by `chunk` elements: `indptr` (int64),
+    /// `indices` (int32) and `data` (little-endian bytes of type `data_type`).
+    pub fn mem_sparse(
+        format: crate::model::SparseFormat,
+        shape: [u64; 2],
+        (indptr, indices): (&[i64], &[i32]),
+        (data_type, data): (NumType, Vec<u8>),
+        chunk: u64,
+        cache: &Arc<ChunkCache>,
+    ) -> crate::model::Sparse {
+        let ids = ArrIds::default();
+        let arr = |n: usize, t, bytes| Arr::new(Arc::new(MemSource::num(vec![n as u64], vec![chunk], t, bytes)), cache, &ids);
+        crate::model::Sparse {
+            format,
+            shape,
+            data: arr(indices.len(), data_type, data),
+            indices: arr(indices.len(), NumType::I32, indices.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            indptr: arr(indptr.len(), NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            indptr_base: 0,
+            minor: None,
+            minor_list: None,
+        }
+    }
 
     /// An in-memory array source for tests: u16 values 0..n in C order, any chunking.
     pub struct MemSource {

@@ -15,7 +15,7 @@ const MAX_EXTENT: u64 = 1 << 48;
 pub(super) struct Ctx<'a> {
     pub root: &'a Group,
     pub cache: &'a Arc<ChunkCache>,
-    pub ids: &'static ArrIds,
+    pub ids: &'a ArrIds,
     pub problems: Vec<Problem>,
 }
 
@@ -50,7 +50,7 @@ pub(super) fn join(path: &str, name: &str) -> String {
 /// Builds the AnnData model of `store`, reading its data through `cache`.
 pub fn build(store: &Store, cache: &Arc<ChunkCache>) -> Result<AnnData, ModelError> {
     let root = &store.root;
-    let mut ctx = Ctx { root, cache, ids: &super::array::STORE_IDS, problems: Vec::new() };
+    let mut ctx = Ctx { root, cache, ids: &cache.ids.store_arrays, problems: Vec::new() };
     let obs_node = root.get("obs").ok_or_else(|| no_anndata(root))?;
     let var_node = root.get("var").ok_or_else(|| no_anndata(root))?;
     let is_legacy = matches!(obs_node, Node::Array(_));

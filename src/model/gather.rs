@@ -9,7 +9,6 @@
 //! mount visits. A [`GatheredSource`] is an [`ArraySource`] whose chunks are assembled from
 //! the parent array's rows (read through the cache): a selection costs the rows it holds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::Arr;
@@ -21,9 +20,6 @@ const CHUNK_BYTES: u64 = 1 << 20;
 
 /// Nominal bytes per string element, for sizing the (unused) chunk grid of string arrays.
 const STRING_NOMINAL_BYTES: usize = 64;
-
-/// Plan ids: cache keys `Rendered(id, 0)`, from a range views' file ids never reach.
-static PLAN_IDS: AtomicU64 = AtomicU64::new(1 << 62);
 
 /// How a plan's bytes are computed.
 type Compute = Box<dyn Fn() -> StorageResult<Vec<u8>> + Send + Sync>;
@@ -41,7 +37,7 @@ struct PlanInner {
 impl Plan {
     /// A plan computed by `compute`, cached in `cache`.
     pub fn new(cache: &Arc<ChunkCache>, compute: impl Fn() -> StorageResult<Vec<u8>> + Send + Sync + 'static) -> Self {
-        Plan(Arc::new(PlanInner { id: PLAN_IDS.fetch_add(1, Ordering::Relaxed), cache: cache.clone(), compute: Box::new(compute) }))
+        Plan(Arc::new(PlanInner { id: cache.ids.plan(), cache: cache.clone(), compute: Box::new(compute) }))
     }
 
     /// The bytes, from the cache or computed.
@@ -369,6 +365,7 @@ mod tests {
     use crate::cache::ChunkCache;
     use crate::model::array::tests::MemSource;
     use crate::model::ArrIds;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn u16_arr(shape: Vec<u64>, chunk: Vec<u64>) -> Arr {
         let n: u64 = shape.iter().product();

@@ -14,7 +14,8 @@ mod legacy;
 mod rowlist;
 mod subset;
 
-pub use array::{Arr, ArrIds};
+pub use array::Arr;
+pub use crate::cache::ArrIds;
 pub use build::build;
 pub use error::ModelError;
 pub use gather::Sel;

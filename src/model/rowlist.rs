@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use super::gather::{u64_at, u64_bytes, Gather, Plan, PtrSource, Sel};
-use super::{AnnData, Arr, Column, DataFrame, Element, Elements, Matrix, Raw, Sparse, SparseFormat};
+use super::subset::ObsPick;
+use super::{AnnData, Arr, Column, DataFrame, Element, Matrix, Sparse, SparseFormat};
 use crate::storage::{StorageError, StorageResult};
 
 /// Pointers read per step while gathering CSR rows.
@@ -162,9 +163,26 @@ impl Element {
         })
     }
 }
+impl ObsPick for Sel {
+    fn n_picked(&self) -> u64 {
+        self.len()
+    }
 
-fn gather_all(els: &Elements, rows: &Sel) -> StorageResult<Elements> {
-    els.iter().map(|(k, e)| Ok((k.clone(), e.gather(rows)?))).collect()
+    fn frame(&self, df: &DataFrame) -> DataFrame {
+        df.gather(self)
+    }
+
+    fn matrix(&self, m: &Matrix) -> StorageResult<Matrix> {
+        m.gather_rows(self)
+    }
+
+    fn square(&self, m: &Matrix) -> StorageResult<Matrix> {
+        m.gather_square(self)
+    }
+
+    fn element(&self, e: &Element) -> StorageResult<Element> {
+        e.gather(self)
+    }
 }
 
 impl AnnData {
@@ -172,40 +190,7 @@ impl AnnData {
     /// obsp on both axes; var, varm, varp and uns unchanged. `label` names the selection in
     /// the README (`where cell_type=B`).
     pub fn subset_list(&self, rows: &Sel, label: &str) -> StorageResult<AnnData> {
-        let obsp = self
-            .obsp
-            .iter()
-            .map(|(k, e)| {
-                Ok((k.clone(), match e {
-                    Element::Matrix(m) => Element::Matrix(m.gather_square(rows)?),
-                    other => other.gather(rows)?,
-                }))
-            })
-            .collect::<StorageResult<Elements>>()?;
-        let raw = match &self.raw {
-            Some(r) => Some(Raw {
-                x: r.x.as_ref().map(|m| m.gather_rows(rows)).transpose()?,
-                var: r.var.clone(),
-                varm: r.varm.clone(),
-            }),
-            None => None,
-        };
-        Ok(AnnData {
-            n_obs: rows.len(),
-            n_vars: self.n_vars,
-            obs: self.obs.gather(rows),
-            var: self.var.clone(),
-            x: self.x.as_ref().map(|m| m.gather_rows(rows)).transpose()?,
-            layers: gather_all(&self.layers, rows)?,
-            obsm: gather_all(&self.obsm, rows)?,
-            varm: self.varm.clone(),
-            obsp,
-            varp: self.varp.clone(),
-            uns: self.uns.clone(),
-            raw,
-            problems: self.problems.clone(),
-            layout: format!("{}, {label}", self.layout),
-        })
+        self.pick_obs(rows, label)
     }
 }
 

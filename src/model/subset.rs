@@ -106,48 +106,89 @@ impl Element {
         })
     }
 }
+/// How a subset picks its obs rows out of each obs-indexed element (a window `[r0, r1)`, or
+/// a row list, see `rowlist.rs`).
+pub(super) trait ObsPick {
+    /// How many rows are picked.
+    fn n_picked(&self) -> u64;
+    /// The picked rows of the obs dataframe.
+    fn frame(&self, df: &DataFrame) -> DataFrame;
+    /// The picked rows of a matrix (X, raw.X).
+    fn matrix(&self, m: &Matrix) -> StorageResult<Matrix>;
+    /// The picked rows and columns of an obs × obs matrix (obsp).
+    fn square(&self, m: &Matrix) -> StorageResult<Matrix>;
+    /// The picked rows of any obs-indexed element.
+    fn element(&self, e: &Element) -> StorageResult<Element>;
+}
 
-fn rows_of(els: &Elements, r0: u64, r1: u64) -> StorageResult<Elements> {
-    els.iter().map(|(k, e)| Ok((k.clone(), e.rows(r0, r1)?))).collect()
+/// Obs rows `[r0, r1)`.
+struct Window(u64, u64);
+
+impl ObsPick for Window {
+    fn n_picked(&self) -> u64 {
+        self.1 - self.0
+    }
+
+    fn frame(&self, df: &DataFrame) -> DataFrame {
+        df.window(self.0, self.1)
+    }
+
+    fn matrix(&self, m: &Matrix) -> StorageResult<Matrix> {
+        m.rows(self.0, self.1)
+    }
+
+    fn square(&self, m: &Matrix) -> StorageResult<Matrix> {
+        m.rows(self.0, self.1)?.cols(self.0, self.1)
+    }
+
+    fn element(&self, e: &Element) -> StorageResult<Element> {
+        e.rows(self.0, self.1)
+    }
 }
 
 impl AnnData {
     /// `adata[r0:r1]`: obs rows `[r0, r1)` of X, layers, obs, obsm, raw.X; obsp on both axes;
     /// var, varm, varp and uns unchanged.
     pub fn subset_rows(&self, r0: u64, r1: u64) -> StorageResult<AnnData> {
+        self.pick_obs(&Window(r0, r1), &format!("rows {r0}:{r1}"))
+    }
+
+    /// The AnnData of the obs rows `pick` picks: X, layers, obs, obsm and raw.X restricted to
+    /// them, obsp on both axes; var, varm, varp and uns unchanged. `label` names the subset
+    /// in the README's layout line.
+    pub(super) fn pick_obs(&self, pick: &impl ObsPick, label: &str) -> StorageResult<AnnData> {
+        let each = |els: &Elements| -> StorageResult<Elements> {
+            els.iter().map(|(k, e)| Ok((k.clone(), pick.element(e)?))).collect()
+        };
         let obsp = self
             .obsp
             .iter()
             .map(|(k, e)| {
                 Ok((k.clone(), match e {
-                    Element::Matrix(m) => Element::Matrix(m.rows(r0, r1)?.cols(r0, r1)?),
-                    other => other.rows(r0, r1)?,
+                    Element::Matrix(m) => Element::Matrix(pick.square(m)?),
+                    other => pick.element(other)?,
                 }))
             })
             .collect::<StorageResult<Elements>>()?;
         let raw = match &self.raw {
-            Some(r) => Some(Raw {
-                x: r.x.as_ref().map(|m| m.rows(r0, r1)).transpose()?,
-                var: r.var.clone(),
-                varm: r.varm.clone(),
-            }),
+            Some(r) => Some(Raw { x: r.x.as_ref().map(|m| pick.matrix(m)).transpose()?, var: r.var.clone(), varm: r.varm.clone() }),
             None => None,
         };
         Ok(AnnData {
-            n_obs: r1 - r0,
+            n_obs: pick.n_picked(),
             n_vars: self.n_vars,
-            obs: self.obs.window(r0, r1),
+            obs: pick.frame(&self.obs),
             var: self.var.clone(),
-            x: self.x.as_ref().map(|m| m.rows(r0, r1)).transpose()?,
-            layers: rows_of(&self.layers, r0, r1)?,
-            obsm: rows_of(&self.obsm, r0, r1)?,
+            x: self.x.as_ref().map(|m| pick.matrix(m)).transpose()?,
+            layers: each(&self.layers)?,
+            obsm: each(&self.obsm)?,
             varm: self.varm.clone(),
             obsp,
             varp: self.varp.clone(),
             uns: self.uns.clone(),
             raw,
             problems: self.problems.clone(),
-            layout: format!("{}, rows {r0}:{r1}", self.layout),
+            layout: format!("{}, {label}", self.layout),
         })
     }
 }

@@ -6,10 +6,13 @@
 //! cache and read-ahead), and the first write to a virtual file copies it up ([`copyup`]).
 //! Dynamic `rows/` directories stay read-only. Layout and crash safety: [`store`].
 
+mod attr;
 pub mod copyup;
+mod data;
 mod fuse;
 pub mod materialize;
 pub mod merge;
+mod namespace;
 pub mod nodes;
 pub mod resolve;
 pub mod store;
@@ -29,6 +32,9 @@ use crate::views::{NodeId, VNode, VTree};
 use merge::Entry;
 use nodes::Nodes;
 use store::{Store, StoreError};
+
+/// What an overlay operation returns: a value or the errno to answer.
+type OverlayResult<T> = Result<T, Errno>;
 
 /// An open file of an overlay mount.
 enum Open {

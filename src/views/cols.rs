@@ -9,12 +9,13 @@
 use std::sync::Arc;
 
 use super::matrix::{dense_rows, narrow_rows};
-use super::npy::NpyFile;
+use super::npy_file::NpyFile;
 use super::rows::{mtx_file, parse_index, parse_slice};
-use super::text::{NumRowsText, TextFile};
+use super::text_file::{NumRowsText, TextFile};
+use super::readme::{readme_listing, readme_lookup};
 use super::tree::TreeOptions;
-use super::format::npy::header;
-use super::{DynDir, FileContent, StaticFile, VTree, ViewResult};
+use super::format::npy_header::header;
+use super::{DynDir, FileContent, VTree, ViewResult};
 use crate::cache::ChunkCache;
 use crate::index::{IndexHandle, IndexService};
 use crate::model::{Matrix, SparseFormat};
@@ -260,12 +261,12 @@ Sparse CSR columns are read from a transposed index built once per store and mat
 
 impl DynDir for MatrixCols {
     fn list(&self) -> Vec<String> {
-        vec!["README.txt".to_string()]
+        readme_listing()
     }
 
     fn lookup(&self, name: &str) -> Option<VTree> {
-        if name == "README.txt" {
-            return Some(VTree::single(Arc::new(StaticFile(COLS_README.as_bytes().to_vec()))));
+        if let Some(readme) = readme_lookup(name, COLS_README) {
+            return Some(readme);
         }
         let cols = self.src.shape().1;
         let (stem, ext) = name.rsplit_once('.')?;

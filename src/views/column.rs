@@ -2,7 +2,7 @@
 
 use crate::util::RetryOnce;
 
-use super::format::text::{push_field, push_num};
+use super::format::text_values::{push_field, push_num};
 use super::ViewResult;
 use crate::model::{Arr, Column};
 use crate::storage::StorageError;

@@ -6,10 +6,9 @@
 
 mod csc;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::npy::{ArrayRows, CachedRows, RowBytes};
+use super::npy_file::{ArrayRows, CachedRows, RowBytes};
 use super::ViewResult;
 use crate::cache::{ChunkCache, Key};
 use crate::model::{Matrix, Sparse, SparseFormat};
@@ -21,13 +20,6 @@ const CSC_BAND_BYTES: u64 = 8 << 20;
 const DIRECT_COLS: u64 = 8;
 /// Nonzeros processed per step while scanning.
 const SCAN_STEP: u64 = 1 << 20;
-
-static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh id for cache keys of rendered blocks.
-pub fn next_file_id() -> u64 {
-    NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Dense rows of a CSR or CSC matrix.
 pub struct SparseRows {
@@ -45,7 +37,7 @@ impl SparseRows {
     /// Dense rows of `m`, caching CSC bands in `cache`.
     pub fn new(m: Sparse, cache: Arc<ChunkCache>) -> Option<Self> {
         let t = m.data.num_type()?;
-        Some(SparseRows { m, t, cache, id: next_file_id(), band_bytes: CSC_BAND_BYTES, csc: csc::CscState::default() })
+        Some(SparseRows { m, t, id: cache.ids.file(), cache, band_bytes: CSC_BAND_BYTES, csc: csc::CscState::default() })
     }
 
     fn corrupt(&self, why: String) -> StorageError {

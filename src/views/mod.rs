@@ -11,12 +11,12 @@ pub mod genes;
 pub mod gzip;
 pub mod matrix;
 pub mod names;
-pub mod npy;
 pub mod mtx;
+pub mod npy_file;
 pub mod readme;
 pub mod rows;
 pub mod sidecar;
-pub mod text;
+pub mod text_file;
 pub mod tree;
 pub mod where_dir;
 
@@ -119,7 +119,7 @@ impl FileContent for LiveFile {
     }
 }
 
-/// A file of zeros, for measuring the FUSE ceiling (`annfs mount --bench-zero-file SIZE`).
+/// A file of zeros, for measuring the FUSE ceiling (`annfs bench-mount --zero-file SIZE`).
 pub struct ZeroFile(pub u64);
 
 impl FileContent for ZeroFile {

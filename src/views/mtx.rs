@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use super::format::text::push_num;
+use super::format::text_values::push_num;
 use super::matrix::{dense_rows, SparseRows};
-use super::npy::RowBytes;
-use super::text::RowText;
+use super::npy_file::RowBytes;
+use super::text_file::RowText;
 use super::ViewResult;
 use crate::cache::ChunkCache;
 use crate::model::{Matrix, SparseFormat};

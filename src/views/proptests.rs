@@ -7,11 +7,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 
 use super::column::ColumnCells;
-use super::format::npy::header;
-use super::format::text::{push_field, push_num};
+use super::format::npy_header::header;
+use super::format::text_values::{push_field, push_num};
 use super::matrix::SparseRows;
-use super::npy::{ArrayRows, NpyFile};
-use super::text::{header_line, ColumnText, NumRowsText, TableText, TextFile};
+use super::npy_file::{ArrayRows, NpyFile};
+use super::text_file::{header_line, ColumnText, NumRowsText, TableText, TextFile};
 use super::FileContent;
 use crate::cache::ChunkCache;
 use crate::model::array::tests::MemSource;

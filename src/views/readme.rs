@@ -5,6 +5,20 @@ use std::fmt::Write;
 use crate::model::{AnnData, Element, Elements, Matrix};
 use crate::storage::StoreInfo;
 
+/// The name of a directory's README.
+const README: &str = "README.txt";
+
+/// The listing of a dynamic directory whose other entries are opened by name only (`rows/`,
+/// `cols/`): just its README.
+pub fn readme_listing() -> Vec<String> {
+    vec![README.to_string()]
+}
+
+/// The README holding `text`, when `name` names it (a lookup in such a directory).
+pub fn readme_lookup(name: &str, text: &str) -> Option<super::VTree> {
+    (name == README).then(|| super::VTree::single(std::sync::Arc::new(super::StaticFile(text.as_bytes().to_vec()))))
+}
+
 fn matrix_desc(m: &Matrix) -> String {
     match m {
         Matrix::Dense(a) => format!("dense {:?} {}", a.num_type().map(|t| t.npy_descr()).unwrap_or("?"), a.meta().storage_desc),

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use super::matrix::dense_rows;
 use super::mtx::{header as mtx_header, MtxBody};
-use super::npy::{NpyFile, RowBytes};
-use super::text::{Header, NumRowsText, TextFile};
+use super::npy_file::{NpyFile, RowBytes};
+use super::text_file::{Header, NumRowsText, TextFile};
+use super::readme::{readme_listing, readme_lookup};
 use super::tree::{self, TreeOptions};
-use super::{DynDir, StaticFile, VTree};
+use super::{DynDir, VTree};
 use crate::cache::ChunkCache;
 use crate::model::{AnnData, Matrix};
 use crate::storage::StoreInfo;
@@ -153,12 +154,12 @@ e.g. `ls rows/0:1000/` or `head rows/-10:/obs.tsv`.
 
 impl DynDir for RootRows {
     fn list(&self) -> Vec<String> {
-        vec!["README.txt".to_string()]
+        readme_listing()
     }
 
     fn lookup(&self, name: &str) -> Option<VTree> {
-        if name == "README.txt" {
-            return Some(VTree::single(Arc::new(StaticFile(ROWS_README.as_bytes().to_vec()))));
+        if let Some(readme) = readme_lookup(name, ROWS_README) {
+            return Some(readme);
         }
         let (a, b) = parse_slice(name, self.ad.n_obs)?;
         let sub = match self.ad.subset_rows(a, b) {

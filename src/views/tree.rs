@@ -5,13 +5,13 @@ use std::sync::Arc;
 use super::column::ColumnCells;
 use super::matrix::dense_rows;
 use super::names::{encode, encode_key};
-use super::npy::{ArrayRows, MaskedRows, NpyFile, RowBytes, ShiftedRows};
+use super::npy_file::{ArrayRows, MaskedRows, NpyFile, RowBytes, ShiftedRows};
 use super::gzip::StoredGzip;
 use super::readme;
 use super::rows::{mtx_file, MatrixRows, RootRows};
 use super::sidecar::Sidecar;
 use super::where_dir::WhereDir;
-use super::text::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
+use super::text_file::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
 use super::cols::{ColSource, MatrixCols, WaitsForIndex};
 use super::genes::MatrixGenes;
@@ -168,7 +168,7 @@ impl Builder {
         }
     }
 
-    fn text(&mut self, parent: NodeId, name: &str, header: Vec<u8>, body: impl super::text::RowText + 'static) {
+    fn text(&mut self, parent: NodeId, name: &str, header: Vec<u8>, body: impl super::text_file::RowText + 'static) {
         let key = self.key(parent, name);
         let f = TextFile::new(header, Arc::new(body), self.cache.clone()).remembered(self.opts.sidecar.clone(), key);
         self.file(parent, name, f);

@@ -12,7 +12,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use super::format::text::push_num;
+use super::format::text_values::push_num;
 use super::names::{encode, encode_key};
 use super::tree::{self, TreeOptions};
 use super::{DynDir, StaticFile, VTree};

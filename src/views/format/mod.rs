@@ -1,3 +1,3 @@
 //! Byte-level formats shared by the views: `.npy` headers and text values.
-pub mod npy;
-pub mod text;
+pub mod npy_header;
+pub mod text_values;

@@ -139,10 +139,10 @@ mod tests {
 
     use super::super::SparseRows;
     use crate::cache::ChunkCache;
-    use crate::model::array::tests::MemSource;
-    use crate::model::{Arr, ArrIds, Sparse, SparseFormat};
+    use crate::model::array::tests::mem_sparse;
+    use crate::model::SparseFormat;
     use crate::storage::NumType;
-    use crate::views::npy::RowBytes;
+    use crate::views::npy_file::RowBytes;
 
     /// A random CSC matrix: per column, entries in random row order (or sorted), with
     /// duplicates, explicit zeros and empty columns.
@@ -185,19 +185,7 @@ mod tests {
                                      reads in prop::collection::vec(any::<(u64, u64)>(), 6)) {
             let (indptr, idx, data) = csc(rows, cols, seed, sorted);
             let cache = Arc::new(ChunkCache::new(1 << 14));
-            let ids = ArrIds::default();
-            let nnz = idx.len() as u64;
-            let arr = |shape: u64, t, b| Arr::new(Arc::new(MemSource::num(vec![shape], vec![chunk], t, b)), &cache, &ids);
-            let m = Sparse {
-                format: SparseFormat::Csc,
-                shape: [rows, cols],
-                data: arr(nnz, NumType::F32, bytes(&data, |v| v.to_le_bytes().to_vec())),
-                indices: arr(nnz, NumType::I32, bytes(&idx, |v| v.to_le_bytes().to_vec())),
-                indptr: arr(cols + 1, NumType::I64, bytes(&indptr, |v| v.to_le_bytes().to_vec())),
-                indptr_base: 0,
-                minor: None,
-                minor_list: None,
-            };
+            let m = mem_sparse(SparseFormat::Csc, [rows, cols], (&indptr, &idx), (NumType::F32, bytes(&data, |v| v.to_le_bytes().to_vec())), chunk, &cache);
             // A row window [w0, w1), as a rows/S:E/ subset view makes.
             let (w0, w1) = { let a = win.0 % rows; (a, a + 1 + win.1 % (rows - a)) };
             let windowed = crate::model::Matrix::Sparse(m.clone()).rows(w0, w1).unwrap();

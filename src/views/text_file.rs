@@ -7,9 +7,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::column::{split_cells, ColumnCells};
-use super::format::text::{push_field, push_num};
-use super::matrix::next_file_id;
-use super::npy::RowBytes;
+use super::format::text_values::{push_field, push_num};
+use super::npy_file::RowBytes;
 use super::sidecar::{Sidecar, StoredLayout};
 use super::{read_header_body_into, FileContent, ViewResult};
 use crate::cache::{ChunkCache, Key};
@@ -74,7 +73,7 @@ impl TextFile {
 
     /// A text file whose header may depend on the body's line count.
     pub fn with_header(header: Header, body: Arc<dyn RowText>, cache: Arc<ChunkCache>) -> Self {
-        TextFile { id: next_file_id(), header, body, cache, layout: RetryOnce::new(), sidecar: None }
+        TextFile { id: cache.ids.file(), header, body, cache, layout: RetryOnce::new(), sidecar: None }
     }
 
     /// Remembers this file's index in `sidecar` under `key` (its virtual path), so the next
@@ -188,7 +187,8 @@ impl TextFile {
 /// Threads sizing one text view (its first `stat`).
 const MEASURE_THREADS: usize = 4;
 
-/// Size passes running in this process.
+/// Size passes running in this process. Process-wide on purpose: it shares out the process's
+/// cores (extra threads only for a pass running alone), whichever mount the pass serves.
 static MEASURING: AtomicUsize = AtomicUsize::new(0);
 
 /// Number of `\n` bytes in `b`.

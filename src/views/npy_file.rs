@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::format::npy::header;
+use super::format::npy_header::header;
 use super::{read_header_body_into, slice, FileContent, ViewResult};
 use crate::model::Arr;
 use crate::storage::NumType;
@@ -192,7 +192,7 @@ impl CachedRows {
     /// Blocks of about `block_bytes` of `inner`'s output, cached in `cache`.
     pub fn new(inner: Arc<dyn RowBytes>, cache: Arc<crate::cache::ChunkCache>, block_bytes: u64) -> Self {
         let block_rows = (block_bytes / inner.row_bytes().max(1)).max(1);
-        CachedRows { inner, cache, id: super::matrix::next_file_id(), block_rows }
+        CachedRows { inner, id: cache.ids.file(), cache, block_rows }
     }
 }
 

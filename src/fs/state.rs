@@ -1,0 +1,139 @@
+//! The read-only adapter's state shared by request threads and workers ([`FsCore`]): inode
+//! resolution, attributes and TTLs, and serving a read (freshness check, rendering into the
+//! worker's reply buffer, read-ahead).
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
+
+use super::inodes::{Graft, Inodes};
+use super::lane::reply_buffer;
+use super::reply::{VirtualStat, STORE_TTL, VOLATILE_TTL};
+use super::{source_watch, Ownership, PageCache};
+use crate::cache::ChunkCache;
+use crate::prefetch::Prefetcher;
+use crate::views::{FileContent, NodeId, VNode};
+
+/// State shared by request threads and workers.
+pub(super) struct FsCore {
+    pub(super) inodes: Inodes,
+    pub(super) cache: Arc<ChunkCache>,
+    pub(super) owner: Ownership,
+    pub(super) mtime: SystemTime,
+    pub(super) prefetch: Prefetcher,
+    pub(super) page_cache: PageCache,
+    /// Files whose reads were refused since the store changed (each logged once).
+    pub(super) refused: source_watch::RefusedReads,
+}
+
+/// A resolved inode: its tree and node id.
+pub(super) type Node = (Arc<Graft>, NodeId);
+
+impl FsCore {
+    pub(super) fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    /// Attribute TTL: long for the immutable store, zero for live files (README.txt, stats).
+    pub(super) fn ttl(&self, (g, id): &Node) -> Duration {
+        match &g.tree.nodes[*id] {
+            VNode::File(f) if f.volatile() => Duration::ZERO,
+            _ if *id == 0 && self.in_volatile_dir(g) => VOLATILE_TTL,
+            _ => STORE_TTL,
+        }
+    }
+
+    /// True when the tree `g` was looked up in a directory whose listing changes (a
+    /// collection's): its entry may disappear, so it is cached only briefly.
+    fn in_volatile_dir(&self, g: &Graft) -> bool {
+        let parent = g.parents.first().copied().unwrap_or(0);
+        matches!(self.node(INodeNo(parent)), Ok((pg, pid)) if matches!(&pg.tree.nodes[pid], VNode::Dyn(d) if d.volatile()))
+    }
+
+    /// The attributes of `node`: read-only modes of the mount's owner.
+    pub(super) fn attr(&self, (g, id): &Node) -> Result<FileAttr, Errno> {
+        let stat = VirtualStat::of(&g.tree, *id).map_err(|e| {
+            log::error!("{}: {e}", g.paths[*id]);
+            self.cache.stats.error(&g.paths[*id], &e);
+            Errno::EIO
+        })?;
+        let perm = if stat.kind == FileType::Directory { self.owner.dir_mode } else { self.owner.file_mode };
+        Ok(stat.attr(g.base + *id as u64, perm & !self.owner.umask & !0o222, (self.owner.uid, self.owner.gid), self.mtime))
+    }
+
+    /// Resolves `name` in directory `parent`, grafting dynamic entries.
+    pub(super) fn child(&self, parent: INodeNo, name: &OsStr) -> Result<Node, Errno> {
+        let (g, id) = self.node(parent)?;
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        match &g.tree.nodes[id] {
+            VNode::Dir(_) => g.tree.lookup(id, name).map(|c| (g.clone(), c)).ok_or(Errno::ENOENT),
+            VNode::Dyn(d) => {
+                let ino = self
+                    .inodes
+                    .lookup_dynamic(parent.0, &g.paths[id], name, || d.lookup(name))
+                    .ok_or(Errno::ENOENT)?;
+                self.inodes.get(ino).ok_or(Errno::ENOENT)
+            }
+            VNode::File(_) => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// True when answering for this node may take long (a text index not built yet).
+    pub(super) fn is_slow((g, id): &Node) -> bool {
+        matches!(&g.tree.nodes[*id], VNode::File(f) if !f.size_is_cheap())
+    }
+}
+
+impl FsCore {
+    pub(super) fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
+        let (g, id) = self.node(ino)?;
+        match &g.tree.nodes[id] {
+            VNode::File(f) => Ok((f.clone(), g.paths[id].clone())),
+            _ => Err(Errno::EISDIR),
+        }
+    }
+
+    /// Serves a read of `size` bytes at `offset` of `file` through handle `fh`, into this
+    /// worker's reply buffer (see [`reply_buffer`]).
+    pub(super) fn read(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        if !file.volatile() {
+            self.refused.check_fresh(path)?;
+        }
+        let mut data = reply_buffer::take();
+        file.read_into(offset, size as usize, &mut data).map_err(|e| {
+            log::error!("{path}: read at {offset}+{size}: {e}");
+            self.cache.stats.error(path, &e);
+            Errno::EIO
+        })?;
+        self.cache.stats.served(data.len() as u64);
+        // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
+        // before the reader does); direct-I/O files get ours.
+        if self.is_direct(&**file, path) && !file.volatile() {
+            self.prefetch.observe(fh, file, offset, data.len() as u64);
+        }
+        Ok(data)
+    }
+
+    /// True when `file` at `path` is served with direct I/O (bypassing the kernel page cache).
+    fn is_direct(&self, file: &dyn FileContent, path: &str) -> bool {
+        file.volatile()
+            || match self.page_cache {
+                PageCache::All => false,
+                // The benchmark's zero file is served as the binary views are (its ceiling).
+                PageCache::TextOnly => path.ends_with(".npy") || path == ".annfs/zero",
+                PageCache::None => true,
+            }
+    }
+
+    /// Open flags for `file` at `path`: direct I/O or the kernel page cache.
+    pub(super) fn open_flags(&self, file: &dyn FileContent, path: &str) -> FopenFlags {
+        let direct = self.is_direct(file, path);
+        // Nothing is ever written, so `close` needs no flush round-trip (and still succeeds
+        // after the daemon is gone).
+        let cache = if direct { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::FOPEN_KEEP_CACHE };
+        cache | FopenFlags::FOPEN_NOFLUSH
+    }
+}
+
