@@ -129,6 +129,9 @@ def main() -> int:
     a = ap.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
+    # Clients open many connections at once (parallel range GETs): socketserver's default backlog
+    # of 5 drops SYNs, which the client's kernel retries only after a second.
+    ThreadingHTTPServer.request_queue_size = 256
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid, a.stall, a.stall_secs,
                                                                       a.latency / 1000, a.fail_every,
                                                                       a.truncate_every))

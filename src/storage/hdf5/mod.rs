@@ -10,6 +10,7 @@
 //! library reads the file through (it checks heap collections first), and [`ffi`] wraps the C API.
 
 pub mod attrs;
+pub mod btree;
 pub mod chunks;
 pub mod dtype;
 pub mod ffi;

@@ -313,6 +313,16 @@ unsafe extern "C" fn read(
         log::warn!("HDF5 driver: reading {size} bytes at {addr}: {e}");
         return -1;
     }
+    // An internal node of a chunk index: its child nodes are fetched together (remote files).
+    if out.starts_with(b"TREE") {
+        if let Some(sizes) = g.sizes {
+            let kids = super::btree::child_nodes(out, sizes.addr);
+            if !kids.is_empty() {
+                let ranges: Vec<(u64, u64)> = kids.into_iter().map(|a| (a, size as u64)).collect();
+                g.src.prefetch_exact(&ranges);
+            }
+        }
+    }
     if kind == MEM_DRAW && out.starts_with(b"GCOL") {
         let verdict = match g.sizes {
             Some(sizes) => gheap::check_image(out, sizes),

@@ -43,6 +43,10 @@ pub trait RangeRead: Send + Sync {
     /// Hints that `len` bytes at `offset` will be read soon (best effort).
     fn will_need(&self, _offset: u64, _len: u64) {}
 
+    /// Hints that each `(offset, len)` range will be read soon, exactly so (small metadata such
+    /// as the child nodes of an index node); a remote object fetches them in parallel.
+    fn prefetch_exact(&self, _ranges: &[(u64, u64)]) {}
+
     /// A number identifying the object among those open in this process (the HDF5 library
     /// compares open files with it).
     fn identity(&self) -> (u64, u64);

@@ -28,6 +28,12 @@ const MAX_BACKGROUND: usize = 4;
 const MAX_RUN: u64 = 8;
 /// Sequential streams tracked per object (the parts of a matrix are read side by side).
 const STREAMS: usize = 8;
+/// Exact-range prefetches (index nodes) in flight per object, at most.
+const EXACT_PARALLEL: usize = 16;
+/// Exact ranges kept until read, at most (older ones are dropped).
+const EXACT_KEPT: usize = 1024;
+/// Longest exact range prefetched (an index node is a few KiB).
+const EXACT_MAX: u64 = 256 << 10;
 /// How long a reader waits for a background fetch of its block before fetching it itself.
 const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 
@@ -44,6 +50,10 @@ struct Shared {
     background: AtomicUsize,
     /// For each recent sequential stream, the block it will read next.
     streams: Mutex<([u64; STREAMS], usize)>,
+    /// Prefetched exact ranges, removed when read.
+    exact: Mutex<HashMap<(u64, u64), Arc<Vec<u8>>>>,
+    /// Exact ranges being fetched.
+    exact_pending: Mutex<HashMap<(u64, u64), Pending>>,
 }
 
 /// A remote object read by ranges.
@@ -140,6 +150,72 @@ impl Shared {
         }
     }
 
+    /// The prefetched bytes of exactly `(offset, len)`, waiting for a fetch in flight.
+    fn take_exact(&self, offset: u64, len: u64) -> Option<Arc<Vec<u8>>> {
+        let key = (offset, len);
+        let waiting = self.exact_pending.lock().get(&key).cloned();
+        if let Some(p) = waiting {
+            let (done, cv) = &*p;
+            let mut d = done.lock();
+            if !*d {
+                cv.wait_for(&mut d, WAIT_BACKGROUND);
+            }
+        }
+        self.exact.lock().remove(&key)
+    }
+
+    /// Fetches `ranges` in the background, [`EXACT_PARALLEL`] at a time.
+    fn prefetch_exact(self: &Arc<Self>, ranges: &[(u64, u64)]) {
+        let todo: Vec<(u64, u64)> = {
+            let mut pending = self.exact_pending.lock();
+            let have = self.exact.lock();
+            let mut todo = Vec::new();
+            for &(o, l) in ranges {
+                let fits = l > 0 && l <= EXACT_MAX && o.checked_add(l).is_some_and(|e| e <= self.len);
+                if fits && !pending.contains_key(&(o, l)) && !have.contains_key(&(o, l)) {
+                    pending.insert((o, l), Arc::default());
+                    todo.push((o, l));
+                }
+            }
+            todo
+        };
+        if todo.is_empty() {
+            return;
+        }
+        let queue = Arc::new(Mutex::new(todo));
+        let workers = queue.lock().len().min(EXACT_PARALLEL);
+        for _ in 0..workers {
+            let (me, mine) = (self.clone(), queue.clone());
+            let run = move || loop {
+                let Some((o, l)) = mine.lock().pop() else { break };
+                match me.fetch(o, l) {
+                    Ok(data) => {
+                        let mut exact = me.exact.lock();
+                        if exact.len() >= EXACT_KEPT {
+                            exact.clear();
+                        }
+                        exact.insert((o, l), Arc::new(data));
+                    }
+                    Err(e) => log::debug!("{}: prefetch of {o}+{l}: {e}", me.url()),
+                }
+                if let Some(p) = me.exact_pending.lock().remove(&(o, l)) {
+                    *p.0.lock() = true;
+                    p.1.notify_all();
+                }
+            };
+            if std::thread::Builder::new().name("annfs-fetch".into()).spawn(run).is_err() {
+                // Without a thread the ranges are read when asked; release their waiters.
+                for k in queue.lock().drain(..) {
+                    if let Some(p) = self.exact_pending.lock().remove(&k) {
+                        *p.0.lock() = true;
+                        p.1.notify_all();
+                    }
+                }
+                break;
+            }
+        }
+    }
+
     /// Whether every block of `[first, last]` is cached or being fetched.
     fn covered(&self, first: u64, last: u64) -> bool {
         let pending = self.pending.lock();
@@ -231,6 +307,8 @@ impl RemoteFile {
             pending: Mutex::new(HashMap::new()),
             background: AtomicUsize::new(0),
             streams: Mutex::new(([0; STREAMS], 0)),
+            exact: Mutex::new(HashMap::new()),
+            exact_pending: Mutex::new(HashMap::new()),
         };
         RemoteFile { shared: Arc::new(shared), id: NEXT.fetch_add(1, Relaxed) }
     }
@@ -252,6 +330,10 @@ impl RangeRead for RemoteFile {
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the object"));
         }
         if n == 0 {
+            return Ok(());
+        }
+        if let Some(data) = self.shared.take_exact(offset, n) {
+            buf.copy_from_slice(&data);
             return Ok(());
         }
         let (first, last) = (offset / BLOCK, (offset + n - 1) / BLOCK);
@@ -285,6 +367,10 @@ impl RangeRead for RemoteFile {
         }
         let end = offset.saturating_add(len).min(self.shared.len);
         self.shared.prefetch(offset / BLOCK, (end - 1) / BLOCK);
+    }
+
+    fn prefetch_exact(&self, ranges: &[(u64, u64)]) {
+        self.shared.prefetch_exact(ranges);
     }
 
     fn identity(&self) -> (u64, u64) {
