@@ -169,6 +169,23 @@ impl Fetcher {
         Ok(Some(got.data))
     }
 
+    /// The on-disk entry `name` of the object `key` at `version`, when there is a current one
+    /// (for callers that cache pieces of their own choosing, e.g. aligned blocks).
+    pub fn disk_get(&self, key: &str, name: &str, version: &str) -> Option<Vec<u8>> {
+        let entry = self.disk.as_ref()?.get(&format!("{}#{name}", self.client.url(key)))?;
+        (entry.version.as_deref() == Some(version)).then(|| {
+            self.stats.disk_hits.fetch_add(1, Relaxed);
+            entry.data
+        })
+    }
+
+    /// Stores `data` as the on-disk entry `name` of `key` at `version` (no-op without a disk cache).
+    pub fn disk_put(&self, key: &str, name: &str, version: &str, data: &[u8]) {
+        if let Some(disk) = &self.disk {
+            disk.put(&format!("{}#{name}", self.client.url(key)), Some(version), data);
+        }
+    }
+
     /// Whether a disk entry recorded at version `entry` may be served.
     fn is_current(&self, key: &str, entry: Option<&str>, version: Option<&str>) -> Result<bool, FetchError> {
         if let Some(v) = version {

@@ -67,26 +67,57 @@ impl Shared {
         self.fetcher.url("")
     }
 
+    /// `len` bytes at `start`, through the disk cache (ranges the file's layout fixes: chunks,
+    /// index nodes).
     fn fetch(&self, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
-        match self.fetcher.get("", Span::At { start, len }, self.version.as_deref(), true) {
+        self.get(start, len, true)
+    }
+
+    /// `len` bytes at `start`, not through the disk cache (runs of blocks, cached per block).
+    fn fetch_uncached(&self, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        self.get(start, len, false)
+    }
+
+    fn get(&self, start: u64, len: u64, cache: bool) -> std::io::Result<Vec<u8>> {
+        match self.fetcher.get("", Span::At { start, len }, self.version.as_deref(), cache) {
             Ok(Some(data)) => Ok(data),
             Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: HTTP 404", self.url()))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
         }
     }
 
-    /// Fetches blocks `[b, end)` in one GET into the block cache; returns block `b`.
+    /// Fetches blocks `[b, end)` into the block cache — from the disk cache when it has them
+    /// (entries per block, so that later mounts find them whatever runs they read), the rest
+    /// in one GET; returns block `b`.
     fn fetch_blocks(&self, b: u64, end: u64) -> std::io::Result<Arc<Vec<u8>>> {
-        let start = b * BLOCK;
-        let stop = (end * BLOCK).min(self.len);
-        let data = self.fetch(start, stop.saturating_sub(start))?;
         let mut first = None;
-        for (i, piece) in data.chunks(BLOCK as usize).enumerate() {
-            let piece = Arc::new(piece.to_vec());
-            if i == 0 {
-                first = Some(piece.clone());
+        let mut from = b;
+        if let Some(v) = self.version.as_deref() {
+            while from < end {
+                let Some(data) = self.fetcher.disk_get("", &format!("block{from}"), v) else { break };
+                let piece = Arc::new(data);
+                if from == b {
+                    first = Some(piece.clone());
+                }
+                self.blocks.insert(from, piece);
+                from += 1;
             }
-            self.blocks.insert(b + i as u64, piece);
+        }
+        if from < end {
+            let start = from * BLOCK;
+            let stop = (end * BLOCK).min(self.len);
+            let data = self.fetch_uncached(start, stop.saturating_sub(start))?;
+            for (i, piece) in data.chunks(BLOCK as usize).enumerate() {
+                let k = from + i as u64;
+                if let Some(v) = self.version.as_deref() {
+                    self.fetcher.disk_put("", &format!("block{k}"), v, piece);
+                }
+                let piece = Arc::new(piece.to_vec());
+                if k == b {
+                    first = Some(piece.clone());
+                }
+                self.blocks.insert(k, piece);
+            }
         }
         first.ok_or_else(|| std::io::Error::other(format!("{}: empty answer for block {b}", self.url())))
     }
