@@ -169,6 +169,11 @@ impl Fetcher {
         Ok(Some(got.data))
     }
 
+    /// Whether fetched bytes are kept on disk.
+    pub fn has_disk_cache(&self) -> bool {
+        self.disk.is_some()
+    }
+
     /// The on-disk entry `name` of the object `key` at `version`, when there is a current one
     /// (for callers that cache pieces of their own choosing, e.g. aligned blocks).
     pub fn disk_get(&self, key: &str, name: &str, version: &str) -> Option<Vec<u8>> {

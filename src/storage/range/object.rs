@@ -26,8 +26,6 @@ pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 const MAX_BACKGROUND: usize = 4;
 /// Blocks fetched by one background GET, at most (4 MiB).
 const MAX_RUN: u64 = 8;
-/// Sequential streams tracked per object (the parts of a matrix are read side by side).
-const STREAMS: usize = 8;
 /// Exact-range prefetches (index nodes) in flight per object, at most.
 const EXACT_PARALLEL: usize = 16;
 /// Exact ranges kept until read, at most (older ones are dropped).
@@ -40,6 +38,9 @@ const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 /// A fetch in flight: `true` once done.
 type Pending = Arc<(Mutex<bool>, Condvar)>;
 
+/// Bytes of exact ranges, by (offset, length).
+type ExactRanges = HashMap<(u64, u64), Arc<Vec<u8>>>;
+
 /// What background fetches share with the file.
 struct Shared {
     fetcher: Arc<Fetcher>,
@@ -48,10 +49,8 @@ struct Shared {
     blocks: Cache<u64, Arc<Vec<u8>>>,
     pending: Mutex<HashMap<u64, Pending>>,
     background: AtomicUsize,
-    /// For each recent sequential stream, the block it will read next.
-    streams: Mutex<([u64; STREAMS], usize)>,
     /// Prefetched exact ranges, removed when read.
-    exact: Mutex<HashMap<(u64, u64), Arc<Vec<u8>>>>,
+    exact: Mutex<ExactRanges>,
     /// Exact ranges being fetched.
     exact_pending: Mutex<HashMap<(u64, u64), Pending>>,
 }
@@ -122,8 +121,9 @@ impl Shared {
         first.ok_or_else(|| std::io::Error::other(format!("{}: empty answer for block {b}", self.url())))
     }
 
-    /// Block `b`, fetched (with the missing blocks after it up to `last`) when not cached; a
-    /// background fetch of it in flight is waited for.
+    /// Block `b`: cached, or fetched by someone else right now (waited for), or fetched here
+    /// with the free blocks after it up to `last` — and, when the block before `b` is cached
+    /// (a sequential reader), up to [`MAX_RUN`] blocks ahead.
     fn block(&self, b: u64, last: u64) -> std::io::Result<Arc<Vec<u8>>> {
         if let Some(hit) = self.blocks.get(&b) {
             return Ok(hit);
@@ -140,45 +140,39 @@ impl Shared {
                 return Ok(hit);
             }
         }
-        let mut end = b + 1;
-        while end <= last && self.blocks.get(&end).is_none() {
-            end += 1;
-        }
-        self.fetch_blocks(b, end)
+        let sequential = b > 0 && self.blocks.peek(&(b - 1)).is_some();
+        let want = if sequential { last.max(b + MAX_RUN - 1) } else { last };
+        let (b, e, p) = self.claim(b, want.min((self.len.saturating_sub(1)) / BLOCK));
+        let got = self.fetch_blocks(b, e + 1);
+        self.release(b, e, &p);
+        got
     }
 
-    /// Notes a read of blocks `[first, last]`; a read that continues a stream starts read-ahead
-    /// of the next [`MAX_RUN`] blocks once fewer than that are cached or on their way.
-    fn sequential(self: &Arc<Self>, first: u64, last: u64) {
-        let next = last + 1;
-        let continues = {
-            let mut st = self.streams.lock();
-            let (slots, rr) = &mut *st;
-            match slots.iter().position(|&s| s != 0 && s <= first + 1 && first <= s) {
-                Some(i) => {
-                    slots[i] = next;
-                    true
-                }
-                None => {
-                    slots[*rr] = next;
-                    *rr = (*rr + 1) % STREAMS;
-                    false
-                }
+    /// Registers blocks `[b, ..=want]` as being fetched, up to the first that is cached or
+    /// already being fetched (always at least `b`); returns the run and its waiters' handle.
+    fn claim(&self, b: u64, want: u64) -> (u64, u64, Pending) {
+        let p: Pending = Arc::default();
+        let mut pending = self.pending.lock();
+        let mut e = b;
+        pending.insert(b, p.clone());
+        while e < want && !pending.contains_key(&(e + 1)) && self.blocks.peek(&(e + 1)).is_none() {
+            e += 1;
+            pending.insert(e, p.clone());
+        }
+        (b, e, p)
+    }
+
+    /// Ends the fetch of `[b, e]` registered by [`Shared::claim`] and wakes its waiters.
+    fn release(&self, b: u64, e: u64, p: &Pending) {
+        let mut pending = self.pending.lock();
+        for k in b..=e {
+            if pending.get(&k).is_some_and(|q| Arc::ptr_eq(q, p)) {
+                pending.remove(&k);
             }
-        };
-        if !continues {
-            return;
         }
-        let end = (self.len.saturating_sub(1)) / BLOCK;
-        let missing = {
-            let pending = self.pending.lock();
-            (next..=end.min(next + MAX_RUN - 1)).find(|b| !pending.contains_key(b) && self.blocks.get(b).is_none())
-        };
-        if let Some(m) = missing {
-            let stop = end.min(m + MAX_RUN - 1);
-            let stop = (m..=stop).take_while(|b| self.blocks.get(b).is_none()).last().unwrap_or(m);
-            self.prefetch_run(m, stop);
-        }
+        drop(pending);
+        *p.0.lock() = true;
+        p.1.notify_all();
     }
 
     /// The prefetched bytes of exactly `(offset, len)`, waiting for a fetch in flight.
@@ -259,56 +253,33 @@ impl Shared {
     fn prefetch(self: &Arc<Self>, first: u64, last: u64) {
         let mut b = first;
         while b <= last {
-            if self.blocks.get(&b).is_some() || self.pending.lock().contains_key(&b) {
+            let free = self.blocks.peek(&b).is_none() && !self.pending.lock().contains_key(&b);
+            if !free {
                 b += 1;
                 continue;
             }
-            let mut e = b;
-            while e < last && e + 1 - b < MAX_RUN && self.blocks.get(&(e + 1)).is_none() {
-                e += 1;
+            if self.background.fetch_add(1, Relaxed) >= MAX_BACKGROUND {
+                self.background.fetch_sub(1, Relaxed);
+                return;
             }
-            if !self.prefetch_run(b, e) {
+            let (b0, e, p) = self.claim(b, last.min(b + MAX_RUN - 1));
+            let undo = p.clone();
+            let me = self.clone();
+            let run = move || {
+                if let Err(err) = me.fetch_blocks(b0, e + 1) {
+                    log::debug!("{}: background fetch of blocks {b0}..={e}: {err}", me.url());
+                }
+                me.release(b0, e, &p);
+                me.background.fetch_sub(1, Relaxed);
+            };
+            if let Err(err) = std::thread::Builder::new().name("annfs-fetch".into()).spawn(run) {
+                log::debug!("no background fetch thread: {err}");
+                self.release(b0, e, &undo);
+                self.background.fetch_sub(1, Relaxed);
                 return;
             }
             b = e + 1;
         }
-    }
-
-    /// Starts one background GET of blocks `[b, e]`; false when too many are in flight.
-    fn prefetch_run(self: &Arc<Self>, b: u64, e: u64) -> bool {
-        if self.background.fetch_add(1, Relaxed) >= MAX_BACKGROUND {
-            self.background.fetch_sub(1, Relaxed);
-            return false;
-        }
-        let p: Pending = Arc::default();
-        {
-            let mut pending = self.pending.lock();
-            if (b..=e).any(|k| pending.contains_key(&k)) {
-                self.background.fetch_sub(1, Relaxed);
-                return true;
-            }
-            for k in b..=e {
-                pending.insert(k, p.clone());
-            }
-        }
-        let me = self.clone();
-        let run = move || {
-            if let Err(e) = me.fetch_blocks(b, e + 1) {
-                log::debug!("{}: background fetch of blocks {b}..={e}: {e}", me.url());
-            }
-            let mut pending = me.pending.lock();
-            for k in b..=e {
-                pending.remove(&k);
-            }
-            drop(pending);
-            *p.0.lock() = true;
-            p.1.notify_all();
-            me.background.fetch_sub(1, Relaxed);
-        };
-        if let Err(e) = std::thread::Builder::new().name("annfs-fetch".into()).spawn(run) {
-            log::debug!("no background fetch thread: {e}");
-        }
-        true
     }
 }
 
@@ -337,7 +308,6 @@ impl RemoteFile {
             blocks,
             pending: Mutex::new(HashMap::new()),
             background: AtomicUsize::new(0),
-            streams: Mutex::new(([0; STREAMS], 0)),
             exact: Mutex::new(HashMap::new()),
             exact_pending: Mutex::new(HashMap::new()),
         };
@@ -368,16 +338,16 @@ impl RangeRead for RemoteFile {
             return Ok(());
         }
         let (first, last) = (offset / BLOCK, (offset + n - 1) / BLOCK);
-        self.shared.sequential(first, last);
-        // A large read goes out as one GET of exactly its bytes, unless read-ahead has it.
-        if n >= BLOCK && !self.shared.covered(first, last) {
+        // A large read goes out as one GET of exactly its bytes, unless read-ahead has it — or
+        // the disk cache is on: it keeps whole blocks, so that any later read finds them.
+        if n >= BLOCK && !self.shared.fetcher.has_disk_cache() && !self.shared.covered(first, last) {
             let data = self.shared.fetch(offset, n)?;
             buf.copy_from_slice(&data);
             return Ok(());
         }
         let mut done = 0usize;
         for b in first..=last {
-            let block = self.shared.block(b, last)?;
+            let block = self.shared.block(b, last.min(b + MAX_RUN - 1))?;
             let from = if b == first { (offset - b * BLOCK) as usize } else { 0 };
             let take = (block.len().saturating_sub(from)).min(buf.len() - done);
             let src = block.get(from..from + take).ok_or_else(|| std::io::Error::other("short block"))?;
