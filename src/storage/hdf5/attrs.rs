@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::dtype::{inspect, TypeInfo};
 use super::ffi::{check, locked, read_name, Hid};
-use super::strings::{attr_strings, StrKind};
+use super::library::{attr_strings, StrKind};
 use crate::storage::{AttrValue, Attrs, NumType, StorageError, StorageResult};
 
 /// Attributes with more elements than this are skipped (annfs renders attributes inline).

@@ -5,9 +5,11 @@
 //! Modules: [`tree`] walks groups, [`attrs`] turns attributes into JSON, [`dtype`] maps
 //! datatypes, [`chunks`] lists chunk addresses, [`layout`] describes storage, [`source`]
 //! implements [`ArraySource`](crate::storage::ArraySource) with [`raw`] byte reads over
-//! [`file`], [`vlen`] and [`gheap`] decode strings, [`strings`] reads through the library
+//! [`file`], [`vlen`] and [`gheap`] decode strings, [`library`] reads through the library
 //! (attributes, compact/external layouts, string fields of records), [`vfd`] is the driver the
-//! library reads the file through (it checks heap collections first), and [`ffi`] wraps the C API.
+//! library reads the file through (it checks heap collections first, and has the child nodes of
+//! chunk-index nodes, parsed by [`btree`], fetched together from remote files), and [`ffi`]
+//! wraps the C API.
 
 pub mod attrs;
 pub mod btree;
@@ -19,13 +21,13 @@ pub mod gheap;
 pub mod layout;
 mod raw;
 pub mod source;
-pub mod strings;
+pub mod library;
 pub mod tree;
 pub mod vfd;
 pub mod vlen;
 
 #[cfg(test)]
-mod strings_tests;
+mod library_tests;
 #[cfg(test)]
 mod tests;
 

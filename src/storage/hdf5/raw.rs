@@ -9,7 +9,7 @@ use super::dtype::raw_mem_type;
 use super::file::MAX_READ_BYTES;
 use super::layout::Storage;
 use super::source::H5Source;
-use super::strings::{self, Region};
+use super::library::{self, Region};
 use super::vlen;
 use crate::storage::filters::{Pipeline, MAX_DECODED_BYTES};
 use crate::storage::{StorageError, StorageResult};
@@ -130,7 +130,7 @@ impl H5Source {
             start: &start,
             count: &count,
         };
-        strings::read_bytes(
+        library::read_bytes(
             self.dset.id(),
             mt.id(),
             self.info.file_size(),

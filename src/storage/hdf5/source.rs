@@ -11,7 +11,7 @@ use super::dtype::{inspect, TypeInfo};
 use super::ffi::{locked, Hid};
 use super::gheap::Sizes;
 use super::layout::{fill_value, storage_of, user_fill, Storage};
-use super::strings::{self, StrKind};
+use super::library::{self, StrKind};
 use super::vlen;
 use super::FileCtx;
 use crate::storage::filters::MAX_DECODED_BYTES;
@@ -238,7 +238,7 @@ impl ArraySource for H5Source {
         }
         // Compact, external and virtual layouts (no raw bytes to reach), unusual address widths
         // and user-defined variable-length fill values: through the library.
-        strings::dataset_strings(
+        library::dataset_strings(
             self.dset.id(),
             self.ftype.id(),
             &kind,
@@ -275,7 +275,7 @@ impl ArraySource for H5Source {
         let cset = self.member_cset(field);
         // Records with variable-length fields: the library converts them (their stored layout
         // is not what it reports), so these strings still take its lock.
-        strings::field_strings(self.dset.id(), field, cset, start, end, &self.meta.path)
+        library::field_strings(self.dset.id(), field, cset, start, end, &self.meta.path)
     }
 }
 

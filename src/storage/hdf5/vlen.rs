@@ -10,7 +10,7 @@ use hdf5_sys::h5t::H5T_str_t;
 
 use super::file::DataFile;
 use super::gheap::{le_uint, HeapReader, Sizes};
-use super::strings::fixed_to_string;
+use super::library::fixed_to_string;
 use crate::storage::{StorageError, StorageResult};
 
 /// The most string bytes one read returns (a damaged dataset could point every element at

@@ -29,11 +29,10 @@ use super::{Array, Attrs, Group, Node, StorageError, StorageResult, Store, Store
 /// Paths nested deeper than this are not built (guards hostile metadata).
 const MAX_DEPTH: usize = 64;
 
-/// Codec options for every read: `zarrs` decodes one chunk on one thread (the FUSE worker's);
-/// parallelism comes from concurrent requests. `ANNFS_ZARR_CONCURRENCY` overrides (benchmarks).
+/// Codec options for every read: `zarrs` decodes one chunk on one thread (the read worker's);
+/// parallelism comes from concurrent requests.
 fn codec_options() -> CodecOptions {
-    let n = std::env::var("ANNFS_ZARR_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(1usize);
-    CodecOptions::default().with_concurrent_target(n.max(1))
+    CodecOptions::default().with_concurrent_target(1)
 }
 
 /// Opens a local Zarr store directory.

@@ -1,5 +1,6 @@
-//! Reads through the HDF5 library: hyperslab selections, variable-length and fixed-length
-//! strings (datasets, attributes and compound fields). These take the library lock.
+//! Reads through the HDF5 library (the only module that reads data with it): hyperslab
+//! selections, variable-length and fixed-length strings (datasets, attributes and compound
+//! fields). These take the library lock.
 
 use std::ffi::{c_char, c_void};
 
