@@ -25,6 +25,8 @@ pub struct Stats {
     deadline_expired: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
+    /// The store's gate (`store_changed`), when set.
+    gate: std::sync::OnceLock<std::sync::Arc<crate::storage::gate::Gate>>,
     /// Counters of remote reads, when the mount has a remote store.
     remote: std::sync::OnceLock<std::sync::Arc<crate::storage::range::RemoteStats>>,
 }
@@ -100,6 +102,11 @@ impl Stats {
         }
     }
 
+    /// Reports whether `gate` is closed (`store_changed`); the first call wins.
+    pub fn set_gate(&self, gate: std::sync::Arc<crate::storage::gate::Gate>) {
+        let _ = self.gate.set(gate);
+    }
+
     /// Reports `remote`'s counters in the snapshot (`remote`); the first call wins.
     pub fn set_remote(&self, remote: std::sync::Arc<crate::storage::range::RemoteStats>) {
         let _ = self.remote.set(remote);
@@ -130,7 +137,7 @@ impl Stats {
             "prefetched_bytes": g(&self.prefetched_bytes),
             "prefetch_skipped": g(&self.prefetch_skipped),
             "deadline_expired": g(&self.deadline_expired),
-            "store_changed": crate::storage::gate::reason(),
+            "store_changed": self.gate.get().and_then(|g| g.reason()),
             "remote": self.remote.get().map(|r| r.snapshot()),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
         })

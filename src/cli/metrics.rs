@@ -24,7 +24,7 @@ pub fn start(cache: Arc<ChunkCache>, every: Duration) {
                 num("decode_seconds"),
                 num("open_files") as u64,
                 num("errors") as u64,
-                crate::storage::gate::is_stale(),
+                !s["store_changed"].is_null(),
             );
             (last_bytes, last_at) = (bytes, Instant::now());
         }

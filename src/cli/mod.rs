@@ -87,6 +87,8 @@ pub struct Opened {
     pub info: StoreInfo,
     /// The store's transposed indexes (`None` when there is no index directory).
     pub index: Option<Arc<crate::index::IndexService>>,
+    /// The store's gate (a collection's is never closed).
+    pub gate: Arc<crate::storage::gate::Gate>,
 }
 
 /// Opens `store` and builds its virtual tree with a cache of `cache_bytes` (a directory that is
@@ -115,7 +117,7 @@ pub fn open_indexed(
     if crate::collection::is_collection(std::path::Path::new(store)) {
         let cache = Arc::new(ChunkCache::new(cache_bytes));
         let coll = crate::collection::Collection::new(std::path::Path::new(store), cache.clone(), opts.clone(), dir);
-        return Ok(Opened { tree: Arc::new(coll.tree()), cache, info: coll.info(), index: None });
+        return Ok(Opened { tree: Arc::new(coll.tree()), cache, info: coll.info(), index: None, gate: Default::default() });
     }
     let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
@@ -125,7 +127,7 @@ pub fn open_indexed(
     let index = index_dir.map(|d| crate::index::IndexService::new(d, index.wait, &st.info, cache.clone()));
     let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone() };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
-    Ok(Opened { tree, cache, info: st.info, index })
+    Ok(Opened { tree, cache, info: st.info, index, gate: st.gate })
 }
 
 /// Storage options from the mount arguments: the on-disk cache, request signing, counters.
@@ -317,6 +319,7 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
         }
     }
     o.cache.stats.set_remote(store_opts.remote.stats.clone());
+    o.cache.stats.set_gate(o.gate.clone());
     let remote = crate::storage::range::Remote::parse(&args.store).is_some();
     let collection = o.info.format == "collection";
     if collection && args.overlay.is_some() {
@@ -325,12 +328,13 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
     // A collection's stores come and go: its directory is not watched as one store is.
     let on_stale = crate::fs::source_watch::StaleHook::default();
     if !remote && !collection {
-        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store), on_stale.clone()) {
+        if let Err(e) = crate::fs::source_watch::start(std::path::Path::new(&args.store), o.gate.clone(), on_stale.clone()) {
             log::warn!("cannot watch {} for changes: {e}", args.store);
         }
     }
     let mtime = o.info.mtime.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)).unwrap_or(SystemTime::now());
-    let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime, options::serve_config(&args, budget)?);
+    let serving = crate::fs::ServeConfig { gate: o.gate.clone(), ..options::serve_config(&args, budget)? };
+    let fs = AnnFs::new(o.tree.clone(), o.cache.clone(), owner, mtime, serving);
 
     // Requests are parsed by one FUSE thread (two with an overlay, whose writes are answered
     // in place) and served by the read workers; each FUSE thread holds a 16 MiB request buffer.

@@ -63,6 +63,8 @@ pub struct ServeConfig {
     pub page_cache: PageCache,
     /// Read-ahead tuning.
     pub prefetch: PrefetchConfig,
+    /// The store's gate: once closed (the store changed), reads of stored data get `EIO`.
+    pub gate: Arc<crate::storage::gate::Gate>,
 }
 
 impl ServeConfig {
@@ -73,6 +75,7 @@ impl ServeConfig {
             read_workers: std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 16),
             page_cache: PageCache::TextOnly,
             prefetch: PrefetchConfig::for_budget(budget),
+            gate: Default::default(),
         }
     }
 }
@@ -129,7 +132,7 @@ impl AnnFs {
         let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
-        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: Default::default() });
+        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()) });
         AnnFs { shared, io, slow, next_fh: AtomicU64::new(1) }
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::storage::gate;
+use crate::storage::gate::Gate;
 
 /// How often the store is `stat`ed.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -78,16 +78,16 @@ impl std::fmt::Debug for StaleHook {
     }
 }
 
-fn close(path: &Path, why: &str, hook: &StaleHook) {
-    if gate::close(format!("{}: {why}", path.display())) {
+fn close(gate: &Gate, path: &Path, why: &str, hook: &StaleHook) {
+    if gate.close(format!("{}: {why}", path.display())) {
         log::error!("the store {} changed under the mount ({why}); every data read now fails with EIO until it is remounted", path.display());
         hook.run();
     }
 }
 
-/// Starts watching the store file at `path` (a no-op for directories such as Zarr stores);
-/// `hook` runs once it changed.
-pub fn start(path: &Path, hook: StaleHook) -> std::io::Result<()> {
+/// Starts watching the store file at `path` (a no-op for directories such as Zarr stores):
+/// once it changed, `gate` is closed and `hook` runs.
+pub fn start(path: &Path, gate: Arc<Gate>, hook: StaleHook) -> std::io::Result<()> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -95,19 +95,19 @@ pub fn start(path: &Path, hook: StaleHook) -> std::io::Result<()> {
     }
     let base = Version::of(&meta);
     let file = Arc::new(file);
-    if let Err(e) = take_lease(&file, path, hook.clone()) {
+    if let Err(e) = take_lease(&file, path, gate.clone(), hook.clone()) {
         log::info!("no read lease on {} ({e}); watching it by polling every {}s", path.display(), POLL.as_secs());
     }
     let path: PathBuf = path.to_path_buf();
     std::thread::Builder::new().name("annfs-watch".into()).spawn(move || {
-        while !gate::is_stale() {
+        while !gate.is_stale() {
             std::thread::sleep(POLL);
             let why = match (std::fs::metadata(&path), file.metadata()) {
                 (Ok(p), Ok(f)) => base.change(&Version::of(&p)).or_else(|| base.change(&Version::of(&f))),
                 (Err(e), _) | (_, Err(e)) => Some(format!("cannot stat it: {e}")),
             };
             if let Some(why) = why {
-                close(&path, &why, &hook);
+                close(&gate, &path, &why, &hook);
             }
         }
     })?;
@@ -116,7 +116,7 @@ pub fn start(path: &Path, hook: StaleHook) -> std::io::Result<()> {
 
 /// Takes a read lease on `file`; on a lease break (someone opens it for writing or truncates
 /// it), closes the gate, then releases the lease so the writer proceeds.
-fn take_lease(file: &Arc<File>, path: &Path, hook: StaleHook) -> std::io::Result<()> {
+fn take_lease(file: &Arc<File>, path: &Path, gate: Arc<Gate>, hook: StaleHook) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGIO])?;
     let fd = file.as_raw_fd();
     // SAFETY: plain fcntl calls on a descriptor we own.
@@ -134,7 +134,7 @@ fn take_lease(file: &Arc<File>, path: &Path, hook: StaleHook) -> std::io::Result
             if lease == libc::F_RDLCK {
                 continue;
             }
-            close(&path, "opened for writing or truncated by another process", &hook);
+            close(&gate, &path, "opened for writing or truncated by another process", &hook);
             unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
             break;
         }
@@ -142,21 +142,30 @@ fn take_lease(file: &Arc<File>, path: &Path, hook: StaleHook) -> std::io::Result
     Ok(())
 }
 
-/// The files of one mount whose reads were refused, each logged once.
+/// The files of one mount whose reads were refused, each logged once, and the gate that
+/// decides.
 #[derive(Default)]
-pub struct RefusedReads(parking_lot::Mutex<Vec<String>>);
+pub struct RefusedReads {
+    gate: Arc<Gate>,
+    logged: parking_lot::Mutex<Vec<String>>,
+}
 
 impl RefusedReads {
+    /// Refuses reads once `gate` is closed.
+    pub fn new(gate: Arc<Gate>) -> Self {
+        RefusedReads { gate, logged: Default::default() }
+    }
+
     /// `EIO` (logged once per file, for the first 64 files) if the store changed under the
     /// mount: cached bytes of the old version are not served either.
     pub fn check_fresh(&self, vpath: &str) -> Result<(), fuser::Errno> {
-        if !gate::is_stale() {
+        if !self.gate.is_stale() {
             return Ok(());
         }
-        let mut logged = self.0.lock();
+        let mut logged = self.logged.lock();
         if logged.len() < 64 && !logged.iter().any(|p| p == vpath) {
             logged.push(vpath.to_string());
-            log::error!("{vpath}: read refused with EIO: the store changed under the mount ({})", gate::reason().unwrap_or("?"));
+            log::error!("{vpath}: read refused with EIO: the store changed under the mount ({})", self.gate.reason().unwrap_or("?"));
         }
         Err(fuser::Errno::EIO)
     }

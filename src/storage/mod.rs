@@ -290,6 +290,8 @@ pub struct Store {
     pub root: Group,
     /// Facts about the store.
     pub info: StoreInfo,
+    /// Closed when the store file changes under the mount (reads then fail).
+    pub gate: Arc<gate::Gate>,
 }
 
 /// Options for opening a store (they only matter for remote stores).

@@ -52,6 +52,8 @@ pub struct FileCtx {
     pub sizes: Option<gheap::Sizes>,
     /// The library's file handle (keeps the file open while readers exist).
     pub file: Hid,
+    /// The store's gate, entered around every read of the file.
+    pub gate: Arc<super::gate::Gate>,
 }
 
 /// Opens an HDF5 file read-only and builds its whole metadata tree.
@@ -111,13 +113,15 @@ fn open_source(src: Arc<dyn RangeRead>, name: &std::ffi::CStr, info: StoreInfo) 
         )
     })
     .map_err(|e| StorageError::corrupt(&location, e.to_string()))?;
+    let gate = Arc::new(super::gate::Gate::default());
     let ctx = Arc::new(FileCtx {
         data: file::DataFile::new(src),
         sizes,
         file: fid,
+        gate: gate.clone(),
     });
     let root = tree::walk(&ctx, &root, "/", 0)?;
-    Ok(Store { root, info })
+    Ok(Store { root, info, gate })
 }
 
 /// Opens the file with the library; a failure after a valid signature means a damaged file.

@@ -172,7 +172,7 @@ impl ArraySource for H5Source {
     }
 
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
-        let _gate = crate::storage::gate::enter(&self.meta.path)?;
+        let _gate = self.ctx.gate.enter(&self.meta.path)?;
         if self.meta.null {
             return Ok(Vec::new());
         }
@@ -217,7 +217,7 @@ impl ArraySource for H5Source {
     }
 
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>> {
-        let _gate = crate::storage::gate::enter(&self.meta.path)?;
+        let _gate = self.ctx.gate.enter(&self.meta.path)?;
         let kind = self.str_kind().ok_or_else(|| {
             StorageError::unsupported(
                 &self.meta.path,
@@ -250,7 +250,7 @@ impl ArraySource for H5Source {
     }
 
     fn read_field_strings(&self, field: &str, start: u64, end: u64) -> StorageResult<Vec<String>> {
-        let _gate = crate::storage::gate::enter(&self.meta.path)?;
+        let _gate = self.ctx.gate.enter(&self.meta.path)?;
         let TypeInfo::Compound { fields, .. } = &self.info else {
             return Err(StorageError::unsupported(
                 &self.meta.path,

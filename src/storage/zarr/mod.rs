@@ -119,7 +119,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo)
         _ => Attrs::new(),
     };
     let root = ctx.group("", root_attrs, 0)?;
-    Ok(Store { root, info })
+    Ok(Store { root, info, gate: Default::default() })
 }
 
 struct Ctx<'a> {
