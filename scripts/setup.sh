@@ -21,11 +21,10 @@ if [ "$(printf '%s\n' 3.26 "${cmake_version:-0}" | sort -V | head -1)" != 3.26 ]
   .venv/bin/pip install -q --disable-pip-version-check 'cmake>=3.26'
 fi
 
-# Build.  ANNFS_PROFILE=demo builds the lean profile (no debug info) into target/demo/.
+# Build (the release profile: the test command and the package reuse this build).
 export PATH="$PWD/.venv/bin:$PATH"
-profile=${ANNFS_PROFILE:-release}
 set +o pipefail
-cargo build --profile "$profile" --locked --bin annfs 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' >&2
+cargo build --release --locked --bin annfs 2>&1 | grep -vE '^\s+(Compiling|Downloaded|Downloading)' >&2
 status=${PIPESTATUS[0]}
 set -o pipefail
 [ "$status" -eq 0 ] || { echo "setup: cargo build failed" >&2; exit 1; }
