@@ -15,8 +15,9 @@ apt_install fuse3 pkg-config ca-certificates gcc g++ make python3-venv
 # Debian 12 ships 3.25, so a venv holding only PyPI's cmake provides it (~30 MB, seconds).
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-cmake_version=$(.venv/bin/cmake --version 2>/dev/null | awk 'NR==1 {print $3}')
-if [ "$(printf '%s\n' 3.26 "${cmake_version:-0}" | sort -V | head -1)" != 3.26 ]; then
+cmake_version=0
+[ ! -x .venv/bin/cmake ] || cmake_version=$(.venv/bin/cmake --version | awk 'NR==1 {print $3}')
+if [ "$(printf '%s\n' 3.26 "$cmake_version" | sort -V | head -1)" != 3.26 ]; then
   echo "setup: installing cmake>=3.26 into .venv" >&2
   .venv/bin/pip install -q --disable-pip-version-check 'cmake>=3.26'
 fi
