@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # r-base-core + r-cran-matrix: R clients of the end-to-end suite (Matrix::readMM, read.delim); ~35 MB, ~15 s.
-# util-linux: runuser (readers as other users); dpkg: the package test; python3-venv: the oracle's venv.
-apt_install r-base-core r-cran-matrix util-linux dpkg python3-venv
+# util-linux: runuser (readers as other users); dpkg-dev + binutils: scripts/package.sh (dpkg-shlibdeps, strip)
+# for the package test; python3-venv: the oracle's venv.
+apt_install r-base-core r-cran-matrix util-linux dpkg-dev binutils python3-venv
 # systemd-analyze verifies the units in systemd/.
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 
