@@ -1,6 +1,6 @@
 """The Debian package (scripts/package.sh): built from the binary under test (`--no-build`, no recompiling),
 installed with `dpkg -i`, mounted through `mount -t fuse.annfs` and an /etc/fstab line with no other set-up,
-read back against the anndata oracle, and removed with `dpkg -r`.
+read back against the anndata oracle, and removed with `dpkg -r` (then purged: no trace left).
 
 Needs root (dpkg -i, mount(8), /etc/fstab) and dpkg; skips otherwise.  A /sbin/mount.fuse.annfs symlink that no
 package owns (`annfs install-helper`) is put back after `dpkg -r`; the fstab line is removed whatever happens.
@@ -65,6 +65,10 @@ def installed(deb):
     finally:
         r = run("dpkg", "-r", "annfs")
         assert r.returncode == 0, r.stdout + r.stderr
+        # -r keeps the package's status entry (config-files, as it has a postrm); purge drops it.
+        purged = run("dpkg", "--purge", "annfs")
+        assert purged.returncode == 0, purged.stdout + purged.stderr
+        assert "annfs" not in run("dpkg-query", "-W", "-f=${Package}\n", "annfs").stdout
         left = [p for p in ("/usr/bin/annfs", HELPER, "/lib/systemd/system/annfs@.service",
                             "/usr/share/man/man8/annfs.8.gz") if os.path.lexists(p)]
         if previous is not None:
