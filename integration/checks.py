@@ -54,7 +54,7 @@ def cell_matches(read, orig) -> bool:
         orig = bytes(orig).rstrip(b"\0").decode("utf-8", "replace")
     if isinstance(orig, str):
         if orig == "" and (_isna(read) or read == ""):
-            return True  # pandas reads an empty field as missing (documented in PRODUCT.md)
+            return True  # pandas reads an empty field as missing (documented in docs/FORMATS.md)
         if isinstance(read, str):
             return read == orig
         if _isna(read):

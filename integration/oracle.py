@@ -1,4 +1,4 @@
-"""Independent Python implementation of the annfs virtual tree (PRODUCT.md §2, docs/FORMATS.md).
+"""Independent Python implementation of the annfs virtual tree (docs/TREE.md, docs/FORMATS.md).
 
     expected_tree(store) -> {relative virtual path: exact bytes}
     expected_dirs(store) -> {relative directory path}

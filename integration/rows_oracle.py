@@ -1,4 +1,4 @@
-"""Independent Python rendering of issue 4's views (PRODUCT.md §2: matrix.mtx, rows/, 10x/, rows/S:E/).
+"""Independent Python rendering of issue 4's views (docs/TREE.md: matrix.mtx, rows/, 10x/, rows/S:E/).
 
     matrix_dirs(store)          -> [MatrixDir]: every matrix directory of the base tree, with the matrix anndata
                                    holds and the arrays as stored (h5py) for sparse ones
@@ -9,9 +9,9 @@
     subset_expected(store, sel, tmp, mds) -> exact bytes of every oracle file of a subset view (rows/S:E/ for a
                                    slice, where/<col>=<value>/ for an array of row positions)
     py_slice(name, n)           -> (start, end) of a slice name, or None (the contract's validity rules, written
-                                   from PRODUCT.md, not from the Rust parser)
+                                   from docs/TREE.md, not from the Rust parser)
 
-Readings of the contract used here (PRODUCT.md §2 + the issue brief):
+Readings of the contract used here (docs/TREE.md + the issue brief):
   * entry order: CSR and dense row by row, CSC column by column, each line in stored order (so a CSC matrix's
     rows/S:E.mtx lists column by column the stored entries whose row is in [S, E));
   * sparse: every stored entry (explicit zeros, duplicates), dense: entries `!= 0` (NaN is nonzero, -0.0 is zero);
@@ -190,7 +190,7 @@ def barcodes_tsv(obs) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Slice names, from PRODUCT.md
+# Slice names, from docs/TREE.md
 # --------------------------------------------------------------------------------------------------------------
 
 _INT = re.compile(r"^(0|-?[1-9][0-9]*)$")

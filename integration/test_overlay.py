@@ -1,4 +1,4 @@
-"""The write overlay (`annfs mount --overlay DIR`, PRODUCT.md §4): copy-up, whiteouts, renames, persistence across
+"""The write overlay (`annfs mount --overlay DIR`, docs/OVERLAY.md): copy-up, whiteouts, renames, persistence across
 remounts, the pristine view after removing DIR, a reference-model property test against a local directory, SIGKILL
 during copy-ups and writes, path escapes, and `annfs materialize`."""
 from __future__ import annotations

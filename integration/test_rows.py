@@ -1,6 +1,6 @@
 """Issue 4 through real mounts and real clients: matrix.mtx, 10x/, rows/ slices, rows/S:E/ subset views, the
 sidecar index of text sizes.  Oracles: anndata / numpy / scipy, and `rows_oracle` (exact bytes, written from
-PRODUCT.md, independently of the Rust code).  R tests skip when Rscript (r-base-core + r-cran-matrix) is missing.
+docs/TREE.md, independently of the Rust code).  R tests skip when Rscript (r-base-core + r-cran-matrix) is missing.
 """
 from __future__ import annotations
 

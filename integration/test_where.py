@@ -5,7 +5,7 @@ Every file of `where/<col>=<value>/` equals the oracle's rendering of `adata[ada
 arrays), for categorical (string, numeric, legacy `uns/<col>_categories`), bool and nullable-boolean columns, h5ad
 and zarr; compositions equal nested masks; rows/ inside where/ and where/ inside rows/; `ls where/` and
 where/README.txt list the names with their cell counts; empty selections and non-category names are ENOENT.
-Names are derived here from PRODUCT.md §2, independently of the Rust code.
+Names are derived here from docs/TREE.md and docs/FORMATS.md, independently of the Rust code.
 """
 from __future__ import annotations
 

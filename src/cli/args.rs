@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `annfs --version` prints after the name: the crate version and the git commit the
+/// binary was built from (`unknown` when built outside a git checkout; see `build.rs`).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ANNFS_GIT_COMMIT"), ")");
+
 /// annfs: mount AnnData stores (.h5ad, .zarr) as a read-only tree of plain files.
 #[derive(Parser, Debug)]
-#[command(name = "annfs", version, about, propagate_version = true)]
+#[command(name = "annfs", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]

@@ -1,5 +1,5 @@
 //! The write overlay (`annfs mount --overlay DIR`): the mount becomes writable and every change
-//! lands in DIR, never in the store (PRODUCT.md §4).
+//! lands in DIR, never in the store (docs/OVERLAY.md).
 //!
 //! [`OverlayFs`] wraps the read-only [`AnnFs`]: paths are resolved against DIR first (see
 //! [`merge`]), untouched virtual files are still read through the read-only adapter (with its

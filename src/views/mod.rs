@@ -2,7 +2,7 @@
 //!
 //! Every file is a [`FileContent`]: it knows its exact size and serves any byte range by
 //! decoding only the chunks that range depends on. [`tree::build`] lays the files out as
-//! PRODUCT.md §2 describes; [`VTree`] is what `annfs ls`/`cat` and the FUSE adapter walk.
+//! docs/TREE.md describes; [`VTree`] is what `annfs ls`/`cat` and the FUSE adapter walk.
 
 pub mod cols;
 pub mod column;

@@ -1,4 +1,4 @@
-//! Reversible mapping of column and key names to file names (PRODUCT.md §2).
+//! Reversible mapping of column and key names to file names (docs/TREE.md).
 
 /// Suffixes that would collide with the files annfs derives from a column.
 const RESERVED_SUFFIXES: [&str; 3] = [".codes", ".mask", ".categories"];

@@ -1,4 +1,4 @@
-//! Lays an [`AnnData`] out as the virtual tree of PRODUCT.md §2.
+//! Lays an [`AnnData`] out as the virtual tree of docs/TREE.md.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! `where/` directories: metadata subsets. `where/<COL>=<VALUE>/` is the whole tree for the
-//! cells whose categorical or bool obs column COL equals VALUE (PRODUCT.md §2), built on lookup
+//! cells whose categorical or bool obs column COL equals VALUE (docs/TREE.md), built on lookup
 //! from the row list of that value ([`AnnData::subset_list`]).
 //!
 //! Names: COL is the column's file-name stem (see [`encode`]) with `=` written `%3D`; VALUE is

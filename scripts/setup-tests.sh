@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the test oracle on top of scripts/setup.sh: R (the suite's R clients),
+# systemd-analyze, runuser, dpkg-deb, and the Python oracle (anndata, h5py, zarr, scanpy, scipy,
+# pandas, pytest; integration/requirements.txt) in ./.venv.  Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+# r-base-core + r-cran-matrix: R clients of the end-to-end suite (Matrix::readMM, read.delim); ~35 MB, ~15 s.
+# util-linux: runuser (readers as other users); dpkg-dev + binutils: scripts/package.sh (dpkg-shlibdeps, strip)
+# for the package test; python3-venv: the oracle's venv.
+apt_install r-base-core r-cran-matrix util-linux dpkg-dev binutils python3-venv
+# systemd-analyze verifies the units in systemd/.
+command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.requirements.sha
+want=$(sha256sum integration/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -r integration/requirements.txt
+  echo "$want" > "$stamp"
+fi
