@@ -14,6 +14,9 @@ apt_install r-base-core r-cran-matrix util-linux dpkg-dev binutils python3-venv
 # systemd-analyze verifies the units in systemd/.
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 
+# clippy: the test command lints the code (warnings are errors).
+command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
+
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.requirements.sha

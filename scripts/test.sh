@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine (idempotently: scripts/setup.sh builds annfs, scripts/setup-tests.sh
-# installs the test oracle) and runs every test: the Rust unit and integration tests, then the
-# end-to-end suite through real FUSE mounts (integration/).
+# installs the test oracle) and runs every test: clippy, the Rust unit and integration tests,
+# then the end-to-end suite through real FUSE mounts (integration/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-tests.sh
 export PATH="$PWD/.venv/bin:$PATH"
+echo "== cargo clippy (warnings are errors)" >&2
+cargo clippy --release --all-targets --locked -- -D warnings 2>&1
 echo "== cargo test" >&2
 cargo test --release --locked 2>&1
 echo "== integration (real mounts, anndata as oracle)" >&2
