@@ -15,9 +15,6 @@ pub mod index;
 pub mod model;
 pub mod overlay;
 pub mod prefetch;
-// The 27 undocumented enum variants and fields left are in storage/ (`NumType`, `DType::Compound`,
-// `hdf5::dtype`, `hdf5::vlen`), being changed for remote stores; document them, then drop this.
-#[expect(missing_docs, reason = "storage/ is documented after the remote-store change lands")]
 pub mod storage;
 pub mod util;
 pub mod views;

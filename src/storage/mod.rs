@@ -29,19 +29,33 @@ pub type Attrs = std::collections::BTreeMap<String, AttrValue>;
 /// Fixed-size numeric element types, as decoded chunk bytes hold them (little-endian).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NumType {
+    /// A boolean, one byte (0 or 1).
     Bool,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 16-bit integer.
     I16,
+    /// Signed 32-bit integer.
     I32,
+    /// Signed 64-bit integer.
     I64,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
     U16,
+    /// Unsigned 32-bit integer.
     U32,
+    /// Unsigned 64-bit integer.
     U64,
+    /// IEEE half-precision float.
     F16,
+    /// IEEE single-precision float.
     F32,
+    /// IEEE double-precision float.
     F64,
+    /// Complex of two single-precision floats.
     C64,
+    /// Complex of two double-precision floats.
     C128,
 }
 
@@ -123,7 +137,12 @@ pub enum DType {
     /// Strings (variable-length or fixed); read with [`ArraySource::read_strings`].
     Str,
     /// Records; chunks hold packed records of `record_size` bytes (see [`Field::offset`]).
-    Compound { fields: Vec<Field>, record_size: usize },
+    Compound {
+        /// The record's fields, in order.
+        fields: Vec<Field>,
+        /// Bytes of one packed record.
+        record_size: usize,
+    },
     /// A type annfs does not render; the string describes it for messages.
     Unsupported(String),
 }

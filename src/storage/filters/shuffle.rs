@@ -19,6 +19,7 @@ pub fn unshuffle(data: &[u8], elem: usize) -> Vec<u8> {
 }
 
 /// Shuffles (the encoding direction); used by tests.
+#[cfg(test)]
 pub fn shuffle(data: &[u8], elem: usize) -> Vec<u8> {
     let n = if elem > 1 { data.len() / elem } else { 0 };
     if n <= 1 {

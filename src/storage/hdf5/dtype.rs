@@ -10,18 +10,30 @@ use crate::storage::{DType, Field, FieldType, NumType, StorageError};
 #[derive(Clone, Debug)]
 pub enum TypeInfo {
     /// Fixed-size numbers; `swap` is the byte-swap unit for big-endian data (0 = none).
-    Num { nt: NumType, swap: usize },
+    Num {
+        /// The element type.
+        nt: NumType,
+        /// Byte-swap unit (0 = little-endian already).
+        swap: usize,
+    },
     /// Strings; `vlen` for variable-length, else `size` bytes padded per `pad`.
     Str {
+        /// Variable-length (global heap) strings.
         vlen: bool,
+        /// Bytes per fixed-length string.
         size: usize,
+        /// Padding of fixed-length strings.
         pad: H5T_str_t,
+        /// Character set (ASCII or UTF-8).
         cset: H5T_cset_t,
     },
     /// Records of `file_size` bytes in the file.
     Compound {
+        /// The fields, in order.
         fields: Vec<CField>,
+        /// Bytes of one packed (decoded) record.
         record_size: usize,
+        /// Bytes of one record in the file.
         file_size: usize,
     },
     /// An object reference (attributes only).

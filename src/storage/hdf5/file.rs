@@ -98,17 +98,19 @@ impl DataFile {
     }
 }
 
+/// A temporary file holding `bytes`, opened as a [`DataFile`] (tests).
+#[cfg(test)]
+pub(crate) fn file_with(bytes: &[u8]) -> (tempfile::TempDir, DataFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f");
+    std::fs::write(&p, bytes).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    (dir, DataFile::local(f, bytes.len() as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, DataFile) {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, bytes).unwrap();
-        let f = std::fs::File::open(&p).unwrap();
-        (dir, DataFile::local(f, bytes.len() as u64))
-    }
 
     #[test]
     fn reads_inside_and_refuses_outside() {

@@ -151,13 +151,7 @@ fn duplicate_index_is_corrupt() {
     assert!(parse(&b, S8).unwrap_err().contains("twice"));
 }
 
-fn file_with(bytes: &[u8]) -> (tempfile::TempDir, DataFile) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("f");
-    std::fs::write(&p, bytes).unwrap();
-    let f = std::fs::File::open(&p).unwrap();
-    (dir, DataFile::local(f, bytes.len() as u64))
-}
+use super::file::file_with;
 
 #[test]
 fn reader_reads_small_and_large_collections_once() {

@@ -28,7 +28,12 @@ pub enum Layout {
     /// Variable-length, in global heap collections.
     Vlen(Sizes),
     /// Fixed-length: `size` bytes each, padded per `pad`.
-    Fixed { size: usize, pad: H5T_str_t },
+    Fixed {
+        /// Bytes per string.
+        size: usize,
+        /// How strings shorter than `size` are padded.
+        pad: H5T_str_t,
+    },
 }
 
 impl Layout {

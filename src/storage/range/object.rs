@@ -38,6 +38,15 @@ const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 /// A fetch in flight: `true` once done.
 type Pending = Arc<(Mutex<bool>, Condvar)>;
 
+/// Waits (at most [`WAIT_BACKGROUND`]) until the fetch `p` is done.
+fn wait(p: &Pending) {
+    let (done, cv) = &**p;
+    let mut d = done.lock();
+    if !*d {
+        cv.wait_for(&mut d, WAIT_BACKGROUND);
+    }
+}
+
 /// Bytes of exact ranges, by (offset, length).
 type ExactRanges = HashMap<(u64, u64), Arc<Vec<u8>>>;
 
@@ -130,12 +139,7 @@ impl Shared {
         }
         let waiting = self.pending.lock().get(&b).cloned();
         if let Some(p) = waiting {
-            let (done, cv) = &*p;
-            let mut d = done.lock();
-            if !*d {
-                cv.wait_for(&mut d, WAIT_BACKGROUND);
-            }
-            drop(d);
+            wait(&p);
             if let Some(hit) = self.blocks.get(&b) {
                 return Ok(hit);
             }
@@ -180,11 +184,7 @@ impl Shared {
         let key = (offset, len);
         let waiting = self.exact_pending.lock().get(&key).cloned();
         if let Some(p) = waiting {
-            let (done, cv) = &*p;
-            let mut d = done.lock();
-            if !*d {
-                cv.wait_for(&mut d, WAIT_BACKGROUND);
-            }
+            wait(&p);
         }
         self.exact.lock().remove(&key)
     }
