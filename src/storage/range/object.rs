@@ -20,7 +20,8 @@ use super::RangeRead;
 
 /// Size of a cached block.
 pub const BLOCK: u64 = 512 << 10;
-/// Bytes of blocks kept in memory per object.
+/// Bytes of blocks kept in memory per object (plus up to 8 MiB of prefetched index nodes and
+/// the blocks of fetches in flight: a remote file holds at most ~30 MiB outside the chunk cache).
 pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
 /// Background block fetches in flight per object, at most.
 const MAX_BACKGROUND: usize = 4;
@@ -28,8 +29,8 @@ const MAX_BACKGROUND: usize = 4;
 const MAX_RUN: u64 = 8;
 /// Exact-range prefetches (index nodes) in flight per object, at most.
 const EXACT_PARALLEL: usize = 16;
-/// Exact ranges kept until read, at most (older ones are dropped).
-const EXACT_KEPT: usize = 1024;
+/// Bytes of exact ranges kept until read, at most (beyond, the kept ones are dropped).
+const EXACT_KEPT_BYTES: u64 = 8 << 20;
 /// Longest exact range prefetched (an index node is a few KiB).
 const EXACT_MAX: u64 = 256 << 10;
 /// How long a reader waits for a background fetch of its block before fetching it itself.
@@ -216,7 +217,8 @@ impl Shared {
                 match me.fetch(o, l) {
                     Ok(data) => {
                         let mut exact = me.exact.lock();
-                        if exact.len() >= EXACT_KEPT {
+                        let kept: u64 = exact.keys().map(|&(_, l)| l).sum();
+                        if kept + l > EXACT_KEPT_BYTES {
                             exact.clear();
                         }
                         exact.insert((o, l), Arc::new(data));
