@@ -185,7 +185,7 @@ impl H5Source {
                         return Err(self.corrupt(format!("chunk {ci} is shorter than its shape")));
                     };
                     out.extend_from_slice(bytes);
-                    advance(&mut idx, &grid.shape);
+                    crate::util::advance_c_order(&mut idx, &grid.shape);
                 }
                 Ok(out)
             }
@@ -233,16 +233,6 @@ fn unravel(flat: u64, shape: &[u64]) -> Vec<u64> {
     idx
 }
 
-/// Steps a multi-index to the next element in C order.
-fn advance(idx: &mut [u64], shape: &[u64]) {
-    for d in (0..idx.len()).rev() {
-        idx[d] += 1;
-        if idx[d] < shape[d] {
-            return;
-        }
-        idx[d] = 0;
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -254,7 +244,7 @@ mod tests {
         let mut idx = unravel(0, &shape);
         for flat in 0..12 {
             assert_eq!(idx, unravel(flat, &shape), "{flat}");
-            advance(&mut idx, &shape);
+            crate::util::advance_c_order(&mut idx, &shape);
         }
         assert_eq!(unravel(7, &shape), vec![1, 0, 1]);
         assert_eq!(unravel(0, &[]), Vec::<u64>::new());
