@@ -377,3 +377,40 @@ def test_http_errors_at_mount(tmp_path, http_fixtures):
         assert r.returncode != 0 and b"access denied" in r.stderr and b"403" in r.stderr, r.stderr
     finally:
         srv.kill()
+
+
+@need_fuse
+def test_s3_prefix_is_a_collection(s3, tmp_path):
+    """`s3://bucket/prefix/` mounts as a collection, like the same layout in a local directory: .h5ad objects and
+    `*.zarr` prefixes are stores, other prefixes directories, other objects hidden."""
+    env, client = s3
+    layout = {"study1/a.h5ad": FIXTURES / "dense_f32.h5ad", "c.h5ad": FIXTURES / "csr_gzip.h5ad",
+              "study1/notes.txt": FIXTURES / "SOURCES.md"}
+    local = tmp_path / "coll"
+    for rel, src in layout.items():
+        (local / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, local / rel)
+        client.upload_file(str(src), "atlas", f"coll/{rel}")
+    shutil.copytree(ZARR / "csr_gzip.v3.zarr", local / "b.zarr")
+    for f in (ZARR / "csr_gzip.v3.zarr").rglob("*"):
+        if f.is_file():
+            client.upload_file(str(f), "atlas", f"coll/b.zarr/{f.relative_to(ZARR / 'csr_gzip.v3.zarr').as_posix()}")
+    r = mount("s3://atlas/coll/", env=env)
+    loc = mount(str(local))
+    try:
+        assert sorted(os.listdir(r.mnt)) == sorted(os.listdir(loc.mnt)) == [".annfs", "README.txt", "b.zarr",
+                                                                            "c.h5ad", "study1"]
+        assert os.listdir(r.mnt / "study1") == ["a.h5ad"]
+        for store in ("study1/a.h5ad", "c.h5ad", "b.zarr"):
+            rf, _ = walk_files(r.mnt / store)
+            lf, _ = walk_files(loc.mnt / store)
+            assert rf == lf, (store, sorted(rf ^ lf)[:5])
+            bad = [f for f in sorted(rf) if not f.startswith(".annfs/") and f != "README.txt"
+                   and (r.mnt / store / f).read_bytes() != (loc.mnt / store / f).read_bytes()]
+            assert not bad, (store, bad[:5])
+        rows = lambda m: [ln.split("\t")[:4] for ln in (m.mnt / ".annfs" / "collection.tsv").read_text().splitlines()]
+        assert rows(r) == rows(loc)
+        assert "s3://atlas/coll/" in (r.mnt / "README.txt").read_text()
+    finally:
+        r.stop()
+        loc.stop()

@@ -114,9 +114,13 @@ pub fn open_indexed(
     index: &crate::index::IndexConfig,
 ) -> Result<Opened, CliError> {
     let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
-    if crate::collection::is_collection(std::path::Path::new(store)) {
+    let source = crate::collection::source_for(store, &opts.remote).map_err(|reason| CliError::Storage {
+        store: store.into(),
+        source: crate::storage::StorageError::NotAStore { path: store.into(), reason },
+    })?;
+    if let Some(source) = source {
         let cache = Arc::new(ChunkCache::new(cache_bytes));
-        let coll = crate::collection::Collection::new(std::path::Path::new(store), cache.clone(), opts.clone(), dir);
+        let coll = crate::collection::Collection::new(source, cache.clone(), opts.clone(), dir);
         return Ok(Opened { tree: Arc::new(coll.tree()), cache, info: coll.info(), index: None, gate: Default::default() });
     }
     let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::table::{root_meta, root_readme};
-use super::{classify, Collection, Kind};
+use super::{Collection, Kind};
 use crate::views::{DynDir, StaticFile, VNode, VTree};
 
 /// Directory `rel` of a collection (`""` is the root, which also holds README.txt and .annfs/).
@@ -63,7 +63,7 @@ impl DynDir for CollectionDir {
             return None;
         }
         let rel = self.child(name);
-        match classify(&self.coll.path(&rel), name)? {
+        match self.coll.kind_of(&self.rel, name)? {
             Kind::Dir => Some(VTree { nodes: vec![VNode::Dyn(Arc::new(CollectionDir::new(self.coll.clone(), rel)))] }),
             kind => Some(VTree { nodes: vec![VNode::Dyn(Arc::new(StoreDir { coll: self.coll.clone(), rel, kind, tree: OnceLock::new() }))] }),
         }

@@ -11,10 +11,10 @@
 //! one row per store, and `stats.json`, see [`table`]).
 
 mod dir;
+pub mod source;
 mod table;
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -31,6 +31,7 @@ use crate::views::tree::{self, TreeOptions};
 use crate::views::{StaticFile, VNode, VTree};
 
 pub use dir::CollectionDir;
+pub use source::{classify, is_zarr_store, source_for, Source};
 
 /// How long a directory listing is reused before the directory is read again.
 pub const LISTING_TTL: Duration = Duration::from_secs(1);
@@ -57,30 +58,9 @@ impl Kind {
     }
 }
 
-/// True when `path` is a directory holding a Zarr group (`.zgroup` for v2, `zarr.json` for v3).
-pub fn is_zarr_store(path: &Path) -> bool {
-    path.join(".zgroup").is_file() || path.join("zarr.json").is_file()
-}
-
 /// True when `path` should be mounted as a collection: a directory that is not a Zarr store.
 pub fn is_collection(path: &Path) -> bool {
     path.is_dir() && !is_zarr_store(path)
-}
-
-/// How the entry `name` at `path` shows in a collection, if at all (hidden files, files that
-/// are not `.h5ad`, names that are not UTF-8 and unreadable entries are left out).
-pub fn classify(path: &Path, name: &str) -> Option<Kind> {
-    if name.starts_with('.') {
-        return None;
-    }
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_dir() {
-        Some(if is_zarr_store(path) { Kind::Zarr } else { Kind::Dir })
-    } else if meta.is_file() && name.to_ascii_lowercase().ends_with(".h5ad") {
-        Some(Kind::H5ad)
-    } else {
-        None
-    }
 }
 
 /// An opened store of the collection.
@@ -98,23 +78,15 @@ pub struct OpenStore {
 /// The shown entries of one directory: (name, kind), sorted by name.
 pub type Listing = Arc<Vec<(String, Kind)>>;
 
-/// Identifies a version of a store on disk (reopened when it changes).
-type Version = (u64, u64, i64, i64);
-
-fn version_of(path: &Path) -> Option<Version> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
 /// One store's open state: opened at most once per version.
 struct Slot {
-    version: Option<Version>,
+    version: Option<String>,
     state: OnceLock<Result<Arc<OpenStore>, String>>,
 }
 
-/// A collection: the source directory, the shared cache, and the stores opened so far.
+/// A collection: the source, the shared cache, and the stores opened so far.
 pub struct Collection {
-    source: PathBuf,
+    source: Box<dyn Source>,
     cache: Arc<ChunkCache>,
     opts: OpenOptions,
     sidecar_dir: Option<PathBuf>,
@@ -126,9 +98,9 @@ pub struct Collection {
 
 impl Collection {
     /// A collection over `source` (nothing is read yet).
-    pub fn new(source: &Path, cache: Arc<ChunkCache>, opts: OpenOptions, sidecar_dir: Option<PathBuf>) -> Arc<Self> {
+    pub fn new(source: Box<dyn Source>, cache: Arc<ChunkCache>, opts: OpenOptions, sidecar_dir: Option<PathBuf>) -> Arc<Self> {
         Arc::new(Collection {
-            source: source.to_path_buf(),
+            source,
             cache,
             opts,
             sidecar_dir,
@@ -146,24 +118,12 @@ impl Collection {
 
     /// Facts about the collection for `.annfs/info.json`-like uses and the mount's mtime.
     pub fn info(&self) -> StoreInfo {
-        let meta = std::fs::metadata(&self.source).ok();
-        StoreInfo {
-            format: "collection",
-            location: self.source.display().to_string(),
-            size: 0,
-            mtime: meta.as_ref().map(|m| m.mtime()),
-            inode: meta.as_ref().map(|m| m.ino()),
-            version: None,
-        }
+        self.source.info()
     }
 
-    /// The source path of a relative path.
-    fn path(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() {
-            self.source.clone()
-        } else {
-            self.source.join(rel)
-        }
+    /// The source as given (path or URL).
+    pub fn describe(&self) -> String {
+        self.source.describe()
     }
 
     /// The shown entries of directory `rel`, sorted by name (kept for [`LISTING_TTL`]).
@@ -173,23 +133,30 @@ impl Collection {
                 return l.clone();
             }
         }
-        let dir = self.path(rel);
-        let mut out = Vec::new();
-        match std::fs::read_dir(&dir) {
-            Ok(rd) => {
-                for e in rd.flatten() {
-                    let Ok(name) = e.file_name().into_string() else { continue };
-                    if let Some(kind) = classify(&e.path(), &name) {
-                        out.push((name, kind));
-                    }
-                }
-            }
-            Err(e) => log::warn!("cannot list {}: {e}", dir.display()),
-        }
+        let mut out = self.source.list(rel).unwrap_or_else(|e| {
+            log::warn!("{e}");
+            Vec::new()
+        });
         out.sort();
         let l = Arc::new(out);
         self.listings.lock().insert(rel.to_string(), (Instant::now(), l.clone()));
         l
+    }
+
+    /// What entry `name` of directory `dir` is: asked of the source directly when it can tell
+    /// (a local directory: a store added since the last listing is found), else from the
+    /// directory's listing.
+    pub fn kind_of(&self, dir: &str, name: &str) -> Option<Kind> {
+        let rel = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+        if let Some(k) = self.source.classify(&rel) {
+            return Some(k);
+        }
+        self.list(dir).iter().find(|(n, _)| n == name).map(|(_, k)| *k)
+    }
+
+    /// The size of the file at `rel`, when the source can tell.
+    pub fn file_size(&self, rel: &str) -> Option<u64> {
+        self.source.file_size(rel)
     }
 
     /// Every store below the source, as (relative path, kind), depth first in name order.
@@ -213,10 +180,12 @@ impl Collection {
 
     /// The store at `rel`, opened on first use (and again if its file changed).
     pub fn open(&self, rel: &str, kind: Kind) -> Result<Arc<OpenStore>, String> {
-        let path = self.path(rel);
-        let version = version_of(&path);
+        let version = self.source.version(rel);
         let slot = {
-            let mut e = self.slots.entry(rel.to_string()).or_insert_with(|| Arc::new(Slot { version, state: OnceLock::new() }));
+            let mut e = self
+                .slots
+                .entry(rel.to_string())
+                .or_insert_with(|| Arc::new(Slot { version: version.clone(), state: OnceLock::new() }));
             if e.version != version {
                 *e = Arc::new(Slot { version, state: OnceLock::new() });
             }
@@ -224,7 +193,7 @@ impl Collection {
         };
         slot.state
             .get_or_init(|| {
-                let r = self.open_now(&path, kind);
+                let r = self.open_now(rel, kind);
                 match &r {
                     Ok(_) => self.opened.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
@@ -237,15 +206,12 @@ impl Collection {
             .clone()
     }
 
-    fn open_now(&self, path: &Path, kind: Kind) -> Result<Arc<OpenStore>, String> {
-        let loc = path.to_string_lossy();
+    fn open_now(&self, rel: &str, kind: Kind) -> Result<Arc<OpenStore>, String> {
+        let loc = self.source.location(rel, kind);
         let st = crate::storage::open_with(&loc, &self.opts).map_err(|e| format!("cannot open the store: {e}"))?;
         let ad = crate::model::build(&st, &self.cache).map_err(|e| format!("cannot read the store as AnnData: {e}"))?;
         let sidecar = self.sidecar_dir.as_deref().and_then(|d| Sidecar::open(d, &st.info)).map(Arc::new);
-        let bytes = match kind {
-            Kind::Zarr => dir_bytes(path),
-            _ => st.info.size,
-        };
+        let bytes = self.source.bytes(rel, kind, &st.info);
         Ok(Arc::new(OpenStore { ad: Arc::new(ad), info: st.info, sidecar, bytes }))
     }
 
@@ -276,23 +242,6 @@ impl Collection {
     }
 }
 
-/// Total bytes of the files below `path`.
-fn dir_bytes(path: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,7 +256,8 @@ mod tests {
         std::fs::write(dir.join("a.h5ad"), b"x").unwrap();
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         std::fs::write(dir.join(".hidden.h5ad"), b"x").unwrap();
-        let c = Collection::new(&dir, Arc::new(ChunkCache::new(1 << 20)), OpenOptions::default(), None);
+        let src = source_for(dir.to_str().unwrap(), &Default::default()).unwrap().unwrap();
+        let c = Collection::new(src, Arc::new(ChunkCache::new(1 << 20)), OpenOptions::default(), None);
         let l = c.list("");
         let names: Vec<(&str, Kind)> = l.iter().map(|(n, k)| (n.as_str(), *k)).collect();
         assert_eq!(names, vec![("a.h5ad", Kind::H5ad), ("b.zarr", Kind::Zarr), ("plain", Kind::Dir)]);

@@ -17,7 +17,7 @@ pub fn root_readme(coll: &Collection) -> Vec<u8> {
     let mut s = String::new();
     let _ = writeln!(s, "annfs: a read-only view of a collection of AnnData stores");
     let _ = writeln!(s);
-    let _ = writeln!(s, "source:  {}", coll.source.display());
+    let _ = writeln!(s, "source:  {}", coll.describe());
     s.push_str(
         "
 Every .h5ad file and Zarr store below the source appears at its relative path, under its own
@@ -83,7 +83,7 @@ fn render(coll: &Collection) -> Vec<u8> {
                 (s.ad.n_obs.to_string(), s.ad.n_vars.to_string(), s.bytes.to_string(), cols.join(","), String::new())
             }
             Err(e) => {
-                let size = std::fs::metadata(coll.path(&rel)).map(|m| m.len().to_string()).unwrap_or_default();
+                let size = coll.file_size(&rel).map(|n| n.to_string()).unwrap_or_default();
                 ("NA".into(), "NA".into(), size, "NA".into(), e)
             }
         };

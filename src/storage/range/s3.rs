@@ -147,6 +147,36 @@ fn full_message(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// One level of a listing: the sub-prefixes (names ending before the next `/`) and the objects
+/// (name, size, ETag) directly under a prefix.
+#[derive(Debug, Default)]
+pub struct Level {
+    /// Names of the sub-prefixes ("directories").
+    pub prefixes: Vec<String>,
+    /// Objects: (name, size, ETag).
+    pub objects: Vec<(String, u64, Option<String>)>,
+}
+
+impl S3Client {
+    /// Lists one level below `key` (relative to the client's prefix; `""` for the prefix
+    /// itself), all pages.
+    pub fn list(&self, key: &str) -> Result<Level, FetchError> {
+        let path = self.path(key);
+        let store = self.store.clone();
+        let base = path.to_string();
+        let listed = self.run(key, async move {
+            let prefix = (!base.is_empty()).then_some(&path);
+            store.list_with_delimiter(prefix).await
+        })?;
+        let Some(listed) = listed else { return Ok(Level::default()) };
+        let leaf = |p: &ObjPath| p.filename().map(str::to_string);
+        Ok(Level {
+            prefixes: listed.common_prefixes.iter().filter_map(leaf).collect(),
+            objects: listed.objects.iter().filter_map(|o| Some((leaf(&o.location)?, o.size, o.e_tag.clone()))).collect(),
+        })
+    }
+}
+
 impl ObjectClient for S3Client {
     fn url(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, self.path(key))
