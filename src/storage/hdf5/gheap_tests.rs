@@ -151,7 +151,7 @@ fn duplicate_index_is_corrupt() {
     assert!(parse(&b, S8).unwrap_err().contains("twice"));
 }
 
-use super::file::file_with;
+use crate::storage::hdf5::file::file_with;
 
 #[test]
 fn reader_reads_small_and_large_collections_once() {
