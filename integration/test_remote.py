@@ -249,8 +249,11 @@ def test_s3_errors_name_the_url_and_cause(s3, tmp_path):
     assert r.returncode != 0 and b"s3://atlas/h5ad/nope.h5ad" in r.stderr and b"not found" in r.stderr, r.stderr
     r = run("s3://no-such-bucket/x.h5ad")
     assert r.returncode != 0 and b"s3://no-such-bucket/x.h5ad" in r.stderr, r.stderr
+    r = run("s3://atlas/zarr/nope.zarr/")
+    assert r.returncode != 0 and b"no Zarr store" in r.stderr and b"nope.zarr" in r.stderr, r.stderr
+    # A prefix that is not a store is a collection of the stores below it.
     r = run("s3://atlas/zarr/")
-    assert r.returncode != 0 and b"no Zarr store" in r.stderr, r.stderr
+    assert r.returncode == 0 and b"dense_f32.v2.zarr/" in r.stdout, r.stderr
     s3[1].put_object(Bucket="atlas", Key="notes.txt", Body=b"not a store\n")
     r = run("s3://atlas/notes.txt")
     assert r.returncode != 0 and b"neither an HDF5 file nor a Zarr store" in r.stderr, r.stderr
