@@ -114,6 +114,11 @@ def test_collection_tsv(need_fuse, tmp_path):
             assert int(size) == want_size and err == "", rel
         broken = rows["broken.h5ad"]
         assert broken[2:4] == ["NA", "NA"] and "HDF5" in broken[6]
+    # `annfs info DIR` prints the root README and the same table, without a mount.
+    r = run_annfs("info", src)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    out = r.stdout.decode()
+    assert str(src) in out and out.endswith("collection.tsv:\n" + data.decode()), out[-500:]
 
 
 def test_store_added_and_removed_while_mounted(need_fuse, tmp_path):

@@ -31,6 +31,18 @@ fn walk(out: &mut impl Write, g: &Group) -> std::io::Result<()> {
 
 /// Prints the summary of `store`.
 pub fn info(store: &str) -> Result<(), CliError> {
+    let opts = crate::storage::OpenOptions::default();
+    let source = crate::collection::source_for(store, &opts.remote).map_err(|reason| CliError::Storage {
+        store: store.into(),
+        source: crate::storage::StorageError::NotAStore { path: store.into(), reason },
+    })?;
+    if let Some(source) = source {
+        // A collection: what it holds, one row per store (every store is opened).
+        let cache = std::sync::Arc::new(crate::cache::ChunkCache::new(64 << 20));
+        let coll = crate::collection::Collection::new(source, cache, opts, None);
+        std::io::stdout().lock().write_all(&coll.summary())?;
+        return Ok(());
+    }
     let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let o = super::open(store, 64 << 20)?;
     let mut out = std::io::stdout().lock();

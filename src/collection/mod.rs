@@ -236,6 +236,15 @@ impl Collection {
         (self.opened.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
     }
 
+    /// The root `README.txt` followed by `collection.tsv` (what `annfs info` prints for a
+    /// collection).
+    pub fn summary(&self) -> Vec<u8> {
+        let mut out = table::root_readme(self);
+        out.extend_from_slice(b"\ncollection.tsv:\n");
+        out.extend_from_slice(&table::render(self));
+        out
+    }
+
     /// The shared cache.
     pub fn cache(&self) -> &Arc<ChunkCache> {
         &self.cache

@@ -73,7 +73,8 @@ impl TableFile {
 }
 
 /// One row per store.
-fn render(coll: &Collection) -> Vec<u8> {
+/// `collection.tsv`: one row per store (opens every store not opened yet).
+pub fn render(coll: &Collection) -> Vec<u8> {
     let mut out = b"path\tformat\tn_obs\tn_vars\tsize\tobs_columns\terror\n".to_vec();
     for (rel, kind) in coll.stores() {
         push_field(&mut out, &rel);
