@@ -39,29 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_stores import write_scale_h5ad  # noqa: E402
+from servers import RangeServer, free_port  # noqa: E402
 from bench_util import MIB, Mount, Row, mbps, parse_size, read_seq, render_table, write_json  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class HttpServer:
-    def __init__(self, root: Path, latency_ms: float, log: Path | None = None):
-        args = [sys.executable, str(HERE / "range_server.py"), str(root), "--latency", str(latency_ms)]
-        if log:
-            args += ["--log", str(log)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.port = int(self.proc.stdout.readline().decode().split()[1])
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def close(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 def stats(m: Mount) -> dict:
@@ -145,7 +124,7 @@ def main() -> int:
         n_obs = int(f["X"].attrs["shape"][0])
     picks = sorted(int(i) for i in rng.choice(n_obs, a.rows, replace=False))
     srv_log = Path(tempfile.mkdtemp()) / "requests.log"
-    srv = HttpServer(store.parent, a.latency_ms, srv_log)
+    srv = RangeServer(store.parent, "--latency", str(a.latency_ms), log=srv_log)
     url = srv.url(store.name)
     try:
         # mount
@@ -221,7 +200,7 @@ def main() -> int:
             m.close()
             d.cleanup()
     finally:
-        srv.close()
+        srv.kill()
 
     # S3 sequential vs local
     s3_store = a.s3_store or store

@@ -8,7 +8,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (ANNFS_BIN, COMMITTED, FIXTURES, HERE, Mount, is_mounted, need_fuse, walk_files)
+from servers import RangeServer as Server, free_port
+from conftest import (ANNFS_BIN, COMMITTED, FIXTURES, Mount, is_mounted, need_fuse, walk_files)
 
 ZARR = FIXTURES / "zarr"
 H5AD = [p for p in COMMITTED if p.stat().st_size < 4 << 20]
@@ -32,32 +32,6 @@ def consolidated(name: str) -> bool:
     return doc.exists() and "consolidated_metadata" in json.loads(doc.read_text())
 
 
-class Server:
-    """integration/range_server.py on a free port."""
-
-    def __init__(self, root: Path, *extra: str, port: int = 0, log: Path | None = None):
-        args = [sys.executable, str(HERE / "range_server.py"), str(root), "--port", str(port), *extra]
-        if log:
-            args += ["--log", str(log)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("PORT "), line
-        self.port = int(line.split()[1])
-
-    def url(self, rel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_ALLOW_HTTP": "true"}
 
@@ -68,7 +42,7 @@ def s3(tmp_path_factory):
     moto = Path(sys.executable).parent / "moto_server"
     if not moto.exists():
         pytest.skip("moto_server is not installed (integration/requirements.txt)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

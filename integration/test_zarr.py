@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import oracle
-from conftest import (_WORK, ANNFS_BIN, FIXTURES, HERE, REPO, Mount, fuse_skip_reason, is_mounted, need_fuse,
+from servers import RangeServer as Server
+from conftest import (_WORK, ANNFS_BIN, FIXTURES, REPO, Mount, fuse_skip_reason, is_mounted, need_fuse,
                       store_path, walk_files)
 
 ZARR = FIXTURES / "zarr"
@@ -154,24 +155,6 @@ def test_fresh_store_every_backend(variant):
 # HTTP
 # ----------------------------------------------------------------------------------------------------------------
 
-class Server:
-    def __init__(self, root: Path, port: int = 0, *extra: str, log: Path | None = None):
-        args = [sys.executable, str(HERE / "range_server.py"), str(root), "--port", str(port), *extra]
-        if log:
-            args += ["--log", str(log)]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("PORT "), line
-        self.port = int(line.split()[1])
-
-    def url(self, rel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
 @pytest.fixture
 def server():
     s = Server(ZARR)
@@ -193,7 +176,7 @@ def test_http_equals_h5ad_and_oracle(server, name):
 def test_a_stalled_read_gets_eio_at_the_request_deadline():
     """A server that stops answering data requests: the read fails with EIO at --request-timeout (2 s here),
     not after the HTTP timeout (30 s), and the mount keeps answering everything else."""
-    srv = Server(ZARR, 0, "--stall", r"/X/(data|indices|indptr)/", "--stall-secs", "40")
+    srv = Server(ZARR, "--stall", r"/X/(data|indices|indptr)/", "--stall-secs", "40")
     m = mount(srv.url("csr_gzip.v3.zarr"), "--request-timeout", "2")
     try:
         want = expected("csr_gzip")
@@ -229,7 +212,7 @@ def test_http_server_dies_mid_read_then_recovers(tmp_path):
         # The mount is alive: metadata and cached files still answer.
         assert is_mounted(m.mnt) and m.proc.poll() is None
         assert (m.mnt / "README.txt").read_bytes()
-        srv = Server(ZARR, port)
+        srv = Server(ZARR, port=port)
         assert (m.mnt / "X" / "dense.npy").read_bytes() == want["X/dense.npy"]
         assert (m.mnt / "layers").exists()
     finally:
@@ -247,7 +230,7 @@ def test_http_missing_and_forbidden_fail_at_mount(tmp_path):
         assert not is_mounted(tmp_path)
     finally:
         srv.kill()
-    srv = Server(ZARR, 0, "--forbid")
+    srv = Server(ZARR, "--forbid")
     try:
         r = subprocess.run([str(ANNFS_BIN), "ls", srv.url("dense_f32.v3.zarr")], capture_output=True, timeout=30)
         assert r.returncode != 0 and b"403" in r.stderr, r.stderr
@@ -263,7 +246,7 @@ def test_http_missing_and_forbidden_fail_at_mount(tmp_path):
 @need_fuse
 def test_http_disk_cache_avoids_refetch(tmp_path):
     log = tmp_path / "requests.log"
-    srv = Server(ZARR, 0, log=log)
+    srv = Server(ZARR, log=log)
     cache = tmp_path / "dcache"
     try:
         want = expected("csr_gzip")

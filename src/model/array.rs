@@ -172,15 +172,10 @@ impl Arr {
         if r0 >= r1 || self.check_rows(r0, r1).is_err() || self.meta().grid.shape.is_empty() {
             return;
         }
-        let mut chunks = Vec::new();
-        let listed = self.for_each_chunk(r0 + self.offset, r1 + self.offset, |_, index| {
-            if !self.cache.contains(Key::Chunk(self.id, index)) {
-                chunks.push(index);
+        if let Ok(chunks) = self.missing_chunks(r0 + self.offset, r1 + self.offset) {
+            if !chunks.is_empty() {
+                self.src.will_need(&chunks);
             }
-            Ok(())
-        });
-        if listed.is_ok() && !chunks.is_empty() {
-            self.src.will_need(&chunks);
         }
     }
 
@@ -188,6 +183,15 @@ impl Arr {
     /// store is told they will be read ([`ArraySource::will_need`]), so their bytes are fetched
     /// together (a cold disk serves them in parallel instead of one small read at a time).
     fn advise_missing(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
+        let chunks = self.missing_chunks(r0, r1)?;
+        if chunks.len() > 1 {
+            self.src.will_need(&chunks);
+        }
+        Ok(chunks)
+    }
+
+    /// The chunks stored rows `[r0, r1)` need that are not in the cache.
+    fn missing_chunks(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
         let mut chunks = Vec::new();
         self.for_each_chunk(r0, r1, |_, index| {
             if !self.cache.contains(Key::Chunk(self.id, index)) {
@@ -195,9 +199,6 @@ impl Arr {
             }
             Ok(())
         })?;
-        if chunks.len() > 1 {
-            self.src.will_need(&chunks);
-        }
         Ok(chunks)
     }
 

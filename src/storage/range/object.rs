@@ -39,6 +39,12 @@ const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 /// A fetch in flight: `true` once done.
 type Pending = Arc<(Mutex<bool>, Condvar)>;
 
+/// Marks the fetch `p` done and wakes its waiters.
+fn finish(p: &Pending) {
+    *p.0.lock() = true;
+    p.1.notify_all();
+}
+
 /// Waits (at most [`WAIT_BACKGROUND`]) until the fetch `p` is done.
 fn wait(p: &Pending) {
     let (done, cv) = &**p;
@@ -176,8 +182,14 @@ impl Shared {
             }
         }
         drop(pending);
-        *p.0.lock() = true;
-        p.1.notify_all();
+        finish(p);
+    }
+
+    /// Ends the prefetch of the exact range `key` and wakes its waiters.
+    fn exact_done(&self, key: (u64, u64)) {
+        if let Some(p) = self.exact_pending.lock().remove(&key) {
+            finish(&p);
+        }
     }
 
     /// The prefetched bytes of exactly `(offset, len)`, waiting for a fetch in flight.
@@ -225,18 +237,12 @@ impl Shared {
                     }
                     Err(e) => log::debug!("{}: prefetch of {o}+{l}: {e}", me.url()),
                 }
-                if let Some(p) = me.exact_pending.lock().remove(&(o, l)) {
-                    *p.0.lock() = true;
-                    p.1.notify_all();
-                }
+                me.exact_done((o, l));
             };
             if std::thread::Builder::new().name("annfs-fetch".into()).spawn(run).is_err() {
                 // Without a thread the ranges are read when asked; release their waiters.
                 for k in queue.lock().drain(..) {
-                    if let Some(p) = self.exact_pending.lock().remove(&k) {
-                        *p.0.lock() = true;
-                        p.1.notify_all();
-                    }
+                    self.exact_done(k);
                 }
                 break;
             }
@@ -316,10 +322,6 @@ impl RemoteFile {
         RemoteFile { shared: Arc::new(shared), id: NEXT.fetch_add(1, Relaxed) }
     }
 
-    /// The URL.
-    pub fn url(&self) -> String {
-        self.shared.url()
-    }
 }
 
 impl RangeRead for RemoteFile {
