@@ -1,4 +1,5 @@
-"""The --scale mode of integration/bench.py: issue 9's table at atlas scale, each row against its in-process peer
+"""The --scale mode of integration/bench.py: issue 9's table at atlas scale (plus issue 12's where/ subset and
+collection listing rows), each row against its in-process peer
 (h5py / anndata backed / zarr-python / local .npy, same data) or the same daemon's FUSE ceiling, in one run.
 
 Every annfs measurement runs on a fresh mount with an empty --cache-dir; as root the OS page cache is dropped
@@ -8,6 +9,8 @@ mounts of that row. See bench.py's docstring for the command and the rows.
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -116,7 +119,8 @@ class Scale:
     # workloads
     # ---------------------------------------------------------------------------------------------------------
 
-    GROUPS = ("mount", "random", "block", "obsm", "seq", "two", "training", "threads", "text", "gzip", "zarr")
+    GROUPS = ("mount", "random", "block", "obsm", "seq", "two", "training", "threads", "text", "where", "collection",
+              "gzip", "zarr")
 
     def run(self) -> list[Row]:
         a = self.args
@@ -130,7 +134,8 @@ class Scale:
             "mount": self.mount_open, "random": self.random_rows,
             "block": lambda: self.block(self.store, a.cells, ""), "obsm": self.obsm_first_read,
             "seq": self.sequential, "two": self.two_readers, "training": self.training_batches,
-            "threads": self.threaded_rows, "text": self.text_views, "gzip": self.gzip_block, "zarr": self.zarr,
+            "threads": self.threaded_rows, "text": self.text_views, "where": self.where_subset,
+            "collection": self.collection_listing, "gzip": self.gzip_block, "zarr": self.zarr,
         }
         for name in self.GROUPS:
             if name in only:
@@ -328,6 +333,62 @@ class Scale:
             return ours
         self.paired("head -3 obs.tsv (cold)", "limit", timed(["head", "-3", "@/obs.tsv"]), None, 0.1, "-")
         self.paired("ls -l X/ (cold, empty --cache-dir)", "limit", timed(["ls", "-l", "@/X"]), None, 2.0, "-")
+
+    def where_subset(self) -> None:
+        """Issue 12's row: one cell type's dense matrix, as a path, against anndata's boolean-mask subset."""
+        ct = "type_07"
+
+        def mask_of(a):
+            return (a.obs["cell_type"] == ct).to_numpy()
+
+        def ours(m):
+            t0 = time.perf_counter()
+            got = np.load(m.mnt / "where" / f"cell_type={ct}" / "X" / "dense.npy")
+            t = time.perf_counter() - t0
+            want = self.backed(self.store)
+            try:
+                mask = mask_of(want)
+                assert got.shape == (int(mask.sum()), self.args.genes), got.shape
+                probe = int(np.flatnonzero(mask)[len(got) // 2])
+                assert np.array_equal(got[len(got) // 2], np.asarray(want.X[probe].toarray()).ravel()), "row mismatch"
+            finally:
+                want.file.close()
+            return t
+
+        def peer():
+            a = self.backed(self.store)
+            try:
+                t0 = time.perf_counter()
+                a[mask_of(a)].X.toarray()
+                return time.perf_counter() - t0
+            finally:
+                a.file.close()
+        self.paired(f"where/cell_type={ct}/X/dense.npy", "time", ours, peer, 2.0,
+                    "backed adata[mask].X.toarray()")
+
+    def collection_listing(self) -> None:
+        """Issue 12's row: `ls` of a collection of 10,000 stores (hard links of one small store), opening none."""
+        src = self.work / "collection-10000"
+        one = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "empty_obs_no_x.h5ad"
+        if not (src / "s09999.h5ad").exists():
+            src.mkdir(exist_ok=True)
+            for i in range(10000):
+                p = src / f"s{i:05d}.h5ad"
+                if not p.exists():
+                    os.link(one, p) if os.stat(one).st_dev == os.stat(src).st_dev else shutil.copyfile(one, p)
+
+        def timed(cmd):
+            def ours(m):
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd + [str(m.mnt)], check=True, capture_output=True).stdout
+                t = time.perf_counter() - t0
+                assert out.count(b"\n") >= 10000, out[-200:]
+                stats = json.loads((m.mnt / ".annfs" / "stats.json").read_bytes())
+                assert stats["stores_opened"] == 0, stats
+                return t
+            return ours
+        self.paired("ls of a 10,000-store collection", "limit", timed(["ls"]), None, 1.0, "-", store=src)
+        self.paired("ls -l of a 10,000-store collection", "limit", timed(["ls", "-l"]), None, 1.0, "-", store=src)
 
     def zarr(self) -> None:
         import zarr

@@ -3,8 +3,10 @@
 Nested directories with mixed h5ad / Zarr stores (each store's files equal the oracle's rendering of its h5ad),
 other files hidden, a broken store among good ones (only its own directory fails, with a README.txt saying why),
 a store added and removed while mounted (listings follow within the TTL), `.annfs/collection.tsv` against anndata,
-`.annfs/stats.json` counting opened stores, `annfs ls`/`cat` on a collection, and 1,000 small stores mounting with
-none opened until touched (mount time reported against a single-store mount in the same run).
+`.annfs/stats.json` counting opened stores, `annfs ls`/`cat` on a collection, 1,000 small stores mounting with
+none opened until touched (mount time reported against a single-store mount in the same run), idle stores closed
+(their files closed in the daemon) and reopened, and gene columns of a collection's stores from indexes built by
+`annfs index DIR`.
 """
 from __future__ import annotations
 
@@ -73,11 +75,6 @@ def test_tree_of_a_collection(need_fuse, tmp_path):
         for rel, fixture in TWINS.items():
             want = oracle.expected_tree(FIXTURES / f"{fixture}.h5ad")
             files, _ = walk_files(mnt / rel)
-            # A collection's stores have no gene-column index, so no transposed csc/ (csr/) arrays: those are
-            # the oracle's files whose other-format sibling (the stored arrays) is present.
-            swap = {"/csc/": "/csr/", "/csr/": "/csc/"}
-            want = {p: v for p, v in want.items()
-                    if p in files or not any(t in p and p.replace(t, o, 1) in files for t, o in swap.items())}
             assert set(want) <= files, (rel, sorted(set(want) - files)[:5])
             bad = [f for f in sorted(want) if (mnt / rel / f).read_bytes() != want[f]]
             assert not bad, (rel, bad[:10])
@@ -191,3 +188,95 @@ def test_cli_ls_and_cat_on_a_collection(tmp_path):
     assert r.stdout.decode().splitlines() == ["c.zarr/"]
     r = run_annfs("cat", src, "broken.h5ad/README.txt")
     assert r.returncode == 0 and b"could not be opened" in r.stdout
+
+
+def _store_files_held(pid: int, src: Path) -> set[str]:
+    """The files below `src` the daemon holds open."""
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(src) + "/"):
+            held.add(target)
+    return held
+
+
+def _eventually(cond, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def test_idle_stores_are_closed_and_reopened(need_fuse, tmp_path):
+    src = make_collection(tmp_path / "src")
+    wants = {rel: oracle.expected_tree(FIXTURES / f"{fx}.h5ad")["obs.tsv"] for rel, fx in TWINS.items()}
+    with Mount(src, tmp_path / "mnt", "--store-idle", "1") as m:
+        pid = m.proc.pid
+        for rel, want in wants.items():
+            assert (m.mnt / rel / "obs.tsv").read_bytes() == want, rel
+        s = stats(m.mnt)
+        assert s["stores_open"] == len(TWINS) and s["stores_opened"] == len(TWINS), s
+        held = _store_files_held(pid, src)
+        assert {str(src / "a.h5ad"), str(src / "study1" / "b.h5ad")} <= held, held
+        # Idle for a second: closed, the kernel told to forget their entries, and their files closed.
+        assert _eventually(lambda: stats(m.mnt)["stores_open"] == 0), stats(m.mnt)
+        assert stats(m.mnt)["stores_closed"] == len(TWINS)
+        assert _eventually(lambda: not _store_files_held(pid, src)), _store_files_held(pid, src)
+        # The next access opens them again and serves the same bytes.
+        for rel, want in wants.items():
+            assert (m.mnt / rel / "obs.tsv").read_bytes() == want, rel
+        assert stats(m.mnt)["stores_opened"] == 2 * len(TWINS)
+
+
+def test_an_open_file_keeps_its_store_open(need_fuse, tmp_path):
+    src = make_collection(tmp_path / "src")
+    want = oracle.expected_tree(FIXTURES / "csr_gzip.h5ad")["obs.tsv"]
+    with Mount(src, tmp_path / "mnt", "-o", "store_idle=0.5") as m:
+        f = open(m.mnt / "a.h5ad" / "obs.tsv", "rb")
+        try:
+            (m.mnt / "study1" / "b.h5ad" / "obs.tsv").read_bytes()
+            assert _eventually(lambda: stats(m.mnt)["stores_closed"] == 1), stats(m.mnt)
+            time.sleep(1.5)
+            s = stats(m.mnt)
+            assert s["stores_open"] == 1 and s["stores_closed"] == 1, s
+            assert str(src / "a.h5ad") in _store_files_held(m.proc.pid, src)
+            assert f.read() == want
+        finally:
+            f.close()
+        assert _eventually(lambda: stats(m.mnt)["stores_open"] == 0), stats(m.mnt)
+
+
+def test_gene_columns_of_a_collection(need_fuse, tmp_path):
+    import h5py
+    import numpy as np
+    import scipy.sparse as sp
+
+    src = make_collection(tmp_path / "src")
+    idx = tmp_path / "idx"
+    r = run_annfs("index", src, "--index-dir", idx, timeout=300)
+    err = r.stderr.decode(errors="replace")
+    # The broken store is reported and skipped; the others are indexed; the command fails at the end.
+    assert r.returncode != 0 and "broken.h5ad: skipped" in err and "1 store(s)" in err, err
+    assert "a.h5ad/X: built" in err, err
+    built = sorted(idx.glob("*.idx"))
+    assert built, err
+    r = run_annfs("index", src, "--index-dir", idx, timeout=300)
+    assert f"0 built, {len(built)} up to date" in r.stderr.decode(), r.stderr.decode()
+
+    with h5py.File(FIXTURES / "csr_gzip.h5ad", "r") as f:
+        g = f["X"]
+        X = sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=tuple(g.attrs["shape"]))
+    want = X.tocsc()
+    with Mount(src, tmp_path / "mnt", "-o", f"index_dir={idx}", "--index-wait", "0") as m:
+        for part in ("data", "indices", "indptr"):
+            got = np.load(m.mnt / "a.h5ad" / "X" / "csc" / f"{part}.npy")
+            assert got.tobytes() == getattr(want, part).tobytes(), part
+        col = np.load(m.mnt / "a.h5ad" / "X" / "cols" / "3.npy")
+        assert col.tobytes() == np.ascontiguousarray(X[:, 3].toarray().ravel()).tobytes()
+        assert "scanning" not in m.stderr(), m.stderr()
+    assert sorted(idx.glob("*.idx")) == built, "the mount used the indexes as built"

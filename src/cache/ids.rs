@@ -26,6 +26,9 @@ impl ArrIds {
 /// [`ArrIds`] hand out counting up.
 const FIRST_DERIVED: u32 = u32::MAX;
 
+/// First id of index arrays (transposed indexes): far above the store arrays' ids, counting up.
+const FIRST_INDEX_ARRAY: u32 = 0xC000_0000;
+
 /// First plan id: cache keys `Rendered(id, 0)`, from a range file ids never reach.
 const FIRST_PLAN: u64 = 1 << 62;
 
@@ -33,6 +36,9 @@ const FIRST_PLAN: u64 = 1 << 62;
 pub struct KeyIds {
     /// Ids of store arrays (from 0 up).
     pub store_arrays: ArrIds,
+    /// Ids of the arrays of transposed indexes (from `0xC000_0000` up; one counter for every
+    /// store sharing the cache, so two stores' indexes never share keys).
+    pub index_arrays: ArrIds,
     derived: AtomicU32,
     files: AtomicU64,
     plans: AtomicU64,
@@ -42,6 +48,7 @@ impl Default for KeyIds {
     fn default() -> Self {
         KeyIds {
             store_arrays: ArrIds::default(),
+            index_arrays: ArrIds::starting_at(FIRST_INDEX_ARRAY),
             derived: AtomicU32::new(FIRST_DERIVED),
             files: AtomicU64::new(1),
             plans: AtomicU64::new(FIRST_PLAN),

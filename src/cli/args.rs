@@ -90,7 +90,7 @@ pub enum Command {
 /// Options of `annfs index`.
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
-    /// The store (.h5ad file or Zarr directory).
+    /// The store (.h5ad file or Zarr directory), or a collection directory (every store in it).
     pub store: String,
     /// Where to write the indexes (default: `index/` under the cache directory).
     #[arg(long, value_name = "DIR")]
@@ -136,6 +136,10 @@ pub struct MountArgs {
     /// before failing with EIO (the build goes on in the background).
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
     pub index_wait: f64,
+    /// Collections: close a store after SECS with no request and no open file (its metadata
+    /// and file handles are released; the next access opens it again); 0 keeps stores open.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub store_idle: f64,
     /// Threads serving reads (default: the number of CPUs, between 2 and 16).
     #[arg(long)]
     pub threads: Option<usize>,

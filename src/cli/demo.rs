@@ -68,7 +68,7 @@ pub fn demo() -> Result<(), CliError> {
     let o = super::open(&store_s, 64 << 20)?;
     let owner = Ownership::current_user();
     let fs = AnnFs::new(o.tree.clone(), Arc::clone(&o.cache), owner, SystemTime::now(), crate::fs::ServeConfig::for_budget(64 << 20));
-    let cfg = MountConfig { mountpoint: mnt.clone(), fsname: format!("annfs:{store_s}"), allow_other: false, allow_root: false, threads: 2, extra: Vec::new(), writable: false, on_stale: Default::default() };
+    let cfg = MountConfig { mountpoint: mnt.clone(), fsname: format!("annfs:{store_s}"), allow_other: false, allow_root: false, threads: 2, extra: Vec::new(), writable: false, on_stale: Default::default(), invalidator: Default::default() };
     let (tx, rx) = std::sync::mpsc::channel();
     let mnt2 = mnt.clone();
     let server = std::thread::spawn(move || serve(fs, &cfg, move || {

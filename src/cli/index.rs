@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::args::IndexArgs;
 use super::{options, CliError};
 use crate::cache::ChunkCache;
+use crate::collection::{Collection, StoreSetup};
 use crate::index::{format, IndexService};
 use crate::model::{AnnData, Element, Matrix, Sparse};
 
@@ -30,7 +31,17 @@ fn var_matrices(ad: &AnnData) -> Vec<(String, Sparse)> {
     out
 }
 
-/// Runs `annfs index`.
+/// What `annfs index` did so far.
+#[derive(Default)]
+struct Totals {
+    built: u64,
+    fresh: u64,
+    bytes: u64,
+    failed: u64,
+}
+
+/// Runs `annfs index` on a store, or on every store of a collection (a store that cannot be
+/// opened is reported and skipped; the command then fails after indexing the others).
 pub fn run(args: &IndexArgs) -> Result<(), CliError> {
     let budget = options::parse_size(&args.cache_size)?;
     let dir = args
@@ -40,21 +51,58 @@ pub fn run(args: &IndexArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Usage("no index directory: pass --index-dir DIR".into()))?;
     format::probe_writable(&dir)
         .map_err(|e| CliError::Usage(format!("cannot write indexes into {}: {e}", dir.display())))?;
-    let st = crate::storage::open(&args.store).map_err(|source| CliError::Storage { store: args.store.clone(), source })?;
     let cache = Arc::new(ChunkCache::new(budget));
-    let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: args.store.clone(), source })?;
-    let service = IndexService::new(dir.clone(), None, &st.info, cache);
-    let tty = unsafe { libc::isatty(2) } == 1; // SAFETY: isatty on a descriptor number.
     let start = Instant::now();
-    let (mut built, mut fresh, mut bytes) = (0, 0, 0u64);
+    let mut totals = Totals::default();
+    let source = crate::collection::source_for(&args.store, &Default::default()).map_err(|reason| CliError::Storage {
+        store: args.store.clone(),
+        source: crate::storage::StorageError::NotAStore { path: args.store.clone(), reason },
+    })?;
+    if let Some(source) = source {
+        let setup = StoreSetup { index_dir: Some(dir.clone()), ..Default::default() };
+        let coll = Collection::new(source, cache, setup);
+        for (rel, kind) in coll.stores() {
+            // The setup names the index directory, so every opened store has a service.
+            match coll.open(&rel, kind).and_then(|s| s.index().cloned().map(|i| (s, i)).ok_or_else(|| "no index service".into())) {
+                Ok((s, service)) => index_store(&format!("{rel}/"), &s.ad, &service, &mut totals)?,
+                Err(e) => {
+                    writeln!(std::io::stderr(), "{rel}: skipped: {e}")?;
+                    totals.failed += 1;
+                }
+            }
+        }
+    } else {
+        let st = crate::storage::open(&args.store).map_err(|source| CliError::Storage { store: args.store.clone(), source })?;
+        let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: args.store.clone(), source })?;
+        let service = IndexService::new(dir.clone(), None, &st.info, cache);
+        index_store("", &ad, &service, &mut totals)?;
+    }
+    let Totals { built, fresh, bytes, failed } = totals;
+    writeln!(
+        std::io::stderr(),
+        "annfs index: {built} built, {fresh} up to date in {:.2} s; {bytes} bytes written to {}",
+        start.elapsed().as_secs_f64(),
+        dir.display()
+    )?;
+    if failed > 0 {
+        return Err(CliError::Usage(format!("{failed} store(s) of {} could not be indexed (see above)", args.store)));
+    }
+    Ok(())
+}
+
+/// Builds (or finds up to date) the index of every var-column sparse matrix of `ad`, naming
+/// each as `prefix` + its virtual path, with a progress line on a terminal.
+fn index_store(prefix: &str, ad: &AnnData, service: &Arc<IndexService>, totals: &mut Totals) -> Result<(), CliError> {
+    let tty = unsafe { libc::isatty(2) } == 1; // SAFETY: isatty on a descriptor number.
     let mut err = std::io::stderr();
-    for (name, m) in var_matrices(&ad) {
+    for (name, m) in var_matrices(ad) {
+        let name = format!("{prefix}{name}");
         let handle = service
             .handle(&m)
             .ok_or_else(|| CliError::Usage(format!("{name}: cannot be indexed (see the message above)")))?;
         if handle.has_valid_file() {
             writeln!(err, "{name}: up to date ({})", handle.path().display())?;
-            fresh += 1;
+            totals.fresh += 1;
             continue;
         }
         let t0 = Instant::now();
@@ -75,14 +123,8 @@ pub fn run(args: &IndexArgs) -> Result<(), CliError> {
         result.map_err(|e| CliError::Usage(format!("{name}: {e}")))?;
         let b = handle.built_bytes();
         writeln!(err, "{name}: built in {:.2} s, {b} bytes ({})", t0.elapsed().as_secs_f64(), handle.path().display())?;
-        built += 1;
-        bytes += b;
+        totals.built += 1;
+        totals.bytes += b;
     }
-    writeln!(
-        err,
-        "annfs index: {built} built, {fresh} up to date in {:.2} s; {bytes} bytes written to {}",
-        start.elapsed().as_secs_f64(),
-        dir.display()
-    )?;
     Ok(())
 }

@@ -39,7 +39,8 @@ pub fn info(store: &str) -> Result<(), CliError> {
     if let Some(source) = source {
         // A collection: what it holds, one row per store (every store is opened).
         let cache = std::sync::Arc::new(crate::cache::ChunkCache::new(64 << 20));
-        let coll = crate::collection::Collection::new(source, cache, opts, None);
+        let setup = crate::collection::StoreSetup { open: opts, ..Default::default() };
+        let coll = crate::collection::Collection::new(source, cache, setup);
         std::io::stdout().lock().write_all(&coll.summary())?;
         return Ok(());
     }

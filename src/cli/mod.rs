@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 
 use crate::cache::ChunkCache;
+use crate::collection::StoreSetup;
 use crate::fs::mount::{serve, MountConfig, MountError};
 use crate::fs::{AnnFs, Ownership};
 use crate::model::ModelError;
@@ -93,42 +94,48 @@ pub struct Opened {
 
 /// Opens `store` and builds its virtual tree with a cache of `cache_bytes` (a directory that is
 /// not a Zarr store is a collection: nothing in it is opened yet); big text views
-/// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`); `opts` carries
-/// storage options (e.g. the on-disk cache of remote stores).
+/// remember their sizes under `cache_dir` (default: `$XDG_CACHE_HOME/annfs`), transposed
+/// indexes live in `index/` there; `opts` carries storage options (e.g. the on-disk cache of
+/// remote stores).
 pub fn open_with(
     store: &str,
     cache_bytes: u64,
     opts: &OpenOptions,
     cache_dir: Option<&std::path::Path>,
 ) -> Result<Opened, CliError> {
-    open_indexed(store, cache_bytes, opts, cache_dir, &crate::index::IndexConfig::default())
+    open_indexed(store, cache_bytes, &setup_for(opts, cache_dir, &crate::index::IndexConfig::default()))
 }
 
-/// [`open_with`], with transposed indexes kept as `index` says (default directory: `index/`
-/// under the cache directory).
-pub fn open_indexed(
-    store: &str,
-    cache_bytes: u64,
-    opts: &OpenOptions,
-    cache_dir: Option<&std::path::Path>,
-    index: &crate::index::IndexConfig,
-) -> Result<Opened, CliError> {
-    let dir = cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir);
-    let source = crate::collection::source_for(store, &opts.remote).map_err(|reason| CliError::Storage {
+/// How stores are opened: `opts`, sizes remembered under `cache_dir` (default:
+/// `$XDG_CACHE_HOME/annfs`), indexes kept as `index` says (default directory: `index/` under
+/// the cache directory).
+fn setup_for(opts: &OpenOptions, cache_dir: Option<&std::path::Path>, index: &crate::index::IndexConfig) -> StoreSetup {
+    StoreSetup {
+        open: opts.clone(),
+        sidecar_dir: cache_dir.map(std::path::Path::to_path_buf).or_else(crate::views::sidecar::default_dir),
+        index_dir: index.dir.clone().or_else(|| crate::index::default_dir(cache_dir)),
+        index_wait: index.wait,
+        ..Default::default()
+    }
+}
+
+/// [`open_with`], with everything `setup` says (index directory and wait; for a collection
+/// also when to close idle stores).
+pub fn open_indexed(store: &str, cache_bytes: u64, setup: &StoreSetup) -> Result<Opened, CliError> {
+    let source = crate::collection::source_for(store, &setup.open.remote).map_err(|reason| CliError::Storage {
         store: store.into(),
         source: crate::storage::StorageError::NotAStore { path: store.into(), reason },
     })?;
     if let Some(source) = source {
         let cache = Arc::new(ChunkCache::new(cache_bytes));
-        let coll = crate::collection::Collection::new(source, cache.clone(), opts.clone(), dir);
+        let coll = crate::collection::Collection::new(source, cache.clone(), setup.clone());
         return Ok(Opened { tree: Arc::new(coll.tree()), cache, info: coll.info(), index: None, gate: Default::default() });
     }
-    let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
+    let st = crate::storage::open_with(store, &setup.open).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
-    let sidecar = dir.and_then(|d| crate::views::sidecar::Sidecar::open(&d, &st.info)).map(Arc::new);
-    let index_dir = index.dir.clone().or_else(|| crate::index::default_dir(cache_dir));
-    let index = index_dir.map(|d| crate::index::IndexService::new(d, index.wait, &st.info, cache.clone()));
+    let sidecar = setup.sidecar_dir.as_deref().and_then(|d| crate::views::sidecar::Sidecar::open(d, &st.info)).map(Arc::new);
+    let index = setup.index_dir.clone().map(|d| crate::index::IndexService::new(d, setup.index_wait, &st.info, cache.clone()));
     let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone() };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
     Ok(Opened { tree, cache, info: st.info, index, gate: st.gate })
@@ -314,7 +321,16 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
         dir: args.index_dir.clone(),
         wait: Some(Duration::try_from_secs_f64(args.index_wait).map_err(|_| CliError::Usage("bad --index-wait".into()))?),
     };
-    let mut o = open_indexed(&args.store, budget, &store_opts, args.cache_dir.as_deref(), &index)?;
+    let invalidator = crate::views::activity::EntryInvalidator::default();
+    let setup = StoreSetup {
+        idle: (args.store_idle > 0.0)
+            .then(|| Duration::try_from_secs_f64(args.store_idle))
+            .transpose()
+            .map_err(|_| CliError::Usage("bad --store-idle".into()))?,
+        invalidator: invalidator.clone(),
+        ..setup_for(&store_opts, args.cache_dir.as_deref(), &index)
+    };
+    let mut o = open_indexed(&args.store, budget, &setup)?;
     if let Some(size) = zero_file {
         let size = options::parse_size(size)?;
         let dir = o.tree.resolve(".annfs");
@@ -352,6 +368,7 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
         extra: args.kernel_options.clone(),
         writable: args.overlay.is_some(),
         on_stale,
+        invalidator,
     };
     if let Some(secs) = args.log_metrics.filter(|s| *s > 0) {
         metrics::start(o.cache.clone(), Duration::from_secs(secs));

@@ -42,6 +42,9 @@ pub fn apply_o_options(args: &mut MountArgs) -> Result<(), CliError> {
             "index_wait" => {
                 args.index_wait = need(v)?.parse().map_err(|_| CliError::Usage("bad index_wait (seconds)".into()))?
             }
+            "store_idle" => {
+                args.store_idle = need(v)?.parse().map_err(|_| CliError::Usage("bad store_idle (seconds)".into()))?
+            }
             "threads" => args.threads = Some(need(v)?.parse().map_err(|_| CliError::Usage("bad threads".into()))?),
             "allow_other" => args.allow_other = true,
             "allow_root" => args.allow_root = true,

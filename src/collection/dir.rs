@@ -2,10 +2,11 @@
 //! store is a [`StoreDir`], whose lookup costs nothing (`ls -l` of a directory of stores opens
 //! none); the store is opened when its own directory is listed or looked into.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::table::{root_meta, root_readme};
 use super::{Collection, Kind};
+use crate::views::activity::Activity;
 use crate::views::{DynDir, StaticFile, VNode, VTree};
 
 /// Directory `rel` of a collection (`""` is the root, which also holds README.txt and .annfs/).
@@ -65,22 +66,27 @@ impl DynDir for CollectionDir {
         let rel = self.child(name);
         match self.coll.kind_of(&self.rel, name)? {
             Kind::Dir => Some(VTree { nodes: vec![VNode::Dyn(Arc::new(CollectionDir::new(self.coll.clone(), rel)))] }),
-            kind => Some(VTree { nodes: vec![VNode::Dyn(Arc::new(StoreDir { coll: self.coll.clone(), rel, kind, tree: OnceLock::new() }))] }),
+            kind => {
+                let activity = self.coll.activity(&rel);
+                Some(VTree { nodes: vec![VNode::Dyn(Arc::new(StoreDir { coll: self.coll.clone(), rel, kind, activity }))] })
+            }
         }
     }
 }
 
-/// A store of a collection: its tree, built when first listed or looked into.
+/// A store of a collection: its tree, built when first listed or looked into. The tree lives
+/// in the collection's slot for the store, so that a store reopened (its file changed, or it
+/// was closed as idle) shows its new tree here.
 pub struct StoreDir {
     coll: Arc<Collection>,
     rel: String,
     kind: Kind,
-    tree: OnceLock<VTree>,
+    activity: Arc<Activity>,
 }
 
 impl StoreDir {
-    fn tree(&self) -> &VTree {
-        self.tree.get_or_init(|| self.coll.store_tree(&self.rel, self.kind))
+    fn tree(&self) -> Arc<VTree> {
+        self.coll.store_tree(&self.rel, self.kind)
     }
 }
 
@@ -100,5 +106,9 @@ impl DynDir for StoreDir {
     fn lookup(&self, name: &str) -> Option<VTree> {
         let t = self.tree();
         t.subtree(t.lookup(VTree::ROOT, name)?)
+    }
+
+    fn activity(&self) -> Option<Arc<Activity>> {
+        Some(self.activity.clone())
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! Nothing is opened at mount: a directory is listed when it is read (listings are kept for
 //! [`LISTING_TTL`], so stores added or removed show up on the next listing after that), and a
-//! store is opened on the first lookup of its name, once (again only if its file changes). All
-//! stores share one [`ChunkCache`]. A store that cannot be opened is a directory holding only a
+//! store is opened when its directory is first listed or looked into, once (again when its file
+//! changes, or after it was closed as idle: [`Collection::close_idle`]). All stores share one
+//! [`ChunkCache`]. A store that cannot be opened is a directory holding only a
 //! `README.txt` that says why. The root also has `README.txt` and `.annfs/` (`collection.tsv`,
 //! one row per store, and `stats.json`, see [`table`]).
 
@@ -24,9 +25,11 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::cache::ChunkCache;
+use crate::index::IndexService;
 use crate::model::AnnData;
 use crate::storage::{OpenOptions, StoreInfo};
 use crate::views::sidecar::Sidecar;
+use crate::views::activity::{Activity, EntryInvalidator};
 use crate::views::tree::{self, TreeOptions};
 use crate::views::{StaticFile, VNode, VTree};
 
@@ -71,44 +74,97 @@ pub struct OpenStore {
     pub info: StoreInfo,
     /// Where its text views remember their sizes.
     sidecar: Option<Arc<Sidecar>>,
+    /// Its transposed indexes (gene columns), when the collection has an index directory.
+    index: Option<Arc<IndexService>>,
     /// Bytes on disk (the file, or every file of a Zarr directory).
     pub bytes: u64,
+}
+
+impl OpenStore {
+    /// Its transposed-index service (when the collection has an index directory).
+    pub fn index(&self) -> Option<&Arc<IndexService>> {
+        self.index.as_ref()
+    }
 }
 
 /// The shown entries of one directory: (name, kind), sorted by name.
 pub type Listing = Arc<Vec<(String, Kind)>>;
 
-/// One store's open state: opened at most once per version.
-struct Slot {
+/// One store's open state: opened at most once per version, until closed as idle. It also
+/// holds the store's tree, so that closing the slot drops everything the store holds except
+/// what the kernel still references.
+pub struct Slot {
     version: Option<String>,
     state: OnceLock<Result<Arc<OpenStore>, String>>,
+    tree: OnceLock<Arc<VTree>>,
+}
+
+impl Slot {
+    fn new(version: Option<String>) -> Arc<Self> {
+        Arc::new(Slot { version, state: OnceLock::new(), tree: OnceLock::new() })
+    }
+
+    /// The opened store, or why it could not be opened.
+    pub fn result(&self) -> Result<Arc<OpenStore>, String> {
+        self.state.get().cloned().unwrap_or_else(|| Err("not opened yet".into()))
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self.state.get(), Some(Ok(_)))
+    }
+}
+
+/// How a collection opens, serves and closes its stores.
+#[derive(Clone, Debug, Default)]
+pub struct StoreSetup {
+    /// Storage options (remote access, the on-disk cache).
+    pub open: OpenOptions,
+    /// Where big text views remember their sizes (`None`: nowhere).
+    pub sidecar_dir: Option<PathBuf>,
+    /// Where transposed indexes live (`None`: gene columns of CSR matrices are scanned).
+    pub index_dir: Option<PathBuf>,
+    /// How long a gene-column read waits for an index build (`None`: until it is done).
+    pub index_wait: Option<Duration>,
+    /// A store that nothing used for this long, with no file of it open, is closed (`None`:
+    /// stores stay open).
+    pub idle: Option<Duration>,
+    /// How closing a store makes the kernel forget its directory entries.
+    pub invalidator: EntryInvalidator,
 }
 
 /// A collection: the source, the shared cache, and the stores opened so far.
 pub struct Collection {
     source: Box<dyn Source>,
     cache: Arc<ChunkCache>,
-    opts: OpenOptions,
-    sidecar_dir: Option<PathBuf>,
+    setup: StoreSetup,
     slots: DashMap<String, Arc<Slot>>,
+    activity: DashMap<String, Arc<Activity>>,
     listings: Mutex<HashMap<String, (Instant, Listing)>>,
     opened: AtomicU64,
     failed: AtomicU64,
+    closed: AtomicU64,
 }
 
 impl Collection {
-    /// A collection over `source` (nothing is read yet).
-    pub fn new(source: Box<dyn Source>, cache: Arc<ChunkCache>, opts: OpenOptions, sidecar_dir: Option<PathBuf>) -> Arc<Self> {
-        Arc::new(Collection {
+    /// A collection over `source` (nothing is read yet); with `setup.idle`, a background
+    /// thread closes idle stores.
+    pub fn new(source: Box<dyn Source>, cache: Arc<ChunkCache>, setup: StoreSetup) -> Arc<Self> {
+        let idle = setup.idle;
+        let coll = Arc::new(Collection {
             source,
             cache,
-            opts,
-            sidecar_dir,
+            setup,
             slots: DashMap::new(),
+            activity: DashMap::new(),
             listings: Mutex::new(HashMap::new()),
             opened: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-        })
+            closed: AtomicU64::new(0),
+        });
+        if let Some(idle) = idle {
+            start_closer(&coll, idle);
+        }
+        coll
     }
 
     /// The virtual tree of the collection: its root is the source directory, listed on demand.
@@ -178,48 +234,66 @@ impl Collection {
         out
     }
 
-    /// The store at `rel`, opened on first use (and again if its file changed).
-    pub fn open(&self, rel: &str, kind: Kind) -> Result<Arc<OpenStore>, String> {
+    /// The use tracker of the store at `rel` (kept across closes).
+    pub fn activity(&self, rel: &str) -> Arc<Activity> {
+        self.activity.entry(rel.to_string()).or_insert_with(Activity::new).clone()
+    }
+
+    /// The open state of the store at `rel`, opening it on first use (and again when its
+    /// file changed or it was closed as idle).
+    pub fn slot(&self, rel: &str, kind: Kind) -> Arc<Slot> {
         let version = self.source.version(rel);
         let slot = {
             let mut e = self
                 .slots
                 .entry(rel.to_string())
-                .or_insert_with(|| Arc::new(Slot { version: version.clone(), state: OnceLock::new() }));
+                .or_insert_with(|| Slot::new(version.clone()));
             if e.version != version {
-                *e = Arc::new(Slot { version, state: OnceLock::new() });
+                *e = Slot::new(version);
             }
             e.clone()
         };
-        slot.state
-            .get_or_init(|| {
-                let r = self.open_now(rel, kind);
-                match &r {
-                    Ok(_) => self.opened.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        log::warn!("{rel}: {e}");
-                        self.failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                r
-            })
-            .clone()
+        slot.state.get_or_init(|| {
+            self.activity(rel).touch();
+            let r = self.open_now(rel, kind);
+            match &r {
+                Ok(_) => self.opened.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    log::warn!("{rel}: {e}");
+                    self.failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            r
+        });
+        slot
+    }
+
+    /// The store at `rel`, opened on first use (and again if its file changed).
+    pub fn open(&self, rel: &str, kind: Kind) -> Result<Arc<OpenStore>, String> {
+        self.slot(rel, kind).result()
     }
 
     fn open_now(&self, rel: &str, kind: Kind) -> Result<Arc<OpenStore>, String> {
         let loc = self.source.location(rel, kind);
-        let st = crate::storage::open_with(&loc, &self.opts).map_err(|e| format!("cannot open the store: {e}"))?;
+        let st = crate::storage::open_with(&loc, &self.setup.open).map_err(|e| format!("cannot open the store: {e}"))?;
         let ad = crate::model::build(&st, &self.cache).map_err(|e| format!("cannot read the store as AnnData: {e}"))?;
-        let sidecar = self.sidecar_dir.as_deref().and_then(|d| Sidecar::open(d, &st.info)).map(Arc::new);
+        let sidecar = self.setup.sidecar_dir.as_deref().and_then(|d| Sidecar::open(d, &st.info)).map(Arc::new);
+        let index = self.setup.index_dir.clone().map(|d| IndexService::new(d, self.setup.index_wait, &st.info, self.cache.clone()));
         let bytes = self.source.bytes(rel, kind, &st.info);
-        Ok(Arc::new(OpenStore { ad: Arc::new(ad), info: st.info, sidecar, bytes }))
+        Ok(Arc::new(OpenStore { ad: Arc::new(ad), info: st.info, sidecar, index, bytes }))
     }
 
-    /// The tree of the store at `rel`: its whole tree, or a README.txt saying why it failed.
-    pub fn store_tree(&self, rel: &str, kind: Kind) -> VTree {
-        match self.open(rel, kind) {
+    /// The tree of the store at `rel` (opening it if needed): its whole tree, or a README.txt
+    /// saying why it failed.
+    pub fn store_tree(&self, rel: &str, kind: Kind) -> Arc<VTree> {
+        let slot = self.slot(rel, kind);
+        slot.tree.get_or_init(|| Arc::new(self.build_tree(rel, &slot))).clone()
+    }
+
+    fn build_tree(&self, rel: &str, slot: &Slot) -> VTree {
+        match slot.result() {
             Ok(s) => {
-                let opts = TreeOptions { sidecar: s.sidecar.clone(), prefix: String::new(), with_rows: true, list_where: true, index: None };
+                let opts = TreeOptions { sidecar: s.sidecar.clone(), prefix: String::new(), with_rows: true, list_where: true, index: s.index.clone() };
                 tree::build(&s.ad, &s.info, self.cache.clone(), &opts)
             }
             Err(why) => {
@@ -231,9 +305,36 @@ impl Collection {
         }
     }
 
-    /// Counters for `.annfs/stats.json`: stores opened and failed so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (self.opened.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    /// Closes every opened store that nothing used for `idle` and that has no file open:
+    /// forgets it and makes the kernel forget its entries, so its tree, metadata and file
+    /// handles are dropped once the kernel lets go of its inodes. The next access opens it
+    /// again. Returns how many were closed.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        let candidates: Vec<String> = self.slots.iter().filter(|e| e.is_open()).map(|e| e.key().clone()).collect();
+        let mut closed = 0;
+        for rel in candidates {
+            let act = self.activity(&rel);
+            if self.slots.remove_if(&rel, |_, s| s.is_open() && act.is_idle(idle)).is_none() {
+                continue;
+            }
+            closed += 1;
+            self.closed.fetch_add(1, Ordering::Relaxed);
+            log::debug!("{rel}: closed (idle for {idle:?})");
+            for (dir, name) in act.take_entries() {
+                self.setup.invalidator.invalidate(dir, &name);
+            }
+        }
+        closed
+    }
+
+    /// Number of stores open now.
+    pub fn open_count(&self) -> usize {
+        self.slots.iter().filter(|e| e.is_open()).count()
+    }
+
+    /// Counters for `.annfs/stats.json`: stores opened, failed and closed as idle so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.opened.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), self.closed.load(Ordering::Relaxed))
     }
 
     /// The root `README.txt` followed by `collection.tsv` (what `annfs info` prints for a
@@ -248,6 +349,21 @@ impl Collection {
     /// The shared cache.
     pub fn cache(&self) -> &Arc<ChunkCache> {
         &self.cache
+    }
+}
+
+/// Closes idle stores every quarter of `idle` (between 0.1 s and 10 s) until the collection
+/// is dropped.
+fn start_closer(coll: &Arc<Collection>, idle: Duration) {
+    let weak = Arc::downgrade(coll);
+    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let spawned = std::thread::Builder::new().name("annfs-idle".into()).spawn(move || loop {
+        std::thread::sleep(tick);
+        let Some(c) = weak.upgrade() else { break };
+        c.close_idle(idle);
+    });
+    if let Err(e) = spawned {
+        log::warn!("cannot start the idle-store closer: {e}; stores stay open");
     }
 }
 
@@ -266,14 +382,15 @@ mod tests {
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         std::fs::write(dir.join(".hidden.h5ad"), b"x").unwrap();
         let src = source_for(dir.to_str().unwrap(), &Default::default()).unwrap().unwrap();
-        let c = Collection::new(src, Arc::new(ChunkCache::new(1 << 20)), OpenOptions::default(), None);
+        let c = Collection::new(src, Arc::new(ChunkCache::new(1 << 20)), StoreSetup::default());
         let l = c.list("");
         let names: Vec<(&str, Kind)> = l.iter().map(|(n, k)| (n.as_str(), *k)).collect();
         assert_eq!(names, vec![("a.h5ad", Kind::H5ad), ("b.zarr", Kind::Zarr), ("plain", Kind::Dir)]);
         assert!(is_collection(&dir) && !is_collection(&z));
-        assert_eq!(c.counts(), (0, 0), "listing opens nothing");
+        assert_eq!(c.counts(), (0, 0, 0), "listing opens nothing");
         assert!(c.open("a.h5ad", Kind::H5ad).is_err());
-        assert_eq!(c.counts(), (0, 1));
+        assert_eq!(c.counts(), (0, 1, 0));
+        assert_eq!(c.close_idle(Duration::ZERO), 0, "a failed store is not closed");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

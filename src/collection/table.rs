@@ -29,7 +29,8 @@ a second.
 
   .annfs/collection.tsv  one row per store: path, format, n_obs, n_vars, size (bytes),
                          obs_columns (comma-separated), error. Reading it opens every store.
-  .annfs/stats.json      live counters: cache, stores_opened, stores_failed.
+  .annfs/stats.json      live counters: cache, stores_opened, stores_failed, stores_open,
+                         stores_closed (closed after being idle; reopened on next use).
 ",
     );
     s.into_bytes()
@@ -42,9 +43,11 @@ pub fn root_meta(coll: &Arc<Collection>) -> VTree {
     let c = coll.clone();
     let stats = LiveFile::new(Box::new(move || {
         let mut v = stats_json(c.cache());
-        let (opened, failed) = c.counts();
+        let (opened, failed, closed) = c.counts();
         v["stores_opened"] = opened.into();
         v["stores_failed"] = failed.into();
+        v["stores_closed"] = closed.into();
+        v["stores_open"] = c.open_count().into();
         json_bytes(&v)
     }));
     t.add_file(VTree::ROOT, "stats.json", Arc::new(stats));

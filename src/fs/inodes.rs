@@ -9,6 +9,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
+use crate::views::activity::Activity;
 use crate::views::{NodeId, VNode, VTree};
 
 /// One tree and where it sits in the inode space.
@@ -23,6 +24,17 @@ pub struct Graft {
     pub paths: Vec<String>,
     /// `(dynamic directory inode, name)` this tree was looked up as; `None` for the root tree.
     key: Option<(u64, String)>,
+    /// The use tracker of the closable subtree (a collection's store) this tree belongs to.
+    pub activity: Option<Arc<Activity>>,
+}
+
+impl Graft {
+    /// Records a use of the closable subtree this tree belongs to, if any.
+    pub fn touch(&self) {
+        if let Some(a) = &self.activity {
+            a.touch();
+        }
+    }
 }
 
 /// All trees of a mount.
@@ -37,11 +49,11 @@ impl Inodes {
     /// A table holding `root` at inode 1.
     pub fn new(root: Arc<VTree>) -> Self {
         let t = Inodes { grafts: RwLock::new(BTreeMap::new()), next: AtomicU64::new(1), by_name: DashMap::new(), refs: DashMap::new() };
-        t.insert(root, 1, String::new(), None);
+        t.insert(root, 1, String::new(), None, None);
         t
     }
 
-    fn insert(&self, tree: Arc<VTree>, parent: u64, prefix: String, key: Option<(u64, String)>) -> u64 {
+    fn insert(&self, tree: Arc<VTree>, parent: u64, prefix: String, key: Option<(u64, String)>, activity: Option<Arc<Activity>>) -> u64 {
         let n = tree.nodes.len() as u64;
         let base = self.next.fetch_add(n.max(1), Ordering::Relaxed);
         let mut parents = vec![parent; tree.nodes.len()];
@@ -54,7 +66,7 @@ impl Inodes {
                 }
             }
         }
-        let graft = Arc::new(Graft { tree, base, parents, paths, key });
+        let graft = Arc::new(Graft { tree, base, parents, paths, key, activity });
         self.grafts.write().insert(base, graft);
         base
     }
@@ -73,18 +85,42 @@ impl Inodes {
     }
 
     /// The inode of entry `name` of dynamic directory `dir` (inode `dir_ino`, path
-    /// `dir_path`), building and grafting it on first use. Counts one kernel reference.
-    pub fn lookup_dynamic(&self, dir_ino: u64, dir_path: &str, name: &str, build: impl FnOnce() -> Option<VTree>) -> Option<u64> {
+    /// `dir_path`), building and grafting it on first use. Counts one kernel reference. The
+    /// new tree belongs to the closable subtree its root directory tracks, else to `inherited`
+    /// (its parent's).
+    pub fn lookup_dynamic(
+        &self,
+        dir_ino: u64,
+        dir_path: &str,
+        name: &str,
+        inherited: Option<&Arc<Activity>>,
+        build: impl FnOnce() -> Option<VTree>,
+    ) -> Option<u64> {
         let key = (dir_ino, name.to_string());
         if let Some(base) = self.by_name.get(&key).map(|b| *b) {
-            if self.grafts.read().contains_key(&base) {
+            let known = self.grafts.read().get(&base).cloned();
+            if let Some(g) = known {
+                // Looked up again after the kernel was told to forget the entry: remember it anew.
+                if let Some(VNode::Dyn(d)) = g.tree.nodes.first() {
+                    if let Some(a) = d.activity() {
+                        a.entered_as(dir_ino, name);
+                    }
+                }
                 *self.refs.entry(base).or_insert(0) += 1;
                 return Some(base);
             }
         }
         let tree = Arc::new(build()?);
         let prefix = if dir_path.is_empty() { name.to_string() } else { format!("{dir_path}/{name}") };
-        let base = self.insert(tree, dir_ino, prefix, Some(key.clone()));
+        let own = match tree.nodes.first() {
+            Some(VNode::Dyn(d)) => d.activity(),
+            _ => None,
+        };
+        if let Some(a) = &own {
+            a.entered_as(dir_ino, name);
+        }
+        let activity = own.or_else(|| inherited.cloned());
+        let base = self.insert(tree, dir_ino, prefix, Some(key.clone()), activity);
         self.by_name.insert(key, base);
         *self.refs.entry(base).or_insert(0) += 1;
         Some(base)
@@ -129,8 +165,8 @@ mod tests {
         assert_eq!(t.get(2).unwrap().0.paths[1], "a");
         assert!(t.get(3).is_none());
         let mk = || Some(VTree::single(Arc::new(StaticFile(vec![2]))));
-        let ino = t.lookup_dynamic(1, "", "x", mk).unwrap();
-        assert_eq!(t.lookup_dynamic(1, "", "x", || None), Some(ino), "same name, same inode");
+        let ino = t.lookup_dynamic(1, "", "x", None, mk).unwrap();
+        assert_eq!(t.lookup_dynamic(1, "", "x", None, || None), Some(ino), "same name, same inode");
         assert_eq!(t.get(ino).unwrap().0.paths[0], "x");
         t.forget(ino, 1);
         assert!(t.get(ino).is_some(), "one reference left");

@@ -110,6 +110,9 @@ pub struct AnnFs {
     io: Lane,
     slow: Lane,
     next_fh: AtomicU64,
+    /// Open handles of files in closable subtrees (a collection's stores), which stay in use
+    /// while they are open.
+    held: dashmap::DashMap<u64, Arc<crate::views::activity::Activity>>,
 }
 
 /// A filesystem the mount loop can serve: it can say how far its inode numbers reach, so the
@@ -133,7 +136,7 @@ impl AnnFs {
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
         let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()) });
-        AnnFs { shared, io, slow, next_fh: AtomicU64::new(1) }
+        AnnFs { shared, io, slow, next_fh: AtomicU64::new(1), held: Default::default() }
     }
 
     fn file(&self, ino: INodeNo) -> Result<(Arc<dyn FileContent>, String), Errno> {
@@ -144,6 +147,9 @@ impl AnnFs {
     /// (the overlay reads lower files through this filesystem under its own handles).
     pub fn forget_handle(&self, fh: u64) {
         self.shared.prefetch.forget(fh);
+        if let Some((_, a)) = self.held.remove(&fh) {
+            a.closed();
+        }
     }
 
     /// Answers `reply` with `node`'s attributes: here when they are cheap, else on the slow
@@ -220,20 +226,26 @@ impl Filesystem for AnnFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = guard("open", || {
-            let (f, path) = self.file(ino)?;
+            let (g, id) = self.shared.node(ino)?;
+            let VNode::File(f) = &g.tree.nodes[id] else { return Err(Errno::EISDIR) };
             if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
                 return Err(Errno::EROFS);
             }
-            Ok(self.shared.open_flags(&*f, &path))
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            if let Some(a) = &g.activity {
+                a.opened();
+                self.held.insert(fh, a.clone());
+            }
+            Ok((fh, self.shared.open_flags(&**f, &g.paths[id])))
         });
         if r.is_ok() {
             self.shared.cache.stats.opened();
         }
-        answer(reply, r.map(|fl| (self.next_fh.fetch_add(1, Ordering::Relaxed), fl)));
+        answer(reply, r);
     }
 
     fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _fl: OpenFlags, _lo: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
-        self.shared.prefetch.forget(fh.0);
+        self.forget_handle(fh.0);
         self.shared.cache.stats.closed();
         reply.ok();
     }

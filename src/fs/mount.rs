@@ -29,6 +29,9 @@ pub struct MountConfig {
     /// Set once mounted: what to do when the store changes under this mount (the store's
     /// [`source_watch`](super::source_watch) runs it).
     pub on_stale: super::source_watch::StaleHook,
+    /// Set once mounted: how to make the kernel forget a directory entry (a collection closes
+    /// an idle store through it).
+    pub invalidator: crate::views::activity::EntryInvalidator,
 }
 
 /// Why a mount failed.
@@ -205,6 +208,12 @@ pub fn serve<F: super::Served>(
         // Pages of the old version cached by the kernel (FOPEN_KEEP_CACHE) must not be served.
         for ino in 1..inode_end() {
             let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, -1);
+        }
+    }));
+    let notifier = session.notifier();
+    cfg.invalidator.set(Box::new(move |dir, name| {
+        if let Err(e) = notifier.inval_entry(fuser::INodeNo(dir), std::ffi::OsStr::new(name)) {
+            log::debug!("invalidating entry {name} of inode {dir}: {e}");
         }
     }));
     log::info!("mounted at {}", mp.display());

@@ -32,8 +32,11 @@ pub(super) struct FsCore {
 pub(super) type Node = (Arc<Graft>, NodeId);
 
 impl FsCore {
+    /// The node of inode `ino` (a use of the closable subtree it belongs to).
     pub(super) fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
-        self.inodes.get(ino.0).ok_or(Errno::ENOENT)
+        let node = self.inodes.get(ino.0).ok_or(Errno::ENOENT)?;
+        node.0.touch();
+        Ok(node)
     }
 
     /// Attribute TTL: long for the immutable store, zero for live files (README.txt, stats).
@@ -72,7 +75,7 @@ impl FsCore {
             VNode::Dyn(d) => {
                 let ino = self
                     .inodes
-                    .lookup_dynamic(parent.0, &g.paths[id], name, || d.lookup(name))
+                    .lookup_dynamic(parent.0, &g.paths[id], name, g.activity.as_ref(), || d.lookup(name))
                     .ok_or(Errno::ENOENT)?;
                 self.inodes.get(ino).ok_or(Errno::ENOENT)
             }

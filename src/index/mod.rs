@@ -21,12 +21,10 @@ use parking_lot::Mutex;
 pub use handle::IndexHandle;
 
 use crate::cache::ChunkCache;
-use crate::model::{ArrIds, Sparse};
+use crate::model::Sparse;
 use crate::storage::{StorageError, StoreInfo};
 use format::Identity;
 
-/// First cache id of index arrays (kept apart from the store's arrays, numbered from 0).
-const FIRST_ARR_ID: u32 = 0xC000_0000;
 /// How long a read waits for an index build inside a mount, by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 
@@ -116,7 +114,6 @@ pub struct IndexService {
     identity: Result<Identity, String>,
     wait: Option<Duration>,
     cache: Arc<ChunkCache>,
-    ids: ArrIds,
     handles: Mutex<HashMap<String, Option<Arc<IndexHandle>>>>,
     /// One build at a time (each borrows up to three quarters of the budget).
     build_lock: Mutex<()>,
@@ -133,7 +130,6 @@ impl IndexService {
             identity,
             wait,
             cache,
-            ids: ArrIds::starting_at(FIRST_ARR_ID),
             handles: Mutex::new(HashMap::new()),
             build_lock: Mutex::new(()),
         })
@@ -177,7 +173,7 @@ impl IndexService {
         let store = self.identity.clone()?;
         let whole = whole(m);
         let layout = build::layout(&whole, store, key.to_string()).map_err(|e| e.to_string())?;
-        let h = IndexHandle::new(self.clone(), whole, layout, &self.ids, &self.cache);
+        let h = IndexHandle::new(self.clone(), whole, layout, &self.cache.ids.index_arrays, &self.cache);
         if let Err(why) = &self.writable {
             if !h.has_valid_file() {
                 return Err(format!("no valid index in {} and {why}", self.dir.display()));

@@ -4,6 +4,7 @@
 //! decoding only the chunks that range depends on. [`tree::build`] lays the files out as
 //! docs/TREE.md describes; [`VTree`] is what `annfs ls`/`cat` and the FUSE adapter walk.
 
+pub mod activity;
 pub mod cols;
 pub mod column;
 pub mod format;
@@ -202,6 +203,11 @@ pub trait DynDir: Send + Sync {
     /// not cache it, and entries found in it get a short TTL.
     fn volatile(&self) -> bool {
         false
+    }
+    /// The use tracker of the closable subtree this directory is the root of (a collection's
+    /// store), or `None` when it inherits its parent's.
+    fn activity(&self) -> Option<Arc<activity::Activity>> {
+        None
     }
 }
 
