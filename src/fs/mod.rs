@@ -420,8 +420,12 @@ impl Filesystem for AnnFs {
         reply.error(Errno::EROFS);
     }
 
+    /// No file has extended attributes. `ENOSYS` makes the kernel answer every later
+    /// `getxattr` itself (`EOPNOTSUPP`): `ls -l` asks for ACL and SELinux attributes of every
+    /// entry, three round trips per file otherwise (measured: `ls -l` of 10,000 entries
+    /// 2.5 s, most of it in those requests).
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENODATA);
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
