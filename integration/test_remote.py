@@ -248,6 +248,30 @@ def test_s3_errors_name_the_url_and_cause(s3, tmp_path):
         loc.stop()
 
 
+def test_s3_settings_from_an_aws_profile(s3, tmp_path):
+    """Endpoint, region and keys from a named profile of the shared config and credentials files (no AWS_* keys,
+    region or endpoint in the environment): the store is found and read; an unknown profile is a clear error."""
+    env, _ = s3
+    endpoint = env["AWS_ENDPOINT_URL"]
+    (tmp_path / "config").write_text(f"[default]\nregion = eu-north-1\n\n[profile lab]\nregion = us-east-1\n"
+                                     f"endpoint_url = {endpoint}\n")
+    (tmp_path / "credentials").write_text("[lab]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    clean = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    penv = dict(clean, AWS_PROFILE="lab", AWS_CONFIG_FILE=str(tmp_path / "config"), AWS_ALLOW_HTTP="true",
+                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"))
+    for rel in ("X/dense.npy", "obs.tsv"):
+        r = subprocess.run([str(ANNFS_BIN), "cat", "s3://atlas/h5ad/dense_f32.h5ad", rel], capture_output=True,
+                           timeout=60, env=penv)
+        assert r.returncode == 0, r.stderr
+        want = subprocess.run([str(ANNFS_BIN), "cat", str(FIXTURES / "dense_f32.h5ad"), rel], capture_output=True)
+        assert r.stdout == want.stdout and r.stdout, rel
+    r = subprocess.run([str(ANNFS_BIN), "ls", "s3://atlas/h5ad/dense_f32.h5ad"], capture_output=True, timeout=60,
+                       env=dict(penv, AWS_PROFILE="nope"))
+    err = r.stderr.decode()
+    assert r.returncode != 0 and "AWS profile 'nope'" in err and str(tmp_path / "config") in err, err
+    assert err.count("\n") == 1, err
+
+
 @need_fuse
 def test_faults_are_retried_through(big):
     """Every 3rd GET fails with 500 and every 5th body is cut short: reads retry and stay byte-identical."""
@@ -381,6 +405,9 @@ def test_s3_prefix_is_a_collection(s3, tmp_path):
         for store in ("study1/a.h5ad", "c.h5ad", "b.zarr"):
             rf, _ = walk_files(r.mnt / store)
             lf, _ = walk_files(loc.mnt / store)
+            if store.endswith(".zarr"):
+                # A remote Zarr store has no single version to key a transposed index by (REMOTE.md): no csc/.
+                lf = {f for f in lf if "/csc/" not in f}
             assert rf == lf, (store, sorted(rf ^ lf)[:5])
             bad = [f for f in sorted(rf) if not f.startswith(".annfs/") and f != "README.txt"
                    and (r.mnt / store / f).read_bytes() != (loc.mnt / store / f).read_bytes()]

@@ -162,6 +162,11 @@ impl Arr {
             return self.chunk(0).map(drop);
         }
         let chunks = self.advise_missing(r0 + self.offset, r1 + self.offset)?;
+        if self.src.packed_in_place() {
+            // Read straight from the file when wanted: the kernel's read-ahead is all it needs.
+            self.src.will_need(&chunks);
+            return Ok(());
+        }
         chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
     }
 
@@ -267,7 +272,18 @@ impl Arr {
         self.advise_missing(r0, r1)?;
         out.resize(start + n, 0);
         let dst = &mut out[start..];
+        let in_place = self.src.packed_in_place();
         self.for_each_chunk(r0, r1, |coords, index| {
+            if in_place && !self.cache.contains(Key::Chunk(self.id, index)) {
+                // The chunk's stored bytes are its rows: copy the wanted ones straight from the
+                // file into place (no decoded copy, nothing cached).
+                let c0 = coords[0] * grid.chunk[0];
+                let (a, b) = (r0.max(c0), r1.min(c0.saturating_add(grid.chunk[0])));
+                let part = &mut dst[(a - r0) as usize * row_bytes..(b - r0) as usize * row_bytes];
+                if self.src.read_packed_into(index, (a - c0) * row_bytes as u64, part)? {
+                    return Ok(());
+                }
+            }
             let data = self.chunk(index)?;
             let cs = grid.clipped_shape(coords);
             let want: u64 = cs.iter().product::<u64>() * elem as u64;

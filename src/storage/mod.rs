@@ -206,6 +206,23 @@ pub trait ArraySource: Send + Sync {
     /// them ahead). Must not block for long. Default: nothing.
     fn will_need(&self, _chunks: &[u64]) {}
 
+    /// True when chunks are stored exactly as [`ArraySource::read_chunk`] returns them (no
+    /// filter, little-endian numbers, every chunk spanning all dimensions but the first) in a
+    /// file that is cheap to read again (local): readers then copy their bytes straight from the
+    /// file into their own buffer with [`ArraySource::read_packed_into`] instead of caching
+    /// decoded chunks. Default: false.
+    fn packed_in_place(&self) -> bool {
+        false
+    }
+
+    /// Fills `dst` with bytes `[from, from + dst.len())` of chunk `index` as
+    /// [`ArraySource::read_chunk`] would return it, read straight from the file, when
+    /// [`ArraySource::packed_in_place`] holds and the chunk is stored (`Ok(false)` otherwise,
+    /// with `dst` untouched: the caller decodes the chunk the usual way).
+    fn read_packed_into(&self, _index: u64, _from: u64, _dst: &mut [u8]) -> StorageResult<bool> {
+        Ok(false)
+    }
+
     /// Reads elements `[start, end)` (flat C-order indices) of a string array.
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>>;
 

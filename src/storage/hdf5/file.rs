@@ -73,6 +73,11 @@ impl DataFile {
         self.src.will_need(addr, len);
     }
 
+    /// True when reading the same bytes again costs about a memory copy (a local file).
+    pub fn rereads_are_cheap(&self) -> bool {
+        self.src.rereads_are_cheap()
+    }
+
     /// Reads `len` bytes at `addr` into a new buffer, checked as in [`DataFile::check`].
     pub fn read(&self, addr: u64, len: u64, path: &str, what: &str) -> StorageResult<Vec<u8>> {
         let n = self.check(addr, len, path, what)?;

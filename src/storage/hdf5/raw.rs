@@ -90,6 +90,40 @@ impl H5Source {
             .map_err(|e| self.corrupt(format!("chunk {index} at {}: {e}", loc.addr)))
     }
 
+    /// [`ArraySource::read_packed_into`](crate::storage::ArraySource::read_packed_into) for a
+    /// source whose chunks are stored packed (`in_place`): one positioned read into `dst`.
+    pub(super) fn packed_into(&self, index: u64, from: u64, dst: &mut [u8]) -> StorageResult<bool> {
+        let grid = &self.meta.grid;
+        if index >= grid.num_chunks() {
+            return Ok(false);
+        }
+        let coords = grid.coords(index);
+        let elem = self.info.file_size() as u64;
+        let clipped = grid.clipped_shape(&coords).iter().try_fold(elem, |a, d| a.checked_mul(*d));
+        let end = from.checked_add(dst.len() as u64);
+        if !matches!((clipped, end), (Some(c), Some(e)) if e <= c) {
+            return Ok(false);
+        }
+        let start = match &self.storage {
+            Storage::Chunked { table, .. } => {
+                let Some(loc) = self.table(table)?.get(index) else { return Ok(false) };
+                if loc.size != self.chunk_bytes(elem as usize)? as u64 {
+                    return Ok(false);
+                }
+                loc.addr.checked_add(from)
+            }
+            Storage::Contiguous { addr: Some(addr) } => {
+                let row: u64 = grid.shape.iter().skip(1).product();
+                let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
+                first.checked_mul(row).and_then(|e| e.checked_mul(elem)).and_then(|o| o.checked_add(*addr)).and_then(|a| a.checked_add(from))
+            }
+            _ => return Ok(false),
+        };
+        let Some(start) = start else { return Ok(false) };
+        self.ctx.data.read_into(start, dst, &self.meta.path, &format!("chunk {index}"))?;
+        Ok(true)
+    }
+
     /// `len` bytes of contiguous data starting `offset` bytes into the block at `addr` (fill
     /// values when the block was never allocated).
     fn contiguous_bytes(&self, addr: Option<u64>, offset: u64, len: u64) -> StorageResult<Vec<u8>> {

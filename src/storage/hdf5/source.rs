@@ -30,6 +30,8 @@ pub struct H5Source {
     pub(super) fill: Vec<u8>,
     /// For strings read from raw bytes: how the elements are stored (`None`: through the library).
     pub(super) strs: Option<vlen::Layout>,
+    /// Chunks can be copied straight from the file ([`ArraySource::packed_in_place`]).
+    pub(super) in_place: bool,
 }
 
 /// Opens the reader for dataset `dset` at `path`.
@@ -84,6 +86,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         grid,
         storage_desc: desc,
     };
+    let in_place = !null && ctx.data.rereads_are_cheap() && stored_packed(&info, &storage, &meta.grid);
     Ok(H5Source {
         meta,
         ctx,
@@ -93,7 +96,21 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         storage,
         fill,
         strs,
+        in_place,
     })
+}
+
+/// True when the stored bytes of every chunk are its packed elements: unfiltered (or
+/// contiguous) little-endian numbers, chunks spanning all dimensions but the first (so a
+/// chunk clipped at the array's end is a prefix of the stored chunk).
+fn stored_packed(info: &TypeInfo, storage: &Storage, grid: &crate::storage::grid::ChunkGrid) -> bool {
+    let TypeInfo::Num { nt, swap } = info else { return false };
+    let layout = match storage {
+        Storage::Chunked { pipeline: Ok(p), .. } => p.is_empty(),
+        Storage::Contiguous { addr: Some(_) } => true,
+        _ => false,
+    };
+    layout && *swap <= 1 && nt.size() == info.file_size() && !grid.shape.is_empty() && grid.shape[1..] == grid.chunk[1..]
 }
 
 /// True for records with variable-length members, whose on-disk layout differs from the
@@ -214,6 +231,18 @@ impl ArraySource for H5Source {
 
     fn will_need(&self, chunks: &[u64]) {
         self.advise_chunks(chunks);
+    }
+
+    fn packed_in_place(&self) -> bool {
+        self.in_place
+    }
+
+    fn read_packed_into(&self, index: u64, from: u64, dst: &mut [u8]) -> StorageResult<bool> {
+        if !self.in_place {
+            return Ok(false);
+        }
+        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        self.packed_into(index, from, dst)
     }
 
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>> {

@@ -12,6 +12,7 @@
 //!   through it.
 //! - [`location`]: which of these a mount source names.
 
+pub mod aws_profile;
 pub mod client;
 pub mod disk_cache;
 pub mod fetcher;
@@ -42,6 +43,12 @@ pub trait RangeRead: Send + Sync {
 
     /// Hints that `len` bytes at `offset` will be read soon (best effort).
     fn will_need(&self, _offset: u64, _len: u64) {}
+
+    /// True when reading the same bytes again costs about a memory copy (a local file, served
+    /// from the OS page cache), so that callers need not keep copies. Default: false.
+    fn rereads_are_cheap(&self) -> bool {
+        false
+    }
 
     /// Hints that each `(offset, len)` range will be read soon, exactly so (small metadata such
     /// as the child nodes of an index node); a remote object fetches them in parallel.
@@ -83,6 +90,10 @@ impl LocalFile {
 impl RangeRead for LocalFile {
     fn len(&self) -> u64 {
         self.len
+    }
+
+    fn rereads_are_cheap(&self) -> bool {
+        true
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

@@ -1,7 +1,8 @@
 //! [`ObjectClient`] over S3 (and S3-compatible servers) with the `object_store` crate: endpoint,
 //! region and credentials from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, ECS and EC2
-//! instance metadata), or unsigned requests for public buckets.
+//! instance metadata) and the shared config/credentials files (`AWS_PROFILE`, see
+//! [`aws_profile`](super::aws_profile)), or unsigned requests for public buckets.
 //!
 //! `object_store` is async; its futures run on one small process-wide tokio runtime that is
 //! started on first use (after the daemon has forked) and driven by the calling worker thread's
@@ -75,9 +76,34 @@ impl S3Client {
             builder = builder.with_skip_signature(true);
         }
         // `from_env` reads AWS_REGION only under its long name; the CLI's default region too.
-        if std::env::var_os("AWS_REGION").is_none() {
+        let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
+        if !env("AWS_REGION") {
             if let Ok(r) = std::env::var("AWS_DEFAULT_REGION") {
                 builder = builder.with_region(r);
+            }
+        }
+        // The shared config and credentials files (AWS_PROFILE): what the environment leaves unset.
+        let profile = super::aws_profile::load().map_err(|reason| FetchError::Config { url: url.clone(), reason })?;
+        if let Some(p) = profile {
+            if !p.unsupported.is_empty() {
+                log::warn!(
+                    "the AWS profile gets credentials through {}, which annfs does not follow: set them in the environment",
+                    p.unsupported.join(", ")
+                );
+            }
+            if !env("AWS_ACCESS_KEY_ID") && !opts.no_sign {
+                if let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key) {
+                    builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+                    if let Some(token) = p.session_token {
+                        builder = builder.with_token(token);
+                    }
+                }
+            }
+            if let Some(r) = p.region.filter(|_| !env("AWS_REGION") && !env("AWS_DEFAULT_REGION")) {
+                builder = builder.with_region(r);
+            }
+            if let Some(e) = p.endpoint_url.filter(|_| !env("AWS_ENDPOINT_URL") && !env("AWS_ENDPOINT")) {
+                builder = builder.with_endpoint(e);
             }
         }
         let store = builder.build().map_err(|e| FetchError::Config { url: url.clone(), reason: e.to_string() })?;
