@@ -125,7 +125,7 @@ impl FsCore {
             || match self.page_cache {
                 PageCache::All => false,
                 // The benchmark's zero file is served as the binary views are (its ceiling).
-                PageCache::TextOnly => path.ends_with(".npy") || path == ".annfs/zero",
+                PageCache::TextOnly => (path.ends_with(".npy") && !is_small(file)) || path == ".annfs/zero",
                 PageCache::None => true,
             }
     }
@@ -140,3 +140,12 @@ impl FsCore {
     }
 }
 
+/// `.npy` files up to this size go through the page cache even by default: the kernel fills
+/// it with one request, and `numpy.load`'s several small reads (magic, header, data) are then
+/// answered without a round trip each (a row of 2,000 float32 genes is 8 KiB).
+const SMALL_NPY: u64 = 256 * 1024;
+
+/// True for a file whose size is known without work and at most [`SMALL_NPY`].
+fn is_small(file: &dyn FileContent) -> bool {
+    file.size_is_cheap() && file.size().is_ok_and(|n| n <= SMALL_NPY)
+}
