@@ -1,8 +1,9 @@
 //! Read-ahead for sequential readers.
 //!
-//! Each open file handle is a stream. When a handle reads near where its last read ended, a
-//! background worker loads the next window of the file (decoding its chunks and rendering its
-//! blocks into the shared cache) while the reader consumes the current one. The window starts at
+//! Each open file handle is a stream. When a handle reads near where its last read ended,
+//! background workers load the next window of the file, piece by piece in parallel (decoding
+//! its chunks and rendering its blocks into the shared cache), while the reader consumes the
+//! current one. The window starts at
 //! [`PrefetchConfig::min_window`] and doubles on every sequential read up to
 //! [`PrefetchConfig::max_window`]; a seek resets it. What read-ahead loads lives in the one
 //! cache, so it counts against the memory budget like everything else; the job queue is
@@ -35,10 +36,13 @@ pub struct PrefetchConfig {
 
 impl PrefetchConfig {
     /// Defaults for a cache of `budget` bytes: windows of 1 MiB doubling to 16 MiB (or an
-    /// eighth of the budget, if smaller), one worker.
+    /// eighth of the budget, if smaller), loaded in 1 MiB pieces by one worker per CPU (at most
+    /// 4), so that decoding a compressed window uses every core; room for four windows' pieces.
     pub fn for_budget(budget: u64) -> Self {
         let max_window = (16u64 << 20).min(budget / 8).max(1 << 20);
-        PrefetchConfig { min_window: 1 << 20, max_window, piece: 1 << 20, queue: 4, workers: 1 }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+        let piece = 1 << 20;
+        PrefetchConfig { min_window: 1 << 20, max_window, piece, queue: 4 * (max_window / piece as u64) as usize, workers }
     }
 }
 
@@ -111,15 +115,23 @@ impl Prefetcher {
         if stop <= start.saturating_add(min / 2) {
             return;
         }
-        let job = Job { file: file.clone(), offset: start, len: stop - start };
-        if let Some(tx) = self.tx.lock().as_ref() {
-            match tx.try_send(job) {
-                Ok(()) => {
-                    s.prefetched_to = stop;
-                    s.window = (s.window * 2).min(self.cfg.max_window);
+        // One job per piece: idle workers load the pieces of a window in parallel.
+        let Some(tx) = self.tx.lock().clone() else { return };
+        let piece = self.cfg.piece.max(1) as u64;
+        let mut at = start;
+        while at < stop {
+            let len = piece.min(stop - at);
+            match tx.try_send(Job { file: file.clone(), offset: at, len }) {
+                Ok(()) => at += len,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.stats.prefetch_skipped();
+                    break;
                 }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.stats.prefetch_skipped(),
             }
+        }
+        if at > start {
+            s.prefetched_to = at;
+            s.window = (s.window * 2).min(self.cfg.max_window);
         }
     }
 
@@ -205,7 +217,8 @@ mod tests {
         p.observe(1, &f, 200, 100);
         // Second window: from where the first ended (1200) to 300 + 2000.
         assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000 + 1100));
-        assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 2));
+        // One job per piece of 500 bytes: 2 for the first window, 3 for the second.
+        assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 5));
         assert_eq!(stats.snapshot()["prefetched_bytes"], 2100);
     }
 
