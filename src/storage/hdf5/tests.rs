@@ -524,3 +524,38 @@ X.astype("<f4").tofile(out + "/X.bin")
         );
     }
 }
+
+#[test]
+fn in_place_reads_equal_decoded_chunks() {
+    let store = open(&fixture("numeric.h5")).expect("open");
+    let arrays = expected("numeric")["arrays"].as_object().unwrap().clone();
+    let mut in_place = 0;
+    for path in arrays.keys() {
+        let a = array(&store, path);
+        let m = a.meta();
+        let packed = a.source.packed_in_place();
+        let mut dst = vec![0u8; 3];
+        if !packed {
+            assert!(!a.source.read_packed_into(0, 0, &mut dst).unwrap(), "{path}: not in place, nothing read");
+            continue;
+        }
+        assert!(m.grid.shape[1..] == m.grid.chunk[1..], "{path}: chunks span the trailing dimensions");
+        in_place += 1;
+        for i in 0..m.grid.num_chunks() {
+            let want = a.source.read_chunk(i).unwrap();
+            // The whole chunk, then a piece from its middle.
+            let mut all = vec![0u8; want.len()];
+            assert!(a.source.read_packed_into(i, 0, &mut all).unwrap(), "{path}: chunk {i}");
+            assert_eq!(all, want, "{path}: chunk {i}");
+            if want.len() > 2 {
+                let mut mid = vec![0u8; want.len() - 2];
+                assert!(a.source.read_packed_into(i, 1, &mut mid).unwrap());
+                assert_eq!(mid, want[1..want.len() - 1], "{path}: chunk {i} at 1");
+            }
+            // Past the chunk's end: declined, not read.
+            let mut over = vec![0u8; want.len() + 1];
+            assert!(!a.source.read_packed_into(i, 0, &mut over).unwrap(), "{path}: chunk {i} overrun");
+        }
+    }
+    assert!(in_place > 0, "the fixture has unfiltered little-endian arrays");
+}

@@ -1,0 +1,139 @@
+//! Tests of [`Arr`](super::Arr) and in-memory array sources other modules' tests build on.
+use super::*;
+use crate::storage::grid::{clip_chunk, ChunkGrid};
+
+/// A sparse matrix over in-memory arrays chunked by `chunk` elements: `indptr` (int64),
+/// `indices` (int32) and `data` (little-endian bytes of type `data_type`).
+pub fn mem_sparse(
+    format: crate::model::SparseFormat,
+    shape: [u64; 2],
+    (indptr, indices): (&[i64], &[i32]),
+    (data_type, data): (NumType, Vec<u8>),
+    chunk: u64,
+    cache: &Arc<ChunkCache>,
+) -> crate::model::Sparse {
+    let ids = ArrIds::default();
+    let arr = |n: usize, t, bytes| Arr::new(Arc::new(MemSource::num(vec![n as u64], vec![chunk], t, bytes)), cache, &ids);
+    crate::model::Sparse {
+        format,
+        shape,
+        data: arr(indices.len(), data_type, data),
+        indices: arr(indices.len(), NumType::I32, indices.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        indptr: arr(indptr.len(), NumType::I64, indptr.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        indptr_base: 0,
+        minor: None,
+        minor_list: None,
+    }
+}
+
+/// An in-memory array source for tests: u16 values 0..n in C order, any chunking.
+pub struct MemSource {
+    pub meta: ArrayMeta,
+    pub data: Vec<u8>,
+    pub strings: Vec<String>,
+}
+
+impl MemSource {
+    pub fn num(shape: Vec<u64>, chunk: Vec<u64>, t: NumType, data: Vec<u8>) -> Self {
+        MemSource {
+            meta: ArrayMeta {
+                path: "/mem".into(),
+                dtype: DType::Num(t),
+                grid: ChunkGrid::new(shape.clone(), chunk),
+                shape,
+                null: false,
+                storage_desc: "memory".into(),
+            },
+            data,
+            strings: vec![],
+        }
+    }
+}
+
+impl ArraySource for MemSource {
+    fn meta(&self) -> &ArrayMeta {
+        &self.meta
+    }
+    fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
+        let g = &self.meta.grid;
+        let DType::Num(t) = self.meta.dtype else { unreachable!() };
+        let elem = t.size();
+        let coords = g.coords(index);
+        // Build the full chunk from the flat data, then clip.
+        let full_n: u64 = g.chunk.iter().product();
+        let mut full = vec![0u8; full_n as usize * elem];
+        for i in 0..full_n {
+            let mut rem = i;
+            let mut flat = 0u64;
+            let mut inside = true;
+            let mut pos = vec![0u64; g.chunk.len()];
+            for d in (0..g.chunk.len()).rev() {
+                pos[d] = rem % g.chunk[d];
+                rem /= g.chunk[d];
+            }
+            for d in 0..g.chunk.len() {
+                let p = coords[d] * g.chunk[d] + pos[d];
+                if p >= g.shape[d] {
+                    inside = false;
+                }
+                flat = flat * g.shape[d] + p;
+            }
+            if inside {
+                let s = flat as usize * elem;
+                full[i as usize * elem..(i as usize + 1) * elem].copy_from_slice(&self.data[s..s + elem]);
+            }
+        }
+        Ok(clip_chunk(g, &coords, &full, elem))
+    }
+    fn read_strings(&self, s: u64, e: u64) -> StorageResult<Vec<String>> {
+        Ok(self.strings[s as usize..e as usize].to_vec())
+    }
+}
+
+impl MemSource {
+    /// A 1-D string array.
+    pub fn strings(values: Vec<String>, chunk: u64) -> Self {
+        let n = values.len() as u64;
+        MemSource {
+            meta: ArrayMeta {
+                path: "/mem_str".into(),
+                dtype: DType::Str,
+                grid: ChunkGrid::new(vec![n], vec![chunk.max(1)]),
+                shape: vec![n],
+                null: false,
+                storage_desc: "memory".into(),
+            },
+            data: vec![],
+            strings: values,
+        }
+    }
+}
+
+fn u16s(n: u64) -> Vec<u8> {
+    (0..n as u16).flat_map(|v| v.to_le_bytes()).collect()
+}
+
+proptest::proptest! {
+    #[test]
+    fn rows_match_flat_data(
+        shape in proptest::collection::vec(1u64..7, 1..4),
+        chunk_seed in proptest::collection::vec(1u64..5, 3),
+        a in 0u64..100, b in 0u64..100,
+    ) {
+        let chunk: Vec<u64> = shape.iter().zip(&chunk_seed).map(|(s, c)| (*c).min(*s)).collect();
+        let n: u64 = shape.iter().product();
+        let data = u16s(n);
+        let src = MemSource::num(shape.clone(), chunk, NumType::U16, data.clone());
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let arr = Arr::new(Arc::new(src), &cache, &ArrIds::default());
+        let rows = shape[0];
+        let (r0, r1) = (a % (rows + 1), b % (rows + 1));
+        let (r0, r1) = (r0.min(r1), r0.max(r1));
+        let row = (n / rows) as usize * 2;
+        let got = arr.read_rows(r0, r1).unwrap();
+        proptest::prop_assert_eq!(&got[..], &data[r0 as usize * row..r1 as usize * row]);
+        let (e0, e1) = ((a % (n + 1)).min(b % (n + 1)), (a % (n + 1)).max(b % (n + 1)));
+        let flat = arr.read_flat(e0, e1).unwrap();
+        proptest::prop_assert_eq!(&flat[..], &data[e0 as usize * 2..e1 as usize * 2]);
+    }
+}
