@@ -3,14 +3,15 @@
 `bytes=-N`) with 206 answers, and logs every request path to an optional file.
 
     python range_server.py DIR [--port N] [--log FILE] [--forbid] [--stall REGEX [--stall-secs S]]
-                           [--latency MS] [--fail-every N] [--truncate-every N]
+                           [--latency MS] [--fail-every N [--fail-status 500|503]] [--truncate-every N]
 
 Prints `PORT <n>` on stdout once listening.  `--forbid` answers 403 to everything.  `--stall REGEX` holds every
 request whose path matches for S seconds (default 60) before answering — a server that stops answering.
 Answers carry an `ETag` (from the file's size and mtime, like nginx) and `Last-Modified`, and a GET with a
 non-matching `If-Match` gets 412.  `--latency MS` delays every answer; `--fail-every N` answers every Nth GET
-with 500 and `--truncate-every N` cuts every Nth GET body short (closing the connection) — faults a client
-must retry through.
+with 500 (`--fail-status 503`: 503 with S3's `SlowDown` error body and `Retry-After: 1`, a throttling server)
+and `--truncate-every N` cuts every Nth GET body short (closing the connection) — faults a client must retry
+through.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
 def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | None = None, stall_secs: float = 60.0,
-                 latency: float = 0.0, fail_every: int = 0, truncate_every: int = 0):
+                 latency: float = 0.0, fail_every: int = 0, truncate_every: int = 0, fail_status: int = 500):
     lock = threading.Lock()
     gets = itertools.count(1)
 
@@ -77,6 +78,10 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
                 return self._send(403, b"forbidden", head=head)
             n = 0 if head else next(gets)
             if fail_every and n and n % fail_every == 0:
+                if fail_status == 503:
+                    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                            b'<Message>Please reduce your request rate.</Message></Error>')
+                    return self._send(503, body, {"Retry-After": "1", "Content-Type": "application/xml"}, head=head)
                 return self._send(500, b"injected failure", head=head)
             cut = bool(truncate_every and n and n % truncate_every == 0)
             path = self._target()
@@ -125,6 +130,7 @@ def main() -> int:
     ap.add_argument("--stall-secs", type=float, default=60.0)
     ap.add_argument("--latency", type=float, default=0.0, help="milliseconds added to every answer")
     ap.add_argument("--fail-every", type=int, default=0)
+    ap.add_argument("--fail-status", type=int, default=500, choices=(500, 503))
     ap.add_argument("--truncate-every", type=int, default=0)
     a = ap.parse_args()
     ThreadingHTTPServer.allow_reuse_address = True
@@ -134,7 +140,7 @@ def main() -> int:
     ThreadingHTTPServer.request_queue_size = 256
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(a.root, a.log, a.forbid, a.stall, a.stall_secs,
                                                                       a.latency / 1000, a.fail_every,
-                                                                      a.truncate_every))
+                                                                      a.truncate_every, a.fail_status))
     print(f"PORT {srv.server_address[1]}", flush=True)
     try:
         srv.serve_forever()

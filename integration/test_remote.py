@@ -273,9 +273,11 @@ def test_s3_settings_from_an_aws_profile(s3, tmp_path):
 
 
 @need_fuse
-def test_faults_are_retried_through(big):
-    """Every 3rd GET fails with 500 and every 5th body is cut short: reads retry and stay byte-identical."""
-    srv = Server(big.parent, "--fail-every", "3", "--truncate-every", "5")
+@pytest.mark.parametrize("status", ["500", "503"])
+def test_faults_are_retried_through(big, status):
+    """Every 3rd GET fails with 500 (or 503 SlowDown, a throttling server) and every 5th body is cut short:
+    reads retry and stay byte-identical."""
+    srv = Server(big.parent, "--fail-every", "3", "--fail-status", status, "--truncate-every", "5")
     r = mount(srv.url(big.name), "--cache-size", "1M")
     loc = mount(str(big))
     try:
