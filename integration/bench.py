@@ -50,6 +50,8 @@ against its peer (ratio > 1 = annfs faster), with the daemon's VmHWM per workloa
                                  of X/csr/{data,indices,indptr}.npy vs the same files on local disk    >= 0.5x
   8 threads of random rows       400 rows in 8 threads vs 8 threads of backed X[i].toarray()          >= 5x
   head -3 obs.tsv, ls -l X/      cold, fresh mount, empty --cache-dir                      < 100 ms, < 2 s
+  where/cell_type=type_07/X/dense.npy   one of 25 cell types vs backed adata[mask].X.toarray()      >= 2x
+  ls, ls -l of a collection      10,000 hard links of a small store, none opened                      < 1 s
   zarr v2/v3/v3s X/csr/*.npy, obsm/X_pca.npy   numpy.load vs zarr-python [...]                       >= 1x
   http v3s (range_server.py on loopback)       vs zarr-python reading the same store locally         >= 0.7x
 Every annfs run is on a fresh mount with an empty --cache-dir; as root the OS page cache is dropped (sync;
@@ -164,7 +166,7 @@ def main() -> int:
     ap.add_argument("--gzip-cells", type=int, default=100000, help="--scale: cells of the gzip store (0: skip)")
     ap.add_argument("--zarr-cells", type=int, default=200000, help="--scale: cells of the zarr stores (0: skip)")
     ap.add_argument("--only", default=None, help="--scale: only these row groups, comma-separated (mount, random, "
-                    "block, obsm, seq, two, training, threads, text, gzip, zarr)")
+                    "block, obsm, seq, two, training, threads, text, where, collection, gzip, zarr)")
     args = ap.parse_args()
     args.cells = args.cells or (1_000_000 if args.scale else 50000)
     args.density = args.density or (0.02 if args.scale else 0.05)
