@@ -27,6 +27,11 @@ pub struct ChunkTable {
 }
 
 impl ChunkTable {
+    /// A table of the chunks in `chunks` (linear index → location).
+    pub fn from_map(chunks: HashMap<u64, ChunkLoc>) -> Self {
+        ChunkTable { chunks }
+    }
+
     /// The stored chunk at linear index `index`, if it was ever written.
     pub fn get(&self, index: u64) -> Option<ChunkLoc> {
         self.chunks.get(&index).copied()

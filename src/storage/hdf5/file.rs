@@ -73,6 +73,12 @@ impl DataFile {
         self.src.will_need(addr, len);
     }
 
+    /// Hints that each `(addr, len)` range will be read soon, exactly so (a remote file fetches
+    /// them in parallel).
+    pub fn prefetch_exact(&self, ranges: &[(u64, u64)]) {
+        self.src.prefetch_exact(ranges);
+    }
+
     /// True when reading the same bytes again costs about a memory copy (a local file).
     pub fn rereads_are_cheap(&self) -> bool {
         self.src.rereads_are_cheap()

@@ -13,6 +13,7 @@
 
 pub mod attrs;
 pub mod btree;
+pub mod chunk_index;
 pub mod chunks;
 pub mod dtype;
 pub mod ffi;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::chunk_index;
 use super::chunks::{self, ChunkTable};
 use super::dtype::raw_mem_type;
 use super::file::MAX_READ_BYTES;
@@ -16,9 +17,19 @@ use crate::storage::{StorageError, StorageResult};
 use crate::util::RetryOnce;
 
 impl H5Source {
-    /// The chunk table, listed on first use (a failure is not kept: the next read retries).
+    /// The chunk table, listed on first use (a failure is not kept: the next read retries):
+    /// read from the file without the library when its index is a version-1 B-tree
+    /// ([`chunk_index`]), so that no lock is held while a remote file's index is fetched; else
+    /// by the library.
     fn table<'a>(&self, cell: &'a RetryOnce<ChunkTable>) -> StorageResult<&'a ChunkTable> {
         cell.get_or_try_init(|| {
+            if let (Some(header), Some(sizes)) = (self.header, self.ctx.sizes) {
+                let _gate = self.ctx.gate.enter(&self.meta.path)?;
+                if let Some(t) = chunk_index::read(&self.ctx.data, sizes, header, &self.meta.grid, &self.meta.path) {
+                    log::debug!("{}: chunk table with {} chunks (read directly)", self.meta.path, t.len());
+                    return Ok(ChunkTable::from_map(t));
+                }
+            }
             chunks::build(self.dset.id(), &self.meta.grid, &self.meta.path).map_err(|e| StorageError::Hdf5 {
                 path: self.meta.path.clone(),
                 reason: e.to_string(),

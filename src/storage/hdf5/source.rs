@@ -32,6 +32,9 @@ pub struct H5Source {
     pub(super) strs: Option<vlen::Layout>,
     /// Chunks can be copied straight from the file ([`ArraySource::packed_in_place`]).
     pub(super) in_place: bool,
+    /// File address of the dataset's object header (its chunk index is then read without the
+    /// library: [`super::chunk_index`]).
+    pub(super) header: Option<u64>,
 }
 
 /// Opens the reader for dataset `dset` at `path`.
@@ -87,6 +90,10 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         storage_desc: desc,
     };
     let in_place = !null && ctx.data.rereads_are_cheap() && stored_packed(&info, &storage, &meta.grid);
+    let header = match storage {
+        Storage::Chunked { .. } => header_address(&dset),
+        _ => None,
+    };
     Ok(H5Source {
         meta,
         ctx,
@@ -97,6 +104,28 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         fill,
         strs,
         in_place,
+        header,
+    })
+}
+
+extern "C" {
+    /// The file address a native-format object token stands for (HDF5 ≥ 1.12).
+    fn H5VLnative_token_to_addr(loc: hdf5_sys::h5i::hid_t, token: hdf5_sys::h5o::H5O_token_t, addr: *mut u64) -> hdf5_sys::h5::herr_t;
+}
+
+/// The file address of `dset`'s object header, asked of the library (it holds the header).
+pub(super) fn header_address(dset: &Hid) -> Option<u64> {
+    locked(|| {
+        let mut info = std::mem::MaybeUninit::<hdf5_sys::h5o::H5O_info2_t>::uninit();
+        // SAFETY: `info` is a valid out-pointer; the dataset id is open.
+        if unsafe { hdf5_sys::h5o::H5Oget_info3(dset.id(), info.as_mut_ptr(), hdf5_sys::h5o::H5O_INFO_BASIC) } < 0 {
+            return None;
+        }
+        // SAFETY: H5Oget_info3 succeeded, so `info` is initialised (its basic fields).
+        let token = unsafe { info.assume_init() }.token;
+        let mut addr = 0u64;
+        // SAFETY: `addr` is a valid out-pointer; the token came from the library.
+        (unsafe { H5VLnative_token_to_addr(dset.id(), token, &mut addr) } >= 0).then_some(addr)
     })
 }
 

@@ -1,0 +1,285 @@
+//! The chunk table of a chunked dataset read from the file itself, without the HDF5 library —
+//! so without its global lock, which must not be held across the network reads of a remote
+//! file. The dataset's object header (version 1 or 2, with continuation blocks) holds the data
+//! layout message; a version-3 chunked layout names the root of a version-1 B-tree whose leaves
+//! list every allocated chunk: stored size, filter mask, offset and address (HDF5 file format
+//! specification, "Data Layout Message" and "Version 1 B-trees"). Anything else — version-4
+//! chunk indexes, an unexpected byte — answers `None`, and the caller asks the library, as
+//! before. Every read is bounded by the file's size and by counts checked against the grid.
+
+use std::collections::{HashMap, HashSet};
+
+use super::chunks::ChunkLoc;
+use super::file::DataFile;
+use super::gheap::Sizes;
+use crate::storage::ChunkGrid;
+
+/// Header blocks followed at most (the first plus continuations).
+const MAX_BLOCKS: usize = 64;
+/// Largest header block read.
+const MAX_BLOCK_BYTES: u64 = 1 << 20;
+/// Message type of the data layout message and of a header continuation.
+const LAYOUT: u16 = 0x0008;
+const CONTINUATION: u16 = 0x0010;
+
+/// Little-endian unsigned integer of `n` (≤ 8) bytes at `at`, if `b` holds them.
+fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
+    let s = b.get(at..at.checked_add(n)?)?;
+    let mut v = [0u8; 8];
+    v.get_mut(..n)?.copy_from_slice(s);
+    Some(u64::from_le_bytes(v))
+}
+
+/// The "undefined address" of `width`-byte addresses (all bits set).
+fn undefined(width: usize) -> u64 {
+    u64::MAX >> (64 - 8 * width as u32)
+}
+
+struct Reader<'a> {
+    data: &'a DataFile,
+    sizes: Sizes,
+    path: &'a str,
+}
+
+impl Reader<'_> {
+    fn read(&self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        self.data.read(addr, len, self.path, "chunk index").ok()
+    }
+
+    /// The data of the first layout message in the object header at `header`.
+    fn layout_message(&self, header: u64) -> Option<Vec<u8>> {
+        let (a, s) = (self.sizes.addr, self.sizes.size);
+        let first = self.read(header, 16.min(self.data.len().saturating_sub(header)))?;
+        // Blocks of messages to scan: (address, length, version 2 or not).
+        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        let v2 = first.starts_with(b"OHDR");
+        let mut v2_creation_order = false;
+        if v2 {
+            let flags = *first.get(5)?;
+            if first.get(4) != Some(&2) {
+                return None;
+            }
+            v2_creation_order = flags & 0x04 != 0;
+            let mut pos = 6usize;
+            if flags & 0x20 != 0 {
+                pos += 16;
+            }
+            if flags & 0x10 != 0 {
+                pos += 4;
+            }
+            let width = 1usize << (flags & 3);
+            let head = self.read(header, (pos + width) as u64)?;
+            let size = le(&head, pos, width)?;
+            blocks.push((header + (pos + width) as u64, size));
+        } else {
+            if first.first() != Some(&1) {
+                return None;
+            }
+            let size = le(&first, 8, 4)?;
+            blocks.push((header + 16, size));
+        }
+        let mut i = 0;
+        while i < blocks.len() && i < MAX_BLOCKS {
+            let (addr, len) = blocks[i];
+            i += 1;
+            if len > MAX_BLOCK_BYTES {
+                return None;
+            }
+            let b = self.read(addr, len)?;
+            let (mut pos, end) = if v2 && i > 1 {
+                // A continuation block: "OCHK", messages, checksum.
+                if !b.starts_with(b"OCHK") {
+                    return None;
+                }
+                (4usize, b.len().checked_sub(4)?)
+            } else {
+                (0usize, b.len())
+            };
+            loop {
+                let (kind, size, data_at) = if v2 {
+                    if pos + 4 > end {
+                        break;
+                    }
+                    let kind = u16::from(b[pos]);
+                    let size = le(&b, pos + 1, 2)? as usize;
+                    (kind, size, pos + 4 + if v2_creation_order { 2 } else { 0 })
+                } else {
+                    if pos + 8 > end {
+                        break;
+                    }
+                    (le(&b, pos, 2)? as u16, le(&b, pos + 2, 2)? as usize, pos + 8)
+                };
+                let body = b.get(data_at..data_at.checked_add(size)?)?;
+                if data_at + size > end {
+                    return None;
+                }
+                match kind {
+                    LAYOUT => return Some(body.to_vec()),
+                    CONTINUATION => blocks.push((le(body, 0, a)?, le(body, a, s)?)),
+                    _ => {}
+                }
+                pos = data_at + size;
+                if !v2 {
+                    pos = pos.next_multiple_of(8);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The chunk table of the dataset whose object header is at `header`, read without the library;
+/// `None` when its layout is not a version-3 chunked layout with a version-1 B-tree, or when
+/// anything read does not add up (the library then reads it, as before).
+pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
+    let r = Reader { data, sizes, path };
+    let a = sizes.addr;
+    let layout = r.layout_message(header)?;
+    // Version 3, class 2 (chunked): dimensionality (rank + 1), B-tree address, chunk dims.
+    if layout.first() != Some(&3) || layout.get(1) != Some(&2) {
+        return None;
+    }
+    let dims = usize::from(*layout.get(2)?);
+    let rank = grid.shape.len();
+    if dims != rank + 1 {
+        return None;
+    }
+    for (d, c) in grid.chunk.iter().enumerate() {
+        if le(&layout, 3 + a + 4 * d, 4)? != *c {
+            return None;
+        }
+    }
+    let root = le(&layout, 3, a)?;
+    let mut table = HashMap::new();
+    if root == undefined(a) {
+        return Some(table);
+    }
+    walk(&r, root, dims, grid, &mut table)?;
+    Some(table)
+}
+
+/// Collects the leaves of the version-1 B-tree at `root` into `table`.
+fn walk(r: &Reader, root: u64, dims: usize, grid: &ChunkGrid, table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
+    let a = r.sizes.addr;
+    let key = 8 + 8 * dims;
+    let head = 8 + 2 * a;
+    let per_dim = grid.chunks_per_dim();
+    let max_chunks = grid.num_chunks();
+    // Bytes of a node with the default capacity (K = 32: 64 entries).
+    let node = (head + 64 * (key + a) + key) as u64;
+    let mut seen = HashSet::new();
+    let mut level_of: Vec<(u64, Option<u8>)> = vec![(root, None)];
+    while let Some((addr, want_level)) = level_of.pop() {
+        // Every node holds at least one entry: a tree has fewer nodes than twice its chunks.
+        if !seen.insert(addr) || seen.len() as u64 > max_chunks.saturating_mul(2).saturating_add(2) {
+            return None;
+        }
+        // One read of a whole node of the default capacity, the range prefetched with its
+        // siblings (a bigger node, of a file written with a larger K, is read again in full).
+        let mut n = r.read(addr, node.min(r.data.len().saturating_sub(addr)))?;
+        if n.len() < head || !n.starts_with(b"TREE") || n[4] != 1 {
+            return None;
+        }
+        let level = n[5];
+        if want_level.is_some_and(|l| l != level) {
+            return None;
+        }
+        let used = le(&n, 6, 2)? as usize;
+        let need = used.checked_mul(key + a)?.checked_add(key + head)?;
+        if need > n.len() {
+            n = r.read(addr, need as u64)?;
+        }
+        let body = n.get(head..need)?;
+        let mut children = Vec::with_capacity(used);
+        for i in 0..used {
+            let k = i * (key + a);
+            let child = le(body, k + key, a)?;
+            if level > 0 {
+                children.push((child, Some(level - 1)));
+                continue;
+            }
+            let size = le(body, k, 4)?;
+            let mask = le(body, k + 4, 4)? as u32;
+            // Offsets of the chunk in elements, one per dimension, then 0 for the element size.
+            if le(body, k + 8 + 8 * (dims - 1), 8)? != 0 {
+                return None;
+            }
+            let mut index = 0u64;
+            for (d, (&c, &per)) in grid.chunk.iter().zip(&per_dim).enumerate() {
+                let off = le(body, k + 8 + 8 * d, 8)?;
+                if c == 0 || off % c != 0 || off / c >= per {
+                    return None;
+                }
+                index = index.checked_mul(per)?.checked_add(off / c)?;
+            }
+            if table.insert(index, ChunkLoc { addr: child, size, mask }).is_some() || table.len() as u64 > max_chunks {
+                return None;
+            }
+        }
+        // Children are fetched together (a remote file: in parallel) before they are walked.
+        let ranges: Vec<(u64, u64)> =
+            children.iter().map(|(c, _)| (*c, node.min(r.data.len().saturating_sub(*c)))).collect();
+        r.data.prefetch_exact(&ranges);
+        level_of.extend(children.into_iter().rev());
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::hdf5::chunks;
+    use crate::storage::hdf5::ffi::Hid;
+    use crate::storage::hdf5::source::header_address;
+
+    /// Every chunked dataset below `g`: (path, dataset).
+    fn chunked(g: &hdf5::Group, out: &mut Vec<(String, hdf5::Dataset)>) {
+        for name in g.member_names().unwrap_or_default() {
+            if let Ok(d) = g.dataset(&name) {
+                if d.is_chunked() {
+                    out.push((d.name(), d));
+                }
+            } else if let Ok(sub) = g.group(&name) {
+                chunked(&sub, out);
+            }
+        }
+    }
+
+    #[test]
+    fn tables_equal_the_library_s_on_every_fixture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.extend(std::fs::read_dir(dir.join("hdf5")).unwrap().filter_map(|e| e.ok().map(|e| e.path())));
+        files.retain(|p| p.extension().is_some_and(|e| e == "h5ad" || e == "h5") && !p.ends_with("not_hdf5.h5ad"));
+        let (mut direct, mut library) = (0, 0);
+        for path in files {
+            let Ok(file) = hdf5::File::open(&path) else { continue };
+            let mut sets = Vec::new();
+            chunked(&file, &mut sets);
+            let os = std::fs::File::open(&path).unwrap();
+            let len = os.metadata().unwrap().len();
+            let data = DataFile::local(os, len);
+            for (name, d) in sets {
+                let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
+                let id = d.id();
+                // SAFETY: the handle takes its own reference to the open dataset.
+                unsafe { hdf5_sys::h5i::H5Iinc_ref(id) };
+                let hid = Hid::new(id, &name).unwrap();
+                let header = header_address(&hid).expect("object header address");
+                let want = chunks::build(id, &grid, &name).unwrap();
+                match read(&data, Sizes { addr: 8, size: 8 }, header, &grid, &name) {
+                    Some(got) => {
+                        direct += 1;
+                        assert_eq!(got.len(), want.len(), "{}: {name}", path.display());
+                        for (i, loc) in &got {
+                            assert_eq!(want.get(*i), Some(*loc), "{}: {name} chunk {i}", path.display());
+                        }
+                    }
+                    None => library += 1,
+                }
+            }
+        }
+        assert!(direct >= 20, "version-1 B-tree indexes are read directly ({direct} read, {library} left to the library)");
+        assert!(library >= 1, "newer chunk indexes (libver_latest) are left to the library");
+    }
+}
