@@ -37,6 +37,14 @@ impl Graft {
     }
 }
 
+/// The use tracker of the closable subtree whose root directory is `tree`'s root, if any.
+fn own_activity(tree: &VTree) -> Option<Arc<Activity>> {
+    match tree.nodes.first() {
+        Some(VNode::Dyn(d)) => d.activity(),
+        _ => None,
+    }
+}
+
 /// All trees of a mount.
 pub struct Inodes {
     grafts: RwLock<BTreeMap<u64, Arc<Graft>>>,
@@ -97,31 +105,23 @@ impl Inodes {
         build: impl FnOnce() -> Option<VTree>,
     ) -> Option<u64> {
         let key = (dir_ino, name.to_string());
-        if let Some(base) = self.by_name.get(&key).map(|b| *b) {
-            let known = self.grafts.read().get(&base).cloned();
-            if let Some(g) = known {
-                // Looked up again after the kernel was told to forget the entry: remember it anew.
-                if let Some(VNode::Dyn(d)) = g.tree.nodes.first() {
-                    if let Some(a) = d.activity() {
-                        a.entered_as(dir_ino, name);
-                    }
-                }
-                *self.refs.entry(base).or_insert(0) += 1;
-                return Some(base);
+        let known = self.by_name.get(&key).map(|b| *b).and_then(|base| self.grafts.read().get(&base).cloned());
+        let (base, own) = match known {
+            Some(g) => (g.base, own_activity(&g.tree)),
+            None => {
+                let tree = Arc::new(build()?);
+                let prefix = if dir_path.is_empty() { name.to_string() } else { format!("{dir_path}/{name}") };
+                let own = own_activity(&tree);
+                let activity = own.clone().or_else(|| inherited.cloned());
+                let base = self.insert(tree, dir_ino, prefix, Some(key.clone()), activity);
+                self.by_name.insert(key, base);
+                (base, own)
             }
-        }
-        let tree = Arc::new(build()?);
-        let prefix = if dir_path.is_empty() { name.to_string() } else { format!("{dir_path}/{name}") };
-        let own = match tree.nodes.first() {
-            Some(VNode::Dyn(d)) => d.activity(),
-            _ => None,
         };
-        if let Some(a) = &own {
+        // The kernel knows the closable subtree by this entry (again, after it was told to forget it).
+        if let Some(a) = own {
             a.entered_as(dir_ino, name);
         }
-        let activity = own.or_else(|| inherited.cloned());
-        let base = self.insert(tree, dir_ino, prefix, Some(key.clone()), activity);
-        self.by_name.insert(key, base);
         *self.refs.entry(base).or_insert(0) += 1;
         Some(base)
     }

@@ -8,6 +8,11 @@
 //! child addresses interleaved (`key0 child0 key1 child1 … keyN`). The node is read whole, so
 //! its size gives the key size: `size = 8 + 2·a + (2K+1)·key + 2K·a` for the file's `K`.
 
+/// The "undefined address" of `width`-byte (1 to 8) file addresses: all bits set.
+pub fn undefined_addr(width: usize) -> u64 {
+    u64::MAX >> (64 - 8 * width.clamp(1, 8) as u32)
+}
+
 /// Child node addresses of the internal chunk-index node `node` (`addr_width`-byte addresses),
 /// or nothing when `node` is not one (a leaf's children are chunks, not nodes).
 pub fn child_nodes(node: &[u8], addr_width: usize) -> Vec<u64> {
@@ -30,10 +35,8 @@ pub fn child_nodes(node: &[u8], addr_width: usize) -> Vec<u64> {
     for i in 0..used {
         let at = 8 + 2 * a + i * (key + a) + key;
         let Some(bytes) = node.get(at..at + a) else { break };
-        let mut v = [0u8; 8];
-        v[..a].copy_from_slice(bytes);
-        let addr = u64::from_le_bytes(v);
-        if addr != u64::MAX >> (64 - 8 * a as u32) {
+        let addr = super::gheap::le_uint(bytes);
+        if addr != undefined_addr(a) {
             out.push(addr);
         }
     }

@@ -11,7 +11,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::chunks::ChunkLoc;
 use super::file::DataFile;
-use super::gheap::Sizes;
+use super::btree::undefined_addr;
+use super::gheap::{le_uint, Sizes};
 use crate::storage::ChunkGrid;
 
 /// Header blocks followed at most (the first plus continuations).
@@ -24,15 +25,7 @@ const CONTINUATION: u16 = 0x0010;
 
 /// Little-endian unsigned integer of `n` (≤ 8) bytes at `at`, if `b` holds them.
 fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(n)?)?;
-    let mut v = [0u8; 8];
-    v.get_mut(..n)?.copy_from_slice(s);
-    Some(u64::from_le_bytes(v))
-}
-
-/// The "undefined address" of `width`-byte addresses (all bits set).
-fn undefined(width: usize) -> u64 {
-    u64::MAX >> (64 - 8 * width as u32)
+    (n <= 8).then(|| b.get(at..at.checked_add(n)?).map(le_uint))?
 }
 
 struct Reader<'a> {
@@ -151,7 +144,7 @@ pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: 
     }
     let root = le(&layout, 3, a)?;
     let mut table = HashMap::new();
-    if root == undefined(a) {
+    if root == undefined_addr(a) {
         return Some(table);
     }
     walk(&r, root, dims, grid, &mut table)?;

@@ -49,12 +49,10 @@ impl H5Source {
             Storage::Contiguous { addr: Some(addr) } => {
                 let grid = &self.meta.grid;
                 let elem = self.info.file_size() as u64;
-                let row: u64 = grid.shape.iter().skip(1).product();
                 for &i in chunks {
                     let coords = grid.coords(i);
-                    let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
                     let n: u64 = grid.clipped_shape(&coords).iter().product();
-                    if let Some(off) = first.checked_mul(row).and_then(|e| e.checked_mul(elem)) {
+                    if let Some(off) = self.contiguous_offset(&coords) {
                         ranges.push((addr.saturating_add(off), n.saturating_mul(elem)));
                     }
                 }
@@ -124,14 +122,12 @@ impl H5Source {
                 loc.addr.checked_add(from)
             }
             Storage::Contiguous { addr: Some(addr) } => {
-                let row: u64 = grid.shape.iter().skip(1).product();
-                let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
-                first.checked_mul(row).and_then(|e| e.checked_mul(elem)).and_then(|o| o.checked_add(*addr)).and_then(|a| a.checked_add(from))
+                self.contiguous_offset(&coords).and_then(|o| o.checked_add(*addr)).and_then(|a| a.checked_add(from))
             }
             _ => return Ok(false),
         };
         let Some(start) = start else { return Ok(false) };
-        self.ctx.data.read_into(start, dst, &self.meta.path, &format!("chunk {index}"))?;
+        self.ctx.data.read_into(start, dst, &self.meta.path, "chunk")?;
         Ok(true)
     }
 
@@ -151,15 +147,20 @@ impl H5Source {
         self.ctx.data.read(start, len, &self.meta.path, "contiguous data")
     }
 
-    /// The clipped chunk `coords` of a contiguous dataset, in file layout.
-    pub(super) fn contiguous_clipped(&self, addr: Option<u64>, coords: &[u64]) -> StorageResult<Vec<u8>> {
+    /// Byte offset of chunk `coords` of a contiguous dataset (whole trailing dimensions) from
+    /// the start of its data, `None` on overflow.
+    fn contiguous_offset(&self, coords: &[u64]) -> Option<u64> {
         let grid = &self.meta.grid;
-        let elem = self.info.file_size() as u64;
-        let n: u64 = grid.clipped_shape(coords).iter().product();
         let first = coords.first().map_or(0, |c| c * grid.chunk[0]);
         let row: u64 = grid.shape.iter().skip(1).product();
-        let offset = first.checked_mul(row).and_then(|e| e.checked_mul(elem));
-        match (offset, n.checked_mul(elem)) {
+        first.checked_mul(row)?.checked_mul(self.info.file_size() as u64)
+    }
+
+    /// The clipped chunk `coords` of a contiguous dataset, in file layout.
+    pub(super) fn contiguous_clipped(&self, addr: Option<u64>, coords: &[u64]) -> StorageResult<Vec<u8>> {
+        let elem = self.info.file_size() as u64;
+        let n: u64 = self.meta.grid.clipped_shape(coords).iter().product();
+        match (self.contiguous_offset(coords), n.checked_mul(elem)) {
             (Some(o), Some(l)) => self.contiguous_bytes(addr, o, l),
             _ => Err(self.corrupt("contiguous data offset overflows")),
         }
