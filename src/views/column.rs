@@ -2,7 +2,7 @@
 
 use crate::util::RetryOnce;
 
-use super::format::text_values::{push_field, push_num};
+use super::format::text_values::{field_len, num_len, push_field, push_num};
 use super::ViewResult;
 use crate::model::{Arr, Column};
 use crate::storage::StorageError;
@@ -56,6 +56,55 @@ impl ColumnCells {
             }
         }
     }
+}
+
+impl ColumnCells {
+    /// Bytes and number of the cells of rows `[r0, r1)` as [`ColumnCells::render_cells`] would
+    /// write them, counted without writing them (the size pass of text views).
+    pub fn measure_cells(&self, r0: u64, r1: u64) -> ViewResult<(u64, u64)> {
+        match &self.col {
+            Column::Num(a) | Column::Str(a) => plain_len(a, r0, r1, None),
+            Column::Nullable { values, mask } => {
+                let m = mask.read_flat(r0, r1)?;
+                plain_len(values, r0, r1, Some(&m))
+            }
+            Column::Categorical { codes, categories, .. } => {
+                let labels = self.labels.get_or_try_init(|| render_all(categories))?;
+                let (mut bytes, mut n) = (0u64, 0u64);
+                for c in codes.read_i64(r0, r1)? {
+                    bytes += if c < 0 {
+                        2
+                    } else {
+                        labels.get(c as usize).map(Vec::len).ok_or_else(|| {
+                            StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
+                        })? as u64
+                    };
+                    n += 1;
+                }
+                Ok((bytes, n))
+            }
+        }
+    }
+}
+
+/// [`plain`] measured: bytes and number of cells.
+fn plain_len(a: &Arr, r0: u64, r1: u64, mask: Option<&[u8]>) -> ViewResult<(u64, u64)> {
+    let missing = |i: usize| mask.is_some_and(|m| m.get(i).copied().unwrap_or(0) != 0);
+    let (mut bytes, mut n) = (0u64, 0usize);
+    if a.is_str() {
+        a.for_each_str(r0, r1, |s| {
+            bytes += if missing(n) { 2 } else { field_len(s) as u64 };
+            n += 1;
+        })?;
+        return Ok((bytes, n as u64));
+    }
+    let t = a.num_type().ok_or_else(|| StorageError::corrupt(a.path(), "not a numeric or string array"))?;
+    let raw = a.read_flat(r0, r1)?;
+    for (i, v) in raw.chunks_exact(t.size()).enumerate() {
+        bytes += if missing(i) { 2 } else { num_len(t, v) as u64 };
+        n += 1;
+    }
+    Ok((bytes, n as u64))
 }
 
 /// The cells of a [`ColumnCells::render_cells`] result, one slice each.

@@ -138,22 +138,29 @@ impl TextFile {
         let next = AtomicU64::new(0);
         let results: Mutex<Vec<(u64, u64)>> = Mutex::new(vec![(0, 0); n_blocks as usize]);
         let failed: Mutex<Option<StorageError>> = Mutex::new(None);
+        // Each thread takes runs of neighbouring blocks: threads measuring adjacent blocks would
+        // meet on the same stored chunk (a block of strings), one waiting while the other
+        // decodes it.
         let work = || {
             let mut scratch = Vec::new();
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= n_blocks || failed.lock().is_some() {
-                    break;
-                }
-                let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
-                match self.body.measure(r0, r1, &mut scratch) {
-                    Ok((len, nl)) => results.lock()[k as usize] = (len, if count_lines { nl } else { 0 }),
-                    Err(e) => {
-                        *failed.lock() = Some(e);
-                        break;
+            'runs: loop {
+                let first = next.fetch_add(MEASURE_RUN, Ordering::Relaxed);
+                for k in first..first.saturating_add(MEASURE_RUN).min(n_blocks) {
+                    if failed.lock().is_some() {
+                        break 'runs;
+                    }
+                    let (r0, r1) = (k * block_rows, ((k + 1) * block_rows).min(n));
+                    match self.body.measure(r0, r1, &mut scratch) {
+                        Ok((len, nl)) => results.lock()[k as usize] = (len, if count_lines { nl } else { 0 }),
+                        Err(e) => {
+                            *failed.lock() = Some(e);
+                            break 'runs;
+                        }
                     }
                 }
-
+                if first >= n_blocks {
+                    break;
+                }
             }
         };
         // Extra threads only when no other view is being sized: concurrent first `stat`s of
@@ -186,6 +193,9 @@ impl TextFile {
 
 /// Threads sizing one text view (its first `stat`).
 const MEASURE_THREADS: usize = 4;
+
+/// Blocks a sizing thread takes at a time.
+const MEASURE_RUN: u64 = 16;
 
 /// Size passes running in this process. Process-wide on purpose: it shares out the process's
 /// cores (extra threads only for a pass running alone), whichever mount the pass serves.
@@ -264,11 +274,9 @@ impl RowText for ColumnText {
         Ok(())
     }
 
-    fn measure(&self, r0: u64, r1: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
-        scratch.clear();
-        let mut ends = Vec::with_capacity((r1 - r0) as usize);
-        self.cells.render_cells(r0, r1, scratch, &mut ends)?;
-        Ok((scratch.len() as u64 + ends.len() as u64, ends.len() as u64))
+    fn measure(&self, r0: u64, r1: u64, _scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+        let (bytes, cells) = self.cells.measure_cells(r0, r1)?;
+        Ok((bytes + cells, cells))
     }
 }
 
@@ -324,15 +332,15 @@ impl RowText for TableText {
         Ok(())
     }
 
-    fn measure(&self, r0: u64, r1: u64, scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
+    fn measure(&self, r0: u64, r1: u64, _scratch: &mut Vec<u8>) -> ViewResult<(u64, u64)> {
         let n = r1 - r0;
-        let mut ends = Vec::with_capacity(n as usize);
         let mut bytes = 0;
         for c in &self.columns {
-            scratch.clear();
-            ends.clear();
-            c.render_cells(r0, r1, scratch, &mut ends)?;
-            bytes += scratch.len() as u64;
+            let (b, cells) = c.measure_cells(r0, r1)?;
+            if cells != n {
+                return Err(StorageError::corrupt("table", format!("a column has {cells} of {n} rows")));
+            }
+            bytes += b;
         }
         let seps = self.columns.len().saturating_sub(1) as u64 + self.trailer.len() as u64 + 1;
         Ok((bytes + n * seps, n))

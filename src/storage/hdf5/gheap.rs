@@ -75,7 +75,12 @@ impl Collection {
     /// The data of object `index`.
     pub fn object(&self, index: u32) -> Option<&[u8]> {
         let index = u16::try_from(index).ok()?;
-        let at = self.objects.binary_search_by_key(&index, |o| o.0).ok()?;
+        // Objects are usually numbered 1, 2, 3, ...: try the slot that index would have.
+        let guess = usize::from(index).wrapping_sub(1);
+        let at = match self.objects.get(guess) {
+            Some(o) if o.0 == index => guess,
+            _ => self.objects.binary_search_by_key(&index, |o| o.0).ok()?,
+        };
         let (_, off, len) = self.objects[at];
         self.bytes.get(off..off + len)
     }
@@ -181,9 +186,18 @@ pub struct HeapReader<'a> {
     file: &'a DataFile,
     sizes: Sizes,
     path: &'a str,
+    /// The collection of the previous lookup (strings are stored in order, so most lookups
+    /// hit it), with its address.
+    last: Option<(u64, Result<Collection, String>)>,
+    /// The other collections parsed so far.
     parsed: HashMap<u64, Result<Collection, String>>,
-    /// Collection bytes held, bounded by [`MAX_HELD_BYTES`].
+    /// Collection bytes held (`last` and `parsed`), bounded by [`MAX_HELD_BYTES`].
     held: u64,
+}
+
+/// Bytes a parsed collection holds.
+fn weight(c: &Result<Collection, String>) -> u64 {
+    c.as_ref().map_or(0, |c| c.bytes.len() as u64)
 }
 
 /// Collection bytes one reader keeps parsed at a time; beyond this the map is cleared.
@@ -196,6 +210,7 @@ impl<'a> HeapReader<'a> {
             file,
             sizes,
             path,
+            last: None,
             parsed: HashMap::new(),
             held: 0,
         }
@@ -203,23 +218,31 @@ impl<'a> HeapReader<'a> {
 
     /// Number of collections currently parsed (or remembered as bad).
     pub fn parsed_count(&self) -> usize {
-        self.parsed.len()
+        self.parsed.len() + usize::from(self.last.is_some())
     }
 
     /// The data of object `index` in the collection at `addr`.
     pub fn object(&mut self, addr: u64, index: u32) -> StorageResult<&[u8]> {
-        if !self.parsed.contains_key(&addr) {
-            let c = self.load(addr);
-            let size = c.as_ref().map_or(0, |c| c.bytes.len() as u64);
-            if self.held + size > MAX_HELD_BYTES {
-                self.parsed.clear();
-                self.held = 0;
+        if self.last.as_ref().map(|l| l.0) != Some(addr) {
+            let c = match self.parsed.remove(&addr) {
+                Some(c) => c,
+                None => {
+                    let c = self.load(addr);
+                    let size = weight(&c);
+                    if self.held + size > MAX_HELD_BYTES {
+                        self.parsed.clear();
+                        self.held = self.last.as_ref().map_or(0, |l| weight(&l.1));
+                    }
+                    self.held += size;
+                    c
+                }
+            };
+            if let Some((prev, pc)) = self.last.replace((addr, c)) {
+                self.parsed.insert(prev, pc);
             }
-            self.held += size;
-            self.parsed.insert(addr, c);
         }
         let path = self.path;
-        match self.parsed.get(&addr) {
+        match self.last.as_ref().map(|l| &l.1) {
             Some(Ok(c)) => c.object(index).ok_or_else(|| {
                 StorageError::corrupt(
                     path,

@@ -24,6 +24,15 @@ pub fn push_field(out: &mut Vec<u8>, field: &str) {
     }
 }
 
+/// Bytes [`push_field`] appends for `field`.
+pub fn field_len(field: &str) -> usize {
+    if field.bytes().any(|b| matches!(b, b'\t' | b'\r' | b'\n' | b'"')) {
+        2 + field.len() + field.bytes().filter(|&b| b == b'"').count()
+    } else {
+        field.len()
+    }
+}
+
 /// Appends a bool as `True`/`False`.
 pub fn push_bool(out: &mut Vec<u8>, v: bool) {
     out.extend_from_slice(if v { b"True" } else { b"False" });
@@ -44,8 +53,14 @@ pub fn push_f64(out: &mut Vec<u8>, v: f64) {
 /// numpy's choice between positional and scientific notation for a value of a type whose
 /// positional range ends at `10^max_exp`.
 fn positional(v: f64, max_exp: i32) -> bool {
+    let upper = match max_exp {
+        16 => 1e16,
+        6 => 1e6,
+        3 => 1e3,
+        e => 10f64.powi(e),
+    };
     let a = v.abs();
-    a == 0.0 || (1e-4..10f64.powi(max_exp)).contains(&a)
+    a == 0.0 || (1e-4..upper).contains(&a)
 }
 
 /// Appends an `f32` with the shortest digits that round-trip in float32, in Python's layout.
@@ -82,12 +97,18 @@ pub fn push_f16(out: &mut Vec<u8>, v: half::f16) {
 /// `123.0` the way [`layout`] would, without formatting digits twice. False when `v` is not a
 /// whole number below `limit` in magnitude (or is a negative zero, which keeps its sign).
 fn push_integral(out: &mut Vec<u8>, v: f64, limit: f64) -> bool {
-    if v.fract() != 0.0 || v.abs() >= limit || (v == 0.0 && v.is_sign_negative()) {
+    if !is_whole_below(v, limit) {
         return false;
     }
     out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     out.extend_from_slice(b".0");
     true
+}
+
+/// True when finite `v` is a whole number below `limit` (at most 2^53) in magnitude and not a
+/// negative zero. (A cast instead of `fract`: without SSE4.1 that is a libm call per value.)
+fn is_whole_below(v: f64, limit: f64) -> bool {
+    v.abs() < limit && (v as i64) as f64 == v && !(v == 0.0 && v.is_sign_negative())
 }
 
 fn push_nonfinite(out: &mut Vec<u8>, v: f64) {
@@ -223,6 +244,68 @@ pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
     }
 }
 
+/// Bytes [`push_num`] appends for this element, counted without writing the text where that is
+/// cheaper (the size pass of text views).
+pub fn num_len(t: NumType, bytes: &[u8]) -> usize {
+    macro_rules! int {
+        ($ty:ty) => {
+            itoa::Buffer::new().format(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default())).len()
+        };
+    }
+    match t {
+        NumType::Bool => if bytes.first().copied().unwrap_or(0) != 0 { 4 } else { 5 },
+        NumType::I8 => int!(i8),
+        NumType::I16 => int!(i16),
+        NumType::I32 => int!(i32),
+        NumType::I64 => int!(i64),
+        NumType::U8 => int!(u8),
+        NumType::U16 => int!(u16),
+        NumType::U32 => int!(u32),
+        NumType::U64 => int!(u64),
+        NumType::F32 => {
+            let v = f32::from_le_bytes(bytes.try_into().unwrap_or_default());
+            float_len(v as f64, 1e6, 6, |b| shape(b.format_finite(v)))
+        }
+        NumType::F64 => {
+            let v = f64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            float_len(v, 9_007_199_254_740_992.0, 16, |b| shape(b.format_finite(v)))
+        }
+        NumType::F16 | NumType::C64 | NumType::C128 => {
+            let mut out = Vec::new();
+            push_num(&mut out, t, bytes);
+            out.len()
+        }
+    }
+}
+
+/// [`num_len`] of a float (`v` widened to f64): the branches of [`push_f64`] / [`push_f32`],
+/// with `shortest` formatting the value in its own type (see [`shape`]). Only exponent forms
+/// (rare in data) are laid out in full to count them.
+fn float_len(v: f64, integral_limit: f64, max_exp: i32, shortest: impl FnOnce(&mut ryu::Buffer) -> (usize, bool)) -> usize {
+    if !v.is_finite() {
+        return if v.is_nan() || v > 0.0 { 3 } else { 4 };
+    }
+    if is_whole_below(v, integral_limit) {
+        return itoa::Buffer::new().format(v as i64).len() + 2;
+    }
+    let (len, has_exp) = shortest(&mut ryu::Buffer::new());
+    if positional(v, max_exp) && !has_exp {
+        return len;
+    }
+    let mut out = Vec::new();
+    if max_exp == 6 {
+        push_f32(&mut out, v as f32);
+    } else {
+        push_f64(&mut out, v);
+    }
+    out.len()
+}
+
+/// Length of a shortest-digits string and whether it has an exponent.
+fn shape(s: &str) -> (usize, bool) {
+    (s.len(), s.bytes().any(|b| b == b'e' || b == b'E'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +433,28 @@ mod tests {
             let s = f64s(v);
             if v.is_nan() { proptest::prop_assert_eq!(s, "NaN"); }
             else { proptest::prop_assert_eq!(s.parse::<f64>().unwrap().to_bits(), v.to_bits()); }
+        }
+
+        #[test]
+        fn num_len_is_the_length_push_num_writes(bits in proptest::prelude::any::<u64>(), small in -2_000_000i64..2_000_000) {
+            use NumType::*;
+            for v in [bits, small as u64, (small as f64).to_bits(), ((small as f64) * 0.37).to_bits(),
+                      ((small as f32) * 0.37).to_bits() as u64, (small as f32).to_bits() as u64] {
+                let b = v.to_le_bytes();
+                for t in [Bool, I8, I16, I32, I64, U8, U16, U32, U64, F16, F32, F64, C64, C128] {
+                    let bytes: Vec<u8> = b.iter().chain(b.iter()).copied().take(t.size()).collect();
+                    let mut out = Vec::new();
+                    push_num(&mut out, t, &bytes);
+                    proptest::prop_assert_eq!(num_len(t, &bytes), out.len(), "{:?} {:?}", t, bytes);
+                }
+            }
+        }
+
+        #[test]
+        fn field_len_is_the_length_push_field_writes(s in ".{0,12}") {
+            let mut out = Vec::new();
+            push_field(&mut out, &s);
+            proptest::prop_assert_eq!(field_len(&s), out.len());
         }
 
         #[test]
