@@ -164,6 +164,22 @@ impl ChunkCache {
         }
     }
 
+    /// Loads the bytes for `key` into the cache unless they are there or another thread is
+    /// loading them (read-ahead: it moves on to the next chunk instead of waiting).
+    pub fn warm<E>(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<(), E> {
+        match self.inner.get_value_or_guard(&key, Some(std::time::Duration::ZERO)) {
+            GuardResult::Value(_) | GuardResult::Timeout => Ok(()),
+            GuardResult::Guard(g) => {
+                self.stats.miss();
+                let start = std::time::Instant::now();
+                let v = Value::Bytes(Arc::new(load()?));
+                self.stats.loaded(&key, v.weight(), start.elapsed());
+                let _ = g.insert(v);
+                Ok(())
+            }
+        }
+    }
+
     /// Bytes for `key`, loading them on a miss.
     pub fn bytes<E>(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>, E>) -> Result<Bytes, E> {
         match self.get_or_load(key, || load().map(|b| Value::Bytes(Arc::new(b))))? {
@@ -245,6 +261,40 @@ mod tests {
             cache.bytes::<()>(Key::Chunk(2, i), || Ok(vec![0u8; 64 * 1024])).unwrap();
         }
         assert!(cache.weight() <= 1 << 20, "weight {}", cache.weight());
+    }
+
+    #[test]
+    fn warm_loads_once_and_never_waits_for_another_loader() {
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let c = cache.clone();
+        let reader = std::thread::spawn(move || {
+            c.bytes::<()>(Key::Chunk(5, 0), || {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(vec![1u8; 100])
+            })
+            .unwrap()
+            .len()
+        });
+        started_rx.recv().unwrap();
+        // Another thread holds the chunk's load: warm returns at once without loading.
+        let loads = AtomicUsize::new(0);
+        let count = || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(vec![2u8; 100])
+        };
+        cache.warm(Key::Chunk(5, 0), count).unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 0);
+        release_tx.send(()).unwrap();
+        assert_eq!(reader.join().unwrap(), 100);
+        // Cached already: nothing loaded; missing: loaded once and then served from the cache.
+        cache.warm(Key::Chunk(5, 0), count).unwrap();
+        cache.warm(Key::Chunk(5, 1), count).unwrap();
+        cache.warm(Key::Chunk(5, 1), count).unwrap();
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.bytes::<()>(Key::Chunk(5, 1), || Ok(vec![])).unwrap()[0], 2);
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Arr {
             return Ok(());
         }
         let chunks = self.advise_missing(r0 + self.offset, r1 + self.offset)?;
-        chunks.into_iter().try_for_each(|index| self.chunk(index).map(drop))
+        chunks.into_iter().try_for_each(|index| self.cache.warm(Key::Chunk(self.id, index), || self.src.read_chunk(index)))
     }
 
     /// Tells the store that rows `[r0, r1)` will be read soon, so that their stored bytes are
