@@ -178,6 +178,13 @@ impl RowBytes for SparseRows {
         match self.m.format {
             SparseFormat::Csr if r0 < r1 => self.csr_rows_into(r0, r1, out),
             SparseFormat::Csr => Ok(()),
+            // A few sorted columns: straight into the caller's (reused) buffer.
+            SparseFormat::Csc if self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()? => {
+                let ptr = self.pointers(0, self.m.shape[1])?;
+                let start = out.len();
+                out.resize(start + ((r1 - r0) * self.row_bytes()) as usize, 0);
+                self.csc_sorted_rows(r0, r1, &ptr, &mut out[start..])
+            }
             SparseFormat::Csc => {
                 out.extend_from_slice(&self.read_rows(r0, r1)?);
                 Ok(())
@@ -189,6 +196,9 @@ impl RowBytes for SparseRows {
         match self.m.format {
             SparseFormat::Csr if r0 < r1 => self.prefetch_lines(r0, r1),
             SparseFormat::Csr => Ok(()),
+            // A few sorted columns (gene columns) are read per request, each costing about the
+            // entries it covers: rendering them ahead would only do the same work twice.
+            SparseFormat::Csc if self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()? => Ok(()),
             SparseFormat::Csc => self.read_rows(r0, r1).map(drop),
         }
     }
