@@ -96,8 +96,10 @@ impl TextFile {
         }
     }
 
+    /// Lines per block: about [`BLOCK_TARGET`] bytes, and never more than [`MAX_BLOCKS`]
+    /// blocks (the layout's offsets stay small whatever lines a store claims).
     fn block_rows(&self) -> u64 {
-        (BLOCK_TARGET / self.body.row_cost().max(1)).max(1)
+        (BLOCK_TARGET / self.body.row_cost().max(1)).max(self.body.n_rows().div_ceil(MAX_BLOCKS)).max(1)
     }
 
     fn block(&self, k: u64, block_rows: u64) -> ViewResult<crate::cache::Bytes> {
@@ -133,6 +135,10 @@ impl TextFile {
     /// Returns the block offsets (last = body size) and the number of lines.
     fn measure(&self, block_rows: u64) -> ViewResult<(Vec<u64>, u64)> {
         let n = self.body.n_rows();
+        if n > MAX_LINES {
+            // A damaged shape (a length of 10^12): sizing would run for hours. Refused at once.
+            return Err(StorageError::unsupported("text view", format!("{n} lines is more than a text view serves ({MAX_LINES})")));
+        }
         let n_blocks = n.div_ceil(block_rows);
         let count_lines = matches!(self.header, Header::FromLines(_));
         let next = AtomicU64::new(0);
@@ -190,6 +196,13 @@ impl TextFile {
         Ok((offsets, lines))
     }
 }
+
+/// Most blocks a text view is cut into.
+const MAX_BLOCKS: u64 = 1 << 20;
+
+/// Most lines of a text view (6.9e10: a MatrixMarket file of that many entries is already
+/// terabytes).
+const MAX_LINES: u64 = 1 << 36;
 
 /// Threads sizing one text view (its first `stat`).
 const MEASURE_THREADS: usize = 4;
