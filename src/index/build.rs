@@ -252,29 +252,31 @@ impl Pass<'_> {
         idx_out: &mut [u8],
         dat_out: &mut [u8],
     ) -> Result<(), IndexError> {
-        let Pass { cursor, cols, window } = self;
-        input.each(true, progress, |line, c, v| {
-            if !cols.contains(&c) {
+        self.scatter(input, progress, |i, line, v| {
+            let (Some(id), Some(dd), Ok(val)) =
+                (idx_out.get_mut(i * IW..(i + 1) * IW), dat_out.get_mut(i * DW..(i + 1) * DW), <[u8; DW]>::try_from(v))
+            else {
                 return;
-            }
-            let Some(slot) = cursor.get_mut(c as usize) else { return };
-            let pos = *slot;
-            *slot += 1;
-            if window.contains(&pos) {
-                let i = (pos - window.start) as usize;
-                let (Some(id), Some(dd), Ok(val)) =
-                    (idx_out.get_mut(i * IW..(i + 1) * IW), dat_out.get_mut(i * DW..(i + 1) * DW), <[u8; DW]>::try_from(v))
-                else {
-                    return;
-                };
-                id.copy_from_slice(&line.to_le_bytes()[..IW]);
-                dd.copy_from_slice(&val);
-            }
+            };
+            id.copy_from_slice(&line.to_le_bytes()[..IW]);
+            dd.copy_from_slice(&val);
         })
     }
 
     /// [`Pass::run`] for any widths.
     fn run_any(self, iw: usize, dw: usize, input: &Input, progress: &Progress, idx_out: &mut [u8], dat_out: &mut [u8]) -> Result<(), IndexError> {
+        self.scatter(input, progress, |i, line, v| {
+            let dd = dat_out.get_mut(i * dw..(i + 1) * dw).filter(|d| d.len() == v.len());
+            if let (Some(id), Some(dd)) = (idx_out.get_mut(i * iw..(i + 1) * iw), dd) {
+                id.copy_from_slice(&line.to_le_bytes()[..iw]);
+                dd.copy_from_slice(v);
+            }
+        })
+    }
+
+    /// Visits every stored entry; `place(slot in the window, old line, value bytes)` stores
+    /// those of this pass.
+    fn scatter(self, input: &Input, progress: &Progress, mut place: impl FnMut(usize, u64, &[u8])) -> Result<(), IndexError> {
         let Pass { cursor, cols, window } = self;
         input.each(true, progress, |line, c, v| {
             if !cols.contains(&c) {
@@ -284,11 +286,7 @@ impl Pass<'_> {
             let pos = *slot;
             *slot += 1;
             if window.contains(&pos) {
-                let i = (pos - window.start) as usize;
-                if let (Some(id), Some(dd)) = (idx_out.get_mut(i * iw..(i + 1) * iw), dat_out.get_mut(i * dw..(i + 1) * dw).filter(|d| d.len() == v.len())) {
-                    id.copy_from_slice(&line.to_le_bytes()[..iw]);
-                    dd.copy_from_slice(v);
-                }
+                place((pos - window.start) as usize, line, v);
             }
         })
     }

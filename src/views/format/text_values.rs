@@ -206,17 +206,15 @@ fn relayout(out: &mut Vec<u8>, s: &str, positional: bool) {
     }
 }
 
-/// Appends one element of type `t` read from little-endian `bytes` (exactly `t.size()` long).
-pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
-    use std::io::Write;
+/// Calls `f` with the decimal text of an integer element of type `t` read from little-endian
+/// `bytes`; `None` when `t` is not an integer type.
+fn with_int<R>(t: NumType, bytes: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
     macro_rules! int {
-        ($ty:ty) => {{
-            let v = <$ty>::from_le_bytes(bytes.try_into().unwrap_or_default());
-            out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-        }};
+        ($ty:ty) => {
+            f(itoa::Buffer::new().format(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default())))
+        };
     }
-    match t {
-        NumType::Bool => push_bool(out, bytes.first().copied().unwrap_or(0) != 0),
+    Some(match t {
         NumType::I8 => int!(i8),
         NumType::I16 => int!(i16),
         NumType::I32 => int!(i32),
@@ -225,6 +223,20 @@ pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
         NumType::U16 => int!(u16),
         NumType::U32 => int!(u32),
         NumType::U64 => int!(u64),
+        _ => return None,
+    })
+}
+
+/// Appends one element of type `t` read from little-endian `bytes` (exactly `t.size()` long).
+pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
+    use std::io::Write;
+    if with_int(t, bytes, |s| out.extend_from_slice(s.as_bytes())).is_some() {
+        return;
+    }
+    match t {
+        NumType::Bool => push_bool(out, bytes.first().copied().unwrap_or(0) != 0),
+        NumType::I8 | NumType::I16 | NumType::I32 | NumType::I64 => {}
+        NumType::U8 | NumType::U16 | NumType::U32 | NumType::U64 => {}
         NumType::F16 => push_f16(out, half::f16::from_le_bytes(bytes.try_into().unwrap_or_default())),
         NumType::F32 => push_f32(out, f32::from_le_bytes(bytes.try_into().unwrap_or_default())),
         NumType::F64 => push_f64(out, f64::from_le_bytes(bytes.try_into().unwrap_or_default())),
@@ -247,21 +259,13 @@ pub fn push_num(out: &mut Vec<u8>, t: NumType, bytes: &[u8]) {
 /// Bytes [`push_num`] appends for this element, counted without writing the text where that is
 /// cheaper (the size pass of text views).
 pub fn num_len(t: NumType, bytes: &[u8]) -> usize {
-    macro_rules! int {
-        ($ty:ty) => {
-            itoa::Buffer::new().format(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default())).len()
-        };
+    if let Some(n) = with_int(t, bytes, str::len) {
+        return n;
     }
     match t {
         NumType::Bool => if bytes.first().copied().unwrap_or(0) != 0 { 4 } else { 5 },
-        NumType::I8 => int!(i8),
-        NumType::I16 => int!(i16),
-        NumType::I32 => int!(i32),
-        NumType::I64 => int!(i64),
-        NumType::U8 => int!(u8),
-        NumType::U16 => int!(u16),
-        NumType::U32 => int!(u32),
-        NumType::U64 => int!(u64),
+        NumType::I8 | NumType::I16 | NumType::I32 | NumType::I64 => 0,
+        NumType::U8 | NumType::U16 | NumType::U32 | NumType::U64 => 0,
         NumType::F32 => {
             let v = f32::from_le_bytes(bytes.try_into().unwrap_or_default());
             float_len(v as f64, 1e6, 6, |b| shape(b.format_finite(v)))
