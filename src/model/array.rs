@@ -366,6 +366,31 @@ impl Arr {
         Ok(out)
     }
 
+    /// Calls `f` on flat elements `[e0, e1)` of a string array in order, straight from the store
+    /// and caching nothing (the size pass of text views visits each string once).
+    pub fn each_str_uncached(&self, e0: u64, e1: u64, mut f: impl FnMut(&str)) -> StorageResult<()> {
+        let shift = self.offset * self.row_elems().max(1);
+        let (e0, e1) = (e0 + shift, e1.min(self.len()) + shift);
+        let n = self.meta().len();
+        let mut b0 = e0;
+        while b0 < e1 {
+            let b1 = (b0 / STRING_BLOCK + 1).saturating_mul(STRING_BLOCK).min(e1).min(n);
+            if b1 <= b0 {
+                break;
+            }
+            let mut count = 0u64;
+            self.src.each_string(b0, b1, &mut |s| {
+                count += 1;
+                f(s)
+            })?;
+            if count != b1 - b0 {
+                return Err(self.corrupt(format!("read {count} strings, expected {}", b1 - b0)));
+            }
+            b0 = b1;
+        }
+        Ok(())
+    }
+
     /// Calls `f` on flat elements `[e0, e1)` of a string array in order, borrowing them from
     /// the cached blocks (no copy per string).
     pub fn for_each_str(&self, e0: u64, e1: u64, mut f: impl FnMut(&str)) -> StorageResult<()> {

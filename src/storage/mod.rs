@@ -226,6 +226,13 @@ pub trait ArraySource: Send + Sync {
     /// Reads elements `[start, end)` (flat C-order indices) of a string array.
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>>;
 
+    /// Calls `f` with each string of elements `[start, end)` in order, keeping none (the size
+    /// pass of text views). Default: through [`ArraySource::read_strings`].
+    fn each_string(&self, start: u64, end: u64, f: &mut dyn FnMut(&str)) -> StorageResult<()> {
+        self.read_strings(start, end)?.iter().for_each(|s| f(s));
+        Ok(())
+    }
+
     /// Reads a variable-length string field of records `[start, end)` of a 1-D compound array.
     fn read_field_strings(&self, _field: &str, _start: u64, _end: u64) -> StorageResult<Vec<String>> {
         Err(StorageError::Unsupported {

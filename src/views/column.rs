@@ -92,7 +92,7 @@ fn plain_len(a: &Arr, r0: u64, r1: u64, mask: Option<&[u8]>) -> ViewResult<(u64,
     let missing = |i: usize| mask.is_some_and(|m| m.get(i).copied().unwrap_or(0) != 0);
     let (mut bytes, mut n) = (0u64, 0usize);
     if a.is_str() {
-        a.for_each_str(r0, r1, |s| {
+        a.each_str_uncached(r0, r1, |s| {
             bytes += if missing(n) { 2 } else { field_len(s) as u64 };
             n += 1;
         })?;

@@ -185,22 +185,24 @@ impl H5Source {
         )
     }
 
-    /// Flat string elements `[start, end)` decoded from the dataset's raw bytes.
+    /// Flat string elements `[start, end)` decoded from the dataset's raw bytes, each passed
+    /// to `f` in order.
     pub(super) fn raw_strings(
         &self,
         layout: vlen::Layout,
         start: u64,
         end: u64,
-    ) -> StorageResult<Vec<String>> {
+        f: &mut dyn FnMut(&str),
+    ) -> StorageResult<()> {
         let total: u64 = self.meta.shape.iter().product();
         if start > end || end > total {
             return Err(self.corrupt(format!("string range {start}..{end} outside 0..{total}")));
         }
         if start == end {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let raw = self.raw_elements(start, end, layout.element_size())?;
-        vlen::decode(&raw, layout, &self.ctx.data, &self.meta.path, start)
+        vlen::decode_each(&raw, layout, &self.ctx.data, &self.meta.path, start, f)
     }
 
     /// Stored bytes of flat elements `[start, end)` (in range, non-empty) of `elem` bytes each.

@@ -275,6 +275,12 @@ impl ArraySource for H5Source {
     }
 
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>> {
+        let mut out = Vec::with_capacity(end.saturating_sub(start).min(1 << 20) as usize);
+        self.each_string(start, end, &mut |s| out.push(s.to_owned()))?;
+        Ok(out)
+    }
+
+    fn each_string(&self, start: u64, end: u64, f: &mut dyn FnMut(&str)) -> StorageResult<()> {
         let _gate = self.ctx.gate.enter(&self.meta.path)?;
         let kind = self.str_kind().ok_or_else(|| {
             StorageError::unsupported(
@@ -284,7 +290,7 @@ impl ArraySource for H5Source {
         })?;
         if self.meta.null {
             return if start == end {
-                Ok(Vec::new())
+                Ok(())
             } else {
                 Err(self.corrupt("null dataspace has no strings"))
             };
@@ -292,7 +298,7 @@ impl ArraySource for H5Source {
         if let (Some(layout), Storage::Chunked { .. } | Storage::Contiguous { .. }) =
             (self.strs, &self.storage)
         {
-            return self.raw_strings(layout, start, end);
+            return self.raw_strings(layout, start, end, f);
         }
         // Compact, external and virtual layouts (no raw bytes to reach), unusual address widths
         // and user-defined variable-length fill values: through the library.
@@ -304,7 +310,10 @@ impl ArraySource for H5Source {
             start,
             end,
             &self.meta.path,
-        )
+        )?
+        .iter()
+        .for_each(|s| f(s));
+        Ok(())
     }
 
     fn read_field_strings(&self, field: &str, start: u64, end: u64) -> StorageResult<Vec<String>> {

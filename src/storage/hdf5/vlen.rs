@@ -55,25 +55,40 @@ pub fn decode(
     path: &str,
     first: u64,
 ) -> StorageResult<Vec<String>> {
+    let mut out = Vec::with_capacity(raw.len() / layout.element_size().max(1));
+    decode_each(raw, layout, file, path, first, &mut |s| out.push(s.to_owned()))?;
+    Ok(out)
+}
+
+/// [`decode`], passing each string to `f` in order instead of keeping it (a valid UTF-8 string
+/// is passed without a copy).
+pub fn decode_each(
+    raw: &[u8],
+    layout: Layout,
+    file: &DataFile,
+    path: &str,
+    first: u64,
+    f: &mut dyn FnMut(&str),
+) -> StorageResult<()> {
     let elem = layout.element_size();
     if elem == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let sizes = match layout {
         Layout::Fixed { pad, .. } => {
-            return Ok(raw.chunks_exact(elem).map(|c| fixed_to_string(c, pad)).collect())
+            raw.chunks_exact(elem).for_each(|c| f(&fixed_to_string(c, pad)));
+            return Ok(());
         }
         Layout::Vlen(sizes) => sizes,
     };
     let mut heap = HeapReader::new(file, sizes, path);
-    let mut out = Vec::with_capacity(raw.len() / elem);
     let mut total = 0u64;
     for (i, e) in raw.chunks_exact(elem).enumerate() {
         let len = le_uint(&e[..4]);
         let addr = le_uint(&e[4..4 + sizes.addr]);
         let index = le_uint(&e[4 + sizes.addr..]) as u32;
         if len == 0 || addr == 0 {
-            out.push(String::new());
+            f("");
             continue;
         }
         let at = first + i as u64;
@@ -95,9 +110,12 @@ pub fn decode(
             ));
         };
         let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-        out.push(String::from_utf8_lossy(&bytes[..end]).into_owned());
+        match std::str::from_utf8(&bytes[..end]) {
+            Ok(s) => f(s),
+            Err(_) => f(&String::from_utf8_lossy(&bytes[..end])),
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
