@@ -150,10 +150,7 @@ impl ChunkCache {
                 Ok(v)
             }
             GuardResult::Guard(g) => {
-                self.stats.miss();
-                let start = std::time::Instant::now();
-                let v = load()?;
-                self.stats.loaded(&key, v.weight(), start.elapsed());
+                let v = self.load_counted(&key, load)?;
                 let _ = g.insert(v.clone());
                 Ok(v)
             }
@@ -170,14 +167,19 @@ impl ChunkCache {
         match self.inner.get_value_or_guard(&key, Some(std::time::Duration::ZERO)) {
             GuardResult::Value(_) | GuardResult::Timeout => Ok(()),
             GuardResult::Guard(g) => {
-                self.stats.miss();
-                let start = std::time::Instant::now();
-                let v = Value::Bytes(Arc::new(load()?));
-                self.stats.loaded(&key, v.weight(), start.elapsed());
-                let _ = g.insert(v);
+                let _ = g.insert(self.load_counted(&key, || load().map(|b| Value::Bytes(Arc::new(b))))?);
                 Ok(())
             }
         }
+    }
+
+    /// Runs `load` for a missing `key`, counting the miss and the load in the stats.
+    fn load_counted<E>(&self, key: &Key, load: impl FnOnce() -> Result<Value, E>) -> Result<Value, E> {
+        self.stats.miss();
+        let start = std::time::Instant::now();
+        let v = load()?;
+        self.stats.loaded(key, v.weight(), start.elapsed());
+        Ok(v)
     }
 
     /// Bytes for `key`, loading them on a miss.

@@ -42,14 +42,7 @@ impl ColumnCells {
             Column::Categorical { codes, categories, .. } => {
                 let labels = self.labels.get_or_try_init(|| render_all(categories))?;
                 for c in codes.read_i64(r0, r1)? {
-                    if c < 0 {
-                        cells.extend_from_slice(b"NA");
-                    } else {
-                        let l = labels.get(c as usize).ok_or_else(|| {
-                            StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
-                        })?;
-                        cells.extend_from_slice(l);
-                    }
+                    cells.extend_from_slice(label(labels, c, codes)?);
                     ends.push(cells.len());
                 }
                 Ok(())
@@ -72,19 +65,23 @@ impl ColumnCells {
                 let labels = self.labels.get_or_try_init(|| render_all(categories))?;
                 let (mut bytes, mut n) = (0u64, 0u64);
                 for c in codes.read_i64(r0, r1)? {
-                    bytes += if c < 0 {
-                        2
-                    } else {
-                        labels.get(c as usize).map(Vec::len).ok_or_else(|| {
-                            StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
-                        })? as u64
-                    };
+                    bytes += label(labels, c, codes)?.len() as u64;
                     n += 1;
                 }
                 Ok((bytes, n))
             }
         }
     }
+}
+
+/// The cell of category code `c`: its label, `NA` for a negative code.
+fn label<'a>(labels: &'a [Vec<u8>], c: i64, codes: &Arr) -> ViewResult<&'a [u8]> {
+    if c < 0 {
+        return Ok(b"NA");
+    }
+    labels.get(c as usize).map(Vec::as_slice).ok_or_else(|| {
+        StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
+    })
 }
 
 /// [`plain`] measured: bytes and number of cells.
