@@ -12,6 +12,10 @@ non-matching `If-Match` gets 412.  `--latency MS` delays every answer; `--fail-e
 with 500 (`--fail-status 503`: 503 with S3's `SlowDown` error body and `Retry-After: 1`, a throttling server)
 and `--truncate-every N` cuts every Nth GET body short (closing the connection) — faults a client must retry
 through.
+
+A GET of a top-level directory with `?list-type=2` lists it as a bucket, in the XML form S3's ListObjectsV2 and
+Google Cloud Storage's XML API share (`prefix`, `delimiter`; one page): with the `gs://` client pointed at this
+server (GOOGLE_BASE_URL), `/BUCKET/KEY` is GCS's path-style object URL.
 """
 from __future__ import annotations
 
@@ -24,9 +28,41 @@ import sys
 import threading
 import time
 import urllib.parse
+from xml.sax.saxutils import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def etag(st: os.stat_result) -> str:
+    """A file's ETag: its mtime and size, like nginx."""
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def bucket_listing(bucket_dir: str, prefix: str, delimiter: str) -> bytes:
+    """ListBucketResult (list-type 2) of the files under `bucket_dir` whose keys start with `prefix`, rolled up at
+    `delimiter` into CommonPrefixes."""
+    keys = []
+    for d, _, files in os.walk(bucket_dir):
+        for f in files:
+            full = os.path.join(d, f)
+            keys.append((os.path.relpath(full, bucket_dir).replace(os.sep, "/"), full))
+    contents, prefixes = [], set()
+    for key, full in sorted(keys):
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if delimiter and delimiter in rest:
+            prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+            continue
+        st = os.stat(full)
+        modified = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(st.st_mtime))
+        contents.append(f"<Contents><Key>{escape(key)}</Key><Size>{st.st_size}</Size>"
+                        f"<LastModified>{modified}</LastModified><ETag>{escape(etag(st))}</ETag></Contents>")
+    common = "".join(f"<CommonPrefixes><Prefix>{escape(p)}</Prefix></CommonPrefixes>" for p in sorted(prefixes))
+    return ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>'
+            f"<Prefix>{escape(prefix)}</Prefix><KeyCount>{len(contents)}</KeyCount>{''.join(contents)}{common}"
+            "</ListBucketResult>").encode()
 
 
 def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | None = None, stall_secs: float = 60.0,
@@ -84,12 +120,22 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
                     return self._send(503, body, {"Retry-After": "1", "Content-Type": "application/xml"}, head=head)
                 return self._send(500, b"injected failure", head=head)
             cut = bool(truncate_every and n and n % truncate_every == 0)
+            url = urllib.parse.urlsplit(self.path)
+            query = urllib.parse.parse_qs(url.query)
+            if query.get("list-type") == ["2"]:
+                bucket = urllib.parse.unquote(url.path).strip("/")
+                bucket_dir = os.path.realpath(os.path.join(root, bucket))
+                inside = bucket_dir.startswith(os.path.realpath(root) + os.sep)
+                if "/" in bucket or not inside or not os.path.isdir(bucket_dir):
+                    return self._send(404, b"no such bucket", head=head)
+                body = bucket_listing(bucket_dir, query.get("prefix", [""])[0], query.get("delimiter", [""])[0])
+                return self._send(200, body, {"Content-Type": "application/xml"}, head=head)
             path = self._target()
             if path is None:
                 return self._send(404, b"not found", head=head)
             st = os.stat(path)
             size = st.st_size
-            tag = f'"{st.st_mtime_ns:x}-{size:x}"'
+            tag = etag(st)
             meta = {"ETag": tag, "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
             want = self.headers.get("If-Match")
             if want and want.strip() not in ("*", tag):

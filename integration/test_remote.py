@@ -16,21 +16,9 @@ from pathlib import Path
 import pytest
 
 from servers import RangeServer as Server, free_port
-from conftest import (ANNFS_BIN, COMMITTED, FIXTURES, Mount, is_mounted, need_fuse, walk_files)
-
-ZARR = FIXTURES / "zarr"
-H5AD = [p for p in COMMITTED if p.stat().st_size < 4 << 20]
-ZARRS = sorted(p.name for p in ZARR.glob("*.zarr"))
-
-
-def consolidated(name: str) -> bool:
-    """Whether a Zarr twin has consolidated metadata (remote v2 stores need it: HTTP cannot list)."""
-    root = ZARR / name
-    if (root / ".zmetadata").exists():
-        return True
-    doc = root / "zarr.json"
-    return doc.exists() and "consolidated_metadata" in json.loads(doc.read_text())
-
+from conftest import ANNFS_BIN, FIXTURES, Mount, is_mounted, need_fuse
+from remote_checks import (H5AD, ZARR, ZARRS, collection_layout, consolidated, mount, remote_zarr_equals_local,
+                           same_collection, same_tree, unconsolidated_fails)
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_ALLOW_HTTP": "true"}
@@ -71,37 +59,6 @@ def s3(tmp_path_factory):
     yield env, client
     proc.kill()
     proc.wait()
-
-
-def mount(store: str, *extra: str, env: dict | None = None, tag: str = "remote") -> Mount:
-    mnt = Path(os.environ.get("TMPDIR", "/tmp")) / f"annfs-{tag}-{os.getpid()}-{time.monotonic_ns()}"
-    m = Mount(Path(store), mnt, *extra)
-    m.store = store  # a URL stays a string (Path would fold its `//`)
-    if env is None:
-        return m.start()
-    old = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return m.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
-
-
-def same_tree(remote: Mount, local: Mount) -> None:
-    """Every file of the local mount (rows/ and where/ aside) reads the same through the remote one."""
-    rf, rd = walk_files(remote.mnt)
-    lf, ld = walk_files(local.mnt)
-    assert rf == lf and rd == ld, (sorted(rf ^ lf)[:10], sorted(rd ^ ld)[:10])
-    bad = [rel for rel in sorted(lf) if not rel.startswith(".annfs/") and rel != "README.txt"
-           and (remote.mnt / rel).read_bytes() != (local.mnt / rel).read_bytes()]
-    assert not bad, bad[:10]
-    # The root README names the store: the same text but for its location.
-    readme = (remote.mnt / "README.txt").read_text().replace(str(remote.store), str(local.store))
-    assert readme == (local.mnt / "README.txt").read_text()
-    for rel in sorted(lf)[:200]:
-        if not rel.startswith(".annfs/") and rel != "README.txt":
-            assert os.stat(remote.mnt / rel).st_size == os.stat(local.mnt / rel).st_size, rel
 
 
 def remote_stats(m: Mount) -> dict:
@@ -186,31 +143,6 @@ def test_http_zarr_equals_local(http_fixtures, name):
     finally:
         r.stop()
         loc.stop()
-
-
-def unconsolidated_fails(url: str, env: dict | None) -> None:
-    """A remote Zarr v2 store without consolidated metadata is refused at mount with a clear message."""
-    r = subprocess.run([str(ANNFS_BIN), "ls", url], capture_output=True, timeout=60,
-                       env=dict(os.environ, **(env or {})))
-    assert r.returncode != 0 and b"needs consolidated metadata" in r.stderr and url.encode() in r.stderr, r.stderr
-
-
-def remote_zarr_equals_local(r: Mount, loc: Mount) -> None:
-    """Every file of a remote Zarr mount reads as in the local mount; only the transposed copy of a stored
-    sparse matrix (`csc/` of a CSR matrix, `csr/` of a CSC one) is missing: remote Zarr stores have no version
-    to key an index by."""
-    rf, _ = walk_files(r.mnt)
-    lf, _ = walk_files(loc.mnt)
-    other = {"csc": "csr", "csr": "csc"}
-
-    def transposed(f: str) -> bool:
-        d, leaf = f.rsplit("/", 1) if "/" in f else ("", f)
-        parent, _, kind = d.rpartition("/")
-        return kind in other and f"{parent + '/' if parent else ''}{other[kind]}/{leaf}" in rf
-    assert rf <= lf and all(transposed(f) for f in lf - rf), sorted(lf - rf)[:5]
-    bad = [f for f in sorted(rf) if not f.startswith(".annfs/") and f != "README.txt"
-           and (r.mnt / f).read_bytes() != (loc.mnt / f).read_bytes()]
-    assert not bad, bad[:10]
 
 
 @need_fuse
@@ -389,36 +321,8 @@ def test_s3_prefix_is_a_collection(s3, tmp_path):
     """`s3://bucket/prefix/` mounts as a collection, like the same layout in a local directory: .h5ad objects and
     `*.zarr` prefixes are stores, other prefixes directories, other objects hidden."""
     env, client = s3
-    layout = {"study1/a.h5ad": FIXTURES / "dense_f32.h5ad", "c.h5ad": FIXTURES / "csr_gzip.h5ad",
-              "study1/notes.txt": FIXTURES / "SOURCES.md"}
-    local = tmp_path / "coll"
-    for rel, src in layout.items():
-        (local / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, local / rel)
-        client.upload_file(str(src), "atlas", f"coll/{rel}")
-    shutil.copytree(ZARR / "csr_gzip.v3.zarr", local / "b.zarr")
-    for f in (ZARR / "csr_gzip.v3.zarr").rglob("*"):
+    local = collection_layout(tmp_path / "coll")
+    for f in local.rglob("*"):
         if f.is_file():
-            client.upload_file(str(f), "atlas", f"coll/b.zarr/{f.relative_to(ZARR / 'csr_gzip.v3.zarr').as_posix()}")
-    r = mount("s3://atlas/coll/", env=env)
-    loc = mount(str(local))
-    try:
-        assert sorted(os.listdir(r.mnt)) == sorted(os.listdir(loc.mnt)) == [".annfs", "README.txt", "b.zarr",
-                                                                            "c.h5ad", "study1"]
-        assert os.listdir(r.mnt / "study1") == ["a.h5ad"]
-        for store in ("study1/a.h5ad", "c.h5ad", "b.zarr"):
-            rf, _ = walk_files(r.mnt / store)
-            lf, _ = walk_files(loc.mnt / store)
-            if store.endswith(".zarr"):
-                # A remote Zarr store has no single version to key a transposed index by (REMOTE.md): no csc/.
-                lf = {f for f in lf if "/csc/" not in f}
-            assert rf == lf, (store, sorted(rf ^ lf)[:5])
-            bad = [f for f in sorted(rf) if not f.startswith(".annfs/") and f != "README.txt"
-                   and (r.mnt / store / f).read_bytes() != (loc.mnt / store / f).read_bytes()]
-            assert not bad, (store, bad[:5])
-        rows = lambda m: [ln.split("\t")[:4] for ln in (m.mnt / ".annfs" / "collection.tsv").read_text().splitlines()]
-        assert rows(r) == rows(loc)
-        assert "s3://atlas/coll/" in (r.mnt / "README.txt").read_text()
-    finally:
-        r.stop()
-        loc.stop()
+            client.upload_file(str(f), "atlas", f"coll/{f.relative_to(local).as_posix()}")
+    same_collection("s3://atlas/coll/", local, env)

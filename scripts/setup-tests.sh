@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the test oracle on top of scripts/setup.sh: R (the suite's R clients),
-# systemd-analyze, runuser, dpkg-deb, and the Python oracle (anndata, h5py, zarr, scanpy, scipy,
-# pandas, pytest; integration/requirements.txt) in ./.venv.  Safe to run repeatedly.
+# systemd-analyze, runuser, dpkg-deb, the Python oracle (anndata, h5py, zarr, scanpy, scipy,
+# pandas, pytest; integration/requirements.txt) in ./.venv, and Azurite (Microsoft's Azure
+# Storage emulator, from npm) in ./.venv/azurite.  Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -24,4 +25,13 @@ want=$(sha256sum integration/requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -r integration/requirements.txt
   echo "$want" > "$stamp"
+fi
+
+# Azurite for the az:// tests (integration/test_cloud.py), pinned; ~190 MB, ~15 s. Node.js from Debian
+# when the machine has none.
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+AZURITE=3.35.0
+if [ "$(cat .venv/azurite/.version 2>/dev/null)" != "$AZURITE" ]; then
+  npm install --silent --no-audit --no-fund --prefix .venv/azurite "azurite@$AZURITE"
+  echo "$AZURITE" > .venv/azurite/.version
 fi

@@ -164,7 +164,8 @@ pub struct MountArgs {
     /// Byte budget of the on-disk chunk cache (e.g. 10G); least recently used entries are removed.
     #[arg(long, default_value = "10G", value_name = "SIZE")]
     pub disk_cache_size: String,
-    /// `s3://` stores: send unsigned requests (public buckets), ignoring any credentials.
+    /// `s3://`, `gs://`, `az://` stores: send unsigned requests (public buckets and
+    /// containers), ignoring any credentials.
     #[arg(long)]
     pub no_sign_request: bool,
     /// Permission bits of files (octal, default 0444; write bits are always dropped).

@@ -153,7 +153,7 @@ fn remote_options(args: &args::MountArgs) -> Result<OpenOptions, CliError> {
         None => None,
     };
     let mut remote = crate::storage::range::RemoteOptions { disk, ..Default::default() };
-    remote.s3.no_sign = args.no_sign_request;
+    remote.cloud.no_sign = args.no_sign_request;
     Ok(OpenOptions { remote })
 }
 

@@ -1,5 +1,5 @@
-//! Where a collection's stores live: a local directory ([`LocalDir`]) or an S3 prefix
-//! ([`S3Prefix`]). A source lists one directory level at a time, tells each store's version (a
+//! Where a collection's stores live: a local directory ([`LocalDir`]) or an object-store prefix
+//! ([`BucketPrefix`]: S3, GCS, Azure). A source lists one directory level at a time, tells each store's version (a
 //! store is reopened when it changes) and names the location the storage layer opens.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use super::Kind;
-use crate::storage::range::s3::S3Client;
+use crate::storage::range::cloud::BucketClient;
 use crate::storage::range::{Remote, RemoteOptions};
 use crate::storage::StoreInfo;
 
@@ -39,18 +39,19 @@ pub fn is_zarr_store(path: &Path) -> bool {
 }
 
 /// The source `store` names when it is a collection: a local directory that is not a Zarr
-/// store, or an `s3://bucket/prefix/` (ending in `/`, or the bucket itself) whose name does not
-/// end in `.zarr`; `None` for a single store.
+/// store, or an object-store prefix such as `s3://bucket/prefix/` (ending in `/`, or the bucket
+/// itself) whose name does not end in `.zarr`; `None` for a single store.
 pub fn source_for(store: &str, opts: &RemoteOptions) -> Result<Option<Box<dyn Source>>, String> {
     match Remote::parse(store) {
-        Some(Remote::S3 { bucket, key }) => {
+        Some(Remote::Bucket { service, bucket, key }) => {
             let leaf = key.trim_end_matches('/').rsplit('/').next().unwrap_or("");
             if !(key.is_empty() || key.ends_with('/')) || leaf.to_ascii_lowercase().ends_with(".zarr") {
                 return Ok(None);
             }
             let c = &opts.config;
-            let client = S3Client::new(&bucket, &key, &opts.s3, c.connect_timeout, c.request_timeout).map_err(|e| e.to_string())?;
-            Ok(Some(Box::new(S3Prefix { client, url: store.trim_end_matches('/').to_string(), etags: Mutex::default() })))
+            let client = BucketClient::new(service, &bucket, &key, &opts.cloud, c.connect_timeout, c.request_timeout)
+                .map_err(|e| e.to_string())?;
+            Ok(Some(Box::new(BucketPrefix { client, url: store.trim_end_matches('/').to_string(), etags: Mutex::default() })))
         }
         Some(Remote::Http(_)) => Ok(None),
         None => {
@@ -163,16 +164,16 @@ fn dir_bytes(path: &Path) -> u64 {
     total
 }
 
-/// An S3 prefix: one `ListObjectsV2` (with delimiter) per directory listing. A sub-prefix whose
+/// An object-store prefix: one delimited listing (S3's `ListObjectsV2`) per directory listing. A sub-prefix whose
 /// name ends in `.zarr` is a Zarr store (telling others apart would cost requests per entry);
 /// objects ending in `.h5ad` are HDF5 stores, versioned by the ETag the listing gave.
-pub struct S3Prefix {
-    client: S3Client,
+pub struct BucketPrefix {
+    client: BucketClient,
     url: String,
     etags: Mutex<HashMap<String, String>>,
 }
 
-impl Source for S3Prefix {
+impl Source for BucketPrefix {
     fn describe(&self) -> String {
         format!("{}/", self.url)
     }

@@ -1,25 +1,24 @@
 //! One byte-range layer under both backends: a store's bytes come from a local file, an
-//! `http(s)://` URL or an `s3://` object through the same few types.
+//! `http(s)://` URL or an object store (`s3://`, `gs://`, `az://`) through the same few types.
 //!
 //! - [`RangeRead`]: random access to one file-like object (`read_exact_at`), implemented by
 //!   [`LocalFile`] (`pread`) and [`object::RemoteFile`] (range GETs with a block cache). The
 //!   HDF5 backend reads through it, both its own data reads and the library's (its driver).
 //! - [`client::ObjectClient`]: one attempt at a GET/HEAD of a key, per protocol
-//!   ([`http::HttpClient`], [`s3::S3Client`]).
+//!   ([`http::HttpClient`], [`cloud::BucketClient`]).
 //! - [`Fetcher`]: a client plus what every protocol shares: bounded retries with backoff,
 //!   version checks (a changed object is an error, never mixed bytes), the validated on-disk
 //!   cache ([`disk_cache`]) and request counters ([`RemoteStats`]). The Zarr backend reads keys
 //!   through it.
 //! - [`location`]: which of these a mount source names.
 
-pub mod aws_profile;
 pub mod client;
+pub mod cloud;
 pub mod disk_cache;
 pub mod fetcher;
 pub mod http;
 pub mod location;
 pub mod object;
-pub mod s3;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

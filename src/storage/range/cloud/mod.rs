@@ -1,18 +1,21 @@
-//! [`ObjectClient`] over S3 (and S3-compatible servers) with the `object_store` crate: endpoint,
-//! region and credentials from the standard AWS environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
-//! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, ECS and EC2
-//! instance metadata) and the shared config/credentials files (`AWS_PROFILE`, see
-//! [`aws_profile`](super::aws_profile)), or unsigned requests for public buckets.
+//! Object stores — S3 (and S3-compatible servers), Google Cloud Storage and Azure Blob Storage —
+//! as one [`ObjectClient`] over the `object_store` crate: [`BucketClient`] reads keys under
+//! `SCHEME://bucket/prefix` with whichever service's client [`aws`], [`gcs`] or [`azure`] built
+//! from that service's standard environment.
 //!
 //! `object_store` is async; its futures run on one small process-wide tokio runtime that is
 //! started on first use (after the daemon has forked) and driven by the calling worker thread's
 //! `block_on`. Retries are the [`Fetcher`](super::Fetcher)'s (one policy for every protocol),
 //! so the crate's own are turned off.
 
+pub mod aws;
+pub mod aws_profile;
+pub mod azure;
+pub mod gcs;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 
@@ -27,91 +30,128 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("annfs-s3")
+            .thread_name("annfs-cloud")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the S3 I/O runtime: {e}"))
+            .map_err(|e| format!("cannot start the object-store I/O runtime: {e}"))
     })
     .as_ref()
     .map_err(Clone::clone)
 }
 
-/// Objects under `s3://bucket/prefix`.
-pub struct S3Client {
-    store: Arc<AmazonS3>,
+/// An object-store service, named by its URL scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// Amazon S3 or an S3-compatible server: `s3://bucket/key`.
+    S3,
+    /// Google Cloud Storage: `gs://bucket/key`.
+    Gcs,
+    /// Azure Blob Storage: `az://container/key`.
+    Azure,
+}
+
+impl Service {
+    /// The service a URL scheme names (`s3`, `s3a`, `gs`, `gcs`, `az`, `azure`; any case).
+    pub fn from_scheme(scheme: &str) -> Option<Service> {
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => Some(Service::S3),
+            "gs" | "gcs" => Some(Service::Gcs),
+            "az" | "azure" => Some(Service::Azure),
+            _ => None,
+        }
+    }
+
+    /// The scheme annfs writes in URLs and messages.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Service::S3 => "s3",
+            Service::Gcs => "gs",
+            Service::Azure => "az",
+        }
+    }
+
+    /// Where the service's credentials come from, for messages about missing ones.
+    fn credentials_hint(self) -> &'static str {
+        match self {
+            Service::S3 => "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or pass --no-sign-request for a public bucket",
+            Service::Gcs => "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT, or pass --no-sign-request for a public bucket",
+            Service::Azure => "set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, or pass --no-sign-request for a public container",
+        }
+    }
+
+    /// The service's name in error messages.
+    fn label(self) -> &'static str {
+        match self {
+            Service::S3 => "S3",
+            Service::Gcs => "GCS",
+            Service::Azure => "Azure",
+        }
+    }
+}
+
+/// How to reach an object store.
+#[derive(Clone, Debug, Default)]
+pub struct CloudOptions {
+    /// Send unsigned (anonymous) requests — public buckets and containers — ignoring any
+    /// credentials.
+    pub no_sign: bool,
+}
+
+/// What every service's client builder gets: the bucket (container), the URL for messages, the
+/// options and the HTTP client options.
+pub struct Setup<'a> {
+    /// Bucket (S3, GCS) or container (Azure) name.
+    pub bucket: &'a str,
+    /// `SCHEME://bucket/prefix`, for messages.
+    pub url: &'a str,
+    /// Signing.
+    pub opts: &'a CloudOptions,
+    /// Timeouts; plain `http://` endpoints allowed (S3-compatible servers, emulators).
+    pub client: ClientOptions,
+    /// No retries (the fetcher's policy applies).
+    pub retry: RetryConfig,
+}
+
+/// Objects under `SCHEME://bucket/prefix`.
+pub struct BucketClient {
+    store: Arc<dyn ObjectStore>,
+    service: Service,
     bucket: String,
     prefix: String,
 }
 
-/// How to reach S3.
-#[derive(Clone, Debug, Default)]
-pub struct S3Options {
-    /// Send unsigned requests (public buckets), ignoring any credentials.
-    pub no_sign: bool,
-}
-
-impl S3Client {
-    /// A client for keys under `prefix` of `bucket`, configured from the environment.
+impl BucketClient {
+    /// A client for keys under `prefix` of `bucket` of `service`, configured from that
+    /// service's environment; a configuration the service's client refuses (no account, an
+    /// unreadable credentials file) is a [`FetchError::Config`] naming the URL.
     pub fn new(
+        service: Service,
         bucket: &str,
         prefix: &str,
-        opts: &S3Options,
+        opts: &CloudOptions,
         connect_timeout: Duration,
         request_timeout: Duration,
-    ) -> Result<S3Client, FetchError> {
-        let url = format!("s3://{bucket}/{prefix}");
+    ) -> Result<BucketClient, FetchError> {
+        let url = format!("{}://{bucket}/{prefix}", service.scheme());
         // TLS through rustls with ring (the crate's default provider would build aws-lc); a
         // provider installed earlier in the process is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(connect_timeout)
-                    .with_timeout(request_timeout)
-                    .with_allow_http(true),
-            )
-            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() });
-        if opts.no_sign {
-            builder = builder.with_skip_signature(true);
-        }
-        // `from_env` reads AWS_REGION only under its long name; the CLI's default region too.
-        let env = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty());
-        if !env("AWS_REGION") {
-            if let Ok(r) = std::env::var("AWS_DEFAULT_REGION") {
-                builder = builder.with_region(r);
-            }
-        }
-        // The shared config and credentials files (AWS_PROFILE): what the environment leaves unset.
-        let profile = super::aws_profile::load().map_err(|reason| FetchError::Config { url: url.clone(), reason })?;
-        if let Some(p) = profile {
-            if !p.unsupported.is_empty() {
-                log::warn!(
-                    "the AWS profile gets credentials through {}, which annfs does not follow: set them in the environment",
-                    p.unsupported.join(", ")
-                );
-            }
-            if !env("AWS_ACCESS_KEY_ID") && !opts.no_sign {
-                if let (Some(id), Some(secret)) = (p.access_key_id, p.secret_access_key) {
-                    builder = builder.with_access_key_id(id).with_secret_access_key(secret);
-                    if let Some(token) = p.session_token {
-                        builder = builder.with_token(token);
-                    }
-                }
-            }
-            if let Some(r) = p.region.filter(|_| !env("AWS_REGION") && !env("AWS_DEFAULT_REGION")) {
-                builder = builder.with_region(r);
-            }
-            if let Some(e) = p.endpoint_url.filter(|_| !env("AWS_ENDPOINT_URL") && !env("AWS_ENDPOINT")) {
-                builder = builder.with_endpoint(e);
-            }
-        }
-        let store = builder.build().map_err(|e| FetchError::Config { url: url.clone(), reason: e.to_string() })?;
-        Ok(S3Client {
-            store: Arc::new(store),
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        })
+        let setup = Setup {
+            bucket,
+            url: &url,
+            opts,
+            client: ClientOptions::new()
+                .with_connect_timeout(connect_timeout)
+                .with_timeout(request_timeout)
+                .with_allow_http(true),
+            retry: RetryConfig { max_retries: 0, ..RetryConfig::default() },
+        };
+        let store = match service {
+            Service::S3 => aws::store(setup),
+            Service::Gcs => gcs::store(setup),
+            Service::Azure => azure::store(setup),
+        }?;
+        Ok(BucketClient { store, service, bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() })
     }
 
     /// The object path of `key`, taken as the object's name (`Path::from` would percent-encode
@@ -130,9 +170,14 @@ impl S3Client {
         let rt = runtime().map_err(|reason| FetchError::Config { url: url.clone(), reason })?;
         match rt.block_on(fut) {
             Ok(v) => Ok(Some(v)),
-            Err(e) => classify(e, url),
+            Err(e) => classify(e, url, self.service),
         }
     }
+}
+
+/// A builder's refusal as a [`FetchError::Config`] naming `url`.
+pub(crate) fn config_error(url: &str, e: object_store::Error) -> FetchError {
+    FetchError::Config { url: url.to_string(), reason: full_message(&e) }
 }
 
 /// The HTTP status named in an error's message chain ("... status code: 503 ..."), if any.
@@ -141,10 +186,15 @@ fn status_in(msg: &str) -> Option<u16> {
     msg.get(at..at + 3)?.parse().ok()
 }
 
-/// Maps an `object_store` error: not found → `Ok(None)`, the rest to [`FetchError`].
-fn classify<T>(e: object_store::Error, url: String) -> Result<Option<T>, FetchError> {
+/// Maps an `object_store` error: not found → `Ok(None)`, credentials that could not be had
+/// (the instance metadata service or a token exchange failed: no credentials are configured)
+/// → [`FetchError::Config`] with `service`'s hint, the rest by status to [`FetchError`].
+fn classify<T>(e: object_store::Error, url: String, service: Service) -> Result<Option<T>, FetchError> {
     use object_store::Error as E;
     let msg = full_message(&e);
+    if msg.contains("169.254.169.254") || msg.contains("token request") {
+        return Err(FetchError::Config { url, reason: format!("no usable credentials: {} ({msg})", service.credentials_hint()) });
+    }
     match e {
         E::NotFound { .. } => Ok(None),
         E::PermissionDenied { .. } => Err(FetchError::Status { url, status: 403, detail: Some(msg) }),
@@ -183,7 +233,7 @@ pub struct Level {
     pub objects: Vec<(String, u64, Option<String>)>,
 }
 
-impl S3Client {
+impl BucketClient {
     /// Lists one level below `key` (relative to the client's prefix; `""` for the prefix
     /// itself), all pages.
     pub fn list(&self, key: &str) -> Result<Level, FetchError> {
@@ -203,12 +253,19 @@ impl S3Client {
     }
 }
 
-impl ObjectClient for S3Client {
+impl ObjectClient for BucketClient {
     fn url(&self, key: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.path(key))
+        format!("{}://{}/{}", self.service.scheme(), self.bucket, self.path(key))
     }
 
     fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError> {
+        if let (Service::Azure, Span::Last(n)) = (self.service, span) {
+            // Azure Blob Storage has no suffix ranges: the object's size (and version) first.
+            let Some(meta) = self.head(key)? else { return Ok(None) };
+            let len = n.min(meta.size);
+            let version = version.map(str::to_string).or(meta.version);
+            return self.get(key, Span::At { start: meta.size - len, len }, version.as_deref());
+        }
         if span.fixed_len() == Some(0) {
             return Ok(Some(Got { data: Vec::new(), version: version.map(str::to_string) }));
         }
@@ -221,13 +278,14 @@ impl ObjectClient for S3Client {
         let opts = GetOptions { range, if_match: version.map(str::to_string), ..GetOptions::default() };
         let path = self.path(key);
         let store = self.store.clone();
+        let label = self.service.label();
         let got = self.run(key, async move {
             let res = store.get_opts(&path, opts).await?;
             let etag = res.meta.e_tag.clone();
             let size = res.range.end - res.range.start;
             if size > MAX_BODY {
                 return Err(object_store::Error::Generic {
-                    store: "S3",
+                    store: label,
                     source: format!("a range of {size} bytes is over the single-GET limit").into(),
                 });
             }
@@ -266,13 +324,23 @@ mod tests {
     }
 
     #[test]
+    fn schemes_name_services() {
+        assert_eq!(Service::from_scheme("S3A"), Some(Service::S3));
+        assert_eq!(Service::from_scheme("gcs"), Some(Service::Gcs));
+        assert_eq!(Service::from_scheme("azure"), Some(Service::Azure));
+        assert_eq!(Service::from_scheme("abfs"), None);
+    }
+
+    #[test]
     fn keys_join_the_prefix() {
-        let c = S3Client::new("b", "dir/x.h5ad", &S3Options { no_sign: true }, Duration::from_secs(1), Duration::from_secs(1))
-            .unwrap();
+        let opts = CloudOptions { no_sign: true };
+        let t = Duration::from_secs(1);
+        let c = BucketClient::new(Service::S3, "b", "dir/x.h5ad", &opts, t, t).unwrap();
         assert_eq!(c.url(""), "s3://b/dir/x.h5ad");
-        let z = S3Client::new("b", "s.zarr/", &S3Options { no_sign: true }, Duration::from_secs(1), Duration::from_secs(1))
-            .unwrap();
+        let z = BucketClient::new(Service::S3, "b", "s.zarr/", &opts, t, t).unwrap();
         assert_eq!(z.url("X/zarr.json"), "s3://b/s.zarr/X/zarr.json");
         assert_eq!(z.url("obs/100% sure/.zarray"), "s3://b/s.zarr/obs/100% sure/.zarray");
+        let g = BucketClient::new(Service::Gcs, "b", "a.zarr", &opts, t, t).unwrap();
+        assert_eq!(g.url("zarr.json"), "gs://b/a.zarr/zarr.json");
     }
 }
