@@ -326,3 +326,51 @@ def test_s3_prefix_is_a_collection(s3, tmp_path):
         if f.is_file():
             client.upload_file(str(f), "atlas", f"coll/{f.relative_to(local).as_posix()}")
     same_collection("s3://atlas/coll/", local, env)
+
+
+def _write_zarr_csr(path: Path, seed: int) -> "np.ndarray":
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+    rng = np.random.default_rng(seed)
+    x = sp.random(300, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    shutil.rmtree(path, ignore_errors=True)
+    ad.AnnData(X=x).write_zarr(path)
+    return x.toarray()
+
+
+@need_fuse
+def test_remote_zarr_index_is_keyed_by_its_metadata_version(tmp_path):
+    """A remote Zarr store's gene-column index is keyed by the version of its consolidated metadata (which every
+    write rewrites): `annfs index URL` builds it once, and a store rewritten under the same URL gets a new index,
+    never the old one."""
+    import numpy as np
+    store = tmp_path / "www" / "s.zarr"
+    store.parent.mkdir()
+    first = _write_zarr_csr(store, 1)
+    srv = Server(store.parent)
+    idx = tmp_path / "idx"
+    index = lambda: subprocess.run([str(ANNFS_BIN), "index", srv.url("s.zarr"), "--index-dir", str(idx)],
+                                   capture_output=True, text=True, timeout=120)
+    try:
+        r = index()
+        assert r.returncode == 0 and "1 built, 0 up to date" in r.stderr, r.stderr
+        r = index()
+        assert r.returncode == 0 and "0 built, 1 up to date" in r.stderr, r.stderr
+        m = mount(srv.url("s.zarr"), "--index-dir", str(idx))
+        try:
+            assert np.array_equal(np.load(m.mnt / "X/cols/7.npy"), first[:, 7])
+        finally:
+            m.stop()
+        time.sleep(0.01)
+        second = _write_zarr_csr(store, 2)
+        assert not np.array_equal(first, second)
+        m = mount(srv.url("s.zarr"), "--index-dir", str(idx), "--index-wait", "60")
+        try:
+            for j in (0, 7, 39):
+                assert np.array_equal(np.load(m.mnt / f"X/cols/{j}.npy"), second[:, j]), j
+            assert "stale" in m.stderr(), m.stderr()
+        finally:
+            m.stop()
+    finally:
+        srv.kill()

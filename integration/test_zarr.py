@@ -90,20 +90,11 @@ def _cleanup_and_unchanged():
     assert digest() == before, "a zarr fixture was modified"
 
 
-def _transposed_of_stored(mnt, rel: str) -> bool:
-    """rel is a transposed csc/ (or csr/) array next to the stored csr/ (csc/) of a matrix."""
-    parts = rel.split("/")
-    other = {"csc": "csr", "csr": "csc"}.get(parts[-2]) if len(parts) >= 2 else None
-    return other is not None and (mnt / "/".join(parts[:-2]) / other / parts[-1]).exists()
-
-
-def compare_mount(m: Mount, stem: str, remote: bool = False) -> None:
+def compare_mount(m: Mount, stem: str) -> None:
     want = expected(stem)
     bad = []
     for rel, data in sorted(want.items()):
         p = m.mnt / rel
-        if remote and not p.exists() and _transposed_of_stored(m.mnt, rel):
-            continue  # remote stores are not indexed: no transposed csc/ (README "Gene columns")
         got = p.read_bytes()
         if got != data:
             bad.append(f"{rel}: content differs ({len(got)} vs {len(data)} bytes)")
@@ -167,7 +158,7 @@ def server():
 def test_http_equals_h5ad_and_oracle(server, name):
     m = mount(server.url(name))
     try:
-        compare_mount(m, twin_stem(ZARR / name), remote=True)
+        compare_mount(m, twin_stem(ZARR / name))
     finally:
         m.stop()
 

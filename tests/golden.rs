@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use annfs::views::{VNode, VTree};
 use sha2::{Digest, Sha256};
@@ -27,8 +28,9 @@ fn golden_files(dir: &Path, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-fn read_all(tree: &VTree, path: &str) -> Result<Vec<u8>, String> {
-    let id = tree.resolve(path).ok_or_else(|| format!("{path}: missing from the tree"))?;
+fn read_all(tree: &Arc<VTree>, path: &str) -> Result<Vec<u8>, String> {
+    // Through directories resolved on lookup too (the transposed csc/ of a sparse matrix).
+    let (tree, id) = tree.resolve_any(path).ok_or_else(|| format!("{path}: missing from the tree"))?;
     let VNode::File(f) = &tree.nodes[id] else { return Err(format!("{path}: is a directory")) };
     let size = f.size().map_err(|e| format!("{path}: size: {e}"))?;
     let bytes = f.read(0, size as usize + 1).map_err(|e| format!("{path}: read: {e}"))?;

@@ -51,12 +51,16 @@ fn fnv(parts: &[&str]) -> u64 {
     h
 }
 
+/// The index file's name for matrix `matrix` of the store at `location` (its identity's).
+pub(super) fn file_name(location: &str, matrix: &str) -> String {
+    let readable: String = matrix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(64).collect();
+    format!("{:016x}{readable}.idx", fnv(&[location, matrix]))
+}
+
 impl IndexHandle {
     /// The index of `stored` (a whole stored matrix) with `layout`, in `service`'s directory.
     pub(super) fn new(service: Arc<IndexService>, stored: Sparse, layout: Layout, ids: &ArrIds, cache: &Arc<ChunkCache>) -> Arc<Self> {
-        let readable: String = layout.matrix.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(64).collect();
-        let name = format!("{:016x}{readable}.idx", fnv(&[&layout.store.location, &layout.matrix]));
-        let path = service.dir.join(name);
+        let path = service.dir.join(file_name(&layout.store.location, &layout.matrix));
         let data_type = stored.data.num_type().unwrap_or(NumType::U8);
         let index_type = if layout.index_width() == 8 { NumType::I64 } else { NumType::I32 };
         Arc::new_cyclic(|me: &Weak<IndexHandle>| {

@@ -105,6 +105,12 @@ pub struct IndexConfig {
     pub wait: Option<Duration>,
 }
 
+/// Why a matrix has no usable index, and whether that lasts as long as the mount.
+struct Unusable {
+    why: String,
+    lasting: bool,
+}
+
 /// The indexes of one opened store.
 pub struct IndexService {
     dir: PathBuf,
@@ -145,38 +151,57 @@ impl IndexService {
         self.writable.as_ref().map(|_| ()).map_err(String::as_str)
     }
 
-    /// The index of the stored sparse matrix that `m` is (a row window of), or `None` (logged
-    /// once per matrix) when none can be used: no store identity, or no valid index and a
-    /// directory that cannot be written. `m` must not be filtered on its minor axis.
+    /// True when the stored sparse matrix that `m` is (a row window of) may have an index here:
+    /// the store has an identity, and the directory can be written or already holds a file for
+    /// the matrix. No store I/O: the tree asks this while it is built (at mount), and
+    /// [`IndexService::handle`] (which reads the matrix's `indptr` ends) runs on first use.
+    pub fn may_index(&self, m: &Sparse) -> bool {
+        let Ok(store) = &self.identity else { return false };
+        m.has_exact_arrays() && (self.writable.is_ok() || self.dir.join(handle::file_name(&store.location, &matrix_key(m))).exists())
+    }
+
+    /// The index of the stored sparse matrix that `m` is (a row window of), or `None` (logged)
+    /// when none can be used: no store identity, or no valid index and a directory that cannot
+    /// be written (remembered for the matrix), or the matrix's `indptr` ends could not be read
+    /// (asked again next time: the failure may be transient). `m` must not be filtered on its
+    /// minor axis.
     pub fn handle(self: &Arc<Self>, m: &Sparse) -> Option<Arc<IndexHandle>> {
         if !m.has_exact_arrays() {
             return None;
         }
         let key = matrix_key(m);
+        if let Some(h) = self.handles.lock().get(&key) {
+            return h.clone();
+        }
+        // Made outside the lock: making reads the store, which may be slow (a remote store).
+        let made = self.make_handle(m, &key);
         let mut handles = self.handles.lock();
         if let Some(h) = handles.get(&key) {
             return h.clone();
         }
-        let made = self.make_handle(m, &key);
-        let h = match made {
-            Ok(h) => Some(h),
-            Err(why) => {
+        match made {
+            Ok(h) => {
+                handles.insert(key, Some(h.clone()));
+                Some(h)
+            }
+            Err(Unusable { why, lasting }) => {
                 log::warn!("{key}: no transposed index ({why}); columns of a CSR matrix are served by scanning it (slow)");
+                if lasting {
+                    handles.insert(key, None);
+                }
                 None
             }
-        };
-        handles.insert(key, h.clone());
-        h
+        }
     }
 
-    fn make_handle(self: &Arc<Self>, m: &Sparse, key: &str) -> Result<Arc<IndexHandle>, String> {
-        let store = self.identity.clone()?;
+    fn make_handle(self: &Arc<Self>, m: &Sparse, key: &str) -> Result<Arc<IndexHandle>, Unusable> {
+        let store = self.identity.clone().map_err(|why| Unusable { why, lasting: true })?;
         let whole = whole(m);
-        let layout = build::layout(&whole, store, key.to_string()).map_err(|e| e.to_string())?;
+        let layout = build::layout(&whole, store, key.to_string()).map_err(|e| Unusable { why: e.to_string(), lasting: false })?;
         let h = IndexHandle::new(self.clone(), whole, layout, &self.cache.ids.index_arrays, &self.cache);
         if let Err(why) = &self.writable {
             if !h.has_valid_file() {
-                return Err(format!("no valid index in {} and {why}", self.dir.display()));
+                return Err(Unusable { why: format!("no valid index in {} and {why}", self.dir.display()), lasting: true });
             }
         }
         Ok(h)

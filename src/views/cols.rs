@@ -40,6 +40,33 @@ pub enum ColSource {
     },
 }
 
+/// A matrix directory's columns before they are read: resolved to a [`ColSource`] on each
+/// use, so that the transposed index of a CSR matrix is looked up (which reads its `indptr`
+/// ends) when a column is first asked for, not while the tree is built at mount.
+#[derive(Clone)]
+pub struct Columns {
+    m: Matrix,
+    index: Option<Arc<IndexService>>,
+}
+
+impl Columns {
+    /// The columns of `m` (a matrix directory's matrix, possibly a row window), indexed by
+    /// `index` where it can.
+    pub fn new(m: &Matrix, index: Option<&Arc<IndexService>>) -> Self {
+        Columns { m: m.clone(), index: index.cloned() }
+    }
+
+    /// Where the columns come from now.
+    pub fn source(&self) -> ColSource {
+        ColSource::of(&self.m, self.index.as_ref())
+    }
+
+    /// `(rows, columns)` of the matrix.
+    pub fn shape(&self) -> (u64, u64) {
+        self.m.shape()
+    }
+}
+
 impl ColSource {
     /// The column source of `m` (a matrix directory's matrix, possibly a row window).
     pub fn of(m: &Matrix, index: Option<&Arc<IndexService>>) -> ColSource {
@@ -100,29 +127,6 @@ impl ColSource {
             ColSource::Indexed { handle, .. } => Some(handle),
             ColSource::Direct(_) => None,
         }
-    }
-}
-
-/// A file reading an index (the transposed `csc/` arrays): its reads tell the FUSE layer they
-/// may wait, while the index is not ready, so they are answered off its request threads.
-pub struct WaitsForIndex {
-    /// The file.
-    pub inner: Arc<dyn FileContent>,
-    /// The index it reads.
-    pub handle: Arc<IndexHandle>,
-}
-
-impl FileContent for WaitsForIndex {
-    fn size(&self) -> ViewResult<u64> {
-        self.inner.size()
-    }
-
-    fn read(&self, offset: u64, len: usize) -> ViewResult<Vec<u8>> {
-        self.inner.read(offset, len)
-    }
-
-    fn read_may_block(&self) -> bool {
-        !self.handle.is_ready()
     }
 }
 
@@ -236,15 +240,15 @@ pub fn column_file(src: &ColSource, j: u64, ext: &str, cache: &Arc<ChunkCache>, 
 
 /// `cols/` of a matrix directory.
 pub struct MatrixCols {
-    src: ColSource,
+    cols: Columns,
     cache: Arc<ChunkCache>,
     opts: TreeOptions,
 }
 
 impl MatrixCols {
-    /// Columns of `src`; `opts.prefix` is the matrix directory's virtual path.
-    pub fn new(src: ColSource, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
-        MatrixCols { src, cache, opts }
+    /// The columns `cols`; `opts.prefix` is the matrix directory's virtual path.
+    pub fn new(cols: Columns, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
+        MatrixCols { cols, cache, opts }
     }
 }
 
@@ -268,7 +272,7 @@ impl DynDir for MatrixCols {
         if let Some(readme) = readme_lookup(name, COLS_README) {
             return Some(readme);
         }
-        let cols = self.src.shape().1;
+        let cols = self.cols.shape().1;
         let (stem, ext) = name.rsplit_once('.')?;
         let key = format!("{}/cols/{name}", self.opts.prefix);
         if let Some((a, b)) = parse_slice(stem, cols) {
@@ -277,8 +281,8 @@ impl DynDir for MatrixCols {
                 "mtx" => Kind::Mtx(a, b),
                 _ => return None,
             };
-            return column_tree(&self.src, kind, &self.cache, &self.opts, key);
+            return column_tree(&self.cols.source(), kind, &self.cache, &self.opts, key);
         }
-        column_file(&self.src, parse_index(stem, cols)?, ext, &self.cache, &self.opts, key)
+        column_file(&self.cols.source(), parse_index(stem, cols)?, ext, &self.cache, &self.opts, key)
     }
 }

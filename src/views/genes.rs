@@ -5,15 +5,16 @@
 //! first lookup.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use super::cols::{column_file, ColSource};
+use super::cols::{column_file, Columns};
 use super::column::{split_cells, ColumnCells};
 use super::names::encode;
 use super::tree::TreeOptions;
 use super::{DynDir, StaticFile, VTree, ViewResult};
 use crate::cache::ChunkCache;
 use crate::model::Column;
+use crate::util::RetryOnce;
 
 /// Names read per step while building the table.
 const NAME_STEP: u64 = 1 << 16;
@@ -28,22 +29,22 @@ struct Names {
 
 /// `genes/` of a matrix directory.
 pub struct MatrixGenes {
-    src: ColSource,
+    cols: Columns,
     names: Column,
     cache: Arc<ChunkCache>,
     opts: TreeOptions,
-    table: OnceLock<Result<Names, String>>,
+    table: RetryOnce<Names>,
 }
 
 impl MatrixGenes {
-    /// Columns of `src` by the names in `names` (one per column).
-    pub fn new(src: ColSource, names: Column, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
-        MatrixGenes { src, names, cache, opts, table: OnceLock::new() }
+    /// The columns `cols` by the names in `names` (one per column).
+    pub fn new(cols: Columns, names: Column, cache: Arc<ChunkCache>, opts: TreeOptions) -> Self {
+        MatrixGenes { cols, names, cache, opts, table: RetryOnce::new() }
     }
 
+    /// The name table; a failure to read the names is logged and tried again next time.
     fn table(&self) -> Option<&Names> {
-        let t = self.table.get_or_init(|| read_names(&self.names).map_err(|e| e.to_string()));
-        match t {
+        match self.table.get_or_try_init(|| read_names(&self.names)) {
             Ok(t) => Some(t),
             Err(e) => {
                 log::error!("{}/genes: cannot read the var names: {e}", self.opts.prefix);
@@ -128,6 +129,6 @@ impl DynDir for MatrixGenes {
             _ => return None,
         };
         let key = format!("{}/genes/{name}", self.opts.prefix);
-        column_file(&self.src, j, ext, &self.cache, &self.opts, key)
+        column_file(&self.cols.source(), j, ext, &self.cache, &self.opts, key)
     }
 }

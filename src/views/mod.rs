@@ -18,6 +18,7 @@ pub mod readme;
 pub mod rows;
 pub mod sidecar;
 pub mod text_file;
+pub mod transposed;
 pub mod tree;
 pub mod where_dir;
 

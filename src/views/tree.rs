@@ -13,7 +13,8 @@ use super::sidecar::Sidecar;
 use super::where_dir::WhereDir;
 use super::text_file::{header_line, ColumnText, NumRowsText, RecordsText, TableText, TextFile};
 use super::{FileContent, LiveFile, NodeId, StaticFile, VNode, VTree};
-use super::cols::{ColSource, MatrixCols, WaitsForIndex};
+use super::cols::{Columns, MatrixCols};
+use super::transposed::TransposedDir;
 use super::genes::MatrixGenes;
 use crate::cache::ChunkCache;
 use crate::index::IndexService;
@@ -252,23 +253,17 @@ impl Builder {
     /// `cols/`, `genes/` and the transposed arrays (`csc/` of a CSR matrix, `csr/` of a CSC
     /// matrix) of a matrix whose columns are the vars of `var`.
     fn columns(&mut self, d: NodeId, m: &Matrix, var: &DataFrame) {
-        let src = ColSource::of(m, self.opts.index.as_ref());
+        let cols = Columns::new(m, self.opts.index.as_ref());
         let opts = TreeOptions { prefix: self.paths[d].clone(), ..self.opts.clone() };
-        let cols = MatrixCols::new(src.clone(), self.cache.clone(), opts.clone());
-        self.add(d, "cols", VNode::Dyn(Arc::new(cols)));
-        let genes = MatrixGenes::new(src, var.index.clone(), self.cache.clone(), opts);
+        self.add(d, "cols", VNode::Dyn(Arc::new(MatrixCols::new(cols.clone(), self.cache.clone(), opts.clone()))));
+        let genes = MatrixGenes::new(cols, var.index.clone(), self.cache.clone(), opts);
         self.add(d, "genes", VNode::Dyn(Arc::new(genes)));
         let Matrix::Sparse(s) = m else { return };
         // Only for a whole stored matrix: not a row window, not a gathered selection (where/).
         let whole = s.indptr.offset() == 0 && s.indptr.len() == s.indptr.meta().len() && !s.indptr.is_derived();
-        let Some(handle) = self.opts.index.as_ref().filter(|_| whole).and_then(|i| i.handle(s)) else { return };
-        let t = handle.transposed().clone();
-        let td = self.dir(d, t.format.name());
-        for (name, arr) in [("data.npy", &t.data), ("indices.npy", &t.indices), ("indptr.npy", &t.indptr)] {
-            if let Some(f) = NpyFile::of_array(arr) {
-                self.file(td, name, WaitsForIndex { inner: Arc::new(f), handle: handle.clone() });
-            }
-        }
+        let Some(index) = self.opts.index.as_ref().filter(|i| whole && i.may_index(s)) else { return };
+        let dir = TransposedDir::new(index.clone(), s.clone());
+        self.add(d, dir.name(), VNode::Dyn(Arc::new(dir)));
     }
 
     /// `10x/`: Cell Ranger 2 layout (vars as rows in `matrix.mtx`, `genes.tsv`, `barcodes.tsv`).

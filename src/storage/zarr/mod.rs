@@ -59,7 +59,7 @@ pub fn open_dir(path: &Path) -> StorageResult<Store> {
     build(Arc::new(storage), nodes, info)
 }
 
-/// Opens a Zarr store under a remote prefix (`http(s)://…`, `s3://bucket/prefix`), reading keys
+/// Opens a Zarr store under a remote prefix (`http(s)://…`, `s3://bucket/prefix`, …), reading keys
 /// through `fetcher`. Errors name `url`; `not_hdf5` says the URL was also tried as an HDF5 file.
 pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_hdf5: bool) -> StorageResult<Store> {
     let store = Arc::new(remote::RemoteStore::new(fetcher));
@@ -78,7 +78,15 @@ pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_
         },
         other => prefix(other, url),
     })?;
-    let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version: None };
+    // The consolidated metadata is rewritten by every write of the store (anndata, zarr-python):
+    // its version identifies the store for the gene-column indexes, as the root metadata file's
+    // mtime does for a local store. One HEAD; without a version the store is not indexed.
+    let root_doc = match nodes.version {
+        meta::Version::V3 => "zarr.json",
+        meta::Version::V2 => ".zmetadata",
+    };
+    let version = store.version(root_doc).map(|v| format!("{root_doc} {v}"));
+    let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version };
     build(store, nodes, info)
 }
 

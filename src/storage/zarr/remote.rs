@@ -1,4 +1,5 @@
-//! A read-only `zarrs` store over any remote location of the byte-range layer (HTTP(S), S3):
+//! A read-only `zarrs` store over any remote location of the byte-range layer (HTTP(S), S3,
+//! GCS, Azure):
 //! whole-key GETs and range GETs (shard indexes, inner chunks) through one
 //! [`Fetcher`](crate::storage::range::Fetcher) — retries, the validated disk cache, counters.
 //!
@@ -36,6 +37,18 @@ impl RemoteStore {
     /// A store reading keys through `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> RemoteStore {
         RemoteStore { fetcher }
+    }
+
+    /// The version (ETag or Last-Modified) of `key` by a HEAD; `None` when the server gives
+    /// none or the HEAD fails.
+    pub fn version(&self, key: &str) -> Option<String> {
+        match self.fetcher.head(key) {
+            Ok(meta) => meta.and_then(|m| m.version),
+            Err(e) => {
+                log::debug!("no version for {}: {e}", self.fetcher.url(key));
+                None
+            }
+        }
     }
 
     /// GETs `key` (all of it, or `range`); `Ok(None)` when absent.
