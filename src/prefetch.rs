@@ -10,11 +10,10 @@
 //! bounded, and a window that finds the queue full is skipped (and counted), never blocking the
 //! reader. State is dropped when the handle is released.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
+use crossbeam_channel::{bounded, Sender, TrySendError};
 use dashmap::DashMap;
-use parking_lot::Mutex;
 
 use crate::cache::Stats;
 use crate::views::FileContent;
@@ -62,23 +61,22 @@ struct Job {
 pub struct Prefetcher {
     cfg: PrefetchConfig,
     streams: DashMap<u64, Stream>,
-    tx: Mutex<Option<SyncSender<Job>>>,
+    tx: Option<Sender<Job>>,
     stats: Arc<Stats>,
 }
 
 impl Prefetcher {
     /// Starts the workers; loaded bytes are counted in `stats`.
     pub fn new(cfg: PrefetchConfig, stats: Arc<Stats>) -> Self {
-        let (tx, rx) = sync_channel::<Job>(cfg.queue);
-        let rx = Arc::new(Mutex::new(rx));
+        // A multi-consumer queue: idle workers wait on it without a lock around `recv` (a
+        // mutex-guarded receiver made every hand-off spin and yield on the lock).
+        let (tx, rx) = bounded::<Job>(cfg.queue);
         let mut started = 0;
         for i in 0..cfg.workers.max(1) {
             let (rx, stats, piece) = (rx.clone(), stats.clone(), cfg.piece.max(1));
-            let spawned = std::thread::Builder::new().name(format!("annfs-prefetch-{i}")).spawn(move || loop {
-                let job = rx.lock().recv();
-                match job {
-                    Ok(job) => stats.prefetched(load(&job, piece)),
-                    Err(_) => break,
+            let spawned = std::thread::Builder::new().name(format!("annfs-prefetch-{i}")).spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    stats.prefetched(load(&job, piece));
                 }
             });
             match spawned {
@@ -87,7 +85,7 @@ impl Prefetcher {
             }
         }
         let tx = (started > 0).then_some(tx);
-        Prefetcher { cfg, streams: DashMap::new(), tx: Mutex::new(tx), stats }
+        Prefetcher { cfg, streams: DashMap::new(), tx, stats }
     }
 
     /// Records that handle `fh` of `file` read `len` bytes at `offset`, and starts read-ahead if
@@ -116,7 +114,7 @@ impl Prefetcher {
             return;
         }
         // One job per piece: idle workers load the pieces of a window in parallel.
-        let Some(tx) = self.tx.lock().clone() else { return };
+        let Some(tx) = &self.tx else { return };
         let piece = self.cfg.piece.max(1) as u64;
         let mut at = start;
         while at < stop {
@@ -164,6 +162,7 @@ fn load(job: &Job, piece: usize) -> u64 {
 mod tests {
     use super::*;
     use crate::views::ViewResult;
+    use parking_lot::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{Duration, Instant};
 

@@ -7,18 +7,17 @@
 //! hung requests cannot starve the pool.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Worker threads fed by one queue.
+/// Worker threads fed by one multi-consumer queue (idle workers wait on it without a lock
+/// around `recv`: a mutex-guarded receiver made every hand-off spin and yield on the lock).
 pub struct Workers {
     name: &'static str,
-    tx: Mutex<Sender<Job>>,
-    rx: Arc<Mutex<Receiver<Job>>>,
+    tx: Sender<Job>,
+    rx: Receiver<Job>,
     spawned: AtomicUsize,
     max: usize,
 }
@@ -26,9 +25,9 @@ pub struct Workers {
 impl Workers {
     /// Starts `n` workers named `name-<i>`; [`Workers::replace_stuck`] may add up to `n` more.
     pub fn new(name: &'static str, n: usize) -> Self {
-        let (tx, rx) = channel::<Job>();
+        let (tx, rx) = unbounded::<Job>();
         let n = n.max(1);
-        let pool = Workers { name, tx: Mutex::new(tx), rx: Arc::new(Mutex::new(rx)), spawned: AtomicUsize::new(0), max: 2 * n };
+        let pool = Workers { name, tx, rx, spawned: AtomicUsize::new(0), max: 2 * n };
         for _ in 0..n {
             pool.spawn_one();
         }
@@ -42,11 +41,9 @@ impl Workers {
             return false;
         }
         let rx = self.rx.clone();
-        let spawned = std::thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || loop {
-            let job = rx.lock().recv();
-            match job {
-                Ok(job) => job(),
-                Err(_) => break,
+        let spawned = std::thread::Builder::new().name(format!("{}-{i}", self.name)).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
             }
         });
         if let Err(e) = spawned {
@@ -66,7 +63,7 @@ impl Workers {
 
     /// Runs `job` on a worker (or here, if the pool is gone).
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
-        if let Err(e) = self.tx.lock().send(Box::new(job)) {
+        if let Err(e) = self.tx.send(Box::new(job)) {
             (e.0)();
         }
     }

@@ -202,6 +202,14 @@ impl FileContent for IndexedFile {
         self.inner()?.read(offset, len)
     }
 
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
+        self.inner()?.read_into(offset, len, out)
+    }
+
+    fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
+        self.inner()?.prefetch(offset, len)
+    }
+
     fn size_is_cheap(&self) -> bool {
         self.size.is_some() || self.made.lock().as_ref().is_some_and(|f| f.size_is_cheap())
     }

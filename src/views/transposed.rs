@@ -69,6 +69,14 @@ impl FileContent for WaitsForIndex {
         self.inner.read(offset, len)
     }
 
+    fn read_into(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> ViewResult<()> {
+        self.inner.read_into(offset, len, out)
+    }
+
+    fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
+        self.inner.prefetch(offset, len)
+    }
+
     fn read_may_block(&self) -> bool {
         !self.handle.is_ready()
     }
