@@ -233,6 +233,30 @@ def test_idle_stores_are_closed_and_reopened(need_fuse, tmp_path):
         assert stats(m.mnt)["stores_opened"] == 2 * len(TWINS)
 
 
+def test_a_failed_open_is_tried_again(need_fuse, tmp_path):
+    """A store that fails to open (here: a Zarr array's metadata being rewritten, which changes neither the
+    store directory's mtime nor its size) shows why in its README; once the failure is --store-idle old, the
+    next access opens it again, and after the repair it serves the same bytes as the store mounted alone."""
+    src = tmp_path / "src"
+    src.mkdir()
+    store = src / "b.zarr"
+    shutil.copytree(FIXTURES / "zarr" / "csr_gzip.v2.zarr", store)
+    (store / ".zmetadata").unlink()  # metadata read file by file
+    zarray = store / "X" / "data" / ".zarray"
+    good = zarray.read_bytes()
+    version = os.stat(store).st_mtime_ns
+    zarray.write_bytes(b"{ not json")
+    with Mount(src, tmp_path / "mnt", "--store-idle", "1") as m:
+        readme = (m.mnt / "b.zarr" / "README.txt").read_text()
+        assert "could not be opened" in readme, readme
+        zarray.write_bytes(good)
+        assert os.stat(store).st_mtime_ns == version
+        assert _eventually(lambda: "X" in os.listdir(m.mnt / "b.zarr")), os.listdir(m.mnt / "b.zarr")
+        with Mount(store, tmp_path / "alone") as alone:
+            for rel in ("X/csr/data.npy", "X/csr/indices.npy", "obs.tsv"):
+                assert (m.mnt / "b.zarr" / rel).read_bytes() == (alone.mnt / rel).read_bytes(), rel
+
+
 def test_an_open_file_keeps_its_store_open(need_fuse, tmp_path):
     src = make_collection(tmp_path / "src")
     want = oracle.expected_tree(FIXTURES / "csr_gzip.h5ad")["obs.tsv"]

@@ -97,11 +97,18 @@ pub struct Slot {
     version: Option<String>,
     state: OnceLock<Result<Arc<OpenStore>, String>>,
     tree: OnceLock<Arc<VTree>>,
+    created: Instant,
 }
 
 impl Slot {
     fn new(version: Option<String>) -> Arc<Self> {
-        Arc::new(Slot { version, state: OnceLock::new(), tree: OnceLock::new() })
+        Arc::new(Slot { version, state: OnceLock::new(), tree: OnceLock::new(), created: Instant::now() })
+    }
+
+    /// True when opening failed at least `age` ago: the failure may have passed (a network
+    /// error, a file being rewritten), so the slot is dropped and the next access tries again.
+    fn failed_for(&self, age: Duration) -> bool {
+        matches!(self.state.get(), Some(Err(_))) && self.created.elapsed() >= age
     }
 
     /// The opened store, or why it could not be opened.
@@ -309,17 +316,26 @@ impl Collection {
     /// forgets it and makes the kernel forget its entries, so its tree, metadata and file
     /// handles are dropped once the kernel lets go of its inodes. The next access opens it
     /// again. Returns how many were closed.
+    ///
+    /// A store that failed to open is forgotten the same way once the failure is `idle` old,
+    /// used or not (its next access tries again): a transient failure does not last until
+    /// remount. It is not counted as closed.
     pub fn close_idle(&self, idle: Duration) -> usize {
-        let candidates: Vec<String> = self.slots.iter().filter(|e| e.is_open()).map(|e| e.key().clone()).collect();
+        let candidates: Vec<String> =
+            self.slots.iter().filter(|e| e.is_open() || e.failed_for(idle)).map(|e| e.key().clone()).collect();
         let mut closed = 0;
         for rel in candidates {
             let act = self.activity(&rel);
-            if self.slots.remove_if(&rel, |_, s| s.is_open() && act.is_idle(idle)).is_none() {
+            let Some((_, slot)) = self.slots.remove_if(&rel, |_, s| (s.is_open() && act.is_idle(idle)) || s.failed_for(idle)) else {
                 continue;
+            };
+            if slot.is_open() {
+                closed += 1;
+                self.closed.fetch_add(1, Ordering::Relaxed);
+                log::debug!("{rel}: closed (idle for {idle:?})");
+            } else {
+                log::debug!("{rel}: failed to open {:?} ago; the next access tries again", slot.created.elapsed());
             }
-            closed += 1;
-            self.closed.fetch_add(1, Ordering::Relaxed);
-            log::debug!("{rel}: closed (idle for {idle:?})");
             for (dir, name) in act.take_entries() {
                 self.setup.invalidator.invalidate(dir, &name);
             }
