@@ -17,6 +17,20 @@ H5AD = [p for p in COMMITTED if p.stat().st_size < 4 << 20]
 ZARRS = sorted(p.name for p in ZARR.glob("*.zarr"))
 
 
+def when_up(make, proc, timeout: float):
+    """`make()`'s result once the server started as `proc` answers it (retried every 0.2 s); the last error
+    when the server exits or `timeout` seconds pass (the server is killed then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return make()
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+
+
 def consolidated(name: str) -> bool:
     """Whether a Zarr twin has consolidated metadata (remote v2 stores need it: HTTP cannot list)."""
     root = ZARR / name

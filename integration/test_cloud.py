@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ANNFS_BIN, FIXTURES, REPO, need_fuse
 from remote_checks import (ZARR, collection_layout, consolidated, mount, remote_zarr_equals_local, same_collection,
-                           same_tree, unconsolidated_fails)
+                           same_tree, unconsolidated_fails, when_up)
 from servers import RangeServer, free_port
 
 AZURITE = REPO / ".venv" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -96,16 +95,7 @@ def azurite(tmp_path_factory):
     svc = BlobServiceClient.from_connection_string(
         f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
         f"BlobEndpoint={endpoint}/{ACCOUNT};")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            atlas = svc.create_container("atlas")
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.2)
+    atlas = when_up(lambda: svc.create_container("atlas"), proc, 60)
     for key in KEYS:
         for name, f in files_of(key):
             atlas.upload_blob(name, f.read_bytes())

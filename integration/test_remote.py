@@ -18,7 +18,7 @@ import pytest
 from servers import RangeServer as Server, free_port
 from conftest import ANNFS_BIN, FIXTURES, Mount, is_mounted, need_fuse
 from remote_checks import (H5AD, ZARR, ZARRS, collection_layout, consolidated, mount, remote_zarr_equals_local,
-                           same_collection, same_tree, unconsolidated_fails)
+                           same_collection, same_tree, unconsolidated_fails, when_up)
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
           "AWS_ALLOW_HTTP": "true"}
@@ -38,16 +38,7 @@ def s3(tmp_path_factory):
     client = boto3.client("s3", endpoint_url=endpoint, **{"aws_access_key_id": "testing",
                                                            "aws_secret_access_key": "testing",
                                                            "region_name": "us-east-1"})
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.create_bucket(Bucket="atlas")
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.2)
+    when_up(lambda: client.create_bucket(Bucket="atlas"), proc, 30)
     for p in H5AD:
         client.upload_file(str(p), "atlas", f"h5ad/{p.name}")
     for name in ZARRS:
@@ -328,7 +319,8 @@ def test_s3_prefix_is_a_collection(s3, tmp_path):
     same_collection("s3://atlas/coll/", local, env)
 
 
-def _write_zarr_csr(path: Path, seed: int) -> "np.ndarray":
+def _write_zarr_csr(path: Path, seed: int):
+    """Writes a 300 x 40 CSR AnnData as Zarr at `path` (replacing it); returns X as a dense array."""
     import anndata as ad
     import numpy as np
     import scipy.sparse as sp
