@@ -169,6 +169,11 @@ def test_s3_errors_name_the_url_and_cause(s3, tmp_path):
     finally:
         m.stop()
         loc.stop()
+    # The commands that read a store without mounting take the flag too.
+    r = subprocess.run([str(ANNFS_BIN), "cat", "s3://atlas/h5ad/dense_f32.h5ad", "obs.tsv", "--no-sign-request"],
+                       capture_output=True, timeout=60, env=env_nocreds)
+    want = subprocess.run([str(ANNFS_BIN), "cat", str(FIXTURES / "dense_f32.h5ad"), "obs.tsv"], capture_output=True)
+    assert r.returncode == 0 and r.stdout == want.stdout, r.stderr
 
 
 def test_s3_settings_from_an_aws_profile(s3, tmp_path):

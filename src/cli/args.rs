@@ -48,6 +48,9 @@ pub enum Command {
     Ls {
         /// The store.
         store: String,
+        /// Remote access.
+        #[command(flatten)]
+        access: AccessArgs,
         /// A directory of the virtual tree.
         #[arg(default_value = "")]
         path: String,
@@ -62,6 +65,9 @@ pub enum Command {
     Cat {
         /// The store.
         store: String,
+        /// Remote access.
+        #[command(flatten)]
+        access: AccessArgs,
         /// A file of the virtual tree.
         path: String,
     },
@@ -69,6 +75,9 @@ pub enum Command {
     Info {
         /// The store.
         store: String,
+        /// Remote access.
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Mount the bundled sample store, tour it, and unmount.
     Demo,
@@ -78,6 +87,9 @@ pub enum Command {
     Materialize {
         /// The store.
         store: String,
+        /// Remote access.
+        #[command(flatten)]
+        access: AccessArgs,
         /// Files or directories of the virtual tree.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -87,11 +99,32 @@ pub enum Command {
     },
 }
 
+/// How the commands that open a store without mounting reach a remote one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// `s3://`, `gs://`, `az://` stores: send unsigned requests (public buckets and
+    /// containers), ignoring any credentials.
+    #[arg(long)]
+    pub no_sign_request: bool,
+}
+
+impl AccessArgs {
+    /// The storage options these arguments ask for.
+    pub fn options(&self) -> crate::storage::OpenOptions {
+        let mut o = crate::storage::OpenOptions::default();
+        o.remote.cloud.no_sign = self.no_sign_request;
+        o
+    }
+}
+
 /// Options of `annfs index`.
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
     /// The store (.h5ad file or Zarr directory), or a collection directory (every store in it).
     pub store: String,
+    /// Remote access.
+    #[command(flatten)]
+    pub access: AccessArgs,
     /// Where to write the indexes (default: `index/` under the cache directory).
     #[arg(long, value_name = "DIR")]
     pub index_dir: Option<PathBuf>,

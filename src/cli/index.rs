@@ -54,12 +54,13 @@ pub fn run(args: &IndexArgs) -> Result<(), CliError> {
     let cache = Arc::new(ChunkCache::new(budget));
     let start = Instant::now();
     let mut totals = Totals::default();
-    let source = crate::collection::source_for(&args.store, &Default::default()).map_err(|reason| CliError::Storage {
+    let opts = args.access.options();
+    let source = crate::collection::source_for(&args.store, &opts.remote).map_err(|reason| CliError::Storage {
         store: args.store.clone(),
         source: crate::storage::StorageError::NotAStore { path: args.store.clone(), reason },
     })?;
     if let Some(source) = source {
-        let setup = StoreSetup { index_dir: Some(dir.clone()), ..Default::default() };
+        let setup = StoreSetup { open: opts.clone(), index_dir: Some(dir.clone()), ..Default::default() };
         let coll = Collection::new(source, cache, setup);
         for (rel, kind) in coll.stores() {
             // The setup names the index directory, so every opened store has a service.
@@ -72,7 +73,7 @@ pub fn run(args: &IndexArgs) -> Result<(), CliError> {
             }
         }
     } else {
-        let st = crate::storage::open(&args.store).map_err(|source| CliError::Storage { store: args.store.clone(), source })?;
+        let st = crate::storage::open_with(&args.store, &opts).map_err(|source| CliError::Storage { store: args.store.clone(), source })?;
         let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: args.store.clone(), source })?;
         let service = IndexService::new(dir.clone(), None, &st.info, cache);
         index_store("", &ad, &service, &mut totals)?;

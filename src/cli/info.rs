@@ -30,8 +30,7 @@ fn walk(out: &mut impl Write, g: &Group) -> std::io::Result<()> {
 }
 
 /// Prints the summary of `store`.
-pub fn info(store: &str) -> Result<(), CliError> {
-    let opts = crate::storage::OpenOptions::default();
+pub fn info(store: &str, opts: &crate::storage::OpenOptions) -> Result<(), CliError> {
     let source = crate::collection::source_for(store, &opts.remote).map_err(|reason| CliError::Storage {
         store: store.into(),
         source: crate::storage::StorageError::NotAStore { path: store.into(), reason },
@@ -39,13 +38,13 @@ pub fn info(store: &str) -> Result<(), CliError> {
     if let Some(source) = source {
         // A collection: what it holds, one row per store (every store is opened).
         let cache = std::sync::Arc::new(crate::cache::ChunkCache::new(64 << 20));
-        let setup = crate::collection::StoreSetup { open: opts, ..Default::default() };
+        let setup = crate::collection::StoreSetup { open: opts.clone(), ..Default::default() };
         let coll = crate::collection::Collection::new(source, cache, setup);
         std::io::stdout().lock().write_all(&coll.summary())?;
         return Ok(());
     }
-    let st = crate::storage::open(store).map_err(|source| CliError::Storage { store: store.into(), source })?;
-    let o = super::open(store, 64 << 20)?;
+    let st = crate::storage::open_with(store, opts).map_err(|source| CliError::Storage { store: store.into(), source })?;
+    let o = super::open_with(store, 64 << 20, opts, None)?;
     let mut out = std::io::stdout().lock();
     if let Some(crate::views::VNode::File(f)) = o.tree.resolve("README.txt").map(|id| &o.tree.nodes[id]) {
         let readme = f.read(0, usize::MAX >> 1).unwrap_or_default();

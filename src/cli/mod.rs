@@ -202,11 +202,11 @@ pub fn main() -> ExitCode {
             let bin = (bin != "none").then(|| std::path::PathBuf::from(bin));
             helper::install(&sbin, bin.as_deref(), uninstall)
         }
-        Command::Ls { store, path, recursive, long } => ls(&store, &path, recursive, long),
-        Command::Cat { store, path } => cat(&store, &path),
-        Command::Info { store } => info::info(&store),
+        Command::Ls { store, access, path, recursive, long } => ls(&store, &access.options(), &path, recursive, long),
+        Command::Cat { store, access, path } => cat(&store, &access.options(), &path),
+        Command::Info { store, access } => info::info(&store, &access.options()),
         Command::Demo => demo::demo(),
-        Command::Materialize { store, paths, to } => materialize(&store, &paths, &to),
+        Command::Materialize { store, access, paths, to } => materialize(&store, &access.options(), &paths, &to),
         Command::Index(args) => index::run(&args),
     };
     match result {
@@ -224,8 +224,8 @@ fn node_at(tree: &Arc<VTree>, path: &str) -> Result<(Arc<VTree>, usize), CliErro
     tree.resolve_any(path).ok_or_else(|| CliError::Path(format!("{path}: no such file or directory")))
 }
 
-fn ls(store: &str, path: &str, recursive: bool, long: bool) -> Result<(), CliError> {
-    let o = open(store, 64 << 20)?;
+fn ls(store: &str, opts: &OpenOptions, path: &str, recursive: bool, long: bool) -> Result<(), CliError> {
+    let o = open_with(store, 64 << 20, opts, None)?;
     let (t, id) = node_at(&o.tree, path)?;
     let base = path.trim_matches('/');
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -277,8 +277,8 @@ pub fn escape_listed(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn cat(store: &str, path: &str) -> Result<(), CliError> {
-    let o = open(store, 256 << 20)?;
+fn cat(store: &str, opts: &OpenOptions, path: &str) -> Result<(), CliError> {
+    let o = open_with(store, 256 << 20, opts, None)?;
     let (t, id) = node_at(&o.tree, path)?;
     let VNode::File(f) = &t.nodes[id] else {
         return Err(CliError::Path(format!("{path}: is a directory")));
@@ -393,8 +393,8 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn materialize(store: &str, paths: &[String], to: &std::path::Path) -> Result<(), CliError> {
-    let o = open(store, 256 << 20)?;
+fn materialize(store: &str, opts: &OpenOptions, paths: &[String], to: &std::path::Path) -> Result<(), CliError> {
+    let o = open_with(store, 256 << 20, opts, None)?;
     let (files, bytes) =
         crate::overlay::materialize::materialize(&o.tree, paths, to).map_err(|e| CliError::Path(e.to_string()))?;
     log::info!("materialized {files} files ({bytes} bytes) into {}", to.display());
