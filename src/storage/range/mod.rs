@@ -106,10 +106,25 @@ impl RangeRead for LocalFile {
             return;
         }
         let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(end - offset)) else { return };
+        let fd = self.file.as_raw_fd();
+        // A range whose first and last bytes are in the page cache is (nearly always) cached
+        // whole, and WILLNEED would walk every page of it to find nothing to read: a profile
+        // of warm 200 MB reads had 15% of the daemon's CPU there. Two non-blocking one-byte
+        // reads tell (RWF_NOWAIT fails instead of reading from the disk).
+        let cached = |at: libc::off_t| {
+            let mut byte = 0u8;
+            let iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+            // SAFETY: the iovec points at one writable byte on this stack frame; the
+            // descriptor is owned by `self.file` and open for the call's duration.
+            unsafe { libc::preadv2(fd, &iov, 1, at, libc::RWF_NOWAIT) == 1 }
+        };
+        if cached(off) && cached(off + n - 1) {
+            return;
+        }
         // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is owned by
         // `self.file` and open for the call's duration.
         unsafe {
-            libc::posix_fadvise(self.file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED);
+            libc::posix_fadvise(fd, off, n, libc::POSIX_FADV_WILLNEED);
         }
     }
 
