@@ -206,24 +206,39 @@ fn relayout(out: &mut Vec<u8>, s: &str, positional: bool) {
     }
 }
 
-/// Calls `f` with the decimal text of an integer element of type `t` read from little-endian
-/// `bytes`; `None` when `t` is not an integer type.
-fn with_int<R>(t: NumType, bytes: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
-    macro_rules! int {
+/// An integer element's value, widened without loss.
+#[derive(Clone, Copy)]
+enum Int {
+    Signed(i64),
+    Unsigned(u64),
+}
+
+/// The value of an integer element of type `t` read from little-endian `bytes`; `None` when `t`
+/// is not an integer type.
+fn int_of(t: NumType, bytes: &[u8]) -> Option<Int> {
+    macro_rules! read {
         ($ty:ty) => {
-            f(itoa::Buffer::new().format(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default())))
+            <$ty>::from_le_bytes(bytes.try_into().unwrap_or_default())
         };
     }
     Some(match t {
-        NumType::I8 => int!(i8),
-        NumType::I16 => int!(i16),
-        NumType::I32 => int!(i32),
-        NumType::I64 => int!(i64),
-        NumType::U8 => int!(u8),
-        NumType::U16 => int!(u16),
-        NumType::U32 => int!(u32),
-        NumType::U64 => int!(u64),
+        NumType::I8 => Int::Signed(read!(i8).into()),
+        NumType::I16 => Int::Signed(read!(i16).into()),
+        NumType::I32 => Int::Signed(read!(i32).into()),
+        NumType::I64 => Int::Signed(read!(i64)),
+        NumType::U8 => Int::Unsigned(read!(u8).into()),
+        NumType::U16 => Int::Unsigned(read!(u16).into()),
+        NumType::U32 => Int::Unsigned(read!(u32).into()),
+        NumType::U64 => Int::Unsigned(read!(u64)),
         _ => return None,
+    })
+}
+
+/// Calls `f` with the decimal text of an integer element (see [`int_of`]).
+fn with_int<R>(t: NumType, bytes: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
+    Some(match int_of(t, bytes)? {
+        Int::Signed(v) => f(itoa::Buffer::new().format(v)),
+        Int::Unsigned(v) => f(itoa::Buffer::new().format(v)),
     })
 }
 
@@ -269,26 +284,9 @@ fn signed_len(v: i64) -> usize {
 /// The length [`with_int`] would format for an integer element, counted (`None`: not an
 /// integer type).
 fn int_len(t: NumType, bytes: &[u8]) -> Option<usize> {
-    macro_rules! signed {
-        ($ty:ty) => {
-            signed_len(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default()) as i64)
-        };
-    }
-    macro_rules! unsigned {
-        ($ty:ty) => {
-            digits(<$ty>::from_le_bytes(bytes.try_into().unwrap_or_default()) as u64)
-        };
-    }
-    Some(match t {
-        NumType::I8 => signed!(i8),
-        NumType::I16 => signed!(i16),
-        NumType::I32 => signed!(i32),
-        NumType::I64 => signed!(i64),
-        NumType::U8 => unsigned!(u8),
-        NumType::U16 => unsigned!(u16),
-        NumType::U32 => unsigned!(u32),
-        NumType::U64 => unsigned!(u64),
-        _ => return None,
+    Some(match int_of(t, bytes)? {
+        Int::Signed(v) => signed_len(v),
+        Int::Unsigned(v) => digits(v),
     })
 }
 
