@@ -4,12 +4,14 @@ in-process peer on the same URL (h5py over remfile, read through anndata's spars
 and against the same daemon mounting the local file. Prints a table; never asserts on time.
 
     .venv/bin/python integration/bench_remote.py [--store PATH] [--latency-ms 20] [--cache-size 256M]
-        [--seq-bytes 1G] [--s3 s3s|moto|none] [--s3s-fs PATH] [--json out.json]
+        [--seq-bytes 1G] [--s3 range|s3s|moto|none] [--s3-latency-ms MS] [--s3s-fs PATH] [--json out.json]
 
-The S3 row runs against moto's server (--s3 moto, the default) or `s3s-fs` (--s3 s3s: `cargo install
-s3s-fs@0.14.1 --locked --features binary`, found on PATH or at --s3s-fs). Both do work proportional to the whole
-object on every request (moto copies it, s3s-fs hashes it for the ETag), so on a large object the row measures the
-server: use --s3-store with a smaller store (e.g. the 100k-cell one) to keep it about annfs.
+The S3 row runs against moto's server (--s3 moto, the default), `s3s-fs` (--s3 s3s: `cargo install
+s3s-fs@0.14.1 --locked --features binary`, found on PATH or at --s3s-fs), or range_server.py answering S3's
+path-style requests (--s3 range, with --s3-latency-ms per request). moto and s3s-fs do work proportional to the
+whole object on every request (moto copies it, s3s-fs hashes it for the ETag), so on a large object the row
+measures the server: use --s3-store with a smaller store (e.g. the 100k-cell one), or --s3 range, which reads only
+the bytes asked for.
 
 --store defaults to the --scale store of integration/bench.py (written by anndata with its defaults if missing).
 Rows:
@@ -68,6 +70,15 @@ def start_s3(a, store: Path):
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "annfs", "AWS_SECRET_ACCESS_KEY": "annfs-bench",
            "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    if a.s3 == "range":
+        # range_server.py answers S3's path-style HEAD, ranged GET and ListObjectsV2 (signatures unchecked)
+        # reading only the bytes asked for, so the row measures annfs's S3 client, not the server.
+        tmp = Path(tempfile.mkdtemp(dir=store.parent))
+        (tmp / "atlas").mkdir()
+        os.link(store, tmp / "atlas" / store.name)
+        srv = RangeServer(tmp, "--latency", str(a.s3_latency_ms))
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{srv.port}"
+        return srv.proc, env, tmp
     if a.s3 == "s3s":
         if not Path(a.s3s_fs).exists():
             print(f"no s3s-fs at {a.s3s_fs}: S3 row skipped", file=sys.stderr)
@@ -110,7 +121,8 @@ def main() -> int:
     ap.add_argument("--seq-bytes", default="1G")
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--s3", choices=("s3s", "moto", "none"), default="moto")
+    ap.add_argument("--s3", choices=("range", "s3s", "moto", "none"), default="moto")
+    ap.add_argument("--s3-latency-ms", type=float, default=0.0, help="latency per request of --s3 range")
     ap.add_argument("--s3-store", type=Path, help="store for the S3 row (default --store); loopback S3 servers "
                     "hash or copy the whole object per request, so a smaller store keeps the row about annfs")
     ap.add_argument("--s3s-fs", default=shutil.which("s3s-fs") or "/work/tools/bin/s3s-fs")

@@ -2,28 +2,31 @@
 //! arrays, within a memory bound.
 //!
 //! 1. **Count.** One pass over `indptr` and `indices` counts the entries of every new major
-//!    line (an old minor index); the prefix sums are the new pointers.
-//! 2. **Scatter.** The output positions are cut into windows that fit in the memory bound; per
-//!    window, one pass over the stored entries places those whose final position falls in the
-//!    window (each new line's fill cursor starts at its pointer), then the window is appended to
-//!    the file. Entries are visited in stored order, so each new line lists its entries by
-//!    increasing old line — sorted, duplicates and explicit zeros kept in stored order, exactly
-//!    as scipy's `tocsc()` / `tocsr()`.
+//!    line (an old minor index), the stored lines cut into parts counted on parallel threads;
+//!    the prefix sums are the new pointers.
+//! 2. **Scatter.** Either one pass through per-line buffers written to their final places
+//!    ([`buffered`], when the index has few major lines: genes), or windows of output positions
+//!    that fit in the memory bound, one pass over the input each ([`windowed`]). Entries are
+//!    visited in stored order, so each new line lists its entries by increasing old line —
+//!    sorted, duplicates and explicit zeros kept in stored order, exactly as scipy's `tocsc()` /
+//!    `tocsr()`.
 //!
-//! Re-reading the input per window costs decoding, never writing: no temporary spill files
-//! (page-cache writes are the slowest step on many machines). Output sections are written front
-//! to back, so the file's checksums are computed on the fly.
+//! No temporary spill files: every byte is written once, to its place in the index.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{IndexWriter, Layout, Section};
-use super::IndexError;
-use crate::model::{Arr, Sparse};
+use super::input::Input;
+use super::{buffered, windowed, IndexError};
+use crate::model::Sparse;
 use crate::storage::StorageError;
 
 /// At most this many stored entries are read per step.
 const MAX_STEP: u64 = 1 << 20;
+/// Threads of one build, at most.
+const MAX_THREADS: usize = 4;
 
 /// How far a build has come (entries counted plus entries visited by scatter passes).
 #[derive(Default)]
@@ -35,7 +38,8 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn add(&self, n: u64) {
+    /// Counts `n` more units of work done.
+    pub fn add(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -53,136 +57,47 @@ pub fn index_is_wide(nnz: u64, shape: [u64; 2]) -> bool {
     nnz > max || shape[0] > max || shape[1] > max
 }
 
-/// Reads a whole 1-D stored array front to back, chunk by chunk, straight from its source: a
-/// build streams far more than the cache holds, and must not evict what readers use.
-struct Stream<'a> {
-    arr: &'a Arr,
-    chunk_len: u64,
-    chunk: Option<(u64, Vec<u8>)>,
-}
-
-impl<'a> Stream<'a> {
-    fn new(arr: &'a Arr) -> Self {
-        let chunk_len = arr.meta().grid.chunk.first().copied().unwrap_or(1).max(1);
-        Stream { arr, chunk_len, chunk: None }
-    }
-
-    /// One past the last element of the chunk holding element `at`.
-    fn chunk_end(&self, at: u64) -> u64 {
-        (at / self.chunk_len + 1) * self.chunk_len
-    }
-
-    /// The bytes of elements `[a, b)`, which must lie in one chunk (no copy).
-    fn slice(&mut self, a: u64, b: u64) -> Result<&[u8], StorageError> {
-        let elem = self.arr.elem_size() as u64;
-        let n = self.arr.meta().shape.first().copied().unwrap_or(0);
-        let ci = a / self.chunk_len;
-        let c0 = ci * self.chunk_len;
-        if b > n || a > b || b > c0 + self.chunk_len || self.arr.offset() != 0 {
-            return Err(StorageError::corrupt(self.arr.path(), format!("elements {a}..{b} out of range")));
-        }
-        if !matches!(&self.chunk, Some((i, _)) if *i == ci) {
-            let want = (n - c0).min(self.chunk_len) * elem;
-            let bytes = self.arr.source().read_chunk(ci)?;
-            if bytes.len() as u64 != want {
-                let why = format!("chunk {ci} has {} bytes, expected {want}", bytes.len());
-                return Err(StorageError::corrupt(self.arr.path(), why));
-            }
-            self.chunk = Some((ci, bytes));
-        }
-        let bytes = self.chunk.as_ref().map(|c| &c.1[..]).unwrap_or_default();
-        Ok(&bytes[((a - c0) * elem) as usize..((b - c0) * elem) as usize])
-    }
-}
-
-/// Streams the stored entries of a whole stored matrix, validating as it goes.
-struct Input<'a> {
-    m: &'a Sparse,
-    layout: &'a Layout,
-    step: u64,
-    ptr0: i64,
-}
-
-impl Input<'_> {
-    fn corrupt(&self, why: String) -> IndexError {
-        IndexError::Store(StorageError::corrupt(&self.layout.matrix, why))
-    }
-
-    /// Calls `f(old major line, old minor index, value bytes)` for every entry in stored order
-    /// (value bytes only when `with_data`).
-    fn each(&self, with_data: bool, progress: &Progress, mut f: impl FnMut(u64, u64, &[u8])) -> Result<(), IndexError> {
-        let (m, nnz, n_out) = (self.m, self.layout.nnz, self.layout.out_major());
-        let n_in = m.indptr.len().saturating_sub(1);
-        let dw = m.data.elem_size();
-        let (mut indices, mut data) = (Stream::new(&m.indices), Stream::new(&m.data));
-        let mut idx = Vec::new();
-        let mut line = 0u64;
-        while line < n_in {
-            let l1 = (line + self.step).min(n_in);
-            let ptr = m.indptr.read_i64(line, l1 + 1)?;
-            if ptr.windows(2).any(|w| w[0] > w[1]) || ptr.iter().any(|&v| v < self.ptr0 || (v - self.ptr0) as u64 > nnz) {
-                return Err(self.corrupt(format!("indptr out of order or past the data near line {line}")));
-            }
-            let (mut at, end) = (ptr[0], ptr[ptr.len() - 1]);
-            let mut li = 0usize;
-            while at < end {
-                // A step never crosses a chunk of either array, so both are read in place.
-                let mut e = (at as u64 + self.step).min(end as u64).min(indices.chunk_end(at as u64));
-                if with_data {
-                    e = e.min(data.chunk_end(at as u64));
-                }
-                let e = e as i64;
-                m.indices.decode_i64(indices.slice(at as u64, e as u64)?, &mut idx)?;
-                let vals = if with_data { data.slice(at as u64, e as u64)? } else { &[][..] };
-                // Entries [at, e) line by line: line li holds [ptr[li], ptr[li + 1]).
-                let mut k = 0usize;
-                while k < idx.len() {
-                    while ptr[li + 1] <= at + k as i64 {
-                        li += 1;
-                    }
-                    let stop = ((ptr[li + 1] - at) as usize).min(idx.len());
-                    let old = line + li as u64;
-                    for (j, &c) in idx[k..stop].iter().enumerate() {
-                        if c < 0 || c as u64 >= n_out {
-                            return Err(self.corrupt(format!("index {c} out of range (extent {n_out})")));
-                        }
-                        let v = if with_data { &vals[(k + j) * dw..(k + j + 1) * dw] } else { &[][..] };
-                        f(old, c as u64, v);
-                    }
-                    k = stop;
-                }
-                progress.add((e - at) as u64);
-                at = e;
-            }
-            line = l1;
-        }
-        Ok(())
-    }
-}
-
 /// Builds the transposed index of the stored matrix `m` (whole, as stored) described by
 /// `layout` into `dest`, using about `mem` bytes of working memory. Returns the file's size.
 pub fn build(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progress) -> Result<u64, IndexError> {
+    build_as(m, layout, dest, mem, progress, Scatter::Auto)
+}
+
+/// How the scatter step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scatter {
+    /// Buffered when its writes are large enough, else windowed.
+    Auto,
+    /// Always by windows (tests).
+    #[cfg(test)]
+    Windowed,
+    /// Always buffered (tests).
+    #[cfg(test)]
+    Buffered,
+}
+
+/// [`build`] with the scatter step chosen by `how`.
+fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progress, how: Scatter) -> Result<u64, IndexError> {
     let dw = m.data.elem_size() as u64;
     let (iw, nnz, n_out) = (layout.index_width(), layout.nnz, layout.out_major());
-    let ptr0 = m.indptr.read_i64(0, 1)?.first().copied().unwrap_or(0);
-    let step = (mem / 32 / 24).clamp(256, MAX_STEP);
-    let input = Input { m, layout, step, ptr0 };
-    if ptr0 < 0 {
-        return Err(input.corrupt(format!("negative indptr {ptr0}")));
-    }
-    // Window of output entries placed per pass: about 3/4 of the memory.
-    let cap = ((mem / 4 * 3) / (iw + dw)).max(64);
-    let passes = nnz.div_ceil(cap);
-    progress.total.store(nnz * (1 + passes), Ordering::Relaxed);
+    let input = Input::new(m, layout, (mem / 32 / 24).clamp(256, MAX_STEP))?;
+    // A part of the stored lines per thread, as long as each part's counts take little memory.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS) as u64;
+    let threads = cores.min((mem / 8 / (n_out.max(1) * 8)).max(1)).min(input.lines().max(1));
+    let parts: Vec<Range<u64>> = (0..threads).map(|t| input.lines() * t / threads..input.lines() * (t + 1) / threads).collect();
+    progress.total.store(nnz * 2, Ordering::Relaxed);
     let mut writer = IndexWriter::create(dest, layout, dw)?;
 
     let t0 = std::time::Instant::now();
-    // 1. Count.
+    // 1. Count, per part.
+    let counts = on_threads(&parts, |lines| {
+        let mut n = vec![0u64; n_out as usize];
+        input.each(lines, false, progress, |_, c, _| n[c as usize] += 1)?;
+        Ok(n)
+    })?;
     let mut ptr = vec![0u64; n_out as usize + 1];
-    input.each(false, progress, |_, c, _| ptr[c as usize + 1] += 1)?;
-    for i in 0..n_out as usize {
-        ptr[i + 1] += ptr[i];
+    for c in 0..n_out as usize {
+        ptr[c + 1] = ptr[c] + counts.iter().map(|n| n[c]).sum::<u64>();
     }
     if ptr[n_out as usize] != nnz {
         return Err(input.corrupt(format!("indptr says {nnz} entries, found {}", ptr[n_out as usize])));
@@ -194,38 +109,35 @@ pub fn build(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Prog
     }
 
     let t1 = t0.elapsed();
-    // 2. Scatter, one window of output positions per pass.
-    let mut cursor = vec![0u64; n_out as usize];
-    let (iw, dw) = (iw as usize, dw as usize);
-    let window = cap.min(nnz) as usize;
-    let (mut idx_buf, mut dat_buf) = (vec![0u8; window * iw], vec![0u8; window * dw]);
-    let mut w0 = 0u64;
-    while w0 < nnz {
-        let w1 = (w0 + cap).min(nnz);
-        // New lines with entries in the window: [c_a, c_b).
-        let c_a = ptr.partition_point(|&p| p <= w0).saturating_sub(1) as u64;
-        let c_b = (ptr.partition_point(|&p| p < w1) as u64).min(n_out);
-        cursor[c_a as usize..c_b as usize].copy_from_slice(&ptr[c_a as usize..c_b as usize]);
-        // Every position of the window is written exactly once: no need to clear between passes.
-        let (idx_out, dat_out) = (&mut idx_buf[..(w1 - w0) as usize * iw], &mut dat_buf[..(w1 - w0) as usize * dw]);
-        let pass = Pass { cursor: &mut cursor, cols: c_a..c_b, window: w0..w1 };
-        match (iw, dw) {
-            (4, 4) => pass.run::<4, 4>(&input, progress, idx_out, dat_out)?,
-            (4, 8) => pass.run::<4, 8>(&input, progress, idx_out, dat_out)?,
-            (8, 4) => pass.run::<8, 4>(&input, progress, idx_out, dat_out)?,
-            (8, 8) => pass.run::<8, 8>(&input, progress, idx_out, dat_out)?,
-            (4, 2) => pass.run::<4, 2>(&input, progress, idx_out, dat_out)?,
-            (4, 1) => pass.run::<4, 1>(&input, progress, idx_out, dat_out)?,
-            _ => pass.run_any(iw, dw, &input, progress, idx_out, dat_out)?,
+    // 2. Scatter: in one pass through per-line buffers when they are large enough, else by
+    //    windows of about 3/4 of the memory, one pass each.
+    let widths = (iw as usize, dw as usize);
+    let counted = threads * n_out * 8;
+    let min_per_write = match how {
+        Scatter::Auto => buffered::MIN_PER_WRITE,
+        #[cfg(test)]
+        Scatter::Buffered => 0,
+        #[cfg(test)]
+        Scatter::Windowed => u64::MAX,
+    };
+    let how = match buffered::Plan::new(&counts, (mem / 4 * 3).saturating_sub(counted), iw + dw, min_per_write) {
+        Some(plan) => {
+            buffered::scatter(&input, &parts, &counts, &ptr, &plan, widths, &writer, progress)?;
+            format!("in one pass on {threads} threads")
         }
-        writer.append(Section::Indices, idx_out)?;
-        writer.append(Section::Data, dat_out)?;
-        w0 = w1;
-    }
+        None => {
+            drop(counts);
+            let cap = ((mem / 4 * 3) / (iw + dw)).max(64);
+            let passes = nnz.div_ceil(cap);
+            progress.total.store(nnz * (1 + passes), Ordering::Relaxed);
+            windowed::scatter(&input, &ptr, cap, widths, &mut writer, progress)?;
+            format!("in {passes} passes of up to {cap} entries")
+        }
+    };
     let t2 = t0.elapsed();
     let size = writer.finish()?;
     log::debug!(
-        "{}: index counted in {:.2} s, scattered in {:.2} s ({passes} passes of up to {cap} entries), synced in {:.2} s",
+        "{}: index counted in {:.2} s, scattered {how} in {:.2} s, checksummed and synced in {:.2} s",
         layout.matrix,
         t1.as_secs_f64(),
         (t2 - t1).as_secs_f64(),
@@ -234,62 +146,17 @@ pub fn build(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Prog
     Ok(size)
 }
 
-/// One scatter pass: places the entries of new lines `cols` whose output position falls in
-/// `window`, advancing each line's fill `cursor`.
-struct Pass<'a> {
-    cursor: &'a mut [u64],
-    cols: std::ops::Range<u64>,
-    window: std::ops::Range<u64>,
-}
-
-impl Pass<'_> {
-    /// The pass for `IW`-byte indices and `DW`-byte values: fixed-size copies the compiler
-    /// turns into single moves (a `memcpy` call per field was a fifth of the build).
-    fn run<const IW: usize, const DW: usize>(
-        self,
-        input: &Input,
-        progress: &Progress,
-        idx_out: &mut [u8],
-        dat_out: &mut [u8],
-    ) -> Result<(), IndexError> {
-        self.scatter(input, progress, |i, line, v| {
-            let (Some(id), Some(dd), Ok(val)) =
-                (idx_out.get_mut(i * IW..(i + 1) * IW), dat_out.get_mut(i * DW..(i + 1) * DW), <[u8; DW]>::try_from(v))
-            else {
-                return;
-            };
-            id.copy_from_slice(&line.to_le_bytes()[..IW]);
-            dd.copy_from_slice(&val);
-        })
-    }
-
-    /// [`Pass::run`] for any widths.
-    fn run_any(self, iw: usize, dw: usize, input: &Input, progress: &Progress, idx_out: &mut [u8], dat_out: &mut [u8]) -> Result<(), IndexError> {
-        self.scatter(input, progress, |i, line, v| {
-            let dd = dat_out.get_mut(i * dw..(i + 1) * dw).filter(|d| d.len() == v.len());
-            if let (Some(id), Some(dd)) = (idx_out.get_mut(i * iw..(i + 1) * iw), dd) {
-                id.copy_from_slice(&line.to_le_bytes()[..iw]);
-                dd.copy_from_slice(v);
-            }
-        })
-    }
-
-    /// Visits every stored entry; `place(slot in the window, old line, value bytes)` stores
-    /// those of this pass.
-    fn scatter(self, input: &Input, progress: &Progress, mut place: impl FnMut(usize, u64, &[u8])) -> Result<(), IndexError> {
-        let Pass { cursor, cols, window } = self;
-        input.each(true, progress, |line, c, v| {
-            if !cols.contains(&c) {
-                return;
-            }
-            let Some(slot) = cursor.get_mut(c as usize) else { return };
-            let pos = *slot;
-            *slot += 1;
-            if window.contains(&pos) {
-                place((pos - window.start) as usize, line, v);
-            }
-        })
-    }
+/// Runs `f` on every part on its own thread (the first on this one); the results in order.
+fn on_threads<T: Send>(parts: &[Range<u64>], f: impl Fn(Range<u64>) -> Result<T, IndexError> + Sync) -> Result<Vec<T>, IndexError> {
+    let Some((first, rest)) = parts.split_first() else { return Ok(Vec::new()) };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = rest.iter().map(|p| s.spawn(|| f(p.clone()))).collect();
+        let mut out = vec![f(first.clone())?];
+        for h in handles {
+            out.push(h.join().map_err(|_| IndexError::invalid("index build", "a build thread panicked"))??);
+        }
+        Ok(out)
+    })
 }
 
 /// The layout of the index of the stored matrix `m` (whole) of the store `store`.
@@ -347,6 +214,7 @@ mod tests {
         #[test]
         fn index_equals_reference_transpose(major in 0u64..80, minor in 1u64..40, seed in any::<u64>(), csc in any::<bool>(),
                                             chunk in 1u64..50, mem in prop::sample::select(vec![1u64, 300, 5000, 1 << 20]), ptr0 in 0i64..3,
+                                            how in prop::sample::select(vec![Scatter::Auto, Scatter::Windowed, Scatter::Buffered]),
                                             dtype in prop::sample::select(vec![NumType::F64, NumType::F32, NumType::I16, NumType::C128])) {
             // Values are whole numbers, exact in every type; a complex value is (v, -v).
             let enc = |v: f64| -> Vec<u8> {
@@ -391,7 +259,7 @@ mod tests {
             l.block = 4096;
             let dest = dir.path().join("x.idx");
             let progress = Progress::default();
-            let size = build(&m, &l, &dest, mem, &progress).unwrap();
+            let size = build_as(&m, &l, &dest, mem, &progress, how).unwrap();
             prop_assert_eq!(progress.percent(), if want_idx.is_empty() { 0 } else { 100 });
             prop_assert_eq!(std::fs::metadata(&dest).unwrap().len(), size);
             let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

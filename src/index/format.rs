@@ -234,6 +234,8 @@ pub struct IndexWriter {
     geo: Geometry,
     block: u64,
     crc: [SectionCrc; 3],
+    /// Bytes written by [`IndexWriter::write_at`] per section (their CRCs are computed at the end).
+    placed: [std::sync::atomic::AtomicU64; 3],
     done: bool,
 }
 
@@ -243,9 +245,18 @@ impl IndexWriter {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = dest.with_extension(format!("tmp.{}.{n}", std::process::id()));
-        let file = File::options().write(true).create_new(true).open(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+        let file = File::options().read(true).write(true).create_new(true).open(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
         let geo = layout.geometry(data_width)?;
-        Ok(IndexWriter { file, tmp, dest: dest.to_path_buf(), geo, block: layout.block, crc: Default::default(), done: false })
+        Ok(IndexWriter {
+            file,
+            tmp,
+            dest: dest.to_path_buf(),
+            geo,
+            block: layout.block,
+            crc: Default::default(),
+            placed: Default::default(),
+            done: false,
+        })
     }
 
     /// Appends `bytes` to `section` (each section is written front to back).
@@ -270,10 +281,57 @@ impl IndexWriter {
         Ok(())
     }
 
+    /// Writes `bytes` at byte `at` of `section`, from any thread. A section is written either
+    /// this way (every byte exactly once; checksums computed by [`IndexWriter::finish`] from the
+    /// file) or by [`IndexWriter::append`], not both.
+    pub fn write_at(&self, section: Section, at: u64, bytes: &[u8]) -> Result<(), IndexError> {
+        let (off, len) = self.geo.sections[section as usize];
+        if at.checked_add(bytes.len() as u64).is_none_or(|e| e > len) {
+            return Err(IndexError::invalid(self.tmp.display().to_string(), format!("{section:?} overflows")));
+        }
+        self.file.write_all_at(bytes, off + at).map_err(|e| IndexError::io(&self.tmp, e))?;
+        self.placed[section as usize].fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Computes the block CRCs of a section written by [`IndexWriter::write_at`] by reading it back.
+    fn checksum_placed(&mut self, i: usize) -> Result<(), IndexError> {
+        let (off, len) = self.geo.sections[i];
+        let piece = (self.block * 64).min(len.max(1));
+        let mut buf = vec![0u8; piece as usize];
+        let c = &mut self.crc[i];
+        let mut at = 0u64;
+        while at < len {
+            let n = piece.min(len - at) as usize;
+            self.file.read_exact_at(&mut buf[..n], off + at).map_err(|e| IndexError::io(&self.tmp, e))?;
+            c.crcs.extend(buf[..n].chunks(self.block as usize).map(crc32fast::hash));
+            at += n as u64;
+        }
+        c.written = len;
+        Ok(())
+    }
+
     /// Writes the checksum table and the header, syncs, and renames the file into place.
     /// Returns the file's size.
     pub fn finish(mut self) -> Result<u64, IndexError> {
         let io = |p: &Path, e| IndexError::io(p, e);
+        let t0 = std::time::Instant::now();
+        // The sections go to disk while their checksums are computed; the sync below then
+        // waits only for the table and the header.
+        let file = self.file.try_clone().map_err(|e| io(&self.tmp, e))?;
+        let early = std::thread::scope(|s| {
+            let sync = s.spawn(move || file.sync_data());
+            for i in 0..3 {
+                let placed = self.placed[i].load(std::sync::atomic::Ordering::Relaxed);
+                if placed > 0 && self.crc[i].written == 0 && placed == self.geo.sections[i].1 {
+                    self.checksum_placed(i)?;
+                }
+            }
+            Ok::<_, IndexError>(sync.join())
+        })?;
+        if let Ok(Err(e)) = early {
+            return Err(io(&self.tmp, e));
+        }
         let mut table = Vec::new();
         for (i, c) in self.crc.iter_mut().enumerate() {
             if c.written != self.geo.sections[i].1 {
@@ -289,7 +347,9 @@ impl IndexWriter {
         self.file.write_all_at(&table, self.geo.table).map_err(|e| io(&self.tmp, e))?;
         self.file.write_all_at(&self.geo.header, 0).map_err(|e| io(&self.tmp, e))?;
         self.file.set_len(self.geo.file_len).map_err(|e| io(&self.tmp, e))?;
+        let t1 = t0.elapsed();
         self.file.sync_all().map_err(|e| io(&self.tmp, e))?;
+        log::debug!("{}: checksummed in {:.2} s, synced in {:.2} s", self.tmp.display(), t1.as_secs_f64(), (t0.elapsed() - t1).as_secs_f64());
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
         self.done = true;
         if let Some(dir) = self.dest.parent() {

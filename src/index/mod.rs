@@ -7,8 +7,11 @@
 //! starts the build on a background thread and waits a bounded time ([`IndexHandle`]); index
 //! blocks are read with `pread` through the mount's one chunk cache.
 
+mod buffered;
 pub mod build;
 pub mod format;
+mod input;
+mod windowed;
 mod handle;
 
 use std::collections::HashMap;

@@ -1,0 +1,195 @@
+//! Scatter through per-line buffers, in one pass: the stored lines are cut into parts, one per
+//! thread; each part's entries go into a buffer per new line (sized in proportion to the line's
+//! entries in that part), and a full buffer is written straight to its final place in the file.
+//! Parts know from the count pass where each of their lines starts, so they write disjoint
+//! ranges and each new line still lists its entries by increasing old line.
+//!
+//! One pass over the input instead of one per window; used when the buffers are large enough
+//! that the writes stay few (an index of a few thousand genes), else [`super::windowed`].
+
+use std::ops::Range;
+
+use super::build::Progress;
+use super::format::{IndexWriter, Section};
+use super::input::Input;
+use super::IndexError;
+
+/// Fewest entries per buffer write on average, else the windowed scatter is used.
+pub const MIN_PER_WRITE: u64 = 256;
+
+/// Buffer sizes of one part: line `c` buffers `start[c + 1] - start[c]` entries.
+struct PartPlan {
+    start: Vec<u64>,
+}
+
+/// How the per-line buffers of every part are sized.
+pub struct Plan {
+    parts: Vec<PartPlan>,
+}
+
+impl Plan {
+    /// Sizes the buffers of parts with entry `counts` (per part, per new line) within `mem`
+    /// bytes of `width` bytes per entry; `None` when the writes would average fewer than
+    /// `min_per_write` entries.
+    pub fn new(counts: &[Vec<u64>], mem: u64, width: u64, min_per_write: u64) -> Option<Plan> {
+        let nnz: u64 = counts.iter().flatten().sum();
+        let per_part = mem / (counts.len().max(1) as u64) / width.max(1);
+        let mut writes = 0u64;
+        let mut parts = Vec::with_capacity(counts.len());
+        for n in counts {
+            let total: u64 = n.iter().sum();
+            let mut start = Vec::with_capacity(n.len() + 1);
+            let mut at = 0u64;
+            start.push(0);
+            for &k in n {
+                let cap = if total <= per_part { k } else { (k as u128 * per_part as u128 / total as u128) as u64 };
+                let cap = if k > 0 { cap.max(1) } else { 0 };
+                writes += k.div_ceil(cap.max(1));
+                at += cap;
+                start.push(at);
+            }
+            parts.push(PartPlan { start });
+        }
+        (writes.saturating_mul(min_per_write) <= nnz).then_some(Plan { parts })
+    }
+}
+
+/// One part's buffers and fill state.
+struct Part<'a> {
+    plan: &'a PartPlan,
+    /// Next output position of each new line.
+    cursor: Vec<u64>,
+    /// One past the last output position of each new line in this part.
+    limit: Vec<u64>,
+    fill: Vec<u64>,
+    idx: Vec<u8>,
+    dat: Vec<u8>,
+}
+
+impl Part<'_> {
+    /// Writes line `c`'s buffered entries to their place.
+    fn flush(&mut self, c: usize, iw: usize, dw: usize, writer: &IndexWriter, input: &Input) -> Result<(), IndexError> {
+        let n = self.fill[c];
+        if n == 0 {
+            return Ok(());
+        }
+        let at = self.cursor[c];
+        if at + n > self.limit[c] {
+            return Err(input.corrupt(format!("more entries in new line {c} than counted (store changed during the build?)")));
+        }
+        let b = self.plan.start[c] as usize;
+        writer.write_at(Section::Indices, at * iw as u64, &self.idx[b * iw..(b + n as usize) * iw])?;
+        writer.write_at(Section::Data, at * dw as u64, &self.dat[b * dw..(b + n as usize) * dw])?;
+        self.cursor[c] = at + n;
+        self.fill[c] = 0;
+        Ok(())
+    }
+
+    /// Visits the part's stored `lines`, buffering and flushing; `IW`/`DW` fixed widths (0: use
+    /// `iw`/`dw`).
+    fn run<const IW: usize, const DW: usize>(
+        &mut self,
+        lines: Range<u64>,
+        (iw, dw): (usize, usize),
+        input: &Input,
+        writer: &IndexWriter,
+        progress: &Progress,
+    ) -> Result<(), IndexError> {
+        let (iw, dw) = if IW > 0 { (IW, DW) } else { (iw, dw) };
+        let mut failed = None;
+        input.each(lines, true, progress, |line, c, v| {
+            let c = c as usize;
+            let (Some(&b), Some(&e)) = (self.plan.start.get(c), self.plan.start.get(c + 1)) else { return };
+            let slot = (b + self.fill[c]) as usize;
+            if slot as u64 >= e || v.len() != dw {
+                // A line with more entries than counted: caught by the flush below.
+                failed.get_or_insert_with(|| input.corrupt(format!("more entries in new line {c} than counted (store changed during the build?)")));
+                return;
+            }
+            put::<IW, DW>(&mut self.idx, &mut self.dat, slot, line, v, (iw, dw));
+            self.fill[c] += 1;
+            if b + self.fill[c] == e && failed.is_none() {
+                if let Err(err) = self.flush(c, iw, dw, writer, input) {
+                    failed = Some(err);
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for c in 0..self.fill.len() {
+            self.flush(c, iw, dw, writer, input)?;
+            if self.cursor[c] != self.limit[c] {
+                return Err(input.corrupt(format!("fewer entries in new line {c} than counted (store changed during the build?)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stores entry `slot`: old line `line` as an `iw`-byte index and the `dw` value bytes `v`
+/// (fixed-size moves when `IW`/`DW` are known: a `memcpy` call per field doubled the pass).
+#[inline(always)]
+fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slot: usize, line: u64, v: &[u8], (iw, dw): (usize, usize)) {
+    if IW > 0 {
+        let (Some(i), Some(d), Ok(val)) =
+            (idx.get_mut(slot * IW..(slot + 1) * IW), dat.get_mut(slot * DW..(slot + 1) * DW), <[u8; DW]>::try_from(v))
+        else {
+            return;
+        };
+        i.copy_from_slice(&line.to_le_bytes()[..IW]);
+        d.copy_from_slice(&val);
+    } else if let (Some(i), Some(d)) = (idx.get_mut(slot * iw..(slot + 1) * iw), dat.get_mut(slot * dw..(slot + 1) * dw)) {
+        i.copy_from_slice(&line.to_le_bytes()[..iw]);
+        d.copy_from_slice(v);
+    }
+}
+
+/// Places every entry: part `t` (stored lines `parts[t]`, with `counts[t]` entries per new
+/// line) on its own thread, new line `c` starting at output position `ptr[c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn scatter(
+    input: &Input,
+    parts: &[Range<u64>],
+    counts: &[Vec<u64>],
+    ptr: &[u64],
+    plan: &Plan,
+    (iw, dw): (usize, usize),
+    writer: &IndexWriter,
+    progress: &Progress,
+) -> Result<(), IndexError> {
+    let n_out = ptr.len().saturating_sub(1);
+    let mut before = ptr[..n_out].to_vec();
+    let mut jobs = Vec::with_capacity(parts.len());
+    for (t, lines) in parts.iter().enumerate() {
+        let limit: Vec<u64> = before.iter().zip(&counts[t]).map(|(s, n)| s + n).collect();
+        let size = plan.parts[t].start.last().copied().unwrap_or(0) as usize;
+        let (idx, dat) = (vec![0; size * iw], vec![0; size * dw]);
+        let part = Part {
+            plan: &plan.parts[t],
+            cursor: std::mem::replace(&mut before, limit.clone()),
+            limit,
+            fill: vec![0; n_out],
+            idx,
+            dat,
+        };
+        jobs.push((lines.clone(), part));
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .into_iter()
+            .map(|(lines, mut part)| {
+                s.spawn(move || match (iw, dw) {
+                    (4, 4) => part.run::<4, 4>(lines, (iw, dw), input, writer, progress),
+                    (4, 8) => part.run::<4, 8>(lines, (iw, dw), input, writer, progress),
+                    (8, 4) => part.run::<8, 4>(lines, (iw, dw), input, writer, progress),
+                    (8, 8) => part.run::<8, 8>(lines, (iw, dw), input, writer, progress),
+                    (4, 2) => part.run::<4, 2>(lines, (iw, dw), input, writer, progress),
+                    (4, 1) => part.run::<4, 1>(lines, (iw, dw), input, writer, progress),
+                    _ => part.run::<0, 0>(lines, (iw, dw), input, writer, progress),
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(input.corrupt("a build thread panicked".into()))))
+    })
+}

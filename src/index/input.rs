@@ -1,0 +1,136 @@
+//! The stored entries of a sparse matrix, streamed front to back for a build.
+
+use super::build::Progress;
+use super::format::Layout;
+use super::IndexError;
+use crate::model::{Arr, Sparse};
+use crate::storage::StorageError;
+
+/// Reads a whole 1-D stored array front to back, chunk by chunk, straight from its source: a
+/// build streams far more than the cache holds, and must not evict what readers use.
+struct Stream<'a> {
+    arr: &'a Arr,
+    chunk_len: u64,
+    chunk: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> Stream<'a> {
+    fn new(arr: &'a Arr) -> Self {
+        let chunk_len = arr.meta().grid.chunk.first().copied().unwrap_or(1).max(1);
+        Stream { arr, chunk_len, chunk: None }
+    }
+
+    /// One past the last element of the chunk holding element `at`.
+    fn chunk_end(&self, at: u64) -> u64 {
+        (at / self.chunk_len + 1) * self.chunk_len
+    }
+
+    /// The bytes of elements `[a, b)`, which must lie in one chunk (no copy).
+    fn slice(&mut self, a: u64, b: u64) -> Result<&[u8], StorageError> {
+        let elem = self.arr.elem_size() as u64;
+        let n = self.arr.meta().shape.first().copied().unwrap_or(0);
+        let ci = a / self.chunk_len;
+        let c0 = ci * self.chunk_len;
+        if b > n || a > b || b > c0 + self.chunk_len || self.arr.offset() != 0 {
+            return Err(StorageError::corrupt(self.arr.path(), format!("elements {a}..{b} out of range")));
+        }
+        if !matches!(&self.chunk, Some((i, _)) if *i == ci) {
+            let want = (n - c0).min(self.chunk_len) * elem;
+            let bytes = self.arr.source().read_chunk(ci)?;
+            if bytes.len() as u64 != want {
+                let why = format!("chunk {ci} has {} bytes, expected {want}", bytes.len());
+                return Err(StorageError::corrupt(self.arr.path(), why));
+            }
+            self.chunk = Some((ci, bytes));
+        }
+        let bytes = self.chunk.as_ref().map(|c| &c.1[..]).unwrap_or_default();
+        Ok(&bytes[((a - c0) * elem) as usize..((b - c0) * elem) as usize])
+    }
+}
+
+/// Streams the stored entries of a whole stored matrix, validating as it goes.
+pub struct Input<'a> {
+    m: &'a Sparse,
+    layout: &'a Layout,
+    step: u64,
+    ptr0: i64,
+}
+
+impl<'a> Input<'a> {
+    /// The entries of `m` (whole, as stored, described by `layout`), read about `step` at a time.
+    pub fn new(m: &'a Sparse, layout: &'a Layout, step: u64) -> Result<Self, IndexError> {
+        let ptr0 = m.indptr.read_i64(0, 1)?.first().copied().unwrap_or(0);
+        let input = Input { m, layout, step: step.max(1), ptr0 };
+        if ptr0 < 0 {
+            return Err(input.corrupt(format!("negative indptr {ptr0}")));
+        }
+        Ok(input)
+    }
+
+    /// The store's matrix is not what its metadata says.
+    pub fn corrupt(&self, why: String) -> IndexError {
+        IndexError::Store(StorageError::corrupt(&self.layout.matrix, why))
+    }
+
+    /// Stored major lines.
+    pub fn lines(&self) -> u64 {
+        self.m.indptr.len().saturating_sub(1)
+    }
+
+    /// Calls `f(old major line, old minor index, value bytes)` for every entry of stored lines
+    /// `lines` in stored order (value bytes only when `with_data`).
+    pub fn each(
+        &self,
+        lines: std::ops::Range<u64>,
+        with_data: bool,
+        progress: &Progress,
+        mut f: impl FnMut(u64, u64, &[u8]),
+    ) -> Result<(), IndexError> {
+        let (m, nnz, n_out) = (self.m, self.layout.nnz, self.layout.out_major());
+        let n_in = self.lines().min(lines.end);
+        let dw = m.data.elem_size();
+        let (mut indices, mut data) = (Stream::new(&m.indices), Stream::new(&m.data));
+        let mut idx = Vec::new();
+        let mut line = lines.start;
+        while line < n_in {
+            let l1 = (line + self.step).min(n_in);
+            let ptr = m.indptr.read_i64(line, l1 + 1)?;
+            if ptr.windows(2).any(|w| w[0] > w[1]) || ptr.iter().any(|&v| v < self.ptr0 || (v - self.ptr0) as u64 > nnz) {
+                return Err(self.corrupt(format!("indptr out of order or past the data near line {line}")));
+            }
+            let (mut at, end) = (ptr[0], ptr[ptr.len() - 1]);
+            let mut li = 0usize;
+            while at < end {
+                // A step never crosses a chunk of either array, so both are read in place.
+                let mut e = (at as u64 + self.step).min(end as u64).min(indices.chunk_end(at as u64));
+                if with_data {
+                    e = e.min(data.chunk_end(at as u64));
+                }
+                let e = e as i64;
+                m.indices.decode_i64(indices.slice(at as u64, e as u64)?, &mut idx)?;
+                let vals = if with_data { data.slice(at as u64, e as u64)? } else { &[][..] };
+                // Entries [at, e) line by line: line li holds [ptr[li], ptr[li + 1]).
+                let mut k = 0usize;
+                while k < idx.len() {
+                    while ptr[li + 1] <= at + k as i64 {
+                        li += 1;
+                    }
+                    let stop = ((ptr[li + 1] - at) as usize).min(idx.len());
+                    let old = line + li as u64;
+                    for (j, &c) in idx[k..stop].iter().enumerate() {
+                        if c < 0 || c as u64 >= n_out {
+                            return Err(self.corrupt(format!("index {c} out of range (extent {n_out})")));
+                        }
+                        let v = if with_data { &vals[(k + j) * dw..(k + j + 1) * dw] } else { &[][..] };
+                        f(old, c as u64, v);
+                    }
+                    k = stop;
+                }
+                progress.add((e - at) as u64);
+                at = e;
+            }
+            line = l1;
+        }
+        Ok(())
+    }
+}
