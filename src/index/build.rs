@@ -60,7 +60,8 @@ pub fn index_is_wide(nnz: u64, shape: [u64; 2]) -> bool {
 /// Builds the transposed index of the stored matrix `m` (whole, as stored) described by
 /// `layout` into `dest`, using about `mem` bytes of working memory. Returns the file's size.
 pub fn build(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progress) -> Result<u64, IndexError> {
-    build_as(m, layout, dest, mem, progress, Scatter::Auto)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS);
+    build_as(m, layout, dest, mem, progress, Scatter::Auto, cores as u64)
 }
 
 /// How the scatter step runs.
@@ -76,14 +77,13 @@ enum Scatter {
     Buffered,
 }
 
-/// [`build`] with the scatter step chosen by `how`.
-fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progress, how: Scatter) -> Result<u64, IndexError> {
+/// [`build`] with the scatter step chosen by `how`, on at most `cores` threads.
+fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progress, how: Scatter, cores: u64) -> Result<u64, IndexError> {
     let dw = m.data.elem_size() as u64;
     let (iw, nnz, n_out) = (layout.index_width(), layout.nnz, layout.out_major());
     let input = Input::new(m, layout, (mem / 32 / 24).clamp(256, MAX_STEP))?;
     // A part of the stored lines per thread, as long as each part's counts take little memory.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS) as u64;
-    let threads = cores.min((mem / 8 / (n_out.max(1) * 8)).max(1)).min(input.lines().max(1));
+    let threads = cores.max(1).min((mem / 8 / (n_out.max(1) * 8)).max(1)).min(input.lines().max(1));
     let parts: Vec<Range<u64>> = (0..threads).map(|t| input.lines() * t / threads..input.lines() * (t + 1) / threads).collect();
     progress.total.store(nnz * 2, Ordering::Relaxed);
     let mut writer = IndexWriter::create(dest, layout, dw)?;
@@ -215,6 +215,7 @@ mod tests {
         fn index_equals_reference_transpose(major in 0u64..80, minor in 1u64..40, seed in any::<u64>(), csc in any::<bool>(),
                                             chunk in 1u64..50, mem in prop::sample::select(vec![1u64, 300, 5000, 1 << 20]), ptr0 in 0i64..3,
                                             how in prop::sample::select(vec![Scatter::Auto, Scatter::Windowed, Scatter::Buffered]),
+                                            cores in 1u64..5,
                                             dtype in prop::sample::select(vec![NumType::F64, NumType::F32, NumType::I16, NumType::C128])) {
             // Values are whole numbers, exact in every type; a complex value is (v, -v).
             let enc = |v: f64| -> Vec<u8> {
@@ -259,7 +260,7 @@ mod tests {
             l.block = 4096;
             let dest = dir.path().join("x.idx");
             let progress = Progress::default();
-            let size = build_as(&m, &l, &dest, mem, &progress, how).unwrap();
+            let size = build_as(&m, &l, &dest, mem, &progress, how, cores).unwrap();
             prop_assert_eq!(progress.percent(), if want_idx.is_empty() { 0 } else { 100 });
             prop_assert_eq!(std::fs::metadata(&dest).unwrap().len(), size);
             let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
