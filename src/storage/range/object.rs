@@ -3,8 +3,9 @@
 //! chunks) are served from aligned blocks kept in a small bounded cache, so that opening a file
 //! takes a handful of round trips. [`RangeRead::will_need`] (read-ahead, the values of rows whose
 //! indices are being read) fetches blocks in the background, a few GETs of up to 4 MiB at a time,
-//! and a later read of them — small or large — is served from the blocks. Every GET is
-//! pinned to the version seen at open.
+//! and a later read of them — small or large — is served from the blocks. A sequential reader
+//! of small pieces is read ahead one run of blocks at a time. Every GET is pinned to the version
+//! seen at open.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -21,12 +22,17 @@ use super::RangeRead;
 /// Size of a cached block.
 pub const BLOCK: u64 = 512 << 10;
 /// Bytes of blocks kept in memory per object (plus up to 8 MiB of prefetched index nodes and
-/// the blocks of fetches in flight: a remote file holds at most ~30 MiB outside the chunk cache).
-pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
+/// the blocks of fetches in flight: a remote file holds at most ~46 MiB outside the chunk cache).
+/// Room for two runs (the one read and the one read ahead) of each of a few arrays read at once
+/// (a CSR matrix's values, indices and pointers): with 16 MiB, runs read ahead were evicted
+/// before they were reached and fetched again.
+pub const BLOCK_CACHE_BYTES: u64 = 32 << 20;
 /// Background block fetches in flight per object, at most.
 const MAX_BACKGROUND: usize = 4;
 /// Blocks fetched by one background GET, at most (4 MiB).
 const MAX_RUN: u64 = 8;
+/// Runs read ahead for sequential readers remembered per object, at most.
+const MAX_TRIGGERS: usize = 64;
 /// Exact-range prefetches (index nodes) in flight per object, at most.
 const EXACT_PARALLEL: usize = 16;
 /// Bytes of exact ranges kept until read, at most (beyond, the kept ones are dropped).
@@ -69,6 +75,10 @@ struct Shared {
     exact: Mutex<ExactRanges>,
     /// Exact ranges being fetched.
     exact_pending: Mutex<HashMap<(u64, u64), Pending>>,
+    /// First block of each run read ahead for a sequential reader, and the run's last block.
+    triggers: Mutex<HashMap<u64, u64>>,
+    /// Entries in `triggers` (read without the lock on every block hit).
+    armed: AtomicUsize,
 }
 
 /// A remote object read by ranges.
@@ -140,23 +150,65 @@ impl Shared {
     /// Block `b`: cached, or fetched by someone else right now (waited for), or fetched here
     /// with the free blocks after it up to `last` — and, when the block before `b` is cached
     /// (a sequential reader), up to [`MAX_RUN`] blocks ahead.
-    fn block(&self, b: u64, last: u64) -> std::io::Result<Arc<Vec<u8>>> {
+    fn block(self: &Arc<Self>, b: u64, last: u64) -> std::io::Result<Arc<Vec<u8>>> {
         if let Some(hit) = self.blocks.get(&b) {
+            self.on_trigger(b);
             return Ok(hit);
         }
         let waiting = self.pending.lock().get(&b).cloned();
         if let Some(p) = waiting {
+            self.on_trigger(b);
             wait(&p);
             if let Some(hit) = self.blocks.get(&b) {
                 return Ok(hit);
             }
         }
+        let end = self.len.saturating_sub(1) / BLOCK;
         let sequential = b > 0 && self.blocks.peek(&(b - 1)).is_some();
         let want = if sequential { last.max(b + MAX_RUN - 1) } else { last };
-        let (b, e, p) = self.claim(b, want.min((self.len.saturating_sub(1)) / BLOCK));
+        let (b, e, p) = self.claim(b, want.min(end));
+        if sequential {
+            // A sequential reader: the next run comes in the background while this one is read.
+            self.read_ahead(e + 1, end);
+        }
         let got = self.fetch_blocks(b, e + 1);
         self.release(b, e, &p);
         got
+    }
+
+    /// Starts the background fetch of the run of blocks from `from` (for a sequential reader),
+    /// marking its first block: reading it starts the run after.
+    fn read_ahead(self: &Arc<Self>, from: u64, end: u64) {
+        if from > end {
+            return;
+        }
+        let to = (from + MAX_RUN - 1).min(end);
+        {
+            let mut t = self.triggers.lock();
+            if t.len() >= MAX_TRIGGERS {
+                // Runs nobody reached (the reader stopped or jumped): forget them.
+                t.clear();
+            }
+            t.insert(from, to);
+            self.armed.store(t.len(), Relaxed);
+        }
+        self.prefetch(from, to);
+    }
+
+    /// A sequential reader reached block `b`: if read-ahead marked it, read the next run ahead.
+    fn on_trigger(self: &Arc<Self>, b: u64) {
+        if self.armed.load(Relaxed) == 0 {
+            return;
+        }
+        let next = {
+            let mut t = self.triggers.lock();
+            let next = t.remove(&b);
+            self.armed.store(t.len(), Relaxed);
+            next
+        };
+        if let Some(to) = next {
+            self.read_ahead(to + 1, self.len.saturating_sub(1) / BLOCK);
+        }
     }
 
     /// Registers blocks `[b, ..=want]` as being fetched, up to the first that is cached or
@@ -318,6 +370,8 @@ impl RemoteFile {
             background: AtomicUsize::new(0),
             exact: Mutex::new(HashMap::new()),
             exact_pending: Mutex::new(HashMap::new()),
+            triggers: Mutex::new(HashMap::new()),
+            armed: AtomicUsize::new(0),
         };
         RemoteFile { shared: Arc::new(shared), id: NEXT.fetch_add(1, Relaxed) }
     }
@@ -384,5 +438,60 @@ impl RangeRead for RemoteFile {
 
     fn version(&self) -> Option<&str> {
         self.shared.version.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::range::client::{FetchError, Got, ObjectClient, Span};
+    use crate::storage::range::fetcher::RemoteConfig;
+
+    /// An in-memory object that records each GET's span and the thread that sent it, slowly
+    /// enough (2 ms per GET) that read-ahead has something to hide.
+    struct Slow {
+        data: Vec<u8>,
+        gets: Mutex<Vec<(u64, u64, bool)>>,
+    }
+
+    impl ObjectClient for Arc<Slow> {
+        fn url(&self, key: &str) -> String {
+            format!("slow://{key}")
+        }
+        fn get(&self, _key: &str, span: Span, _version: Option<&str>) -> Result<Option<Got>, FetchError> {
+            std::thread::sleep(Duration::from_millis(2));
+            let Span::At { start, len } = span else { return Ok(None) };
+            let background = std::thread::current().name() == Some("annfs-fetch");
+            self.gets.lock().push((start, len, background));
+            Ok(Some(Got { data: span.cut(&self.data).unwrap_or_default().to_vec(), version: Some("v".into()) }))
+        }
+        fn head(&self, _key: &str) -> Result<Option<ObjectMeta>, FetchError> {
+            Ok(Some(ObjectMeta { size: self.data.len() as u64, version: Some("v".into()) }))
+        }
+    }
+
+    /// A sequential reader of small pieces gets every byte right, no block twice, and after
+    /// the first run finds the next runs fetched in the background (the reader's own GETs are
+    /// the first run and the ones where read-ahead fell behind).
+    #[test]
+    fn sequential_small_reads_are_read_ahead_in_the_background() {
+        let len = 48 * BLOCK;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let slow = Arc::new(Slow { data: data.clone(), gets: Mutex::new(Vec::new()) });
+        let fetcher = Fetcher::new(Box::new(slow.clone()), RemoteConfig::default(), None, Arc::default());
+        let f = RemoteFile::new(Arc::new(fetcher), ObjectMeta { size: len, version: Some("v".into()) });
+        let mut buf = vec![0u8; 64 << 10];
+        for off in (0..len).step_by(buf.len()) {
+            f.read_exact_at(&mut buf, off).unwrap();
+            assert_eq!(buf[..], data[off as usize..off as usize + buf.len()]);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let gets = slow.gets.lock().clone();
+        let mut spans: Vec<(u64, u64)> = gets.iter().map(|&(s, l, _)| (s, l)).collect();
+        spans.sort();
+        assert!(spans.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0), "a block fetched twice: {spans:?}");
+        assert_eq!(spans.iter().map(|s| s.1).sum::<u64>(), len);
+        let ahead: u64 = gets.iter().filter(|g| g.2).map(|g| g.1).sum();
+        assert!(ahead >= len / 2, "read ahead {ahead} of {len} bytes: {gets:?}");
     }
 }
