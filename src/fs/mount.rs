@@ -253,6 +253,10 @@ pub fn serve<F: super::Served>(
     if let Err(e) = session.join() {
         log::warn!("session ended with: {e}");
     }
+    // Read-ahead of a remote store may still be fetching: let it land in the disk cache.
+    if !crate::storage::range::wait_background(Duration::from_secs(2)) {
+        log::debug!("background fetches still running at exit");
+    }
     log::info!("unmounted {}", mp.display());
     Ok(())
 }

@@ -25,6 +25,7 @@ use std::os::unix::fs::FileExt;
 
 pub use client::{FetchError, ObjectClient, ObjectMeta, Span};
 pub use fetcher::{Fetcher, RemoteConfig, RemoteStats};
+pub use object::wait_background;
 pub use location::{Remote, RemoteOptions};
 
 /// Random access to the bytes of one file-like object. Shared by threads.
