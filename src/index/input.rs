@@ -134,3 +134,21 @@ impl<'a> Input<'a> {
         Ok(())
     }
 }
+
+/// Stores entry `slot`: old line `line` as an `iw`-byte index and the `dw` value bytes `v`
+/// (fixed-size moves when `IW`/`DW` are known: a `memcpy` call per field doubled the pass).
+#[inline(always)]
+pub fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slot: usize, line: u64, v: &[u8], (iw, dw): (usize, usize)) {
+    if IW > 0 {
+        let (Some(i), Some(d), Ok(val)) =
+            (idx.get_mut(slot * IW..(slot + 1) * IW), dat.get_mut(slot * DW..(slot + 1) * DW), <[u8; DW]>::try_from(v))
+        else {
+            return;
+        };
+        i.copy_from_slice(&line.to_le_bytes()[..IW]);
+        d.copy_from_slice(&val);
+    } else if let (Some(i), Some(d)) = (idx.get_mut(slot * iw..(slot + 1) * iw), dat.get_mut(slot * dw..(slot + 1) * dw)) {
+        i.copy_from_slice(&line.to_le_bytes()[..iw]);
+        d.copy_from_slice(v);
+    }
+}

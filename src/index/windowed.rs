@@ -5,7 +5,7 @@
 
 use super::build::Progress;
 use super::format::{IndexWriter, Section};
-use super::input::Input;
+use super::input::{put, Input};
 use super::IndexError;
 
 /// Places every entry, `cap` output positions per pass, given the new lines' pointers `ptr`.
@@ -25,14 +25,15 @@ pub fn scatter(input: &Input, ptr: &[u64], cap: u64, (iw, dw): (usize, usize), w
         // Every position of the window is written exactly once: no need to clear between passes.
         let (idx_out, dat_out) = (&mut idx_buf[..(w1 - w0) as usize * iw], &mut dat_buf[..(w1 - w0) as usize * dw]);
         let pass = Pass { cursor: &mut cursor, cols: c_a..c_b, window: w0..w1 };
-        match (iw, dw) {
-            (4, 4) => pass.run::<4, 4>(input, progress, idx_out, dat_out)?,
-            (4, 8) => pass.run::<4, 8>(input, progress, idx_out, dat_out)?,
-            (8, 4) => pass.run::<8, 4>(input, progress, idx_out, dat_out)?,
-            (8, 8) => pass.run::<8, 8>(input, progress, idx_out, dat_out)?,
-            (4, 2) => pass.run::<4, 2>(input, progress, idx_out, dat_out)?,
-            (4, 1) => pass.run::<4, 1>(input, progress, idx_out, dat_out)?,
-            _ => pass.run_any(iw, dw, input, progress, idx_out, dat_out)?,
+        let w = (iw, dw);
+        match w {
+            (4, 4) => pass.run::<4, 4>(w, input, progress, idx_out, dat_out)?,
+            (4, 8) => pass.run::<4, 8>(w, input, progress, idx_out, dat_out)?,
+            (8, 4) => pass.run::<8, 4>(w, input, progress, idx_out, dat_out)?,
+            (8, 8) => pass.run::<8, 8>(w, input, progress, idx_out, dat_out)?,
+            (4, 2) => pass.run::<4, 2>(w, input, progress, idx_out, dat_out)?,
+            (4, 1) => pass.run::<4, 1>(w, input, progress, idx_out, dat_out)?,
+            _ => pass.run::<0, 0>(w, input, progress, idx_out, dat_out)?,
         }
         writer.append(Section::Indices, idx_out)?;
         writer.append(Section::Data, dat_out)?;
@@ -50,35 +51,16 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The pass for `IW`-byte indices and `DW`-byte values: fixed-size copies the compiler
-    /// turns into single moves (a `memcpy` call per field was a fifth of the build).
+    /// The pass for `IW`-byte indices and `DW`-byte values (`0, 0`: the widths `iw`, `dw`).
     fn run<const IW: usize, const DW: usize>(
         self,
+        widths: (usize, usize),
         input: &Input,
         progress: &Progress,
         idx_out: &mut [u8],
         dat_out: &mut [u8],
     ) -> Result<(), IndexError> {
-        self.scatter(input, progress, |i, line, v| {
-            let (Some(id), Some(dd), Ok(val)) =
-                (idx_out.get_mut(i * IW..(i + 1) * IW), dat_out.get_mut(i * DW..(i + 1) * DW), <[u8; DW]>::try_from(v))
-            else {
-                return;
-            };
-            id.copy_from_slice(&line.to_le_bytes()[..IW]);
-            dd.copy_from_slice(&val);
-        })
-    }
-
-    /// [`Pass::run`] for any widths.
-    fn run_any(self, iw: usize, dw: usize, input: &Input, progress: &Progress, idx_out: &mut [u8], dat_out: &mut [u8]) -> Result<(), IndexError> {
-        self.scatter(input, progress, |i, line, v| {
-            let dd = dat_out.get_mut(i * dw..(i + 1) * dw).filter(|d| d.len() == v.len());
-            if let (Some(id), Some(dd)) = (idx_out.get_mut(i * iw..(i + 1) * iw), dd) {
-                id.copy_from_slice(&line.to_le_bytes()[..iw]);
-                dd.copy_from_slice(v);
-            }
-        })
+        self.scatter(input, progress, |i, line, v| put::<IW, DW>(idx_out, dat_out, i, line, v, widths))
     }
 
     /// Visits every stored entry; `place(slot in the window, old line, value bytes)` stores
