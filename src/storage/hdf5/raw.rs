@@ -207,12 +207,17 @@ impl H5Source {
 
     /// Stored bytes of flat elements `[start, end)` (in range, non-empty) of `elem` bytes each.
     fn raw_elements(&self, start: u64, end: u64, elem: usize) -> StorageResult<Vec<u8>> {
+        self.raw_elements_of(&self.storage, start, end, elem)
+    }
+
+    /// [`H5Source::raw_elements`] of the dataset stored as `storage`.
+    pub(super) fn raw_elements_of(&self, storage: &Storage, start: u64, end: u64, elem: usize) -> StorageResult<Vec<u8>> {
         let elem64 = elem as u64;
         let len = (end - start)
             .checked_mul(elem64)
             .filter(|l| *l <= MAX_READ_BYTES)
             .ok_or_else(|| self.corrupt(format!("{} strings are too many to read at once", end - start)))?;
-        match &self.storage {
+        match storage {
             Storage::Contiguous { addr } => self.contiguous_bytes(*addr, start * elem64, len),
             Storage::Chunked { pipeline, table } => {
                 let mut out = Vec::with_capacity(len as usize);

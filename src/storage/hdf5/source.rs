@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hdf5_sys::h5d;
 
-use super::dtype::{inspect, TypeInfo};
+use super::dtype::{inspect, CField, TypeInfo};
 use super::ffi::{locked, Hid};
 use super::gheap::Sizes;
 use super::layout::{fill_value, storage_of, user_fill, Storage};
@@ -35,6 +35,51 @@ pub struct H5Source {
     /// File address of the dataset's object header (its chunk index is then read without the
     /// library: [`super::chunk_index`]).
     pub(super) header: Option<u64>,
+    /// Records with variable-length string fields, as stored (`None`: through the library).
+    records: Option<VlenRecords>,
+}
+
+/// Where a compound's variable-length string fields sit in its stored records. The library
+/// reports the records' in-memory layout (a string is a pointer there, 4 + address + 4 bytes
+/// on disk, later fields shifted accordingly), so annfs derives the stored one and reads the
+/// strings itself: a damaged length then fails the read instead of making the library allocate
+/// and clear gigabytes before it notices.
+struct VlenRecords {
+    storage: Storage,
+    /// Bytes of a stored record.
+    record: usize,
+    /// Stored offset of each variable-length string field.
+    offsets: Vec<(String, usize)>,
+    sizes: Sizes,
+}
+
+/// The stored layout of `info`'s records (a flat compound with variable-length strings) and
+/// the dataset's storage read with it; `None` when it cannot be derived or checked.
+fn vlen_records(dset: &Hid, dcpl: i64, shape: &[u64], info: &TypeInfo, sizes: Sizes, path: &str) -> Option<VlenRecords> {
+    let TypeInfo::Compound { fields, file_size, .. } = info else { return None };
+    let (stored, pointer) = (vlen::element_size(sizes), std::mem::size_of::<*const u8>());
+    let mut by_offset: Vec<&CField> = fields.iter().collect();
+    by_offset.sort_by_key(|f| f.file_offset);
+    let (mut shift, mut offsets) = (0usize, Vec::new());
+    for f in by_offset {
+        if f.field.dtype == FieldType::VarStr {
+            offsets.push((f.field.name.clone(), f.file_offset + shift));
+            shift = (shift + stored).checked_sub(pointer)?;
+        }
+    }
+    let record = file_size + shift;
+    let (storage, _, _) = storage_of(dset, dcpl, shape, record, record, path).ok()?;
+    let n: u64 = shape.iter().product();
+    match &storage {
+        // The allocated bytes must be exactly the records (else the layout is not this one).
+        Storage::Contiguous { addr: Some(_) } => {
+            let bytes = locked(|| unsafe { h5d::H5Dget_storage_size(dset.id()) });
+            (bytes == n.checked_mul(record as u64)?).then_some(())?
+        }
+        Storage::Chunked { pipeline: Ok(_), .. } => {}
+        _ => return None,
+    }
+    Some(VlenRecords { storage, record, offsets, sizes })
 }
 
 /// Opens the reader for dataset `dset` at `path`.
@@ -62,10 +107,16 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         .max(1);
     let (mut storage, grid, desc) =
         storage_of(&dset, dcpl.id(), &shape, info.file_size().max(1), raw_elem, path)?;
+    let mut records = None;
     if has_vlen_fields(&info) {
         // The library reports in-memory offsets for such records, not the on-disk layout:
-        // let it convert, keeping the dataset's chunk grid.
+        // numbers are read through it, keeping the dataset's chunk grid; strings from the
+        // stored records where their layout can be derived.
         storage = Storage::Library;
+        records = ctx.sizes.and_then(|s| vlen_records(&dset, dcpl.id(), &shape, &info, s, path));
+        if records.is_none() {
+            log::debug!("{path}: stored record layout not derived; its strings are read through the library");
+        }
     }
     if matches!(strs, Some(vlen::Layout::Vlen(_))) && user_fill(dcpl.id()) {
         // A user-defined variable-length fill value lives in the heap too: the library converts it.
@@ -105,6 +156,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         strs,
         in_place,
         header,
+        records,
     })
 }
 
@@ -339,9 +391,23 @@ impl ArraySource for H5Source {
                 "records {start}..{end} outside a 1-D compound of {len}"
             )));
         }
+        if let Some(rec) = &self.records {
+            if let Some(&(_, at)) = rec.offsets.iter().find(|(name, _)| name == field) {
+                if start == end {
+                    return Ok(Vec::new());
+                }
+                let raw = self.raw_elements_of(&rec.storage, start, end, rec.record)?;
+                let width = vlen::element_size(rec.sizes);
+                let mut stored = Vec::with_capacity(raw.len() / rec.record.max(1) * width);
+                for r in raw.chunks_exact(rec.record) {
+                    stored.extend_from_slice(r.get(at..at + width).ok_or_else(|| self.corrupt("record shorter than its fields"))?);
+                }
+                return vlen::decode(&stored, vlen::Layout::Vlen(rec.sizes), &self.ctx.data, &self.meta.path, start);
+            }
+        }
+        // Records whose stored layout could not be derived: the library converts them, taking
+        // its lock.
         let cset = self.member_cset(field);
-        // Records with variable-length fields: the library converts them (their stored layout
-        // is not what it reports), so these strings still take its lock.
         library::field_strings(self.dset.id(), field, cset, start, end, &self.meta.path)
     }
 }
