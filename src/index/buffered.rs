@@ -9,7 +9,7 @@
 
 use std::ops::Range;
 
-use super::build::Progress;
+use super::build::{on_threads, Progress};
 use super::format::{IndexWriter, Section};
 use super::input::{put, Input};
 use super::IndexError;
@@ -157,21 +157,14 @@ pub fn scatter(
         };
         jobs.push((lines.clone(), part));
     }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|(lines, mut part)| {
-                s.spawn(move || match (iw, dw) {
-                    (4, 4) => part.run::<4, 4>(lines, (iw, dw), input, writer, progress),
-                    (4, 8) => part.run::<4, 8>(lines, (iw, dw), input, writer, progress),
-                    (8, 4) => part.run::<8, 4>(lines, (iw, dw), input, writer, progress),
-                    (8, 8) => part.run::<8, 8>(lines, (iw, dw), input, writer, progress),
-                    (4, 2) => part.run::<4, 2>(lines, (iw, dw), input, writer, progress),
-                    (4, 1) => part.run::<4, 1>(lines, (iw, dw), input, writer, progress),
-                    _ => part.run::<0, 0>(lines, (iw, dw), input, writer, progress),
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(input.corrupt("a build thread panicked".into()))))
+    on_threads(jobs, |(lines, mut part)| match (iw, dw) {
+        (4, 4) => part.run::<4, 4>(lines, (iw, dw), input, writer, progress),
+        (4, 8) => part.run::<4, 8>(lines, (iw, dw), input, writer, progress),
+        (8, 4) => part.run::<8, 4>(lines, (iw, dw), input, writer, progress),
+        (8, 8) => part.run::<8, 8>(lines, (iw, dw), input, writer, progress),
+        (4, 2) => part.run::<4, 2>(lines, (iw, dw), input, writer, progress),
+        (4, 1) => part.run::<4, 1>(lines, (iw, dw), input, writer, progress),
+        _ => part.run::<0, 0>(lines, (iw, dw), input, writer, progress),
     })
+    .map(drop)
 }

@@ -90,7 +90,7 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
 
     let t0 = std::time::Instant::now();
     // 1. Count, per part.
-    let counts = on_threads(&parts, |lines| {
+    let counts = on_threads(parts.clone(), |lines| {
         let mut n = vec![0u64; n_out as usize];
         input.each(lines, false, progress, |_, c, _| n[c as usize] += 1)?;
         Ok(n)
@@ -146,12 +146,14 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
     Ok(size)
 }
 
-/// Runs `f` on every part on its own thread (the first on this one); the results in order.
-fn on_threads<T: Send>(parts: &[Range<u64>], f: impl Fn(Range<u64>) -> Result<T, IndexError> + Sync) -> Result<Vec<T>, IndexError> {
-    let Some((first, rest)) = parts.split_first() else { return Ok(Vec::new()) };
+/// Runs `f` on every item, each on its own thread (the first on this one); the results in order.
+pub(super) fn on_threads<I: Send, T: Send>(items: Vec<I>, f: impl Fn(I) -> Result<T, IndexError> + Sync) -> Result<Vec<T>, IndexError> {
+    let mut items = items.into_iter();
+    let Some(first) = items.next() else { return Ok(Vec::new()) };
     std::thread::scope(|s| {
-        let handles: Vec<_> = rest.iter().map(|p| s.spawn(|| f(p.clone()))).collect();
-        let mut out = vec![f(first.clone())?];
+        let f = &f;
+        let handles: Vec<_> = items.map(|i| s.spawn(move || f(i))).collect();
+        let mut out = vec![f(first)?];
         for h in handles {
             out.push(h.join().map_err(|_| IndexError::invalid("index build", "a build thread panicked"))??);
         }

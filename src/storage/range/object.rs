@@ -180,26 +180,31 @@ impl Shared {
                 return Ok(hit);
             }
         }
-        let end = self.len.saturating_sub(1) / BLOCK;
+        let end = self.last_block();
         let sequential = b > 0 && self.blocks.peek(&(b - 1)).is_some();
         let want = if sequential { last.max(b + MAX_RUN - 1) } else { last };
         let (b, e, p) = self.claim(b, want.min(end));
         if sequential {
             // A sequential reader: the next run comes in the background while this one is read.
-            self.read_ahead(e + 1, end);
+            self.read_ahead(e + 1);
         }
         let got = self.fetch_blocks(b, e + 1);
         self.release(b, e, &p);
         got
     }
 
+    /// The object's last block.
+    fn last_block(&self) -> u64 {
+        self.len.saturating_sub(1) / BLOCK
+    }
+
     /// Starts the background fetch of the run of blocks from `from` (for a sequential reader),
     /// marking its first block: reading it starts the run after.
-    fn read_ahead(self: &Arc<Self>, from: u64, end: u64) {
-        if from > end {
+    fn read_ahead(self: &Arc<Self>, from: u64) {
+        if from > self.last_block() {
             return;
         }
-        let to = (from + MAX_RUN - 1).min(end);
+        let to = (from + MAX_RUN - 1).min(self.last_block());
         {
             let mut t = self.triggers.lock();
             if t.len() >= MAX_TRIGGERS {
@@ -224,7 +229,7 @@ impl Shared {
             next
         };
         if let Some(to) = next {
-            self.read_ahead(to + 1, self.len.saturating_sub(1) / BLOCK);
+            self.read_ahead(to + 1);
         }
     }
 
