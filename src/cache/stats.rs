@@ -15,6 +15,7 @@ pub struct Stats {
     decode_nanos: AtomicU64,
     blocks_rendered: AtomicU64,
     bytes_served: AtomicU64,
+    bytes_spliced: AtomicU64,
     reads: AtomicU64,
     errors: AtomicU64,
     opens: AtomicU64,
@@ -60,6 +61,11 @@ impl Stats {
     pub fn served(&self, bytes: u64) {
         self.reads.fetch_add(1, Relaxed);
         self.bytes_served.fetch_add(bytes, Relaxed);
+    }
+
+    /// Records `bytes` of a served read that were spliced from the store file, not copied.
+    pub fn spliced(&self, bytes: u64) {
+        self.bytes_spliced.fetch_add(bytes, Relaxed);
     }
 
     /// Records one opened file.
@@ -131,6 +137,7 @@ impl Stats {
             "blocks_rendered": g(&self.blocks_rendered),
             "reads": g(&self.reads),
             "bytes_served": g(&self.bytes_served),
+            "bytes_spliced": g(&self.bytes_spliced),
             "errors": g(&self.errors),
             "open_files": self.open_files(),
             "prefetch_jobs": g(&self.prefetch_jobs),

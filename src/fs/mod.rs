@@ -15,12 +15,13 @@ mod lane;
 pub mod mount;
 pub mod reply;
 pub mod source_watch;
+mod splice;
 mod state;
 mod workers;
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -31,7 +32,7 @@ use fuser::{
 use crate::cache::ChunkCache;
 use crate::prefetch::{PrefetchConfig, Prefetcher};
 use crate::views::{FileContent, VNode, VTree};
-use state::{FsCore, Node};
+use state::{Answer, FsCore, Node, ReadAt};
 use deadline::ErrorReply;
 use inodes::Inodes;
 use lane::{reply_buffer, Lane};
@@ -120,12 +121,25 @@ pub struct AnnFs {
 pub trait Served: Filesystem + Send + 'static {
     /// A function returning one past the highest virtual-tree inode handed out so far.
     fn inode_end(&self) -> Arc<dyn Fn() -> u64 + Send + Sync>;
+
+    /// Where to give the connection's `/dev/fuse` descriptor once mounted, when this
+    /// filesystem splices replies into it ([`splice`]). Default: it does not.
+    fn splice_hook(&self) -> Option<Box<dyn FnOnce(std::os::fd::OwnedFd) + Send>> {
+        None
+    }
 }
 
 impl Served for AnnFs {
     fn inode_end(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
         let shared = self.shared.clone();
         Arc::new(move || shared.inodes.end())
+    }
+
+    fn splice_hook(&self) -> Option<Box<dyn FnOnce(std::os::fd::OwnedFd) + Send>> {
+        let shared = self.shared.clone();
+        Some(Box::new(move |fd| {
+            let _ = shared.splicer.set(splice::Splicer::new(fd));
+        }))
     }
 }
 
@@ -135,7 +149,7 @@ impl AnnFs {
         let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
-        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()) });
+        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()), splicer: OnceLock::new() });
         AnnFs { shared, io, slow, next_fh: AtomicU64::new(1), held: Default::default() }
     }
 
@@ -180,8 +194,18 @@ fn listing_ino(dir: u64, name: &str) -> u64 {
 
 impl Filesystem for AnnFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Let the kernel read ahead up to 1 MiB (or its maximum).
-        if let Err(max) = config.set_max_readahead(1 << 20) {
+        // Requests of up to 1 MiB, less when spliced replies need it: a reply must fit the
+        // pipe whole (its header takes a page), and pipes above /proc/sys/fs/pipe-max-size
+        // (1 MiB by default) need CAP_SYS_RESOURCE.
+        // (The handshake runs before the mount hands over the descriptor: decide on what a
+        // pipe may hold.)
+        let largest = Some(splice::largest_reply(1 << 20)).filter(|&n| n >= 64 << 10).unwrap_or(1 << 20);
+        if largest < 1 << 20 {
+            log::debug!("read requests of at most {largest} bytes, so that replies can be spliced");
+            let _ = config.set_max_write(largest);
+        }
+        // Let the kernel read ahead as far (or its maximum).
+        if let Err(max) = config.set_max_readahead(largest) {
             let _ = config.set_max_readahead(max);
         }
         // Let lookups in one directory run in parallel: a slow first `stat` (a text index being
@@ -252,7 +276,7 @@ impl Filesystem for AnnFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -265,18 +289,24 @@ impl Filesystem for AnnFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        let shared = self.shared.clone();
+        let (shared, shared2) = (self.shared.clone(), self.shared.clone());
+        let unique = req.unique().0;
         let what = format!("read of {path} at {offset}+{size}");
         // A read that may wait for a gene-column index build runs in the slow lane, so it does
         // not hold up the read workers.
         let lane = if file.read_may_block() { &self.slow } else { &self.io };
+        let at = Arc::new(ReadAt { file, path, fh: fh.0, offset, size });
+        let at2 = at.clone();
         lane.answer(
             reply,
             || what,
-            move || guard("read", || shared.read(&file, &path, fh.0, offset, size)),
-            |r, data| {
-                r.data(&data);
-                reply_buffer::give_back(data);
+            move || guard("read", || shared.read(&at)),
+            move |r, answer| match answer {
+                Answer::Bytes(data) => {
+                    r.data(&data);
+                    reply_buffer::give_back(data);
+                }
+                Answer::Spliced(s) => shared2.send_spliced(r, unique, s, &at2),
             },
         );
     }

@@ -196,8 +196,19 @@ pub fn serve<F: super::Served>(
     };
     let events = signal_events();
     let inode_end = fs.inode_end();
-    let session = fuser::spawn_mount(fs, mp, &config)
-        .map_err(|e| MountError::Mount { path: mp.display().to_string(), source: e })?;
+    // Spliced replies go to the descriptor requests are read from: with one descriptor shared
+    // by the FUSE threads (no cloned ones), a copy of it serves.
+    let splice_hook = if config.clone_fd { None } else { fs.splice_hook() };
+    let failed = |e| MountError::Mount { path: mp.display().to_string(), source: e };
+    let session = fuser::Session::new(fs, mp, &config).map_err(failed)?;
+    if let Some(hook) = splice_hook {
+        use std::os::fd::AsFd;
+        match session.as_fd().try_clone_to_owned() {
+            Ok(fd) => hook(fd),
+            Err(e) => log::debug!("read replies are copied: no copy of the FUSE descriptor: {e}"),
+        }
+    }
+    let session = session.spawn().map_err(failed)?;
     if let Err(e) = wait_answers(mp, Duration::from_secs(30)) {
         unmount(mp);
         return Err(e);

@@ -3,18 +3,19 @@
 //! worker's reply buffer, read-ahead).
 
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo};
+use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyData};
 
 use super::inodes::{Graft, Inodes};
 use super::lane::reply_buffer;
-use super::reply::{VirtualStat, STORE_TTL, VOLATILE_TTL};
+use super::reply::{guard, VirtualStat, STORE_TTL, VOLATILE_TTL};
+use super::splice::{Splicer, Unsent, MAX_SPANS, MIN_SPLICE};
 use super::{source_watch, Ownership, PageCache};
 use crate::cache::ChunkCache;
 use crate::prefetch::Prefetcher;
-use crate::views::{FileContent, NodeId, VNode};
+use crate::views::{FileContent, NodeId, Spliced, VNode};
 
 /// State shared by request threads and workers.
 pub(super) struct FsCore {
@@ -26,6 +27,26 @@ pub(super) struct FsCore {
     pub(super) page_cache: PageCache,
     /// Files whose reads were refused since the store changed (each logged once).
     pub(super) refused: source_watch::RefusedReads,
+    /// Splices replies of stored bytes, once the mount gave the connection's descriptor.
+    pub(super) splicer: OnceLock<Splicer>,
+}
+
+/// One read request: `size` bytes at `offset` of `file` (at `path`) through handle `fh`.
+pub(super) struct ReadAt {
+    pub(super) file: Arc<dyn FileContent>,
+    pub(super) path: String,
+    pub(super) fh: u64,
+    pub(super) offset: u64,
+    pub(super) size: u32,
+}
+
+/// What a read answers: rendered bytes (in the worker's reply buffer), or stored bytes to
+/// splice ([`super::splice`]).
+pub(super) enum Answer {
+    /// The reply's bytes.
+    Bytes(Vec<u8>),
+    /// The reply as a header and spans of the store file.
+    Spliced(Spliced),
 }
 
 /// A resolved inode: its tree and node id.
@@ -98,12 +119,63 @@ impl FsCore {
         }
     }
 
-    /// Serves a read of `size` bytes at `offset` of `file` through handle `fh`, into this
+    /// Serves a read of `size` bytes at `offset` of `file` through handle `fh`: as spans of the
+    /// store file when the file offers them and replies can be spliced, else rendered into this
     /// worker's reply buffer (see [`reply_buffer`]).
-    pub(super) fn read(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    pub(super) fn read(&self, at: &ReadAt) -> Result<Answer, Errno> {
+        let ReadAt { file, path, fh, offset, size } = at;
+        let (fh, offset, size) = (*fh, *offset, *size);
         if !file.volatile() {
             self.refused.check_fresh(path)?;
+            if size as usize >= MIN_SPLICE && self.splicer.get().is_some() {
+                match file.read_spans(offset, size as usize, MAX_SPANS) {
+                    Ok(Some(spliced)) => {
+                        let n = spliced.len();
+                        self.cache.stats.served(n);
+                        if self.is_direct(&**file, path) {
+                            self.prefetch.observe(fh, file, offset, n);
+                        }
+                        return Ok(Answer::Spliced(spliced));
+                    }
+                    Ok(None) => {}
+                    // The usual path below reports the error.
+                    Err(e) => log::debug!("{path}: spans at {offset}+{size}: {e}"),
+                }
+            }
         }
+        self.render(file, path, fh, offset, size).map(Answer::Bytes)
+    }
+
+    /// Answers `reply` to request `unique` with `spliced`; when it cannot be spliced, with the
+    /// same bytes rendered as usual.
+    pub(super) fn send_spliced(&self, reply: ReplyData, unique: u64, spliced: Spliced, at: &ReadAt) {
+        let sent = match self.splicer.get() {
+            Some(s) => s.reply(unique, &spliced),
+            None => Err(Unsent::Fallback),
+        };
+        match sent {
+            Ok(()) | Err(Unsent::Gone) => {
+                if sent.is_ok() {
+                    self.cache.stats.spliced(spliced.len());
+                }
+                // The request is answered (or gone): fuser's reply must not answer it again,
+                // and it has no way to be told so — dropped, it would send EIO. Forgetting it
+                // leaks one reference count of fuser's channel, no memory.
+                std::mem::forget(reply);
+            }
+            Err(Unsent::Fallback) => match guard("read", || self.render(&at.file, &at.path, u64::MAX, at.offset, at.size)) {
+                Ok(data) => {
+                    reply.data(&data);
+                    reply_buffer::give_back(data);
+                }
+                Err(e) => reply.error(e),
+            },
+        }
+    }
+
+    /// [`FsCore::read`] rendered into this worker's reply buffer (read-ahead follows handle
+    /// `fh`; `u64::MAX`: none).
+    fn render(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let mut data = reply_buffer::take();
         file.read_into(offset, size as usize, &mut data).map_err(|e| {
             log::error!("{path}: read at {offset}+{size}: {e}");
@@ -113,7 +185,7 @@ impl FsCore {
         self.cache.stats.served(data.len() as u64);
         // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
         // before the reader does); direct-I/O files get ours.
-        if self.is_direct(&**file, path) && !file.volatile() {
+        if self.is_direct(&**file, path) && !file.volatile() && fh != u64::MAX {
             self.prefetch.observe(fh, file, offset, data.len() as u64);
         }
         Ok(data)

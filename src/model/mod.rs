@@ -12,6 +12,7 @@ mod dataframe;
 mod error;
 mod legacy;
 mod rowlist;
+mod spans;
 mod subset;
 
 pub use array::Arr;

@@ -147,6 +147,21 @@ pub enum DType {
     Unsupported(String),
 }
 
+/// Stored bytes that are, unchanged, part of a read's answer: `len` bytes at `offset` of a
+/// local file. A reader may move them with `splice` (no copy through user space) while it holds
+/// `gate` entered (see [`gate::Gate::enter`]).
+#[derive(Clone)]
+pub struct FileSpan {
+    /// The file; [`range::RangeRead::splice_fd`] gives its descriptor.
+    pub file: Arc<dyn range::RangeRead>,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Number of bytes.
+    pub len: u64,
+    /// The store's gate.
+    pub gate: Arc<gate::Gate>,
+}
+
 /// Static facts about an array, known at open.
 #[derive(Clone, Debug)]
 pub struct ArrayMeta {
@@ -221,6 +236,13 @@ pub trait ArraySource: Send + Sync {
     /// with `dst` untouched: the caller decodes the chunk the usual way).
     fn read_packed_into(&self, _index: u64, _from: u64, _dst: &mut [u8]) -> StorageResult<bool> {
         Ok(false)
+    }
+
+    /// Where bytes `[from, from + len)` of chunk `index`, as [`ArraySource::read_packed_into`]
+    /// would read them, lie in a local file that can be spliced (`Ok(None)` when they cannot be
+    /// named so: the caller reads them). Default: `None`.
+    fn packed_span(&self, _index: u64, _from: u64, _len: u64) -> StorageResult<Option<FileSpan>> {
+        Ok(None)
     }
 
     /// Reads elements `[start, end)` (flat C-order indices) of a string array.

@@ -69,6 +69,34 @@ pub trait FileContent: Send + Sync {
     fn read_may_block(&self) -> bool {
         false
     }
+
+    /// What [`FileContent::read`] would return, as a few bytes rendered here followed by spans of
+    /// the store file taken as they are stored, when the file can say so (an uncompressed
+    /// array's `.npy` on a local store); at most `max_spans` spans. The FUSE layer then
+    /// splices the spans into its reply instead of copying them. Default: `None`.
+    fn read_spans(&self, _offset: u64, _len: usize, _max_spans: usize) -> ViewResult<Option<Spliced>> {
+        Ok(None)
+    }
+}
+
+/// A read's answer as [`FileContent::read_spans`] gives it: `head`, then the bytes of `spans`.
+pub struct Spliced {
+    /// Bytes rendered in memory (a `.npy` header), first.
+    pub head: Vec<u8>,
+    /// Stored bytes, in order.
+    pub spans: Vec<crate::storage::FileSpan>,
+}
+
+impl Spliced {
+    /// Length of the whole answer in bytes.
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.spans.iter().map(|s| s.len).sum::<u64>()
+    }
+
+    /// True for an empty answer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A file whose bytes are known up front (README.txt, info.json).

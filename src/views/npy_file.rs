@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::format::npy_header::header;
-use super::{read_header_body_into, slice, FileContent, ViewResult};
+use super::{read_header_body_into, slice, FileContent, Spliced, ViewResult};
+use crate::storage::FileSpan;
 use crate::model::Arr;
 use crate::storage::NumType;
 
@@ -31,6 +32,12 @@ pub trait RowBytes: Send + Sync {
     fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
         let mut scratch = Vec::new();
         self.read_rows_into(r0, r1, &mut scratch)
+    }
+
+    /// Bytes `[b0, b1)` of the concatenated rows as spans of the store file, when they are stored
+    /// as served (see [`FileContent::read_spans`]); at most `max` spans. Default: `None`.
+    fn packed_spans(&self, _b0: u64, _b1: u64, _max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
+        Ok(None)
     }
 }
 
@@ -104,6 +111,17 @@ impl FileContent for NpyFile {
         })
     }
 
+    fn read_spans(&self, offset: u64, len: usize, max_spans: usize) -> ViewResult<Option<Spliced>> {
+        let hlen = self.header.len() as u64;
+        let end = offset.saturating_add(len as u64).min(hlen + self.rows.n_rows() * self.rows.row_bytes());
+        let (d0, d1) = (offset.saturating_sub(hlen), end.saturating_sub(hlen));
+        if d1 <= d0 {
+            return Ok(None);
+        }
+        let Some(spans) = self.rows.packed_spans(d0, d1, max_spans)? else { return Ok(None) };
+        Ok(Some(Spliced { head: slice(&self.header, offset, (hlen.saturating_sub(offset)) as usize).to_vec(), spans }))
+    }
+
     fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
         let rb = self.rows.row_bytes().max(1);
         let hlen = self.header.len() as u64;
@@ -146,6 +164,10 @@ impl RowBytes for ArrayRows {
 
     fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
         self.0.prefetch_rows(r0, r1)
+    }
+
+    fn packed_spans(&self, b0: u64, b1: u64, max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
+        self.0.packed_spans(b0, b1, max)
     }
 }
 

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use crate::storage::range::RangeRead;
-use crate::storage::{StorageError, StorageResult};
+use crate::storage::gate::Gate;
+use crate::storage::{FileSpan, StorageError, StorageResult};
 
 /// The largest single read annfs makes from an HDF5 file (one stored chunk, one contiguous
 /// block, one heap collection). Larger claims in the file's metadata are treated as corruption.
@@ -106,6 +107,18 @@ impl DataFile {
                 source: e,
             },
         })
+    }
+}
+
+impl DataFile {
+    /// `len` bytes at `addr` as a span of a local file that can be spliced, checked as in
+    /// [`DataFile::check`]; `None` for a remote object.
+    pub fn span(&self, addr: u64, len: u64, gate: &Arc<Gate>, path: &str, what: &str) -> StorageResult<Option<FileSpan>> {
+        if self.src.splice_fd().is_none() {
+            return Ok(None);
+        }
+        self.check(addr, len, path, what)?;
+        Ok(Some(FileSpan { file: self.src.clone(), offset: addr, len, gate: gate.clone() }))
     }
 }
 

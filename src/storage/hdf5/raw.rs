@@ -13,7 +13,7 @@ use super::source::H5Source;
 use super::library::{self, Region};
 use super::vlen;
 use crate::storage::filters::{Pipeline, MAX_DECODED_BYTES};
-use crate::storage::{StorageError, StorageResult};
+use crate::storage::{FileSpan, StorageError, StorageResult};
 use crate::util::RetryOnce;
 
 impl H5Source {
@@ -102,33 +102,45 @@ impl H5Source {
     /// [`ArraySource::read_packed_into`](crate::storage::ArraySource::read_packed_into) for a
     /// source whose chunks are stored packed (`in_place`): one positioned read into `dst`.
     pub(super) fn packed_into(&self, index: u64, from: u64, dst: &mut [u8]) -> StorageResult<bool> {
+        let Some(start) = self.packed_start(index, from, dst.len() as u64)? else { return Ok(false) };
+        self.ctx.data.read_into(start, dst, &self.meta.path, "chunk")?;
+        Ok(true)
+    }
+
+    /// [`ArraySource::packed_span`](crate::storage::ArraySource::packed_span) for a source whose
+    /// chunks are stored packed (`in_place`).
+    pub(super) fn packed_span_of(&self, index: u64, from: u64, len: u64) -> StorageResult<Option<FileSpan>> {
+        let Some(start) = self.packed_start(index, from, len)? else { return Ok(None) };
+        self.ctx.data.span(start, len, &self.ctx.gate, &self.meta.path, "chunk")
+    }
+
+    /// File address of bytes `[from, from + len)` of chunk `index` as stored packed; `None` when
+    /// the chunk is not stored, not stored packed, or the range leaves it.
+    fn packed_start(&self, index: u64, from: u64, len: u64) -> StorageResult<Option<u64>> {
         let grid = &self.meta.grid;
         if index >= grid.num_chunks() {
-            return Ok(false);
+            return Ok(None);
         }
         let coords = grid.coords(index);
         let elem = self.info.file_size() as u64;
         let clipped = grid.clipped_shape(&coords).iter().try_fold(elem, |a, d| a.checked_mul(*d));
-        let end = from.checked_add(dst.len() as u64);
+        let end = from.checked_add(len);
         if !matches!((clipped, end), (Some(c), Some(e)) if e <= c) {
-            return Ok(false);
+            return Ok(None);
         }
-        let start = match &self.storage {
+        Ok(match &self.storage {
             Storage::Chunked { table, .. } => {
-                let Some(loc) = self.table(table)?.get(index) else { return Ok(false) };
+                let Some(loc) = self.table(table)?.get(index) else { return Ok(None) };
                 if loc.size != self.chunk_bytes(elem as usize)? as u64 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 loc.addr.checked_add(from)
             }
             Storage::Contiguous { addr: Some(addr) } => {
                 self.contiguous_offset(&coords).and_then(|o| o.checked_add(*addr)).and_then(|a| a.checked_add(from))
             }
-            _ => return Ok(false),
-        };
-        let Some(start) = start else { return Ok(false) };
-        self.ctx.data.read_into(start, dst, &self.meta.path, "chunk")?;
-        Ok(true)
+            _ => None,
+        })
     }
 
     /// `len` bytes of contiguous data starting `offset` bytes into the block at `addr` (fill

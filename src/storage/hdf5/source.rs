@@ -16,7 +16,7 @@ use super::vlen;
 use super::FileCtx;
 use crate::storage::filters::MAX_DECODED_BYTES;
 use crate::storage::grid::clip_chunk;
-use crate::storage::{ArrayMeta, ArraySource, DType, FieldType, StorageError, StorageResult};
+use crate::storage::{ArrayMeta, ArraySource, DType, FieldType, FileSpan, StorageError, StorageResult};
 
 /// Reads one HDF5 dataset.
 pub struct H5Source {
@@ -324,6 +324,14 @@ impl ArraySource for H5Source {
         }
         let _gate = self.ctx.gate.enter(&self.meta.path)?;
         self.packed_into(index, from, dst)
+    }
+
+    fn packed_span(&self, index: u64, from: u64, len: u64) -> StorageResult<Option<FileSpan>> {
+        if !self.in_place {
+            return Ok(None);
+        }
+        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        self.packed_span_of(index, from, len)
     }
 
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>> {

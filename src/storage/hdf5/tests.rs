@@ -555,6 +555,33 @@ fn in_place_reads_equal_decoded_chunks() {
             // Past the chunk's end: declined, not read.
             let mut over = vec![0u8; want.len() + 1];
             assert!(!a.source.read_packed_into(i, 0, &mut over).unwrap(), "{path}: chunk {i} overrun");
+            // The same bytes named as a span of the file (what a spliced reply moves).
+            let span = a.source.packed_span(i, 1, want.len().saturating_sub(1) as u64).unwrap().expect("a local span");
+            let mut at = vec![0u8; span.len as usize];
+            span.file.read_exact_at(&mut at, span.offset).unwrap();
+            assert_eq!(at, want[1.min(want.len())..], "{path}: span of chunk {i}");
+            assert!(a.source.packed_span(i, 0, want.len() as u64 + 1).unwrap().is_none(), "{path}: span overrun");
+        }
+        // Spans of the whole array through the model: in order, together the packed bytes.
+        let cache = Arc::new(crate::cache::ChunkCache::new(1 << 20));
+        let arr = crate::model::Arr::new(a.source.clone(), &cache, &crate::model::ArrIds::default());
+        let whole = arr.read_rows(0, arr.rows()).unwrap();
+        if whole.len() > 3 {
+            let spans = arr.packed_spans(1, whole.len() as u64 - 1, 64).unwrap().expect("spans");
+            let mut got = Vec::new();
+            for s in &spans {
+                let mut b = vec![0u8; s.len as usize];
+                s.file.read_exact_at(&mut b, s.offset).unwrap();
+                got.extend_from_slice(&b);
+            }
+            assert_eq!(got, whole[1..whole.len() - 1], "{path}: spans of the array");
+            let window = arr.window(1, arr.rows());
+            let row = whole.len() / arr.rows() as usize;
+            let spans = window.packed_spans(0, (whole.len() - row) as u64, 64).unwrap().expect("spans of a window");
+            assert_eq!(spans[0].len + spans.iter().skip(1).map(|s| s.len).sum::<u64>(), (whole.len() - row) as u64);
+            let mut first = vec![0u8; spans[0].len.min(row as u64) as usize];
+            spans[0].file.read_exact_at(&mut first, spans[0].offset).unwrap();
+            assert_eq!(first, whole[row..row + first.len()], "{path}: a window starts at its first row");
         }
     }
     assert!(in_place > 0, "the fixture has unfiltered little-endian arrays");

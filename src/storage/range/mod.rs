@@ -62,6 +62,11 @@ pub trait RangeRead: Send + Sync {
     fn version(&self) -> Option<&str> {
         None
     }
+
+    /// A descriptor of a local file whose bytes can be spliced (`None` for remote objects).
+    fn splice_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A local file read with `pread`.
@@ -131,5 +136,10 @@ impl RangeRead for LocalFile {
 
     fn identity(&self) -> (u64, u64) {
         self.id
+    }
+
+    fn splice_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.file.as_fd())
     }
 }
