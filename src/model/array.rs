@@ -173,6 +173,17 @@ impl Arr {
         chunks.into_iter().try_for_each(|index| self.cache.warm(Key::Chunk(self.id, index), || self.src.read_chunk(index)))
     }
 
+    /// True when the stored array's chunk index is loaded (see
+    /// [`ArraySource::index_loaded`]).
+    pub fn index_loaded(&self) -> bool {
+        self.src.index_loaded()
+    }
+
+    /// Loads the stored array's chunk index now (see [`ArraySource::load_index`]).
+    pub fn load_index(&self) {
+        self.src.load_index()
+    }
+
     /// Tells the store that rows `[r0, r1)` will be read soon, so that their stored bytes are
     /// fetched in the background (a remote store) or read ahead by the kernel (a local file)
     /// while the caller reads something else — another array of the same rows.

@@ -216,6 +216,16 @@ pub trait ArraySource: Send + Sync {
     /// fill value.
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>>;
 
+    /// True when the array's chunk index is loaded (or it has none): locating a chunk then
+    /// costs no request. Default: true.
+    fn index_loaded(&self) -> bool {
+        true
+    }
+
+    /// Loads the array's chunk index if it has one and it is not loaded (errors are left to
+    /// the reads that need it). Default: nothing.
+    fn load_index(&self) {}
+
     /// Hints that the chunks at linear indices `chunks` will be read soon, so the backend can
     /// start fetching their stored bytes in the background (a local file: the kernel reads
     /// them ahead). Must not block for long. Default: nothing.

@@ -81,7 +81,18 @@ impl SparseRows {
         mut f: impl FnMut(u64, u64, &[u8]),
     ) -> ViewResult<()> {
         let w = self.t.size();
-        let ptr = self.pointers(a, b)?;
+        let (data, indices) = (&self.m.data, &self.m.indices);
+        let ptr = if data.index_loaded() && indices.index_loaded() {
+            self.pointers(a, b)?
+        } else {
+            // First use: the three arrays' chunk indexes load at once (remotely, each takes
+            // round trips), not one after the other.
+            std::thread::scope(|s| {
+                s.spawn(|| data.load_index());
+                s.spawn(|| indices.load_index());
+                self.pointers(a, b)
+            })?
+        };
         let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
         // The values are fetched while the indices are read (one round trip, not two, remotely).
         self.m.data.will_need_rows(p0, p1);

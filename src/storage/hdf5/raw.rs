@@ -21,7 +21,7 @@ impl H5Source {
     /// read from the file without the library when its index is a version-1 B-tree
     /// ([`chunk_index`]), so that no lock is held while a remote file's index is fetched; else
     /// by the library.
-    fn table<'a>(&self, cell: &'a RetryOnce<ChunkTable>) -> StorageResult<&'a ChunkTable> {
+    pub(super) fn table<'a>(&self, cell: &'a RetryOnce<ChunkTable>) -> StorageResult<&'a ChunkTable> {
         cell.get_or_try_init(|| {
             if let (Some(header), Some(sizes)) = (self.header, self.ctx.sizes) {
                 let _gate = self.ctx.gate.enter(&self.meta.path)?;

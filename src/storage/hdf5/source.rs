@@ -314,6 +314,21 @@ impl ArraySource for H5Source {
         self.advise_chunks(chunks);
     }
 
+    fn index_loaded(&self) -> bool {
+        match &self.storage {
+            Storage::Chunked { table, .. } => table.get().is_some(),
+            _ => true,
+        }
+    }
+
+    fn load_index(&self) {
+        if let Storage::Chunked { table, .. } = &self.storage {
+            if let Err(e) = self.table(table) {
+                log::debug!("{}: chunk index: {e}", self.meta.path);
+            }
+        }
+    }
+
     fn packed_in_place(&self) -> bool {
         self.in_place
     }

@@ -42,12 +42,29 @@ const EXACT_MAX: u64 = 256 << 10;
 /// How long a reader waits for a background fetch of its block before fetching it itself.
 const WAIT_BACKGROUND: Duration = Duration::from_secs(30);
 
-/// Background fetches in flight in this process, over every object.
+/// Block fetches in flight in this process, over every object (background ones from when they
+/// are started).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Waits, at most `limit`, until no background fetch is in flight, so that what read-ahead
-/// fetched reaches the disk cache before the process exits (a later mount then finds it there).
-/// False if some were still running.
+/// Counts a block fetch in [`IN_FLIGHT`] while it lives.
+struct Fetching;
+
+impl Fetching {
+    fn start() -> Fetching {
+        IN_FLIGHT.fetch_add(1, Relaxed);
+        Fetching
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Waits, at most `limit`, until no block fetch is in flight (read-ahead's, or one a reader that
+/// has gone started), so that what they fetch reaches the disk cache before the process exits
+/// (a later mount then finds it there). False if some were still running.
 pub fn wait_background(limit: Duration) -> bool {
     let start = std::time::Instant::now();
     while IN_FLIGHT.load(Relaxed) > 0 {
@@ -188,8 +205,10 @@ impl Shared {
             // A sequential reader: the next run comes in the background while this one is read.
             self.read_ahead(e + 1);
         }
+        let fetching = Fetching::start();
         let got = self.fetch_blocks(b, e + 1);
         self.release(b, e, &p);
+        drop(fetching);
         got
     }
 
@@ -347,20 +366,20 @@ impl Shared {
             let (b0, e, p) = self.claim(b, last.min(b + MAX_RUN - 1));
             let undo = p.clone();
             let me = self.clone();
-            IN_FLIGHT.fetch_add(1, Relaxed);
+            let fetching = Fetching::start();
             let run = move || {
                 if let Err(err) = me.fetch_blocks(b0, e + 1) {
                     log::debug!("{}: background fetch of blocks {b0}..={e}: {err}", me.url());
                 }
                 me.release(b0, e, &p);
                 me.background.fetch_sub(1, Relaxed);
-                IN_FLIGHT.fetch_sub(1, Relaxed);
+                drop(fetching);
             };
             if let Err(err) = std::thread::Builder::new().name("annfs-fetch".into()).spawn(run) {
+                // The closure (and its count in IN_FLIGHT) is dropped with the error.
                 log::debug!("no background fetch thread: {err}");
                 self.release(b0, e, &undo);
                 self.background.fetch_sub(1, Relaxed);
-                IN_FLIGHT.fetch_sub(1, Relaxed);
                 return;
             }
             b = e + 1;

@@ -9,6 +9,13 @@ use crate::storage::range::fetcher::RemoteConfig;
 struct Slow {
     data: Vec<u8>,
     gets: Mutex<Vec<(u64, u64, bool)>>,
+    delay: Duration,
+}
+
+impl Slow {
+    fn new(data: Vec<u8>) -> Arc<Slow> {
+        Arc::new(Slow { data, gets: Mutex::new(Vec::new()), delay: Duration::from_millis(2) })
+    }
 }
 
 impl ObjectClient for Arc<Slow> {
@@ -16,7 +23,7 @@ impl ObjectClient for Arc<Slow> {
         format!("slow://{key}")
     }
     fn get(&self, _key: &str, span: Span, _version: Option<&str>) -> Result<Option<Got>, FetchError> {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(self.delay);
         let Span::At { start, len } = span else { return Ok(None) };
         let background = std::thread::current().name() == Some("annfs-fetch");
         self.gets.lock().push((start, len, background));
@@ -34,7 +41,7 @@ impl ObjectClient for Arc<Slow> {
 fn sequential_small_reads_are_read_ahead_in_the_background() {
     let len = 48 * BLOCK;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let slow = Arc::new(Slow { data: data.clone(), gets: Mutex::new(Vec::new()) });
+    let slow = Slow::new(data.clone());
     let fetcher = Fetcher::new(Box::new(slow.clone()), RemoteConfig::default(), None, Arc::default());
     let f = RemoteFile::new(Arc::new(fetcher), ObjectMeta { size: len, version: Some("v".into()) });
     let mut buf = vec![0u8; 64 << 10];
@@ -56,10 +63,33 @@ fn sequential_small_reads_are_read_ahead_in_the_background() {
 /// asked for have been fetched.
 #[test]
 fn exit_waits_for_read_ahead() {
-    let slow = Arc::new(Slow { data: vec![7u8; (4 * BLOCK) as usize], gets: Mutex::new(Vec::new()) });
+    let slow = Slow::new(vec![7u8; (4 * BLOCK) as usize]);
     let fetcher = Fetcher::new(Box::new(slow.clone()), RemoteConfig::default(), None, Arc::default());
     let f = RemoteFile::new(Arc::new(fetcher), ObjectMeta { size: 4 * BLOCK, version: Some("v".into()) });
     f.will_need(0, 2 * BLOCK);
     assert!(wait_background(Duration::from_secs(10)));
     assert_eq!(slow.gets.lock().iter().map(|g| g.1).sum::<u64>(), 2 * BLOCK);
+}
+
+/// A reader's own block fetch is waited for at exit too (the reader may be gone — a FUSE read
+/// interrupted, a read-ahead job of the mount — while its blocks are still to reach the disk
+/// cache): `wait_background` returns only once the GET is answered.
+#[test]
+fn exit_waits_for_a_readers_fetch() {
+    let slow = Arc::new(Slow { data: vec![7u8; (4 * BLOCK) as usize], gets: Mutex::new(Vec::new()), delay: Duration::from_millis(300) });
+    let fetcher = Fetcher::new(Box::new(slow.clone()), RemoteConfig::default(), None, Arc::default());
+    let f = Arc::new(RemoteFile::new(Arc::new(fetcher), ObjectMeta { size: 4 * BLOCK, version: Some("v".into()) }));
+    let reader = {
+        let f = f.clone();
+        std::thread::spawn(move || f.read_exact_at(&mut [0u8; 100], 3 * BLOCK + 5))
+    };
+    // Once the reader's GET (300 ms) is under way, it counts as in flight.
+    let start = std::time::Instant::now();
+    while IN_FLIGHT.load(Relaxed) == 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::yield_now();
+    }
+    assert!(slow.gets.lock().is_empty(), "the GET is still being answered");
+    assert!(wait_background(Duration::from_secs(10)));
+    assert_eq!(slow.gets.lock().len(), 1, "the GET was answered before wait_background returned");
+    reader.join().unwrap().unwrap();
 }
