@@ -157,14 +157,6 @@ pub fn scatter(
         };
         jobs.push((lines.clone(), part));
     }
-    on_threads(jobs, |(lines, mut part)| match (iw, dw) {
-        (4, 4) => part.run::<4, 4>(lines, (iw, dw), input, writer, progress),
-        (4, 8) => part.run::<4, 8>(lines, (iw, dw), input, writer, progress),
-        (8, 4) => part.run::<8, 4>(lines, (iw, dw), input, writer, progress),
-        (8, 8) => part.run::<8, 8>(lines, (iw, dw), input, writer, progress),
-        (4, 2) => part.run::<4, 2>(lines, (iw, dw), input, writer, progress),
-        (4, 1) => part.run::<4, 1>(lines, (iw, dw), input, writer, progress),
-        _ => part.run::<0, 0>(lines, (iw, dw), input, writer, progress),
-    })
+    on_threads(jobs, |(lines, mut part)| with_widths!((iw, dw), part.run(lines, (iw, dw), input, writer, progress)))
     .map(drop)
 }

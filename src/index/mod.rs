@@ -7,6 +7,23 @@
 //! starts the build on a background thread and waits a bounded time ([`IndexHandle`]); index
 //! blocks are read with `pread` through the mount's one chunk cache.
 
+/// Calls `recv.method::<IW, DW>(args…)` with the index and value byte widths `widths` as const
+/// generics for the common pairs (the scatter's inner loop then copies fixed-size entries), and
+/// `::<0, 0>` (widths read at run time) for any other pair.
+macro_rules! with_widths {
+    ($widths:expr, $recv:ident . $method:ident ( $($arg:expr),* $(,)? )) => {
+        match $widths {
+            (4, 4) => $recv.$method::<4, 4>($($arg),*),
+            (4, 8) => $recv.$method::<4, 8>($($arg),*),
+            (8, 4) => $recv.$method::<8, 4>($($arg),*),
+            (8, 8) => $recv.$method::<8, 8>($($arg),*),
+            (4, 2) => $recv.$method::<4, 2>($($arg),*),
+            (4, 1) => $recv.$method::<4, 1>($($arg),*),
+            _ => $recv.$method::<0, 0>($($arg),*),
+        }
+    };
+}
+
 mod buffered;
 pub mod build;
 pub mod format;

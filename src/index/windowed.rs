@@ -26,15 +26,7 @@ pub fn scatter(input: &Input, ptr: &[u64], cap: u64, (iw, dw): (usize, usize), w
         let (idx_out, dat_out) = (&mut idx_buf[..(w1 - w0) as usize * iw], &mut dat_buf[..(w1 - w0) as usize * dw]);
         let pass = Pass { cursor: &mut cursor, cols: c_a..c_b, window: w0..w1 };
         let w = (iw, dw);
-        match w {
-            (4, 4) => pass.run::<4, 4>(w, input, progress, idx_out, dat_out)?,
-            (4, 8) => pass.run::<4, 8>(w, input, progress, idx_out, dat_out)?,
-            (8, 4) => pass.run::<8, 4>(w, input, progress, idx_out, dat_out)?,
-            (8, 8) => pass.run::<8, 8>(w, input, progress, idx_out, dat_out)?,
-            (4, 2) => pass.run::<4, 2>(w, input, progress, idx_out, dat_out)?,
-            (4, 1) => pass.run::<4, 1>(w, input, progress, idx_out, dat_out)?,
-            _ => pass.run::<0, 0>(w, input, progress, idx_out, dat_out)?,
-        }
+        with_widths!(w, pass.run(w, input, progress, idx_out, dat_out))?;
         writer.append(Section::Indices, idx_out)?;
         writer.append(Section::Data, dat_out)?;
         w0 = w1;
