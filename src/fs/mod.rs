@@ -194,11 +194,10 @@ fn listing_ino(dir: u64, name: &str) -> u64 {
 
 impl Filesystem for AnnFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Requests of up to 1 MiB, less when spliced replies need it: a reply must fit the
-        // pipe whole (its header takes a page), and pipes above /proc/sys/fs/pipe-max-size
-        // (1 MiB by default) need CAP_SYS_RESOURCE.
-        // (The handshake runs before the mount hands over the descriptor: decide on what a
-        // pipe may hold.)
+        // Requests of up to 1 MiB, less when spliced replies need it ([`splice`]): a reply must
+        // fit a pipe whole, and pipes above /proc/sys/fs/pipe-max-size (1 MiB by default) need
+        // CAP_SYS_RESOURCE. Decided on what a pipe may hold, since this handshake runs before
+        // the mount hands the connection's descriptor over.
         let largest = Some(splice::largest_reply(1 << 20)).filter(|&n| n >= 64 << 10).unwrap_or(1 << 20);
         if largest < 1 << 20 {
             log::debug!("read requests of at most {largest} bytes, so that replies can be spliced");
