@@ -137,6 +137,7 @@ impl Served for AnnFs {
 
     fn splice_hook(&self) -> Option<Box<dyn FnOnce(std::os::fd::OwnedFd) + Send>> {
         let shared = self.shared.clone();
+        shared.splice_planned.store(true, Ordering::Relaxed);
         Some(Box::new(move |fd| {
             let _ = shared.splicer.set(splice::Splicer::new(fd));
         }))
@@ -149,7 +150,7 @@ impl AnnFs {
         let io = Lane::new("annfs-read", cfg.read_workers, cfg.deadline, &cache);
         let slow = Lane::new("annfs-slow", SLOW_WORKERS, cfg.deadline, &cache);
         let prefetch = Prefetcher::new(cfg.prefetch, cache.stats.clone());
-        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()), splicer: OnceLock::new() });
+        let shared = Arc::new(FsCore { inodes: Inodes::new(tree), cache, owner, mtime, prefetch, page_cache: cfg.page_cache, refused: source_watch::RefusedReads::new(cfg.gate.clone()), splicer: OnceLock::new(), splice_planned: Default::default() });
         AnnFs { shared, io, slow, next_fh: AtomicU64::new(1), held: Default::default() }
     }
 
@@ -198,7 +199,12 @@ impl Filesystem for AnnFs {
         // fit a pipe whole, and pipes above /proc/sys/fs/pipe-max-size (1 MiB by default) need
         // CAP_SYS_RESOURCE. Decided on what a pipe may hold, since this handshake runs before
         // the mount hands the connection's descriptor over.
-        let largest = Some(splice::largest_reply(1 << 20)).filter(|&n| n >= 64 << 10).unwrap_or(1 << 20);
+        let planned = self.shared.splice_planned.load(Ordering::Relaxed);
+        let largest = Some(1 << 20)
+            .filter(|_| planned)
+            .map(splice::largest_reply)
+            .filter(|&n| n >= 64 << 10)
+            .unwrap_or(1 << 20);
         if largest < 1 << 20 {
             log::debug!("read requests of at most {largest} bytes, so that replies can be spliced");
             let _ = config.set_max_write(largest);

@@ -14,7 +14,7 @@
 //! usual.
 
 use std::cell::RefCell;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::views::Spliced;
@@ -130,7 +130,7 @@ impl Pipe {
         for span in &answer.spans {
             let Ok(_gate) = span.gate.enter("") else { return Err(Unsent::Fallback) };
             let Some(fd) = span.file.splice_fd() else { return Err(Unsent::Fallback) };
-            self.fill(fd.as_fd().as_raw_fd(), span.offset, span.len)?;
+            self.fill(fd.as_raw_fd(), span.offset, span.len)?;
         }
         // SAFETY: both descriptors are open; null offsets mean "current position", as pipes and
         // /dev/fuse require.

@@ -29,6 +29,9 @@ pub(super) struct FsCore {
     pub(super) refused: source_watch::RefusedReads,
     /// Splices replies of stored bytes, once the mount gave the connection's descriptor.
     pub(super) splicer: OnceLock<Splicer>,
+    /// Set when the mount will hand that descriptor over (before the INIT handshake, which
+    /// sizes requests for it).
+    pub(super) splice_planned: std::sync::atomic::AtomicBool,
 }
 
 /// One read request: `size` bytes at `offset` of `file` (at `path`) through handle `fh`.
@@ -123,27 +126,39 @@ impl FsCore {
     /// store file when the file offers them and replies can be spliced, else rendered into this
     /// worker's reply buffer (see [`reply_buffer`]).
     pub(super) fn read(&self, at: &ReadAt) -> Result<Answer, Errno> {
-        let ReadAt { file, path, fh, offset, size } = at;
-        let (fh, offset, size) = (*fh, *offset, *size);
+        let file = &at.file;
         if !file.volatile() {
-            self.refused.check_fresh(path)?;
-            if size as usize >= MIN_SPLICE && self.splicer.get().is_some() {
-                match file.read_spans(offset, size as usize, MAX_SPANS) {
-                    Ok(Some(spliced)) => {
-                        let n = spliced.len();
-                        self.cache.stats.served(n);
-                        if self.is_direct(&**file, path) {
-                            self.prefetch.observe(fh, file, offset, n);
-                        }
-                        return Ok(Answer::Spliced(spliced));
-                    }
-                    Ok(None) => {}
-                    // The usual path below reports the error.
-                    Err(e) => log::debug!("{path}: spans at {offset}+{size}: {e}"),
-                }
+            self.refused.check_fresh(&at.path)?;
+        }
+        let answer = match self.spans(at) {
+            Some(spliced) => Answer::Spliced(spliced),
+            None => Answer::Bytes(self.render(at)?),
+        };
+        // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
+        // before the reader does); direct-I/O files get ours.
+        if self.is_direct(&**file, &at.path) && !file.volatile() {
+            let n = match &answer {
+                Answer::Bytes(data) => data.len() as u64,
+                Answer::Spliced(spliced) => spliced.len(),
+            };
+            self.prefetch.observe(at.fh, file, at.offset, n);
+        }
+        Ok(answer)
+    }
+
+    /// The read as spans of the store file, when replies can be spliced and the file offers them.
+    fn spans(&self, at: &ReadAt) -> Option<Spliced> {
+        if at.file.volatile() || (at.size as usize) < MIN_SPLICE || self.splicer.get().is_none() {
+            return None;
+        }
+        match at.file.read_spans(at.offset, at.size as usize, MAX_SPANS) {
+            Ok(spliced) => spliced,
+            Err(e) => {
+                // Rendering the read reports the error.
+                log::debug!("{}: spans at {}+{}: {e}", at.path, at.offset, at.size);
+                None
             }
         }
-        self.render(file, path, fh, offset, size).map(Answer::Bytes)
     }
 
     /// Answers `reply` to request `unique` with `spliced`; when it cannot be spliced, with the
@@ -153,17 +168,17 @@ impl FsCore {
             Some(s) => s.reply(unique, &spliced),
             None => Err(Unsent::Fallback),
         };
+        if sent.is_ok() {
+            let n = spliced.len();
+            self.cache.stats.served(n);
+            self.cache.stats.spliced(n);
+        }
         match sent {
-            Ok(()) | Err(Unsent::Gone) => {
-                if sent.is_ok() {
-                    self.cache.stats.spliced(spliced.len());
-                }
-                // The request is answered (or gone): fuser's reply must not answer it again,
-                // and it has no way to be told so — dropped, it would send EIO. Forgetting it
-                // leaks one reference count of fuser's channel, no memory.
-                std::mem::forget(reply);
-            }
-            Err(Unsent::Fallback) => match guard("read", || self.render(&at.file, &at.path, u64::MAX, at.offset, at.size)) {
+            // The request is answered (or gone): fuser's reply must not answer it again, and it
+            // has no way to be told so — dropped, it would send EIO. Forgetting it leaks one
+            // reference count of fuser's channel, no memory.
+            Ok(()) | Err(Unsent::Gone) => std::mem::forget(reply),
+            Err(Unsent::Fallback) => match guard("read", || self.render(at)) {
                 Ok(data) => {
                     reply.data(&data);
                     reply_buffer::give_back(data);
@@ -173,21 +188,16 @@ impl FsCore {
         }
     }
 
-    /// [`FsCore::read`] rendered into this worker's reply buffer (read-ahead follows handle
-    /// `fh`; `u64::MAX`: none).
-    fn render(&self, file: &Arc<dyn FileContent>, path: &str, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    /// The read rendered into this worker's reply buffer (see [`reply_buffer`]).
+    fn render(&self, at: &ReadAt) -> Result<Vec<u8>, Errno> {
+        let ReadAt { file, path, offset, size, .. } = at;
         let mut data = reply_buffer::take();
-        file.read_into(offset, size as usize, &mut data).map_err(|e| {
+        file.read_into(*offset, *size as usize, &mut data).map_err(|e| {
             log::error!("{path}: read at {offset}+{size}: {e}");
             self.cache.stats.error(path, &e);
             Errno::EIO
         })?;
         self.cache.stats.served(data.len() as u64);
-        // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
-        // before the reader does); direct-I/O files get ours.
-        if self.is_direct(&**file, path) && !file.volatile() && fh != u64::MAX {
-            self.prefetch.observe(fh, file, offset, data.len() as u64);
-        }
         Ok(data)
     }
 
