@@ -270,7 +270,8 @@ def latest():
             ds = g.create_dataset(name, data=np.arange(5, dtype=np.int32) * ord(name))
             e.array(f"/zeta/{name}", ds)
         f.create_group("alpha")
-        e.order["/"] = ["zeta", "alpha", "fixed_array", "extensible", "btree2", "single", "contig", "strs"]
+        e.order["/"] = ["zeta", "alpha", "fixed_array", "extensible", "btree2", "single", "contig", "strs",
+                        "fixed_plain", "fixed_paged", "fixed_paged_gzip", "single_plain", "implicit"]
         e.order["/zeta"] = ["c", "a", "b"]
         rng = np.random.default_rng(1)
         def add(name, data, **kw):
@@ -285,6 +286,24 @@ def latest():
         add("contig", np.arange(10, dtype=np.int16))
         ds = f.create_dataset("strs", data=np.array(["p", "q"], dtype=object), dtype=h5py.string_dtype())
         e.strs("/strs", ds)
+        # Every version-4 chunk index the reader parses itself (annfs's chunk_index.rs and
+        # fixed_array.rs): a fixed array of plain chunks; paged ones (more than 2^10 chunks), one
+        # with pages never written; a plain single chunk; and an implicit index (early
+        # allocation), which is left to the library.
+        add("fixed_plain", rng.integers(0, 1000, size=(30, 20)).astype(np.int32), chunks=(8, 8))
+        ds = f.create_dataset("fixed_paged", shape=(5000,), dtype=np.int16, chunks=(2,), fillvalue=-1)
+        ds[:100] = np.arange(100, dtype=np.int16)
+        ds[4990:] = np.arange(10, dtype=np.int16)
+        e.array("/fixed_paged", ds)
+        add("fixed_paged_gzip", np.arange(3000, dtype=np.float64) / 7, chunks=(2,), compression="gzip")
+        add("single_plain", np.arange(24, dtype=np.float32).reshape(4, 6), chunks=(4, 6))
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((8,))
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dsid = h5py.h5d.create(f.id, b"implicit", h5py.h5t.STD_I32LE, h5py.h5s.create_simple((40,)), dcpl=dcpl)
+        ds = h5py.Dataset(dsid)
+        ds[...] = np.arange(40, dtype=np.int32)
+        e.array("/implicit", ds)
         f.attrs["encoding-type"] = "anndata"
         e.attrs["/"] = {"encoding-type": "anndata"}
     with h5py.File(os.path.join(OUT, "name_order.h5"), "w") as f:

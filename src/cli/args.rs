@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What every STORE argument may be (`--help`).
+const STORE_HELP: &str = "The store: an .h5ad file, a Zarr directory, or a collection directory (every store in it); or an http(s)://, s3://, gs:// or az:// URL of one (an object-store prefix is a collection)";
+
 /// What `annfs --version` prints after the name: the crate version and the git commit the
 /// binary was built from (`unknown` when built outside a git checkout; see `build.rs`).
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ANNFS_GIT_COMMIT"), ")");
@@ -46,7 +49,8 @@ pub enum Command {
     },
     /// List the virtual tree (no FUSE needed).
     Ls {
-        /// The store.
+        /// The store (its forms: [`STORE_HELP`]).
+        #[arg(help = STORE_HELP)]
         store: String,
         /// Remote access.
         #[command(flatten)]
@@ -63,7 +67,8 @@ pub enum Command {
     },
     /// Print a virtual file to standard output (same code path as a mount).
     Cat {
-        /// The store.
+        /// The store (its forms: [`STORE_HELP`]).
+        #[arg(help = STORE_HELP)]
         store: String,
         /// Remote access.
         #[command(flatten)]
@@ -73,7 +78,8 @@ pub enum Command {
     },
     /// Describe a store: shape, elements, encodings, chunking, compression.
     Info {
-        /// The store.
+        /// The store (its forms: [`STORE_HELP`]).
+        #[arg(help = STORE_HELP)]
         store: String,
         /// Remote access.
         #[command(flatten)]
@@ -85,7 +91,8 @@ pub enum Command {
     Index(IndexArgs),
     /// Write virtual files (or whole directories) out as real files below DIR, without mounting.
     Materialize {
-        /// The store.
+        /// The store (its forms: [`STORE_HELP`]).
+        #[arg(help = STORE_HELP)]
         store: String,
         /// Remote access.
         #[command(flatten)]
@@ -120,7 +127,8 @@ impl AccessArgs {
 /// Options of `annfs index`.
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
-    /// The store (.h5ad file or Zarr directory), or a collection directory (every store in it).
+    /// The store (its forms: [`STORE_HELP`]).
+    #[arg(help = STORE_HELP)]
     pub store: String,
     /// Remote access.
     #[command(flatten)]
@@ -150,7 +158,8 @@ pub struct BenchMountArgs {
 /// Options of `annfs mount`.
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
-    /// The store: an .h5ad file, a Zarr directory, or an http(s):// URL of a Zarr store.
+    /// The store (its forms: [`STORE_HELP`]).
+    #[arg(help = STORE_HELP)]
     pub store: String,
     /// An empty directory to mount on.
     pub mountpoint: PathBuf,
