@@ -271,7 +271,8 @@ def latest():
             e.array(f"/zeta/{name}", ds)
         f.create_group("alpha")
         e.order["/"] = ["zeta", "alpha", "fixed_array", "extensible", "btree2", "single", "contig", "strs",
-                        "fixed_plain", "fixed_paged", "fixed_paged_gzip", "single_plain", "implicit"]
+                        "fixed_plain", "fixed_paged", "fixed_paged_gzip", "single_plain", "implicit",
+                        "ext_gzip", "ext_sparse"]
         e.order["/zeta"] = ["c", "a", "b"]
         rng = np.random.default_rng(1)
         def add(name, data, **kw):
@@ -304,6 +305,16 @@ def latest():
         ds = h5py.Dataset(dsid)
         ds[...] = np.arange(40, dtype=np.int32)
         e.array("/implicit", ds)
+        # Extensible arrays (resizable): filtered entries through several super blocks; and
+        # 140,000 one-byte chunks, few written, so that the index block, super blocks, data
+        # blocks never allocated and a paged data block with a page never written all occur
+        # (its data is not in the expectations: the chunk-index test compares its table with
+        # the library's).
+        add("ext_gzip", np.arange(4000, dtype=np.int64), chunks=(4,), maxshape=(None,), compression="gzip")
+        ds = f.create_dataset("ext_sparse", shape=(140000,), maxshape=(None,), dtype=np.uint8, chunks=(1,), fillvalue=7)
+        ds[:50] = np.arange(50, dtype=np.uint8)
+        ds[131100:131200] = 1
+        ds[139990:] = 2
         f.attrs["encoding-type"] = "anndata"
         e.attrs["/"] = {"encoding-type": "anndata"}
     with h5py.File(os.path.join(OUT, "name_order.h5"), "w") as f:

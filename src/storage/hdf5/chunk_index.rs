@@ -5,7 +5,8 @@
 //! list every allocated chunk: stored size, filter mask, offset and address (HDF5 file format
 //! specification, "Data Layout Message" and "Version 1 B-trees"). A version-4 layout (files
 //! written with `libver="latest"`; version 5 from HDF5 2.0 alike) names a single chunk or a fixed array of chunk addresses
-//! ([`super::fixed_array`]). Anything else — extensible arrays, version-2 B-trees, implicit
+//! ([`super::fixed_array`]), or, for a one-dimensional dataset created resizable, an
+//! extensible array ([`super::extensible_array`]). Anything else — version-2 B-trees, implicit
 //! indexes, an unexpected byte — answers `None`, and the caller asks the library, as before.
 //! Every read is bounded by the file's size and by counts checked against the grid.
 
@@ -14,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use super::chunks::ChunkLoc;
 use super::file::DataFile;
 use super::btree::undefined_addr;
-use super::fixed_array;
+use super::{extensible_array, fixed_array};
 use super::gheap::{le_uint, Sizes};
 use crate::storage::ChunkGrid;
 
@@ -128,7 +129,7 @@ impl Reader<'_> {
 
 /// The chunk table of the dataset whose object header is at `header`, read without the library;
 /// `None` when its layout is neither a version-3 chunked layout with a version-1 B-tree nor a
-/// version-4 one with a single chunk or a fixed array, or when anything read does not add up
+/// version-4 one with a single chunk, a fixed array or a one-dimensional extensible array, or when anything read does not add up
 /// (the library then reads it, as before).
 pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
     let r = Reader { data, sizes, path };
@@ -170,6 +171,7 @@ fn version3(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
 /// Chunk indexing types of a version-4 layout read here.
 const SINGLE_CHUNK: u8 = 1;
 const FIXED_ARRAY: u8 = 3;
+const EXTENSIBLE_ARRAY: u8 = 4;
 /// Version-4 layout flags: edge chunks stored unfiltered; a filtered single chunk.
 const DONT_FILTER_PARTIAL_BOUND_CHUNKS: u8 = 0x01;
 const SINGLE_INDEX_WITH_FILTER: u8 = 0x02;
@@ -216,7 +218,10 @@ fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
             }
             Some(table)
         }
+        // Page bits, then the array's address.
         FIXED_ARRAY => fixed_array::read(r, le(layout, at + 2, a)?, grid, chunk_bytes),
+        // Five parameters (repeated in the array's header), then its address.
+        EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, grid, chunk_bytes),
         _ => None,
     }
 }
@@ -348,15 +353,70 @@ mod tests {
             }
         }
         assert!(direct >= 20, "version-1 B-tree indexes are read directly ({direct} read, {library} left to the library)");
-        // latest.h5 (libver="latest") holds every version-4 index: single chunks and fixed
-        // arrays (plain, filtered, paged, with unwritten pages) are read directly; extensible
-        // arrays, version-2 B-trees and implicit indexes by the library.
+        // latest.h5 (libver="latest") holds every version-4 index: single chunks, fixed arrays
+        // and one-dimensional extensible arrays (plain, filtered, paged, with blocks and pages
+        // never written) are read directly; version-2 B-trees and implicit indexes by the
+        // library.
         latest.sort();
         let want: Vec<(String, bool)> = [
-            ("/btree2", false), ("/extensible", false), ("/fixed_array", true), ("/fixed_paged", true),
+            ("/btree2", false), ("/ext_gzip", true), ("/ext_sparse", true), ("/extensible", true), ("/fixed_array", true), ("/fixed_paged", true),
             ("/fixed_paged_gzip", true), ("/fixed_plain", true), ("/implicit", false), ("/single", true),
             ("/single_plain", true),
         ].iter().map(|&(n, d)| (n.to_string(), d)).collect();
         assert_eq!(latest, want);
+    }
+
+    /// Damaged indexes are refused or read as some table, never a panic or a runaway read:
+    /// bytes of latest.h5's object headers and index structures (every kind of index) flipped,
+    /// zeroed or set to 0xff, one at a time, then every dataset's table read from the copy.
+    #[test]
+    fn damaged_indexes_never_panic() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5/latest.h5");
+        let file = hdf5::File::open(&path).unwrap();
+        let mut sets = Vec::new();
+        chunked(&file, &mut sets);
+        let sets: Vec<(String, u64, ChunkGrid)> = sets
+            .into_iter()
+            .map(|(name, d)| {
+                let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
+                // SAFETY: the handle takes its own reference to the open dataset.
+                unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
+                let header = header_address(&Hid::new(d.id(), &name).unwrap()).unwrap();
+                (name, header, grid)
+            })
+            .collect();
+        let pristine = std::fs::read(&path).unwrap();
+        // Damage lands in the first 256 bytes of an object header or index structure.
+        let starts: Vec<usize> = pristine
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| [b"OHDR", b"FAHD", b"FADB", b"EAHD", b"EAIB", b"EASB", b"EADB", b"TREE"].iter().any(|s| s == w))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(starts.len() > 20, "{} structures", starts.len());
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, mut refused) = (0x9e37_79b9_7f4a_7c15u64, 0);
+        for round in 0..600 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut bytes = pristine.clone();
+            let at = (starts[(state % starts.len() as u64) as usize] + (state >> 40) as usize % 256).min(bytes.len() - 1);
+            bytes[at] = match round % 3 {
+                0 => bytes[at] ^ (1 << (state >> 60) % 8),
+                1 => 0,
+                _ => 0xff,
+            };
+            let damaged = dir.path().join("d.h5");
+            std::fs::write(&damaged, &bytes).unwrap();
+            let data = DataFile::local(std::fs::File::open(&damaged).unwrap(), bytes.len() as u64);
+            for (name, header, grid) in &sets {
+                match read(&data, Sizes { addr: 8, size: 8 }, *header, grid, name) {
+                    Some(t) => assert!(t.len() as u64 <= grid.num_chunks(), "{name}: more chunks than the grid"),
+                    None => refused += 1,
+                }
+            }
+        }
+        assert!(refused > 0, "some damage is refused");
     }
 }

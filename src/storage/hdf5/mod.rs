@@ -18,6 +18,7 @@ pub mod chunks;
 pub mod dtype;
 pub mod ffi;
 pub mod file;
+mod extensible_array;
 mod fixed_array;
 pub mod gheap;
 pub mod layout;

@@ -1,0 +1,251 @@
+//! The extensible-array chunk index HDF5 writes for a chunked dataset with one unlimited
+//! dimension in a file made with `libver="latest"` — anndata's sparse `data` and `indices`,
+//! created resizable (HDF5 file format specification, "Extensible Array Header" and the index,
+//! super and data blocks it names).
+//!
+//! Entry `i` (one per chunk) lives in the index block for the first few; beyond them, entries
+//! are grouped into super blocks `u = 0, 1, …` of `2^(u/2)` data blocks of `2^((u+1)/2) · min`
+//! entries each. The index block lists the data blocks of the first super blocks and the
+//! addresses of the others; a super block lists its data blocks, and, when they are larger than
+//! a page, a bitmap of the pages ever written. Each level is fetched at once (a remote file: in
+//! parallel). Read for one-dimensional datasets only (a higher rank permutes the chunk order
+//! around its unlimited dimension, which the library handles).
+
+use std::collections::HashMap;
+
+use super::btree::undefined_addr;
+use super::chunk_index::{le, Reader};
+use super::chunks::ChunkLoc;
+use crate::storage::ChunkGrid;
+
+/// Signature, version, client id and checksum of every block.
+const PREFIX: u64 = 10;
+/// Checksum bytes.
+const CHECKSUM: u64 = 4;
+
+/// What the header fixes for the whole array.
+struct Params {
+    /// Bytes per entry.
+    entry: usize,
+    /// Bytes of a filtered entry's stored size (0: plain chunks).
+    size_width: usize,
+    /// Bytes of a block's offset field.
+    offset_width: u64,
+    /// Entries in the index block.
+    index_entries: u64,
+    /// Entries per data block page.
+    page_entries: u64,
+    /// Bytes of one unfiltered chunk.
+    chunk_bytes: u64,
+}
+
+/// One data block to read: its address and the entry index of its first entry, its entry
+/// count, and, for a paged block, which pages were written.
+struct DataBlock {
+    addr: u64,
+    first: u64,
+    entries: u64,
+    pages: Option<Vec<bool>>,
+}
+
+/// The chunk table of the extensible array whose header is at `header`, for a one-dimensional
+/// dataset of chunks of `chunk_bytes` bytes before filtering. `None` when anything does not add up.
+pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
+    let (a, s) = (r.sizes.addr, r.sizes.size);
+    if grid.shape.len() != 1 {
+        return None;
+    }
+    if header == undefined_addr(a) {
+        return Some(HashMap::new());
+    }
+    let h = r.read(header, 12 + 6 * s as u64 + a as u64 + CHECKSUM)?;
+    if !h.starts_with(b"EAHD") || h.get(4) != Some(&0) {
+        return None;
+    }
+    let client = *h.get(5)?;
+    let [entry, max_bits, index_entries, min_entries, min_pointers, page_bits] = *h.get(6..12)? else { return None };
+    let entry = usize::from(entry);
+    let size_width = match client {
+        0 if entry == a => 0,
+        1 => entry.checked_sub(a + 4).filter(|w| (1..=8).contains(w))?,
+        _ => return None,
+    };
+    let (min_entries, min_pointers) = (u64::from(min_entries), u64::from(min_pointers));
+    if !min_entries.is_power_of_two() || !min_pointers.is_power_of_two() || min_pointers < 2 || max_bits > 64
+        || page_bits >= 64 || u32::from(max_bits) < min_entries.ilog2()
+    {
+        return None;
+    }
+    let index_block = le(&h, 12 + 6 * s, a)?;
+    let p = Params {
+        entry,
+        size_width,
+        offset_width: u64::from(max_bits).div_ceil(8),
+        index_entries: u64::from(index_entries),
+        page_entries: 1 << page_bits,
+        chunk_bytes,
+    };
+    let n = grid.num_chunks();
+    let mut table = HashMap::new();
+    if index_block == undefined_addr(a) || n == 0 {
+        return Some(table);
+    }
+    // Super blocks: those whose data blocks the index block lists, and all of them.
+    let super_blocks = 1 + u64::from(max_bits) - min_entries.ilog2() as u64;
+    let in_index = (2 * min_pointers.ilog2() as u64).min(super_blocks);
+    let index_dblocks = 2 * (min_pointers - 1);
+    let index_sblocks = super_blocks - in_index;
+    let ib_len = PREFIX + a as u64 + p.index_entries * entry as u64 + (index_dblocks + index_sblocks) * a as u64;
+    if ib_len > r.data.len() {
+        return None;
+    }
+    let ib = r.read(index_block, ib_len)?;
+    if !ib.starts_with(b"EAIB") || ib.get(4) != Some(&0) || ib.get(5) != Some(&client) || le(&ib, 6, a)? != header {
+        return None;
+    }
+    let mut at = 6 + a;
+    let direct = (p.index_entries.min(n) as usize).checked_mul(entry)?;
+    add(&p, a, 0, ib.get(at..at + direct)?, &mut table)?;
+    at += p.index_entries as usize * entry;
+    let addrs = |from: usize, count: u64| -> Option<Vec<u64>> { (0..count as usize).map(|i| le(&ib, from + i * a, a)).collect() };
+    let dblock_addrs = addrs(at, index_dblocks)?;
+    let sblock_addrs = addrs(at + index_dblocks as usize * a, index_sblocks)?;
+
+    // Walk the super blocks in order, collecting the data blocks to read.
+    let (mut start, mut dblock) = (p.index_entries, 0u64);
+    let mut blocks = Vec::new();
+    let mut supers = Vec::new();
+    for u in 0..super_blocks {
+        if start >= n {
+            break;
+        }
+        let count = 1u64 << (u / 2);
+        let entries = (1u64 << u.div_ceil(2).min(63)).checked_mul(min_entries)?;
+        if u < in_index {
+            for j in 0..count {
+                let addr = *dblock_addrs.get((dblock + j) as usize)?;
+                let first = start + j * entries;
+                if addr != undefined_addr(a) && first < n {
+                    blocks.push(DataBlock { addr, first, entries, pages: None });
+                }
+            }
+        } else {
+            let addr = *sblock_addrs.get((u - in_index) as usize)?;
+            if addr != undefined_addr(a) {
+                supers.push((addr, start, count, entries));
+            }
+        }
+        start = start.checked_add(count.checked_mul(entries)?)?;
+        dblock += count;
+    }
+    // Every super block at once, then every data block at once.
+    let super_len = |count: u64, entries: u64| {
+        let pages = if entries > p.page_entries { entries / p.page_entries } else { 0 };
+        PREFIX + a as u64 + p.offset_width + count * (pages.div_ceil(8) + a as u64)
+    };
+    r.data.prefetch_exact(&supers.iter().map(|&(addr, _, c, e)| (addr, super_len(c, e))).collect::<Vec<_>>());
+    for (addr, first, count, entries) in supers {
+        blocks.extend(super_block(r, &p, header, client, addr, first, count, entries, n)?);
+    }
+    let ranges: Vec<(u64, u64)> = blocks.iter().map(|b| (b.addr, data_len(&p, a, b, n))).collect();
+    r.data.prefetch_exact(&ranges);
+    for (b, &(_, len)) in blocks.iter().zip(&ranges) {
+        data_block(r, &p, header, client, b, len, n, &mut table)?;
+    }
+    Some(table)
+}
+
+/// The data blocks of the super block at `addr`, whose first entry is entry `first`.
+#[allow(clippy::too_many_arguments)]
+fn super_block(r: &Reader, p: &Params, header: u64, client: u8, addr: u64, first: u64, count: u64, entries: u64, n: u64) -> Option<Vec<DataBlock>> {
+    let a = r.sizes.addr;
+    let pages = if entries > p.page_entries { entries / p.page_entries } else { 0 };
+    let bitmap = pages.div_ceil(8);
+    let len = PREFIX + a as u64 + p.offset_width + count * (bitmap + a as u64);
+    if len > r.data.len() {
+        return None;
+    }
+    let b = r.read(addr, len)?;
+    if !b.starts_with(b"EASB") || b.get(4) != Some(&0) || b.get(5) != Some(&client) || le(&b, 6, a)? != header {
+        return None;
+    }
+    let at = 6 + a + p.offset_width as usize;
+    let written = b.get(at..at + (count * bitmap) as usize)?;
+    let addrs = at + (count * bitmap) as usize;
+    let mut out = Vec::new();
+    for j in 0..count {
+        let dblock = le(&b, addrs + j as usize * a, a)?;
+        let start = first + j * entries;
+        if dblock == undefined_addr(a) || start >= n {
+            continue;
+        }
+        // The library numbers page bits across the super block's data blocks, most
+        // significant bit first.
+        let paged = (pages > 0).then(|| {
+            (0..pages).map(|k| {
+                let bit = j * pages + k;
+                written.get((bit / 8) as usize).is_some_and(|byte| byte & (0x80 >> (bit % 8)) != 0)
+            }).collect()
+        });
+        out.push(DataBlock { addr: dblock, first: start, entries, pages: paged });
+    }
+    Some(out)
+}
+
+/// Bytes of data block `b` worth reading: its prefix and the entries below `n` (with the
+/// checksums of the pages holding them).
+fn data_len(p: &Params, a: usize, b: &DataBlock, n: u64) -> u64 {
+    let used = b.entries.min(n - b.first);
+    let prefix = PREFIX - CHECKSUM + a as u64 + p.offset_width;
+    match b.pages {
+        None => prefix + used * p.entry as u64,
+        Some(_) => prefix + CHECKSUM + used.div_ceil(p.page_entries) * (p.page_entries * p.entry as u64 + CHECKSUM),
+    }
+}
+
+/// Adds the entries of data block `b` (`len` bytes read from its start) below `n` to `table`.
+#[allow(clippy::too_many_arguments)]
+fn data_block(r: &Reader, p: &Params, header: u64, client: u8, b: &DataBlock, len: u64, n: u64, table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
+    let a = r.sizes.addr;
+    if len > r.data.len() {
+        return None;
+    }
+    let bytes = r.read(b.addr, len)?;
+    if !bytes.starts_with(b"EADB") || bytes.get(4) != Some(&0) || bytes.get(5) != Some(&client) || le(&bytes, 6, a)? != header {
+        return None;
+    }
+    // (The block's offset field is not checked: the library writes the data blocks listed in
+    // the index block with offsets counted from a different origin.)
+    let body = 6 + a + p.offset_width as usize;
+    let used = b.entries.min(n - b.first);
+    match &b.pages {
+        None => add(p, a, b.first, bytes.get(body..body + (used as usize).checked_mul(p.entry)?)?, table),
+        Some(written) => {
+            let page_bytes = (p.page_entries as usize).checked_mul(p.entry)? + CHECKSUM as usize;
+            for k in 0..used.div_ceil(p.page_entries) {
+                if !*written.get(k as usize)? {
+                    continue;
+                }
+                let at = body + CHECKSUM as usize + k as usize * page_bytes;
+                let count = p.page_entries.min(used - k * p.page_entries) as usize;
+                add(p, a, b.first + k * p.page_entries, bytes.get(at..at + count * p.entry)?, table)?;
+            }
+            Some(())
+        }
+    }
+}
+
+/// Adds the entries in `bytes` (entry `first` onwards) to `table`; undefined addresses are
+/// chunks never written.
+fn add(p: &Params, a: usize, first: u64, bytes: &[u8], table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
+    for (i, e) in bytes.chunks_exact(p.entry).enumerate() {
+        let addr = le(e, 0, a)?;
+        if addr == undefined_addr(a) {
+            continue;
+        }
+        let (size, mask) =
+            if p.size_width == 0 { (p.chunk_bytes, 0) } else { (le(e, a, p.size_width)?, le(e, a + p.size_width, 4)? as u32) };
+        table.insert(first + i as u64, ChunkLoc { addr, size, mask });
+    }
+    Some(())
+}
