@@ -193,9 +193,12 @@ def main(argv=None):
     ap.add_argument("--reader", default=str(ROOT / "target" / "release" / "examples" / "fuzz_read"))
     ap.add_argument("--findings", default=str(ROOT / "fuzz-findings"))
     ap.add_argument("--json", help="write every record to this file")
+    ap.add_argument("--fixture", help="damage only the fixtures whose file name contains this")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
-    fxs = fixtures()
+    fxs = [f for f in fixtures() if args.fixture is None or args.fixture in f.name]
+    if not fxs:
+        ap.error(f"no fixture name contains {args.fixture!r}")
     cases = [args.only] if args.only is not None else list(range(args.n))
     counts = {k: 0 for k in RANK}
     records = []
