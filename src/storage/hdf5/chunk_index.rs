@@ -236,59 +236,66 @@ fn walk(r: &Reader, root: u64, dims: usize, grid: &ChunkGrid, table: &mut HashMa
     // Bytes of a node with the default capacity (K = 32: 64 entries).
     let node = (head + 64 * (key + a) + key) as u64;
     let mut seen = HashSet::new();
-    let mut level_of: Vec<(u64, Option<u8>)> = vec![(root, None)];
-    while let Some((addr, want_level)) = level_of.pop() {
-        // Every node holds at least one entry: a tree has fewer nodes than twice its chunks.
-        if !seen.insert(addr) || seen.len() as u64 > max_chunks.saturating_mul(2).saturating_add(2) {
-            return None;
+    // Level by level: every node of a level is fetched at once (a remote file: in parallel),
+    // so a tree costs one round trip per level, not one per internal node.
+    let mut level: Vec<(u64, Option<u8>)> = vec![(root, None)];
+    while !level.is_empty() {
+        let ranges: Vec<(u64, u64)> = level.iter().map(|&(c, _)| (c, node.min(r.data.len().saturating_sub(c)))).collect();
+        if ranges.len() > 1 {
+            r.data.prefetch_exact(&ranges);
         }
-        // One read of a whole node of the default capacity, the range prefetched with its
-        // siblings (a bigger node, of a file written with a larger K, is read again in full).
-        let mut n = r.read(addr, node.min(r.data.len().saturating_sub(addr)))?;
-        if n.len() < head || !n.starts_with(b"TREE") || n[4] != 1 {
-            return None;
-        }
-        let level = n[5];
-        if want_level.is_some_and(|l| l != level) {
-            return None;
-        }
-        let used = le(&n, 6, 2)? as usize;
-        let need = used.checked_mul(key + a)?.checked_add(key + head)?;
-        if need > n.len() {
-            n = r.read(addr, need as u64)?;
-        }
-        let body = n.get(head..need)?;
-        let mut children = Vec::with_capacity(used);
-        for i in 0..used {
-            let k = i * (key + a);
-            let child = le(body, k + key, a)?;
-            if level > 0 {
-                children.push((child, Some(level - 1)));
-                continue;
-            }
-            let size = le(body, k, 4)?;
-            let mask = le(body, k + 4, 4)? as u32;
-            // Offsets of the chunk in elements, one per dimension, then 0 for the element size.
-            if le(body, k + 8 + 8 * (dims - 1), 8)? != 0 {
+        let mut next = Vec::new();
+        for (addr, want_level) in level {
+            // Every node holds at least one entry: a tree has fewer nodes than twice its chunks.
+            if !seen.insert(addr) || seen.len() as u64 > max_chunks.saturating_mul(2).saturating_add(2) {
                 return None;
             }
-            let mut index = 0u64;
-            for (d, (&c, &per)) in grid.chunk.iter().zip(&per_dim).enumerate() {
-                let off = le(body, k + 8 + 8 * d, 8)?;
-                if c == 0 || off % c != 0 || off / c >= per {
+            // One read of a whole node of the default capacity (a bigger node, of a file
+            // written with a larger K, is read again in full).
+            let mut n = r.read(addr, node.min(r.data.len().saturating_sub(addr)))?;
+            if n.len() < head || !n.starts_with(b"TREE") || n[4] != 1 {
+                return None;
+            }
+            let depth = n[5];
+            if want_level.is_some_and(|l| l != depth) {
+                return None;
+            }
+            let used = le(&n, 6, 2)? as usize;
+            let need = used.checked_mul(key + a)?.checked_add(key + head)?;
+            if need > n.len() {
+                n = r.read(addr, need as u64)?;
+            }
+            let body = n.get(head..need)?;
+            for i in 0..used {
+                let k = i * (key + a);
+                let child = le(body, k + key, a)?;
+                if depth > 0 {
+                    if next.len() as u64 > max_chunks.saturating_mul(2) {
+                        return None;
+                    }
+                    next.push((child, Some(depth - 1)));
+                    continue;
+                }
+                let size = le(body, k, 4)?;
+                let mask = le(body, k + 4, 4)? as u32;
+                // Offsets of the chunk in elements, one per dimension, then 0 for the element size.
+                if le(body, k + 8 + 8 * (dims - 1), 8)? != 0 {
                     return None;
                 }
-                index = index.checked_mul(per)?.checked_add(off / c)?;
-            }
-            if table.insert(index, ChunkLoc { addr: child, size, mask }).is_some() || table.len() as u64 > max_chunks {
-                return None;
+                let mut index = 0u64;
+                for (d, (&c, &per)) in grid.chunk.iter().zip(&per_dim).enumerate() {
+                    let off = le(body, k + 8 + 8 * d, 8)?;
+                    if c == 0 || off % c != 0 || off / c >= per {
+                        return None;
+                    }
+                    index = index.checked_mul(per)?.checked_add(off / c)?;
+                }
+                if table.insert(index, ChunkLoc { addr: child, size, mask }).is_some() || table.len() as u64 > max_chunks {
+                    return None;
+                }
             }
         }
-        // Children are fetched together (a remote file: in parallel) before they are walked.
-        let ranges: Vec<(u64, u64)> =
-            children.iter().map(|(c, _)| (*c, node.min(r.data.len().saturating_sub(*c)))).collect();
-        r.data.prefetch_exact(&ranges);
-        level_of.extend(children.into_iter().rev());
+        level = next;
     }
     Some(())
 }
@@ -299,6 +306,7 @@ mod tests {
     use crate::storage::hdf5::chunks;
     use crate::storage::hdf5::ffi::Hid;
     use crate::storage::hdf5::source::header_address;
+    use std::sync::Arc;
 
     /// Every chunked dataset below `g`: (path, dataset).
     fn chunked(g: &hdf5::Group, out: &mut Vec<(String, hdf5::Dataset)>) {
@@ -418,5 +426,69 @@ mod tests {
             }
         }
         assert!(refused > 0, "some damage is refused");
+    }
+
+    /// A file that counts round trips: each `prefetch_exact` batch is one (its ranges are
+    /// fetched in parallel), and so is each read of a range no batch fetched.
+    struct Rounds {
+        bytes: Vec<u8>,
+        fetched: parking_lot::Mutex<HashSet<(u64, u64)>>,
+        rounds: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::storage::range::RangeRead for Rounds {
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            if !self.fetched.lock().contains(&(offset, buf.len() as u64)) {
+                self.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            buf.copy_from_slice(&self.bytes[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+        fn prefetch_exact(&self, ranges: &[(u64, u64)]) {
+            if !ranges.is_empty() {
+                self.fetched.lock().extend(ranges.iter().copied());
+                self.rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        fn identity(&self) -> (u64, u64) {
+            (0, 0)
+        }
+    }
+
+    /// A version-1 B-tree of three levels (40,000 chunks: a root, tens of internal nodes,
+    /// hundreds of leaves) is read in one round trip per level, plus the object header's:
+    /// each level is fetched at once, not each internal node's children in turn.
+    #[test]
+    fn a_tree_costs_one_round_trip_per_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep.h5");
+        let n = 40_000usize;
+        {
+            let f = hdf5::File::create(&path).unwrap();
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            f.new_dataset::<u8>().shape(n).chunk(1).create("x").unwrap().write_raw(&data).unwrap();
+        }
+        let file = hdf5::File::open(&path).unwrap();
+        let d = file.dataset("x").unwrap();
+        // SAFETY: the handle takes its own reference to the open dataset.
+        unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
+        let header = header_address(&Hid::new(d.id(), "/x").unwrap()).unwrap();
+        let grid = ChunkGrid::new(vec![n as u64], vec![1]);
+        let src = Arc::new(Rounds { bytes: std::fs::read(&path).unwrap(), fetched: Default::default(), rounds: Default::default() });
+        let data = DataFile::new(src.clone());
+        let r = Reader { data: &data, sizes: Sizes { addr: 8, size: 8 }, path: "/x" };
+        let layout = r.layout_message(header).unwrap();
+        let header_rounds = src.rounds.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let root = le(&layout, 3, 8).unwrap();
+        let levels = usize::from(r.read(root, 8).unwrap()[5]) + 1;
+        src.rounds.store(0, std::sync::atomic::Ordering::Relaxed);
+        let table = read(&data, Sizes { addr: 8, size: 8 }, header, &grid, "/x").unwrap();
+        assert_eq!(table.len(), n);
+        assert_eq!(levels, 3, "the fixture's tree has three levels");
+        let rounds = src.rounds.load(std::sync::atomic::Ordering::Relaxed) - header_rounds;
+        assert_eq!(rounds, levels, "{rounds} round trips for a tree of {levels} levels");
     }
 }
