@@ -411,7 +411,7 @@ mod tests {
             let mut bytes = pristine.clone();
             let at = (starts[(state % starts.len() as u64) as usize] + (state >> 40) as usize % 256).min(bytes.len() - 1);
             bytes[at] = match round % 3 {
-                0 => bytes[at] ^ (1 << (state >> 60) % 8),
+                0 => bytes[at] ^ (1 << ((state >> 60) % 8)),
                 1 => 0,
                 _ => 0xff,
             };
