@@ -4,11 +4,12 @@
 //! layout message; a version-3 chunked layout names the root of a version-1 B-tree whose leaves
 //! list every allocated chunk: stored size, filter mask, offset and address (HDF5 file format
 //! specification, "Data Layout Message" and "Version 1 B-trees"). A version-4 layout (files
-//! written with `libver="latest"`; version 5 from HDF5 2.0 alike) names a single chunk or a fixed array of chunk addresses
-//! ([`super::fixed_array`]), or, for a one-dimensional dataset created resizable, an
-//! extensible array ([`super::extensible_array`]). Anything else — version-2 B-trees, implicit
-//! indexes, an unexpected byte — answers `None`, and the caller asks the library, as before.
-//! Every read is bounded by the file's size and by counts checked against the grid.
+//! written with `libver="latest"`; version 5, from HDF5 2.0, alike) names a single chunk, a
+//! fixed array of chunk addresses ([`super::fixed_array`]) or, for a one-dimensional dataset
+//! created resizable, an extensible array ([`super::extensible_array`]). Anything else —
+//! version-2 B-trees, implicit indexes, an unexpected byte — answers `None`, and the caller
+//! asks the library, as before. Every read is bounded by the file's size and by counts checked
+//! against the grid.
 
 use std::collections::{HashMap, HashSet};
 
@@ -129,8 +130,8 @@ impl Reader<'_> {
 
 /// The chunk table of the dataset whose object header is at `header`, read without the library;
 /// `None` when its layout is neither a version-3 chunked layout with a version-1 B-tree nor a
-/// version-4 one with a single chunk, a fixed array or a one-dimensional extensible array, or when anything read does not add up
-/// (the library then reads it, as before).
+/// version-4 one with a single chunk, a fixed array or a one-dimensional extensible array, or
+/// when anything read does not add up (the library then reads it, as before).
 pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
     let r = Reader { data, sizes, path };
     let layout = r.layout_message(header)?;
@@ -176,9 +177,9 @@ const EXTENSIBLE_ARRAY: u8 = 4;
 const DONT_FILTER_PARTIAL_BOUND_CHUNKS: u8 = 0x01;
 const SINGLE_INDEX_WITH_FILTER: u8 = 0x02;
 
-/// A version-4 (or 5) layout: class 2 (chunked), flags, dimensionality (rank + 1), the byte width of
-/// the dimension sizes, the chunk dims and element size, the indexing type, its parameters and
-/// the index's address.
+/// A version-4 (or 5) layout: class 2 (chunked), flags, dimensionality (rank + 1), the byte
+/// width of the dimension sizes, the chunk dims and element size, the indexing type, its
+/// parameters and the index's address.
 fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, ChunkLoc>> {
     let (a, s) = (r.sizes.addr, r.sizes.size);
     if layout.get(1) != Some(&2) {
