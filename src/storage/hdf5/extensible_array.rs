@@ -124,7 +124,7 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
         if u < in_index {
             for j in 0..count {
                 let addr = *dblock_addrs.get((dblock + j) as usize)?;
-                let first = start + j * entries;
+                let first = start.checked_add(j.checked_mul(entries)?)?;
                 if addr != undefined_addr(a) && first < n {
                     blocks.push(DataBlock { addr, first, entries, pages: None });
                 }
@@ -139,15 +139,11 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
         dblock += count;
     }
     // Every super block at once, then every data block at once.
-    let super_len = |count: u64, entries: u64| {
-        let pages = if entries > p.page_entries { entries / p.page_entries } else { 0 };
-        PREFIX + a as u64 + p.offset_width + count * (pages.div_ceil(8) + a as u64)
-    };
-    r.data.prefetch_exact(&supers.iter().map(|&(addr, _, c, e)| (addr, super_len(c, e))).collect::<Vec<_>>());
+    r.data.prefetch_exact(&supers.iter().filter_map(|&(addr, _, c, e)| Some((addr, super_len(&p, a, c, e)?))).collect::<Vec<_>>());
     for (addr, first, count, entries) in supers {
         blocks.extend(super_block(r, &p, header, client, addr, first, count, entries, n)?);
     }
-    let ranges: Vec<(u64, u64)> = blocks.iter().map(|b| (b.addr, data_len(&p, a, b, n))).collect();
+    let ranges: Vec<(u64, u64)> = blocks.iter().map(|b| Some((b.addr, data_len(&p, a, b, n)?))).collect::<Option<_>>()?;
     r.data.prefetch_exact(&ranges);
     for (b, &(_, len)) in blocks.iter().zip(&ranges) {
         data_block(r, &p, header, client, b, len, n, &mut table)?;
@@ -161,7 +157,7 @@ fn super_block(r: &Reader, p: &Params, header: u64, client: u8, addr: u64, first
     let a = r.sizes.addr;
     let pages = if entries > p.page_entries { entries / p.page_entries } else { 0 };
     let bitmap = pages.div_ceil(8);
-    let len = PREFIX + a as u64 + p.offset_width + count * (bitmap + a as u64);
+    let len = super_len(p, a, count, entries)?;
     if len > r.data.len() {
         return None;
     }
@@ -175,7 +171,7 @@ fn super_block(r: &Reader, p: &Params, header: u64, client: u8, addr: u64, first
     let mut out = Vec::new();
     for j in 0..count {
         let dblock = le(&b, addrs + j as usize * a, a)?;
-        let start = first + j * entries;
+        let start = first.checked_add(j.checked_mul(entries)?)?;
         if dblock == undefined_addr(a) || start >= n {
             continue;
         }
@@ -192,14 +188,25 @@ fn super_block(r: &Reader, p: &Params, header: u64, client: u8, addr: u64, first
     Some(out)
 }
 
+/// Bytes of a super block of `count` data blocks of `entries` entries each: prefix, page
+/// bitmaps (when its data blocks are paged), data block addresses, checksum.
+fn super_len(p: &Params, a: usize, count: u64, entries: u64) -> Option<u64> {
+    let pages = if entries > p.page_entries { entries / p.page_entries } else { 0 };
+    let per_block = pages.div_ceil(8).checked_add(a as u64)?;
+    (PREFIX + a as u64 + p.offset_width).checked_add(count.checked_mul(per_block)?)
+}
+
 /// Bytes of data block `b` worth reading: its prefix and the entries below `n` (with the
 /// checksums of the pages holding them).
-fn data_len(p: &Params, a: usize, b: &DataBlock, n: u64) -> u64 {
+fn data_len(p: &Params, a: usize, b: &DataBlock, n: u64) -> Option<u64> {
     let used = b.entries.min(n - b.first);
     let prefix = PREFIX - CHECKSUM + a as u64 + p.offset_width;
     match b.pages {
-        None => prefix + used * p.entry as u64,
-        Some(_) => prefix + CHECKSUM + used.div_ceil(p.page_entries) * (p.page_entries * p.entry as u64 + CHECKSUM),
+        None => prefix.checked_add(used.checked_mul(p.entry as u64)?),
+        Some(_) => {
+            let page = p.page_entries.checked_mul(p.entry as u64)?.checked_add(CHECKSUM)?;
+            (prefix + CHECKSUM).checked_add(used.div_ceil(p.page_entries).checked_mul(page)?)
+        }
     }
 }
 
