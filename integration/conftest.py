@@ -7,6 +7,7 @@ printed in the header of the pytest run).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -253,3 +255,19 @@ def walk_files(root: Path, skip_dirs=("rows", "where")) -> tuple[set[str], set[s
         for f in fns:
             files.add(f"{rel}/{f}" if rel else f)
     return files, dirs
+
+
+_NPY_PARSE = threading.Lock()
+
+
+def load_npy_threaded(path) -> "np.ndarray":
+    """`numpy.load(path)` for tests that read from many threads at once: the bytes are read
+    concurrently (through the mount, what the test exercises), the `.npy` header is parsed under
+    a lock. numpy parses headers with `ast.literal_eval`, and CPython 3.11 (the venv's) can raise
+    "SystemError: AST constructor recursion depth mismatch" when threads do that at once — a CI
+    run of test_memory.py failed so, with every byte the mount served correct."""
+    import numpy as np
+
+    data = Path(path).read_bytes()
+    with _NPY_PARSE:
+        return np.load(io.BytesIO(data))

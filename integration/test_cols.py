@@ -19,7 +19,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from conftest import ANNFS_BIN, Mount, force_unmount, fuse_skip_reason, is_mounted
+from conftest import ANNFS_BIN, Mount, force_unmount, fuse_skip_reason, is_mounted, load_npy_threaded
 
 pytestmark = pytest.mark.skipif(fuse_skip_reason() is not None, reason=str(fuse_skip_reason()))
 
@@ -403,7 +403,7 @@ def test_many_readers_while_the_index_is_built(tmp_path):
             while todo and time.monotonic() < stop:
                 j = todo[0]
                 try:
-                    got = np.load(m.mnt / f"X/cols/{j}.npy")
+                    got = load_npy_threaded(m.mnt / f"X/cols/{j}.npy")
                 except OSError as e:
                     if e.errno != errno.EIO:
                         errors.append(repr(e))

@@ -21,7 +21,7 @@ import pytest
 
 from bench_stores import write_scale_h5ad
 from bench_util import MIB, mapped_rss_kib, proc_status_kib, read_seq
-from conftest import Mount, need_fuse
+from conftest import Mount, load_npy_threaded, need_fuse
 
 pytestmark = need_fuse
 
@@ -58,7 +58,7 @@ def _threads_random_rows(mnt: Path, store: Path) -> int:
                     total[i] += len((mnt / "X" / "rows" / f"{s}:{s + 100}.npy").read_bytes())
                 else:
                     r = rng.randrange(CELLS)
-                    row = np.load(mnt / "X" / "rows" / f"{r}.npy")
+                    row = load_npy_threaded(mnt / "X" / "rows" / f"{r}.npy")
                     total[i] += row.nbytes
                     assert np.array_equal(np.flatnonzero(row), ind[ptr[r]:ptr[r + 1]]), f"row {r}"
         except BaseException as e:  # noqa: BLE001 - reported below
