@@ -227,6 +227,50 @@ fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
     }
 }
 
+/// The entries of a fixed or extensible array of chunk addresses (their client id says which
+/// kind): a chunk's address, and for filtered chunks its stored size (1 to 8 bytes wide: its
+/// width is what the entry size leaves) and filter mask.
+pub(super) struct Entries {
+    addr: usize,
+    /// Bytes per entry.
+    pub(super) size: usize,
+    /// Bytes of a filtered entry's stored size (0: plain chunks).
+    size_width: usize,
+    /// Stored size of a plain chunk.
+    chunk_bytes: u64,
+}
+
+impl Entries {
+    /// The format of client id `client` (0: plain chunks, 1: filtered) with entries of `size`
+    /// bytes; `None` when they do not fit together.
+    pub(super) fn new(client: u8, size: usize, addr: usize, chunk_bytes: u64) -> Option<Entries> {
+        let size_width = match client {
+            0 if size == addr => 0,
+            1 => size.checked_sub(addr + 4).filter(|w| (1..=8).contains(w))?,
+            _ => return None,
+        };
+        Some(Entries { addr, size, size_width, chunk_bytes })
+    }
+
+    /// Adds the entries in `bytes` (entry `first` onwards) to `table`; undefined addresses are
+    /// chunks never written.
+    pub(super) fn add(&self, first: u64, bytes: &[u8], table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
+        let a = self.addr;
+        for (i, e) in bytes.chunks_exact(self.size).enumerate() {
+            let addr = le(e, 0, a)?;
+            if addr == undefined_addr(a) {
+                continue;
+            }
+            let (size, mask) = match self.size_width {
+                0 => (self.chunk_bytes, 0),
+                w => (le(e, a, w)?, le(e, a + w, 4)? as u32),
+            };
+            table.insert(first + i as u64, ChunkLoc { addr, size, mask });
+        }
+        Some(())
+    }
+}
+
 /// Collects the leaves of the version-1 B-tree at `root` into `table`.
 fn walk(r: &Reader, root: u64, dims: usize, grid: &ChunkGrid, table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
     let a = r.sizes.addr;

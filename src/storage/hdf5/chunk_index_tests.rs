@@ -165,11 +165,7 @@ fn a_tree_costs_one_round_trip_per_level() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deep.h5");
     let n = 40_000usize;
-    {
-        let f = hdf5::File::create(&path).unwrap();
-        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        f.new_dataset::<u8>().shape(n).chunk(1).create("x").unwrap().write_raw(&data).unwrap();
-    }
+    crate::storage::hdf5::tests::write_one_byte_chunks(&path, n);
     let file = hdf5::File::open(&path).unwrap();
     let d = file.dataset("x").unwrap();
     // SAFETY: the handle takes its own reference to the open dataset.

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use super::btree::undefined_addr;
-use super::chunk_index::{le, Reader};
+use super::chunk_index::{le, Entries, Reader};
 use super::chunks::ChunkLoc;
 use crate::storage::ChunkGrid;
 
@@ -25,18 +25,14 @@ const CHECKSUM: u64 = 4;
 
 /// What the header fixes for the whole array.
 struct Params {
-    /// Bytes per entry.
-    entry: usize,
-    /// Bytes of a filtered entry's stored size (0: plain chunks).
-    size_width: usize,
+    /// The entries' format (and size).
+    format: Entries,
     /// Bytes of a block's offset field.
     offset_width: u64,
     /// Entries in the index block.
     index_entries: u64,
     /// Entries per data block page.
     page_entries: u64,
-    /// Bytes of one unfiltered chunk.
-    chunk_bytes: u64,
 }
 
 /// One data block to read: its address and the entry index of its first entry, its entry
@@ -65,11 +61,7 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
     let client = *h.get(5)?;
     let [entry, max_bits, index_entries, min_entries, min_pointers, page_bits] = *h.get(6..12)? else { return None };
     let entry = usize::from(entry);
-    let size_width = match client {
-        0 if entry == a => 0,
-        1 => entry.checked_sub(a + 4).filter(|w| (1..=8).contains(w))?,
-        _ => return None,
-    };
+    let format = Entries::new(client, entry, a, chunk_bytes)?;
     let (min_entries, min_pointers) = (u64::from(min_entries), u64::from(min_pointers));
     if !min_entries.is_power_of_two() || !min_pointers.is_power_of_two() || min_pointers < 2 || max_bits > 64
         || page_bits >= 64 || u32::from(max_bits) < min_entries.ilog2()
@@ -78,12 +70,10 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
     }
     let index_block = le(&h, 12 + 6 * s, a)?;
     let p = Params {
-        entry,
-        size_width,
+        format,
         offset_width: u64::from(max_bits).div_ceil(8),
         index_entries: u64::from(index_entries),
         page_entries: 1 << page_bits,
-        chunk_bytes,
     };
     let n = grid.num_chunks();
     let mut table = HashMap::new();
@@ -105,7 +95,7 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
     }
     let mut at = 6 + a;
     let direct = (p.index_entries.min(n) as usize).checked_mul(entry)?;
-    add(&p, a, 0, ib.get(at..at + direct)?, &mut table)?;
+    p.format.add(0, ib.get(at..at + direct)?, &mut table)?;
     at += p.index_entries as usize * entry;
     let addrs = |from: usize, count: u64| -> Option<Vec<u64>> { (0..count as usize).map(|i| le(&ib, from + i * a, a)).collect() };
     let dblock_addrs = addrs(at, index_dblocks)?;
@@ -202,9 +192,9 @@ fn data_len(p: &Params, a: usize, b: &DataBlock, n: u64) -> Option<u64> {
     let used = b.entries.min(n - b.first);
     let prefix = PREFIX - CHECKSUM + a as u64 + p.offset_width;
     match b.pages {
-        None => prefix.checked_add(used.checked_mul(p.entry as u64)?),
+        None => prefix.checked_add(used.checked_mul(p.format.size as u64)?),
         Some(_) => {
-            let page = p.page_entries.checked_mul(p.entry as u64)?.checked_add(CHECKSUM)?;
+            let page = p.page_entries.checked_mul(p.format.size as u64)?.checked_add(CHECKSUM)?;
             (prefix + CHECKSUM).checked_add(used.div_ceil(p.page_entries).checked_mul(page)?)
         }
     }
@@ -226,33 +216,18 @@ fn data_block(r: &Reader, p: &Params, header: u64, client: u8, b: &DataBlock, le
     let body = 6 + a + p.offset_width as usize;
     let used = b.entries.min(n - b.first);
     match &b.pages {
-        None => add(p, a, b.first, bytes.get(body..body + (used as usize).checked_mul(p.entry)?)?, table),
+        None => p.format.add(b.first, bytes.get(body..body + (used as usize).checked_mul(p.format.size)?)?, table),
         Some(written) => {
-            let page_bytes = (p.page_entries as usize).checked_mul(p.entry)? + CHECKSUM as usize;
+            let page_bytes = (p.page_entries as usize).checked_mul(p.format.size)? + CHECKSUM as usize;
             for k in 0..used.div_ceil(p.page_entries) {
                 if !*written.get(k as usize)? {
                     continue;
                 }
                 let at = body + CHECKSUM as usize + k as usize * page_bytes;
                 let count = p.page_entries.min(used - k * p.page_entries) as usize;
-                add(p, a, b.first + k * p.page_entries, bytes.get(at..at + count * p.entry)?, table)?;
+                p.format.add(b.first + k * p.page_entries, bytes.get(at..at + count * p.format.size)?, table)?;
             }
             Some(())
         }
     }
-}
-
-/// Adds the entries in `bytes` (entry `first` onwards) to `table`; undefined addresses are
-/// chunks never written.
-fn add(p: &Params, a: usize, first: u64, bytes: &[u8], table: &mut HashMap<u64, ChunkLoc>) -> Option<()> {
-    for (i, e) in bytes.chunks_exact(p.entry).enumerate() {
-        let addr = le(e, 0, a)?;
-        if addr == undefined_addr(a) {
-            continue;
-        }
-        let (size, mask) =
-            if p.size_width == 0 { (p.chunk_bytes, 0) } else { (le(e, a, p.size_width)?, le(e, a + p.size_width, 4)? as u32) };
-        table.insert(first + i as u64, ChunkLoc { addr, size, mask });
-    }
-    Some(())
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::btree::undefined_addr;
-use super::chunk_index::{le, Reader};
+use super::chunk_index::{le, Entries, Reader};
 use super::chunks::ChunkLoc;
 use crate::storage::ChunkGrid;
 
@@ -39,12 +39,7 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
     if n != grid.num_chunks() || page_bits > MAX_PAGE_BITS {
         return None;
     }
-    // A filtered entry: address, stored size (1 to 8 bytes), filter mask.
-    let size_width = match client {
-        0 if entry == a => 0,
-        1 => entry.checked_sub(a + 4).filter(|w| (1..=8).contains(w))?,
-        _ => return None,
-    };
+    let format = Entries::new(client, entry, a, chunk_bytes)?;
     if block == undefined_addr(a) {
         return Some(HashMap::new());
     }
@@ -65,21 +60,9 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
         return None;
     }
     let mut table = HashMap::new();
-    let mut add = |first: u64, bytes: &[u8]| -> Option<()> {
-        for (i, e) in bytes.chunks_exact(entry).enumerate() {
-            let addr = le(e, 0, a)?;
-            if addr == undefined_addr(a) {
-                continue;
-            }
-            let (size, mask) =
-                if size_width == 0 { (chunk_bytes, 0) } else { (le(e, a, size_width)?, le(e, a + size_width, 4)? as u32) };
-            table.insert(first + i as u64, ChunkLoc { addr, size, mask });
-        }
-        Some(())
-    };
     let body = 6 + a;
     if pages == 0 {
-        add(0, b.get(body..body + entries as usize)?)?;
+        format.add(0, b.get(body..body + entries as usize)?, &mut table)?;
         return Some(table);
     }
     let written = b.get(body..body + bitmap as usize)?;
@@ -89,7 +72,7 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
         // Bit k, most significant first: the page was written (an unwritten page's bytes are
         // not entries; its chunks read as the fill value).
         if written.get((k / 8) as usize)? & (0x80 >> (k % 8)) != 0 {
-            add(k * page, b.get(at..at + len)?)?;
+            format.add(k * page, b.get(at..at + len)?, &mut table)?;
         }
         at += len + CHECKSUM;
     }

@@ -1,7 +1,7 @@
 //! Tests against fixtures written by h5py (`scripts/make_hdf5_fixtures.py`); the sidecar JSON
 //! files hold what h5py decodes, an independent oracle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -408,22 +408,20 @@ fn concurrent_reads_are_identical() {
     }
 }
 
+/// Writes dataset `/x` of `n` one-byte chunks (`i % 251`) to a new file at `path`: a chunk
+/// index as big as a tiny file can hold.
+pub(super) fn write_one_byte_chunks(path: &Path, n: usize) {
+    let f = hdf5::File::create(path).unwrap();
+    let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    f.new_dataset::<u8>().shape(n).chunk(1).create("x").unwrap().write_raw(&data).unwrap();
+}
+
 #[test]
 fn chunk_table_of_100k_chunks_builds_fast() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("many.h5");
     let n = 100_000usize;
-    {
-        let f = hdf5::File::create(&path).unwrap();
-        let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-        f.new_dataset::<u8>()
-            .shape(n)
-            .chunk(1)
-            .create("x")
-            .unwrap()
-            .write_raw(&data)
-            .unwrap();
-    }
+    write_one_byte_chunks(&path, n);
     let store = open(&path).unwrap();
     let a = array(&store, "/x");
     assert_eq!(a.meta().grid.num_chunks(), n as u64);
