@@ -56,6 +56,20 @@ impl<T> RetryOnce<T> {
     }
 }
 
+/// Asks the kernel to back the whole 2 MiB pages inside `buf` with huge pages (Linux, where
+/// transparent huge pages are on `madvise`; a hint that changes no byte). For large buffers
+/// written at many scattered places at once.
+pub fn advise_huge_pages(buf: &[u8]) {
+    const HUGE: usize = 2 << 20;
+    let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
+    let end = (buf.as_ptr() as usize + buf.len()) & !(HUGE - 1);
+    if end > start {
+        // SAFETY: `[start, end)` lies inside `buf`'s allocation; MADV_HUGEPAGE only sets a flag
+        // on the mapping (no data is changed or freed). Failure (no THP) is harmless.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

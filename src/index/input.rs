@@ -147,8 +147,24 @@ pub fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slo
         };
         i.copy_from_slice(&line.to_le_bytes()[..IW]);
         d.copy_from_slice(&val);
+        // The next cache line of both buffers, ahead of this new line's next entry: entries of
+        // one new line arrive far apart, so a store to a line not yet cached would stall.
+        prefetch(idx.as_ptr().wrapping_add((slot + 1) * IW + 63));
+        prefetch(dat.as_ptr().wrapping_add((slot + 1) * DW + 63));
     } else if let (Some(i), Some(d)) = (idx.get_mut(slot * iw..(slot + 1) * iw), dat.get_mut(slot * dw..(slot + 1) * dw)) {
         i.copy_from_slice(&line.to_le_bytes()[..iw]);
         d.copy_from_slice(v);
     }
+}
+
+/// Asks the CPU to bring the cache line holding `p` closer (a hint: never faults, any address).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never dereferences `p` architecturally.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

@@ -15,6 +15,9 @@ pub fn scatter(input: &Input, ptr: &[u64], cap: u64, (iw, dw): (usize, usize), w
     let mut cursor = vec![0u64; n_out as usize];
     let window = cap.min(nnz) as usize;
     let (mut idx_buf, mut dat_buf) = (vec![0u8; window * iw], vec![0u8; window * dw]);
+    // Written at as many places at once as the window has new lines.
+    crate::util::advise_huge_pages(&idx_buf);
+    crate::util::advise_huge_pages(&dat_buf);
     let mut w0 = 0u64;
     while w0 < nnz {
         let w1 = (w0 + cap).min(nnz);
