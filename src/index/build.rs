@@ -5,11 +5,12 @@
 //!    line (an old minor index), the stored lines cut into parts counted on parallel threads;
 //!    the prefix sums are the new pointers.
 //! 2. **Scatter.** Either one pass through per-line buffers written to their final places
-//!    ([`buffered`], when the index has few major lines: genes), or windows of output positions
-//!    that fit in the memory bound, one pass over the input each ([`windowed`]). Entries are
-//!    visited in stored order, so each new line lists its entries by increasing old line —
-//!    sorted, duplicates and explicit zeros kept in stored order, exactly as scipy's `tocsc()` /
-//!    `tocsr()`.
+//!    ([`buffered`], when the buffers are large enough: a few thousand genes), or windows of
+//!    output positions that fit in the memory bound, one pass over the input each
+//!    ([`windowed`]). Either way each part runs on its own thread into positions only it owns
+//!    ([`Counted::shares`]). Entries are visited in stored order, so each new line lists its
+//!    entries by increasing old line — sorted, duplicates and explicit zeros kept in stored
+//!    order, exactly as scipy's `tocsc()` / `tocsr()`.
 //!
 //! No temporary spill files: every byte is written once, to its place in the index.
 
@@ -102,7 +103,8 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
     if ptr[n_out as usize] != nnz {
         return Err(input.corrupt(format!("indptr says {nnz} entries, found {}", ptr[n_out as usize])));
     }
-    for piece in ptr.chunks(1 << 16) {
+    let counted = Counted { parts, counts, ptr };
+    for piece in counted.ptr.chunks(1 << 16) {
         let mut out = Vec::with_capacity(piece.len() * iw as usize);
         piece.iter().for_each(|&v| out.extend_from_slice(&v.to_le_bytes()[..iw as usize]));
         writer.append(Section::Indptr, &out)?;
@@ -112,7 +114,7 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
     // 2. Scatter: in one pass through per-line buffers when they are large enough, else by
     //    windows of about 3/4 of the memory, one pass each.
     let widths = (iw as usize, dw as usize);
-    let counted = threads * n_out * 8;
+    let count_bytes = threads * n_out * 8;
     let min_per_write = match how {
         Scatter::Auto => buffered::MIN_PER_WRITE,
         #[cfg(test)]
@@ -120,18 +122,18 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
         #[cfg(test)]
         Scatter::Windowed => u64::MAX,
     };
-    let how = match buffered::Plan::new(&counts, (mem / 4 * 3).saturating_sub(counted), iw + dw, min_per_write) {
+    let how = match buffered::Plan::new(&counted.counts, (mem / 4 * 3).saturating_sub(count_bytes), iw + dw, min_per_write) {
         Some(plan) => {
-            buffered::scatter(&input, &parts, &counts, &ptr, &plan, widths, &writer, progress)?;
+            buffered::scatter(&input, &counted, &plan, widths, &writer, progress)?;
             format!("in one pass on {threads} threads")
         }
         None => {
-            drop(counts);
-            let cap = ((mem / 4 * 3) / (iw + dw)).max(64);
+            // The parts' counts, and each part's cursor and limit per new line of a window.
+            let cap = ((mem / 4 * 3).saturating_sub(count_bytes * 3) / (iw + dw)).max(64);
             let passes = nnz.div_ceil(cap);
             progress.total.store(nnz * (1 + passes), Ordering::Relaxed);
-            windowed::scatter(&input, &ptr, cap, widths, &mut writer, progress)?;
-            format!("in {passes} passes of up to {cap} entries")
+            windowed::scatter(&input, &counted, cap, widths, &mut writer, progress)?;
+            format!("in {passes} passes of up to {cap} entries on {threads} threads")
         }
     };
     let t2 = t0.elapsed();
@@ -144,6 +146,33 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
         (t0.elapsed() - t2).as_secs_f64()
     );
     Ok(size)
+}
+
+/// What the count pass found: the stored lines cut into parts (one per thread), each part's
+/// entries per new line, and the new lines' pointers (`ptr[c]..ptr[c + 1]`: line `c`'s positions).
+pub(super) struct Counted {
+    /// Stored lines of each part.
+    pub parts: Vec<Range<u64>>,
+    /// Entries per new line, per part.
+    pub counts: Vec<Vec<u64>>,
+    /// Output position of each new line's first entry, and `nnz` last.
+    pub ptr: Vec<u64>,
+}
+
+impl Counted {
+    /// Each part's positions in new lines `cols`: `(start, end)` per line, indexed from
+    /// `cols.start`. Part `t`'s entries of a line follow part `t - 1`'s, so each line keeps
+    /// them in stored order and the parts' ranges never overlap.
+    pub fn shares(&self, cols: Range<usize>) -> Vec<(Vec<u64>, Vec<u64>)> {
+        let mut at = self.ptr[cols.clone()].to_vec();
+        self.counts
+            .iter()
+            .map(|n| {
+                let end: Vec<u64> = at.iter().zip(&n[cols.clone()]).map(|(s, k)| s + k).collect();
+                (std::mem::replace(&mut at, end.clone()), end)
+            })
+            .collect()
+    }
 }
 
 /// Runs `f` on every item, each on its own thread (the first on this one); the results in order.
@@ -217,7 +246,7 @@ mod tests {
         fn index_equals_reference_transpose(major in 0u64..80, minor in 1u64..40, seed in any::<u64>(), csc in any::<bool>(),
                                             chunk in 1u64..50, mem in prop::sample::select(vec![1u64, 300, 5000, 1 << 20]), ptr0 in 0i64..3,
                                             how in prop::sample::select(vec![Scatter::Auto, Scatter::Windowed, Scatter::Buffered]),
-                                            cores in 1u64..5,
+                                            cores in 1u64..5, sorted in any::<bool>(),
                                             dtype in prop::sample::select(vec![NumType::F64, NumType::F32, NumType::I16, NumType::C128])) {
             // Values are whole numbers, exact in every type; a complex value is (v, -v).
             let enc = |v: f64| -> Vec<u8> {
@@ -235,10 +264,16 @@ mod tests {
             for _ in 0..ptr0 { idx.push(0i32); data.push(7.0); }
             for _ in 0..major {
                 let n = if next() % 5 == 0 { 0 } else { next() % (minor + 4) };
-                for _ in 0..n {
-                    idx.push((next() % minor) as i32);
-                    data.push(if next() % 6 == 0 { 0.0 } else { (next() % 1000) as f64 - 500.0 });
+                let mut line: Vec<(i32, f64)> = (0..n)
+                    .map(|_| ((next() % minor) as i32, if next() % 6 == 0 { 0.0 } else { (next() % 1000) as f64 - 500.0 }))
+                    .collect();
+                // Sorted lines (duplicates kept in stored order) let a windowed pass skip by
+                // binary search; unsorted ones are visited whole.
+                if sorted {
+                    line.sort_by_key(|e| e.0);
                 }
+                idx.extend(line.iter().map(|e| e.0));
+                data.extend(line.iter().map(|e| e.1));
                 indptr.push(idx.len() as i64);
             }
             let cache = Arc::new(ChunkCache::new(1 << 16));

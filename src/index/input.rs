@@ -79,10 +79,18 @@ impl<'a> Input<'a> {
 
     /// Calls `f(old major line, old minor index, value bytes)` for every entry of stored lines
     /// `lines` in stored order (value bytes only when `with_data`).
-    pub fn each(
+    pub fn each(&self, lines: std::ops::Range<u64>, with_data: bool, progress: &Progress, f: impl FnMut(u64, u64, &[u8])) -> Result<(), IndexError> {
+        self.each_in(lines, with_data, None, progress, f)
+    }
+
+    /// [`Input::each`], but `f` may be spared the entries whose minor index is outside `minor`
+    /// (a run of a line whose indices are sorted is cut to `minor` by binary search; anything
+    /// else is passed whole, for `f` to skip).
+    pub fn each_in(
         &self,
         lines: std::ops::Range<u64>,
         with_data: bool,
+        minor: Option<std::ops::Range<u64>>,
         progress: &Progress,
         mut f: impl FnMut(u64, u64, &[u8]),
     ) -> Result<(), IndexError> {
@@ -117,11 +125,20 @@ impl<'a> Input<'a> {
                     }
                     let stop = ((ptr[li + 1] - at) as usize).min(idx.len());
                     let old = line + li as u64;
-                    for (j, &c) in idx[k..stop].iter().enumerate() {
+                    let run = &idx[k..stop];
+                    let (lo, hi) = match &minor {
+                        // Sorted (and so in range when its ends are): only the wanted part.
+                        Some(m) if run.is_sorted() && run.first().is_none_or(|&c| c >= 0) && run.last().is_none_or(|&c| (c as u64) < n_out) => {
+                            (run.partition_point(|&c| (c as u64) < m.start), run.partition_point(|&c| (c as u64) < m.end))
+                        }
+                        _ => (0, run.len()),
+                    };
+                    let first = k + lo;
+                    for (j, &c) in run[lo..hi].iter().enumerate() {
                         if c < 0 || c as u64 >= n_out {
                             return Err(self.corrupt(format!("index {c} out of range (extent {n_out})")));
                         }
-                        let v = if with_data { &vals[(k + j) * dw..(k + j + 1) * dw] } else { &[][..] };
+                        let v = if with_data { &vals[(first + j) * dw..(first + j + 1) * dw] } else { &[][..] };
                         f(old, c as u64, v);
                     }
                     k = stop;
@@ -159,7 +176,7 @@ pub fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slo
 
 /// Asks the CPU to bring the cache line holding `p` closer (a hint: never faults, any address).
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint that never dereferences `p` architecturally.
     unsafe {

@@ -2,17 +2,24 @@
 //! window, one pass over the stored entries places those whose final position falls in it, then
 //! the window is appended to the file (sections written front to back, checksummed on the fly).
 //! Used when the index has so many major lines that a buffer per line would be tiny.
+//!
+//! Each pass runs on as many threads as the count pass had parts: part `t` (a range of stored
+//! lines) owns, in every new line `c`, the positions its own entries take there (the count pass
+//! says how many, and the parts before it where they start), so the threads write disjoint
+//! slots of the one window.
 
-use super::build::Progress;
+use std::ops::Range;
+
+use super::build::{on_threads, Counted, Progress};
 use super::format::{IndexWriter, Section};
-use super::input::{put, Input};
+use super::input::{prefetch, Input};
 use super::IndexError;
 
-/// Places every entry, `cap` output positions per pass, given the new lines' pointers `ptr`.
-pub fn scatter(input: &Input, ptr: &[u64], cap: u64, (iw, dw): (usize, usize), writer: &mut IndexWriter, progress: &Progress) -> Result<(), IndexError> {
+/// Places every entry, `cap` output positions per pass, each part of `counted` on its own thread.
+pub fn scatter(input: &Input, counted: &Counted, cap: u64, (iw, dw): (usize, usize), writer: &mut IndexWriter, progress: &Progress) -> Result<(), IndexError> {
+    let ptr = &counted.ptr;
     let nnz = ptr.last().copied().unwrap_or(0);
     let n_out = ptr.len().saturating_sub(1) as u64;
-    let mut cursor = vec![0u64; n_out as usize];
     let window = cap.min(nnz) as usize;
     let (mut idx_buf, mut dat_buf) = (vec![0u8; window * iw], vec![0u8; window * dw]);
     // Written at as many places at once as the window has new lines.
@@ -24,54 +31,99 @@ pub fn scatter(input: &Input, ptr: &[u64], cap: u64, (iw, dw): (usize, usize), w
         // New lines with entries in the window: [c_a, c_b).
         let c_a = ptr.partition_point(|&p| p <= w0).saturating_sub(1) as u64;
         let c_b = (ptr.partition_point(|&p| p < w1) as u64).min(n_out);
-        cursor[c_a as usize..c_b as usize].copy_from_slice(&ptr[c_a as usize..c_b as usize]);
-        // Every position of the window is written exactly once: no need to clear between passes.
-        let (idx_out, dat_out) = (&mut idx_buf[..(w1 - w0) as usize * iw], &mut dat_buf[..(w1 - w0) as usize * dw]);
-        let pass = Pass { cursor: &mut cursor, cols: c_a..c_b, window: w0..w1 };
+        let shares = counted.shares(c_a as usize..c_b as usize);
+        let jobs: Vec<_> = shares
+            .into_iter()
+            .zip(&counted.parts)
+            .map(|((cursor, limit), lines)| (lines.clone(), Pass { cursor, limit, cols: c_a..c_b, window: w0..w1 }))
+            .collect();
+        let len = (w1 - w0) as usize;
+        let out = Window::new(&mut idx_buf[..len * iw], &mut dat_buf[..len * dw], (iw, dw));
         let w = (iw, dw);
-        with_widths!(w, pass.run(w, input, progress, idx_out, dat_out))?;
-        writer.append(Section::Indices, idx_out)?;
-        writer.append(Section::Data, dat_out)?;
+        let placed: u64 = on_threads(jobs, |(lines, pass)| with_widths!(w, pass.run(lines, input, progress, &out)))?.into_iter().sum();
+        // Slots are written at most once each (every part's writes stay inside its own
+        // ranges): the window is whole when as many were placed as it has.
+        if placed != w1 - w0 {
+            return Err(input.corrupt(format!("{placed} entries for positions {w0}..{w1} (store changed during the build?)")));
+        }
+        writer.append(Section::Indices, &idx_buf[..len * iw])?;
+        writer.append(Section::Data, &dat_buf[..len * dw])?;
         w0 = w1;
     }
     Ok(())
 }
 
-/// One scatter pass: places the entries of new lines `cols` whose output position falls in
-/// `window`, advancing each line's fill `cursor`.
-struct Pass<'a> {
-    cursor: &'a mut [u64],
-    cols: std::ops::Range<u64>,
-    window: std::ops::Range<u64>,
+/// One part's scatter pass: places the entries of new lines `cols` whose output position falls
+/// in `window`, advancing each line's `cursor` up to its `limit` (both indexed from `cols.start`).
+struct Pass {
+    cursor: Vec<u64>,
+    limit: Vec<u64>,
+    cols: Range<u64>,
+    window: Range<u64>,
 }
 
-impl Pass<'_> {
-    /// The pass for `IW`-byte indices and `DW`-byte values (`0, 0`: the widths `iw`, `dw`).
-    fn run<const IW: usize, const DW: usize>(
-        self,
-        widths: (usize, usize),
-        input: &Input,
-        progress: &Progress,
-        idx_out: &mut [u8],
-        dat_out: &mut [u8],
-    ) -> Result<(), IndexError> {
-        self.scatter(input, progress, |i, line, v| put::<IW, DW>(idx_out, dat_out, i, line, v, widths))
-    }
-
-    /// Visits every stored entry; `place(slot in the window, old line, value bytes)` stores
-    /// those of this pass.
-    fn scatter(self, input: &Input, progress: &Progress, mut place: impl FnMut(usize, u64, &[u8])) -> Result<(), IndexError> {
-        let Pass { cursor, cols, window } = self;
-        input.each(0..input.lines(), true, progress, |line, c, v| {
-            if !cols.contains(&c) {
+impl Pass {
+    /// Visits the stored `lines`, placing into `out` the entries of this pass; `IW`/`DW`: fixed
+    /// widths (`0, 0`: the window's). Returns how many were placed.
+    fn run<const IW: usize, const DW: usize>(mut self, lines: Range<u64>, input: &Input, progress: &Progress, out: &Window) -> Result<u64, IndexError> {
+        let (mut placed, mut over) = (0u64, None);
+        input.each_in(lines, true, Some(self.cols.clone()), progress, |line, c, v| {
+            if !self.cols.contains(&c) {
                 return;
             }
-            let Some(slot) = cursor.get_mut(c as usize) else { return };
+            let k = (c - self.cols.start) as usize;
+            let (Some(slot), Some(&limit)) = (self.cursor.get_mut(k), self.limit.get(k)) else { return };
             let pos = *slot;
-            *slot += 1;
-            if window.contains(&pos) {
-                place((pos - window.start) as usize, line, v);
+            if pos >= limit {
+                over.get_or_insert(c);
+                return;
             }
-        })
+            *slot += 1;
+            if self.window.contains(&pos) {
+                out.put::<IW, DW>((pos - self.window.start) as usize, line, v);
+                placed += 1;
+            }
+        })?;
+        match over {
+            Some(c) => Err(input.corrupt(format!("more entries in new line {c} than counted (store changed during the build?)"))),
+            None => Ok(placed),
+        }
+    }
+}
+
+/// The window's two output buffers, written from several threads at slots each thread owns.
+struct Window {
+    idx: *mut u8,
+    dat: *mut u8,
+    len: usize,
+    widths: (usize, usize),
+}
+
+// SAFETY: threads write through `Window::put` only, at distinct slots (see `Pass::run`: each
+// writes inside its own ranges of positions), and the buffers outlive the threads (scoped).
+unsafe impl Sync for Window {}
+
+impl Window {
+    fn new(idx: &mut [u8], dat: &mut [u8], (iw, dw): (usize, usize)) -> Self {
+        let len = (idx.len() / iw.max(1)).min(dat.len() / dw.max(1));
+        Window { idx: idx.as_mut_ptr(), dat: dat.as_mut_ptr(), len, widths: (iw, dw) }
+    }
+
+    /// Stores entry `slot` (old line `line`, value bytes `v`); `IW`/`DW` fixed widths (0: the
+    /// window's). A slot past the window or a value of the wrong width is ignored.
+    #[inline(always)]
+    fn put<const IW: usize, const DW: usize>(&self, slot: usize, line: u64, v: &[u8]) {
+        let (iw, dw) = if IW > 0 { (IW, DW) } else { self.widths };
+        if slot >= self.len || v.len() != dw || iw > 8 {
+            return;
+        }
+        // SAFETY: `slot < len`, so both ranges lie inside the buffers; no other thread writes
+        // this slot (the caller owns it), and nothing reads the buffers until the pass ends.
+        unsafe {
+            std::ptr::copy_nonoverlapping(line.to_le_bytes().as_ptr(), self.idx.add(slot * iw), iw);
+            std::ptr::copy_nonoverlapping(v.as_ptr(), self.dat.add(slot * dw), dw);
+        }
+        prefetch(self.idx.wrapping_add((slot + 1) * iw + 63));
+        prefetch(self.dat.wrapping_add((slot + 1) * dw + 63));
     }
 }
