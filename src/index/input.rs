@@ -176,7 +176,7 @@ pub fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slo
 
 /// Asks the CPU to bring the cache line holding `p` closer (a hint: never faults, any address).
 #[inline(always)]
-pub fn prefetch(p: *const u8) {
+fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint that never dereferences `p` architecturally.
     unsafe {

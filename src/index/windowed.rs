@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use super::build::{on_threads, Counted, Progress};
 use super::format::{IndexWriter, Section};
-use super::input::{prefetch, Input};
+use super::input::{put, Input};
 use super::IndexError;
 
 /// Places every entry, `cap` output positions per pass, each part of `counted` on its own thread.
@@ -109,21 +109,17 @@ impl Window {
         Window { idx: idx.as_mut_ptr(), dat: dat.as_mut_ptr(), len, widths: (iw, dw) }
     }
 
-    /// Stores entry `slot` (old line `line`, value bytes `v`); `IW`/`DW` fixed widths (0: the
-    /// window's). A slot past the window or a value of the wrong width is ignored.
+    /// Stores entry `slot` (old line `line`, value bytes `v`) with [`put`]; `IW`/`DW` fixed
+    /// widths (0: the window's). A slot past the window is ignored.
     #[inline(always)]
     fn put<const IW: usize, const DW: usize>(&self, slot: usize, line: u64, v: &[u8]) {
-        let (iw, dw) = if IW > 0 { (IW, DW) } else { self.widths };
-        if slot >= self.len || v.len() != dw || iw > 8 {
+        let (iw, dw) = self.widths;
+        if slot >= self.len {
             return;
         }
-        // SAFETY: `slot < len`, so both ranges lie inside the buffers; no other thread writes
+        // SAFETY: `slot < len`, so both slices lie inside the buffers; no other thread writes
         // this slot (the caller owns it), and nothing reads the buffers until the pass ends.
-        unsafe {
-            std::ptr::copy_nonoverlapping(line.to_le_bytes().as_ptr(), self.idx.add(slot * iw), iw);
-            std::ptr::copy_nonoverlapping(v.as_ptr(), self.dat.add(slot * dw), dw);
-        }
-        prefetch(self.idx.wrapping_add((slot + 1) * iw + 63));
-        prefetch(self.dat.wrapping_add((slot + 1) * dw + 63));
+        let (i, d) = unsafe { (std::slice::from_raw_parts_mut(self.idx.add(slot * iw), iw), std::slice::from_raw_parts_mut(self.dat.add(slot * dw), dw)) };
+        put::<IW, DW>(i, d, 0, line, v, (iw, dw));
     }
 }
