@@ -19,6 +19,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -279,6 +280,14 @@ impl IndexWriter {
             }
         }
         Ok(())
+    }
+
+    /// Starts writing the file's dirty pages to disk without waiting for them, so that the
+    /// final sync waits only for what is written after: for a writer whose bytes so far are
+    /// final (appended sections). Failures are left for that sync to report.
+    pub fn start_writeback(&self) {
+        // SAFETY: plain system call on a descriptor this writer owns; no memory is passed.
+        unsafe { libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     }
 
     /// Writes `bytes` at byte `at` of `section`, from any thread. A section is written either

@@ -48,6 +48,8 @@ pub fn scatter(input: &Input, counted: &Counted, cap: u64, (iw, dw): (usize, usi
         }
         writer.append(Section::Indices, &idx_buf[..len * iw])?;
         writer.append(Section::Data, &dat_buf[..len * dw])?;
+        // The window is final: the disk writes it while the next passes run.
+        writer.start_writeback();
         w0 = w1;
     }
     Ok(())
