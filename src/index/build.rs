@@ -328,6 +328,7 @@ mod tests {
             indptr_base: 0,
             minor: None,
             minor_list: None,
+            sorted: false,
         };
         let dir = tempfile::tempdir().unwrap();
         let l = layout(&m, Identity { location: "/s".into(), size: 1, mtime: 2, inode: None, etag: None }, "/X".into()).unwrap();

@@ -87,6 +87,8 @@ impl IndexHandle {
                 indptr_base: 0,
                 minor: None,
                 minor_list: None,
+                // The build writes each new line's entries by increasing old line.
+                sorted: true,
             };
             IndexHandle {
                 service: Arc::downgrade(&service),

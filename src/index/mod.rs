@@ -257,7 +257,7 @@ fn whole(m: &Sparse) -> Sparse {
         crate::model::SparseFormat::Csr => shape[0] = major,
         crate::model::SparseFormat::Csc => shape[1] = major,
     }
-    Sparse { format: m.format, shape, data: m.data.whole(), indices: m.indices.whole(), indptr, indptr_base: 0, minor: None, minor_list: None }
+    Sparse { format: m.format, shape, data: m.data.whole(), indices: m.indices.whole(), indptr, indptr_base: 0, minor: None, minor_list: None, sorted: false }
 }
 
 /// The identity an index is keyed by: canonical path, size, mtime, inode; for a remote store

@@ -23,6 +23,7 @@ pub fn mem_sparse(
         indptr_base: 0,
         minor: None,
         minor_list: None,
+        sorted: false,
     }
 }
 

@@ -243,7 +243,7 @@ fn sparse(ctx: &mut Ctx, g: &Group, path: &str) -> Result<Sparse, ModelError> {
     if data.len() != indices.len() {
         return Err(ModelError::invalid(path, format!("data has {} values but indices {}", data.len(), indices.len())));
     }
-    Ok(Sparse { format, shape: [shape[0], shape[1]], data, indices, indptr, indptr_base: 0, minor: None, minor_list: None })
+    Ok(Sparse { format, shape: [shape[0], shape[1]], data, indices, indptr, indptr_base: 0, minor: None, minor_list: None, sorted: false })
 }
 
 /// Reads a dict-like group into elements; failures become problems.

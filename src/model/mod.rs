@@ -231,6 +231,10 @@ pub struct Sparse {
     /// minor axis): the entry at stored minor index `list[k]` is shown at position `k`, other
     /// entries are left out. When set, it replaces `minor`.
     pub minor_list: Option<gather::Sel>,
+    /// Minor indices are known to be non-decreasing within every major line (a transposed
+    /// index, which is written so), so views need not scan them to find out. Views still
+    /// check each index they use against the range they asked for.
+    pub sorted: bool,
 }
 
 impl Sparse {

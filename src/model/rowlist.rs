@@ -71,6 +71,7 @@ impl Sparse {
             indptr_base: 0,
             minor: self.minor,
             minor_list: self.minor_list.clone(),
+            sorted: self.sorted,
         })
     }
 
@@ -232,6 +233,7 @@ mod tests {
             indptr_base: 0,
             minor: None,
             minor_list: None,
+            sorted: false,
         }
     }
 

@@ -51,6 +51,7 @@ impl Sparse {
             indptr_base: self.indptr_base + first,
             minor: self.minor,
             minor_list: self.minor_list.clone(),
+            sorted: self.sorted,
         })
     }
 

@@ -100,6 +100,7 @@ proptest! {
             indptr_base: 0,
             minor: None,
             minor_list: None,
+            sorted: false,
         };
         let npy = NpyFile::new(NumType::F32, &[rows, cols], Arc::new(SparseRows::new(m, cache.clone()).unwrap()));
         let mut expect = header("<f4", &[rows, cols]);
@@ -195,6 +196,7 @@ proptest! {
             indptr_base: 0,
             minor: None,
             minor_list: None,
+            sorted: false,
         });
         let dir = MatrixRows::new(m, cache.clone(), TreeOptions::default());
         let whole_tsv = file_bytes(&dir.lookup(&format!("0:{rows}.tsv")).unwrap());

@@ -11,6 +11,7 @@
 use parking_lot::Mutex;
 
 use super::{accumulate, SparseRows, SCAN_STEP};
+use crate::storage::StorageError;
 use crate::views::ViewResult;
 
 /// Per-matrix state of CSC densification.
@@ -32,13 +33,17 @@ struct Cursor {
 const MIN_WINDOW: u64 = 16;
 
 impl SparseRows {
-    /// True when every column's stored row indices are non-decreasing. Checked once (one pass
-    /// over the indices, which also validates every index as the scan would) and remembered.
+    /// True when every column's stored row indices are non-decreasing: known for a transposed
+    /// index ([`crate::model::Sparse::sorted`]), else checked once (one pass over the indices,
+    /// which also validates every index as the scan would) and remembered.
     /// A view that keeps a list of rows (a `where/` subset) is treated as unsorted: the
     /// binary searches below work on stored row ranges, the scan maps every row through the list.
     pub(super) fn csc_sorted(&self) -> ViewResult<bool> {
         if self.m.minor_list.is_some() {
             return Ok(false);
+        }
+        if self.m.sorted {
+            return Ok(true);
         }
         let mut known = self.csc.sorted.lock();
         if let Some(s) = *known {
@@ -88,6 +93,10 @@ impl SparseRows {
             let (idx, hi) = self.read_below(lo, end, hi_row, est)?;
             let data = self.m.data.read_flat(lo, hi)?;
             for (k, &i) in idx.iter().enumerate() {
+                // Sorted (checked, or known from how the arrays were written): within the band.
+                if i < lo_row || i >= hi_row {
+                    return Err(StorageError::corrupt(self.m.indices.path(), format!("row index {i} out of order in column {c}")));
+                }
                 let at = ((i - lo_row) as usize * cols + c) * w;
                 accumulate(self.t, &mut out[at..at + w], &data[k * w..][..w]);
             }
@@ -180,12 +189,14 @@ mod tests {
         /// Densified rows (every band, sequential and random, in a row window too) equal a
         /// reference that adds every stored entry in storage order.
         #[test]
-        fn csc_bands_equal_reference(rows in 1u64..70, cols in 0u64..25, seed in any::<u64>(), sorted in any::<bool>(),
+        fn csc_bands_equal_reference(rows in 1u64..70, cols in 0u64..25, seed in any::<u64>(), sorted in any::<bool>(), known in any::<bool>(),
                                      chunk in 1u64..40, band_bytes in 1u64..400, win in any::<(u64, u64)>(),
                                      reads in prop::collection::vec(any::<(u64, u64)>(), 6)) {
             let (indptr, idx, data) = csc(rows, cols, seed, sorted);
             let cache = Arc::new(ChunkCache::new(1 << 14));
-            let m = mem_sparse(SparseFormat::Csc, [rows, cols], (&indptr, &idx), (NumType::F32, bytes(&data, |v| v.to_le_bytes().to_vec())), chunk, &cache);
+            let mut m = mem_sparse(SparseFormat::Csc, [rows, cols], (&indptr, &idx), (NumType::F32, bytes(&data, |v| v.to_le_bytes().to_vec())), chunk, &cache);
+            // Sorted columns, known to be (as a transposed index's are) or found by the scan.
+            m.sorted = sorted && known;
             // A row window [w0, w1), as a rows/S:E/ subset view makes.
             let (w0, w1) = { let a = win.0 % rows; (a, a + 1 + win.1 % (rows - a)) };
             let windowed = crate::model::Matrix::Sparse(m.clone()).rows(w0, w1).unwrap();
@@ -219,8 +230,27 @@ mod tests {
                     let (a, b) = (a.min(b), a.max(b));
                     prop_assert_eq!(sr.read_rows(a, b).unwrap(), want[a as usize * rb..b as usize * rb].to_vec());
                 }
-                if sorted && cols > 0 {
+                if sorted && !known && cols > 0 {
                     prop_assert_eq!(*sr.csc.sorted.lock(), Some(true));
+                }
+            }
+        }
+
+        /// Columns claimed sorted that are not (a crafted index file with valid checksums):
+        /// reads give values or an error, never a panic or bytes past the band.
+        #[test]
+        fn unsorted_columns_claimed_sorted_never_panic(rows in 1u64..70, cols in 1u64..8, seed in any::<u64>(), chunk in 1u64..40,
+                                                        reads in prop::collection::vec(any::<(u64, u64)>(), 6)) {
+            let (indptr, idx, data) = csc(rows, cols, seed, false);
+            let cache = Arc::new(ChunkCache::new(1 << 14));
+            let mut m = mem_sparse(SparseFormat::Csc, [rows, cols], (&indptr, &idx), (NumType::F32, bytes(&data, |v| v.to_le_bytes().to_vec())), chunk, &cache);
+            m.sorted = true;
+            let sr = SparseRows::new(m, cache.clone()).unwrap();
+            for &(a, b) in &reads {
+                let (a, b) = (a % rows, b % (rows + 1));
+                let (a, b) = (a.min(b), a.max(b));
+                if let Ok(got) = sr.read_rows(a, b) {
+                    prop_assert_eq!(got.len() as u64, (b - a) * cols * 4);
                 }
             }
         }
