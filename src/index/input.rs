@@ -152,6 +152,16 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Zeroed buffers for `len` entries of `iw`-byte indices and `dw`-byte values, asked for huge
+/// pages: a scatter writes them at thousands of places at once, and on 4 KiB pages nearly every
+/// store would miss the TLB (with [`put`]'s prefetch: scatter 0.80 -> 0.62 s at 1M x 2,000).
+pub fn entry_buffers(len: usize, (iw, dw): (usize, usize)) -> (Vec<u8>, Vec<u8>) {
+    let (idx, dat) = (vec![0u8; len * iw], vec![0u8; len * dw]);
+    crate::util::advise_huge_pages(&idx);
+    crate::util::advise_huge_pages(&dat);
+    (idx, dat)
+}
+
 /// Stores entry `slot`: old line `line` as an `iw`-byte index and the `dw` value bytes `v`
 /// (fixed-size moves when `IW`/`DW` are known: a `memcpy` call per field doubled the pass).
 #[inline(always)]

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use super::build::{on_threads, Counted, Progress};
 use super::format::{IndexWriter, Section};
-use super::input::{put, Input};
+use super::input::{entry_buffers, put, Input};
 use super::IndexError;
 
 /// Places every entry, `cap` output positions per pass, each part of `counted` on its own thread.
@@ -21,10 +21,7 @@ pub fn scatter(input: &Input, counted: &Counted, cap: u64, (iw, dw): (usize, usi
     let nnz = ptr.last().copied().unwrap_or(0);
     let n_out = ptr.len().saturating_sub(1) as u64;
     let window = cap.min(nnz) as usize;
-    let (mut idx_buf, mut dat_buf) = (vec![0u8; window * iw], vec![0u8; window * dw]);
-    // Written at as many places at once as the window has new lines.
-    crate::util::advise_huge_pages(&idx_buf);
-    crate::util::advise_huge_pages(&dat_buf);
+    let (mut idx_buf, mut dat_buf) = entry_buffers(window, (iw, dw));
     let mut w0 = 0u64;
     while w0 < nnz {
         let w1 = (w0 + cap).min(nnz);
