@@ -7,9 +7,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's option numbers (`mi_option_e` in mimalloc 3's `mimalloc.h`).
 mod mi_option {
-    pub const ARENA_EAGER_COMMIT: i32 = 4;
-    pub const PURGE_DELAY: i32 = 15;
-    pub const ARENA_PURGE_MULT: i32 = 24;
+    pub(crate) const ARENA_EAGER_COMMIT: i32 = 4;
+    pub(crate) const PURGE_DELAY: i32 = 15;
+    pub(crate) const ARENA_PURGE_MULT: i32 = 24;
 }
 
 extern "C" {

@@ -57,7 +57,7 @@ fn tour(mnt: &Path) -> std::io::Result<()> {
 }
 
 /// Runs the demo.
-pub fn demo() -> Result<(), CliError> {
+pub(super) fn demo() -> Result<(), CliError> {
     let dir = std::env::temp_dir().join(format!("annfs-demo-{}", std::process::id()));
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt)?;

@@ -42,7 +42,7 @@ struct Totals {
 
 /// Runs `annfs index` on a store, or on every store of a collection (a store that cannot be
 /// opened is reported and skipped; the command then fails after indexing the others).
-pub fn run(args: &IndexArgs) -> Result<(), CliError> {
+pub(super) fn run(args: &IndexArgs) -> Result<(), CliError> {
     let budget = options::parse_size(&args.cache_size)?;
     let dir = args
         .index_dir

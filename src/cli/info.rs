@@ -30,7 +30,7 @@ fn walk(out: &mut impl Write, g: &Group) -> std::io::Result<()> {
 }
 
 /// Prints the summary of `store`.
-pub fn info(store: &str, opts: &crate::storage::OpenOptions) -> Result<(), CliError> {
+pub(super) fn info(store: &str, opts: &crate::storage::OpenOptions) -> Result<(), CliError> {
     let source = crate::collection::source_for(store, &opts.remote).map_err(|reason| CliError::Storage {
         store: store.into(),
         source: crate::storage::StorageError::NotAStore { path: store.into(), reason },

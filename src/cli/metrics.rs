@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::cache::ChunkCache;
 
 /// Starts the metrics logger thread.
-pub fn start(cache: Arc<ChunkCache>, every: Duration) {
+pub(super) fn start(cache: Arc<ChunkCache>, every: Duration) {
     let spawned = std::thread::Builder::new().name("annfs-metrics".into()).spawn(move || {
         let (mut last_bytes, mut last_at) = (0u64, Instant::now());
         loop {

@@ -77,7 +77,7 @@ impl DynDir for CollectionDir {
 /// A store of a collection: its tree, built when first listed or looked into. The tree lives
 /// in the collection's slot for the store, so that a store reopened (its file changed, or it
 /// was closed as idle) shows its new tree here.
-pub struct StoreDir {
+pub(super) struct StoreDir {
     coll: Arc<Collection>,
     rel: String,
     kind: Kind,

@@ -13,7 +13,7 @@ use crate::views::tree::{json_bytes, stats_json};
 use crate::views::{slice, FileContent, LiveFile, ViewResult, VNode, VTree};
 
 /// The root README.txt.
-pub fn root_readme(coll: &Collection) -> Vec<u8> {
+pub(super) fn root_readme(coll: &Collection) -> Vec<u8> {
     let mut s = String::new();
     let _ = writeln!(s, "annfs: a read-only view of a collection of AnnData stores");
     let _ = writeln!(s);
@@ -37,7 +37,7 @@ a second.
 }
 
 /// `.annfs/` of the root.
-pub fn root_meta(coll: &Arc<Collection>) -> VTree {
+pub(super) fn root_meta(coll: &Arc<Collection>) -> VTree {
     let mut t = VTree { nodes: vec![VNode::Dir(Vec::new())] };
     t.add_file(VTree::ROOT, "collection.tsv", Arc::new(TableFile { coll: coll.clone(), snap: Mutex::new(None) }));
     let c = coll.clone();
@@ -77,7 +77,7 @@ impl TableFile {
 
 /// One row per store.
 /// `collection.tsv`: one row per store (opens every store not opened yet).
-pub fn render(coll: &Collection) -> Vec<u8> {
+pub(super) fn render(coll: &Collection) -> Vec<u8> {
     let mut out = b"path\tformat\tn_obs\tn_vars\tsize\tobs_columns\terror\n".to_vec();
     for (rel, kind) in coll.stores() {
         push_field(&mut out, &rel);

@@ -13,7 +13,7 @@ use crate::views::activity::Activity;
 use crate::views::{NodeId, VNode, VTree};
 
 /// One tree and where it sits in the inode space.
-pub struct Graft {
+pub(super) struct Graft {
     /// The tree.
     pub tree: Arc<VTree>,
     /// Inode of the tree's root; node `i` is inode `base + i`.
@@ -30,7 +30,7 @@ pub struct Graft {
 
 impl Graft {
     /// Records a use of the closable subtree this tree belongs to, if any.
-    pub fn touch(&self) {
+    pub(super) fn touch(&self) {
         if let Some(a) = &self.activity {
             a.touch();
         }
@@ -46,7 +46,7 @@ fn own_activity(tree: &VTree) -> Option<Arc<Activity>> {
 }
 
 /// All trees of a mount.
-pub struct Inodes {
+pub(super) struct Inodes {
     grafts: RwLock<BTreeMap<u64, Arc<Graft>>>,
     next: AtomicU64,
     by_name: DashMap<(u64, String), u64>,
@@ -55,7 +55,7 @@ pub struct Inodes {
 
 impl Inodes {
     /// A table holding `root` at inode 1.
-    pub fn new(root: Arc<VTree>) -> Self {
+    pub(super) fn new(root: Arc<VTree>) -> Self {
         let t = Inodes { grafts: RwLock::new(BTreeMap::new()), next: AtomicU64::new(1), by_name: DashMap::new(), refs: DashMap::new() };
         t.insert(root, 1, String::new(), None, None);
         t
@@ -80,12 +80,12 @@ impl Inodes {
     }
 
     /// One past the highest inode handed out so far.
-    pub fn end(&self) -> u64 {
+    pub(super) fn end(&self) -> u64 {
         self.next.load(Ordering::Relaxed)
     }
 
     /// The tree holding inode `ino` and the node's id in it.
-    pub fn get(&self, ino: u64) -> Option<(Arc<Graft>, NodeId)> {
+    pub(super) fn get(&self, ino: u64) -> Option<(Arc<Graft>, NodeId)> {
         let grafts = self.grafts.read();
         let (_, g) = grafts.range(..=ino).next_back()?;
         let id = (ino - g.base) as usize;
@@ -96,7 +96,7 @@ impl Inodes {
     /// `dir_path`), building and grafting it on first use. Counts one kernel reference. The
     /// new tree belongs to the closable subtree its root directory tracks, else to `inherited`
     /// (its parent's).
-    pub fn lookup_dynamic(
+    pub(super) fn lookup_dynamic(
         &self,
         dir_ino: u64,
         dir_path: &str,
@@ -127,7 +127,7 @@ impl Inodes {
     }
 
     /// The kernel dropped `n` references to `ino`: a grafted subtree goes when none are left.
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub(super) fn forget(&self, ino: u64, n: u64) {
         let gone = match self.refs.get_mut(&ino) {
             Some(mut r) => {
                 *r = r.saturating_sub(n);
@@ -147,7 +147,7 @@ impl Inodes {
 
     /// Number of grafted subtrees.
     #[cfg(test)]
-    pub fn grafted(&self) -> usize {
+    pub(super) fn grafted(&self) -> usize {
         self.grafts.read().len().saturating_sub(1)
     }
 }

@@ -61,21 +61,21 @@ pub(super) mod reply_buffer {
     use std::cell::RefCell;
 
     /// Largest buffer kept between requests (a FUSE read is at most 1 MiB by default).
-    pub const KEEP: usize = 4 << 20;
+    pub(crate) const KEEP: usize = 4 << 20;
 
     thread_local! {
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 
     /// This thread's buffer, empty.
-    pub fn take() -> Vec<u8> {
+    pub(crate) fn take() -> Vec<u8> {
         let mut v = BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         v.clear();
         v
     }
 
     /// Returns a buffer for reuse by this thread.
-    pub fn give_back(v: Vec<u8>) {
+    pub(crate) fn give_back(v: Vec<u8>) {
         if v.capacity() <= KEEP {
             BUF.with(|b| *b.borrow_mut() = v);
         }

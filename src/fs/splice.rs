@@ -24,13 +24,13 @@ const PAGE: u64 = 4096;
 /// Size of `struct fuse_out_header`.
 const OUT_HEADER: usize = 16;
 /// Replies shorter than this are copied: three system calls cost more than the copy saved.
-pub const MIN_SPLICE: usize = 64 << 10;
+pub(super) const MIN_SPLICE: usize = 64 << 10;
 /// Most file spans one spliced reply may take.
-pub const MAX_SPANS: usize = 16;
+pub(super) const MAX_SPANS: usize = 16;
 
 /// How a spliced reply failed.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Unsent {
+pub(super) enum Unsent {
     /// Nothing reached the kernel: the caller answers the request the usual way.
     Fallback,
     /// The kernel no longer knows the request (interrupted, aborted): nothing to answer.
@@ -38,7 +38,7 @@ pub enum Unsent {
 }
 
 /// Sends spliced replies on one FUSE connection (the descriptor every request is read from).
-pub struct Splicer {
+pub(super) struct Splicer {
     dev: OwnedFd,
     /// Smallest pipe size the kernel refused (`usize::MAX`: none yet).
     refused: AtomicUsize,
@@ -56,14 +56,14 @@ thread_local! {
 
 impl Splicer {
     /// Splices replies into `dev`, the connection's `/dev/fuse` descriptor.
-    pub fn new(dev: OwnedFd) -> Splicer {
+    pub(super) fn new(dev: OwnedFd) -> Splicer {
         Splicer { dev, refused: AtomicUsize::new(usize::MAX) }
     }
 
     /// Answers request `unique` with `answer`: the reply header and `answer.head` written into
     /// this thread's pipe, the spans spliced in from their file (each under its store's gate),
     /// then the whole pipe spliced into the connection.
-    pub fn reply(&self, unique: u64, answer: &Spliced) -> Result<(), Unsent> {
+    pub(super) fn reply(&self, unique: u64, answer: &Spliced) -> Result<(), Unsent> {
         let total = OUT_HEADER as u64 + answer.len();
         let Ok(total32) = u32::try_from(total) else { return Err(Unsent::Fallback) };
         if OUT_HEADER + answer.head.len() > PAGE as usize {
@@ -172,7 +172,7 @@ impl Pipe {
 /// The largest read reply up to `want` bytes this process can splice: a reply takes a pipe slot
 /// (page) for its header, one per page of data and one more for data that does not start on a
 /// page boundary. 0 when no pipe can be enlarged at all.
-pub fn largest_reply(want: u32) -> u32 {
+pub(super) fn largest_reply(want: u32) -> u32 {
     let need = (u64::from(want).div_ceil(PAGE) + 2) * PAGE;
     for size in [need.next_power_of_two(), need.next_power_of_two() / 2] {
         if let Ok(p) = Pipe::with_capacity(size as usize) {

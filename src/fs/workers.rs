@@ -14,7 +14,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Worker threads fed by one multi-consumer queue (idle workers wait on it without a lock
 /// around `recv`: a mutex-guarded receiver made every hand-off spin and yield on the lock).
-pub struct Workers {
+pub(super) struct Workers {
     name: &'static str,
     tx: Sender<Job>,
     rx: Receiver<Job>,
@@ -24,7 +24,7 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` workers named `name-<i>`; [`Workers::replace_stuck`] may add up to `n` more.
-    pub fn new(name: &'static str, n: usize) -> Self {
+    pub(super) fn new(name: &'static str, n: usize) -> Self {
         let (tx, rx) = unbounded::<Job>();
         let n = n.max(1);
         let pool = Workers { name, tx, rx, spawned: AtomicUsize::new(0), max: 2 * n };
@@ -55,14 +55,14 @@ impl Workers {
     }
 
     /// Adds a worker in place of one that is stuck on an expired request (bounded).
-    pub fn replace_stuck(&self) {
+    pub(super) fn replace_stuck(&self) {
         if self.spawn_one() {
             log::warn!("{}: started a replacement worker for a stuck request", self.name);
         }
     }
 
     /// Runs `job` on a worker (or here, if the pool is gone).
-    pub fn run(&self, job: impl FnOnce() + Send + 'static) {
+    pub(super) fn run(&self, job: impl FnOnce() + Send + 'static) {
         if let Err(e) = self.tx.send(Box::new(job)) {
             (e.0)();
         }

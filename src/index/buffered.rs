@@ -15,7 +15,7 @@ use super::input::{entry_buffers, put, Input};
 use super::IndexError;
 
 /// Fewest entries per buffer write on average, else the windowed scatter is used.
-pub const MIN_PER_WRITE: u64 = 256;
+pub(super) const MIN_PER_WRITE: u64 = 256;
 
 /// Buffer sizes of one part: line `c` buffers `start[c + 1] - start[c]` entries.
 struct PartPlan {
@@ -23,7 +23,7 @@ struct PartPlan {
 }
 
 /// How the per-line buffers of every part are sized.
-pub struct Plan {
+pub(super) struct Plan {
     parts: Vec<PartPlan>,
 }
 
@@ -31,7 +31,7 @@ impl Plan {
     /// Sizes the buffers of parts with entry `counts` (per part, per new line) within `mem`
     /// bytes of `width` bytes per entry; `None` when the writes would average fewer than
     /// `min_per_write` entries.
-    pub fn new(counts: &[Vec<u64>], mem: u64, width: u64, min_per_write: u64) -> Option<Plan> {
+    pub(super) fn new(counts: &[Vec<u64>], mem: u64, width: u64, min_per_write: u64) -> Option<Plan> {
         let nnz: u64 = counts.iter().flatten().sum();
         let per_part = mem / (counts.len().max(1) as u64) / width.max(1);
         let mut writes = 0u64;
@@ -129,7 +129,7 @@ impl Part<'_> {
 
 /// Places every entry: part `t` of `counted` (a range of stored lines) on its own thread, into
 /// its own positions of each new line.
-pub fn scatter(input: &Input, counted: &Counted, plan: &Plan, (iw, dw): (usize, usize), writer: &IndexWriter, progress: &Progress) -> Result<(), IndexError> {
+pub(super) fn scatter(input: &Input, counted: &Counted, plan: &Plan, (iw, dw): (usize, usize), writer: &IndexWriter, progress: &Progress) -> Result<(), IndexError> {
     let n_out = counted.ptr.len().saturating_sub(1);
     let mut jobs = Vec::with_capacity(counted.parts.len());
     for (t, ((cursor, limit), lines)) in counted.shares(0..n_out).into_iter().zip(&counted.parts).enumerate() {

@@ -163,7 +163,7 @@ impl Counted {
     /// Each part's positions in new lines `cols`: `(start, end)` per line, indexed from
     /// `cols.start`. Part `t`'s entries of a line follow part `t - 1`'s, so each line keeps
     /// them in stored order and the parts' ranges never overlap.
-    pub fn shares(&self, cols: Range<usize>) -> Vec<(Vec<u64>, Vec<u64>)> {
+    pub(super) fn shares(&self, cols: Range<usize>) -> Vec<(Vec<u64>, Vec<u64>)> {
         let mut at = self.ptr[cols.clone()].to_vec();
         self.counts
             .iter()

@@ -49,7 +49,7 @@ impl<'a> Stream<'a> {
 }
 
 /// Streams the stored entries of a whole stored matrix, validating as it goes.
-pub struct Input<'a> {
+pub(super) struct Input<'a> {
     m: &'a Sparse,
     layout: &'a Layout,
     step: u64,
@@ -58,7 +58,7 @@ pub struct Input<'a> {
 
 impl<'a> Input<'a> {
     /// The entries of `m` (whole, as stored, described by `layout`), read about `step` at a time.
-    pub fn new(m: &'a Sparse, layout: &'a Layout, step: u64) -> Result<Self, IndexError> {
+    pub(super) fn new(m: &'a Sparse, layout: &'a Layout, step: u64) -> Result<Self, IndexError> {
         let ptr0 = m.indptr.read_i64(0, 1)?.first().copied().unwrap_or(0);
         let input = Input { m, layout, step: step.max(1), ptr0 };
         if ptr0 < 0 {
@@ -68,25 +68,25 @@ impl<'a> Input<'a> {
     }
 
     /// The store's matrix is not what its metadata says.
-    pub fn corrupt(&self, why: String) -> IndexError {
+    pub(super) fn corrupt(&self, why: String) -> IndexError {
         IndexError::Store(StorageError::corrupt(&self.layout.matrix, why))
     }
 
     /// Stored major lines.
-    pub fn lines(&self) -> u64 {
+    pub(super) fn lines(&self) -> u64 {
         self.m.indptr.len().saturating_sub(1)
     }
 
     /// Calls `f(old major line, old minor index, value bytes)` for every entry of stored lines
     /// `lines` in stored order (value bytes only when `with_data`).
-    pub fn each(&self, lines: std::ops::Range<u64>, with_data: bool, progress: &Progress, f: impl FnMut(u64, u64, &[u8])) -> Result<(), IndexError> {
+    pub(super) fn each(&self, lines: std::ops::Range<u64>, with_data: bool, progress: &Progress, f: impl FnMut(u64, u64, &[u8])) -> Result<(), IndexError> {
         self.each_in(lines, with_data, None, progress, f)
     }
 
     /// [`Input::each`], but `f` may be spared the entries whose minor index is outside `minor`
     /// (a run of a line whose indices are sorted is cut to `minor` by binary search; anything
     /// else is passed whole, for `f` to skip).
-    pub fn each_in(
+    pub(super) fn each_in(
         &self,
         lines: std::ops::Range<u64>,
         with_data: bool,
@@ -155,7 +155,7 @@ impl<'a> Input<'a> {
 /// Zeroed buffers for `len` entries of `iw`-byte indices and `dw`-byte values, asked for huge
 /// pages: a scatter writes them at thousands of places at once, and on 4 KiB pages nearly every
 /// store would miss the TLB (with [`put`]'s prefetch: scatter 0.80 -> 0.62 s at 1M x 2,000).
-pub fn entry_buffers(len: usize, (iw, dw): (usize, usize)) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn entry_buffers(len: usize, (iw, dw): (usize, usize)) -> (Vec<u8>, Vec<u8>) {
     let (idx, dat) = (vec![0u8; len * iw], vec![0u8; len * dw]);
     crate::util::advise_huge_pages(&idx);
     crate::util::advise_huge_pages(&dat);
@@ -165,7 +165,7 @@ pub fn entry_buffers(len: usize, (iw, dw): (usize, usize)) -> (Vec<u8>, Vec<u8>)
 /// Stores entry `slot`: old line `line` as an `iw`-byte index and the `dw` value bytes `v`
 /// (fixed-size moves when `IW`/`DW` are known: a `memcpy` call per field doubled the pass).
 #[inline(always)]
-pub fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slot: usize, line: u64, v: &[u8], (iw, dw): (usize, usize)) {
+pub(super) fn put<const IW: usize, const DW: usize>(idx: &mut [u8], dat: &mut [u8], slot: usize, line: u64, v: &[u8], (iw, dw): (usize, usize)) {
     if IW > 0 {
         let (Some(i), Some(d), Ok(val)) =
             (idx.get_mut(slot * IW..(slot + 1) * IW), dat.get_mut(slot * DW..(slot + 1) * DW), <[u8; DW]>::try_from(v))

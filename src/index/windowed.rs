@@ -16,7 +16,7 @@ use super::input::{entry_buffers, put, Input};
 use super::IndexError;
 
 /// Places every entry, `cap` output positions per pass, each part of `counted` on its own thread.
-pub fn scatter(input: &Input, counted: &Counted, cap: u64, (iw, dw): (usize, usize), writer: &mut IndexWriter, progress: &Progress) -> Result<(), IndexError> {
+pub(super) fn scatter(input: &Input, counted: &Counted, cap: u64, (iw, dw): (usize, usize), writer: &mut IndexWriter, progress: &Progress) -> Result<(), IndexError> {
     let ptr = &counted.ptr;
     let nnz = ptr.last().copied().unwrap_or(0);
     let n_out = ptr.len().saturating_sub(1) as u64;

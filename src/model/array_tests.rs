@@ -4,7 +4,7 @@ use crate::storage::grid::{clip_chunk, ChunkGrid};
 
 /// A sparse matrix over in-memory arrays chunked by `chunk` elements: `indptr` (int64),
 /// `indices` (int32) and `data` (little-endian bytes of type `data_type`).
-pub fn mem_sparse(
+pub(crate) fn mem_sparse(
     format: crate::model::SparseFormat,
     shape: [u64; 2],
     (indptr, indices): (&[i64], &[i32]),
@@ -28,14 +28,14 @@ pub fn mem_sparse(
 }
 
 /// An in-memory array source for tests: u16 values 0..n in C order, any chunking.
-pub struct MemSource {
+pub(crate) struct MemSource {
     pub meta: ArrayMeta,
     pub data: Vec<u8>,
     pub strings: Vec<String>,
 }
 
 impl MemSource {
-    pub fn num(shape: Vec<u64>, chunk: Vec<u64>, t: NumType, data: Vec<u8>) -> Self {
+    pub(crate) fn num(shape: Vec<u64>, chunk: Vec<u64>, t: NumType, data: Vec<u8>) -> Self {
         MemSource {
             meta: ArrayMeta {
                 path: "/mem".into(),
@@ -93,7 +93,7 @@ impl ArraySource for MemSource {
 
 impl MemSource {
     /// A 1-D string array.
-    pub fn strings(values: Vec<String>, chunk: u64) -> Self {
+    pub(crate) fn strings(values: Vec<String>, chunk: u64) -> Self {
         let n = values.len() as u64;
         MemSource {
             meta: ArrayMeta {

@@ -21,12 +21,12 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Wraps a store array as an [`Arr`].
-    pub fn arr(&self, a: &Array) -> Arr {
+    pub(super) fn arr(&self, a: &Array) -> Arr {
         Arr::new(a.source.clone(), self.cache, self.ids)
     }
 
     /// Records an element that is left out.
-    pub fn problem(&mut self, path: &str, reason: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: &str, reason: impl Into<String>) {
         let reason = reason.into();
         log::warn!("{path}: not rendered: {reason}");
         self.problems.push(Problem { path: path.to_string(), reason });

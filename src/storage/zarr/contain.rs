@@ -44,7 +44,7 @@ fn message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs a zarrs decoding call; a panic inside it becomes `Err` with its message.
-pub fn decode<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(super) fn decode<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     install_hook();
     ACTIVE.fetch_add(1, Ordering::AcqRel);
     let r = catch_unwind(AssertUnwindSafe(f));
