@@ -63,6 +63,7 @@ impl Detached {
 }
 
 fn stderr_worth_keeping() -> bool {
+    // SAFETY: `libc::stat` is plain integers, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat on a descriptor number with a valid out-pointer.
     if unsafe { libc::fstat(2, &mut st) } != 0 {

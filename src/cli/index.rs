@@ -94,7 +94,8 @@ pub(super) fn run(args: &IndexArgs) -> Result<(), CliError> {
 /// Builds (or finds up to date) the index of every var-column sparse matrix of `ad`, naming
 /// each as `prefix` + its virtual path, with a progress line on a terminal.
 fn index_store(prefix: &str, ad: &AnnData, service: &Arc<IndexService>, totals: &mut Totals) -> Result<(), CliError> {
-    let tty = unsafe { libc::isatty(2) } == 1; // SAFETY: isatty on a descriptor number.
+    // SAFETY: isatty on a descriptor number; it only queries the descriptor.
+    let tty = unsafe { libc::isatty(2) } == 1;
     let mut err = std::io::stderr();
     for (name, m) in var_matrices(ad) {
         let name = format!("{prefix}{name}");

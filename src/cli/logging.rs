@@ -35,6 +35,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 /// Whether standard error is the systemd journal (`$JOURNAL_STREAM` names its device:inode).
 fn stderr_is_journal() -> bool {
     let Ok(v) = std::env::var("JOURNAL_STREAM") else { return false };
+    // SAFETY: `libc::stat` is plain integers, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat with a valid out-pointer.
     if unsafe { libc::fstat(2, &mut st) } != 0 {

@@ -304,7 +304,9 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
     options::apply_o_options(&mut args)?;
     let budget = options::parse_size(&args.cache_size)?;
     let owner = Ownership {
+        // SAFETY: getuid takes no arguments and cannot fail.
         uid: args.uid.as_deref().map(options::resolve_uid).transpose()?.unwrap_or_else(|| unsafe { libc::getuid() }),
+        // SAFETY: getgid takes no arguments and cannot fail.
         gid: args.gid.as_deref().map(options::resolve_gid).transpose()?.unwrap_or_else(|| unsafe { libc::getgid() }),
         umask: options::parse_mode("umask", args.umask.as_deref(), 0o022)?,
         file_mode: options::parse_mode("file_mode", args.file_mode.as_deref(), 0o444)?,

@@ -79,6 +79,7 @@ fn user_allow_other() -> bool {
 
 /// Fails early, with a clear message, when `allow_other` cannot work for this user.
 pub fn check_allow_other(allow_other: bool) -> Result<(), MountError> {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let uid = unsafe { libc::geteuid() };
     if allow_other && uid != 0 && !user_allow_other() {
         return Err(MountError::AllowOther { uid });
@@ -90,6 +91,7 @@ pub fn check_allow_other(allow_other: bool) -> Result<(), MountError> {
 /// systemd `.automount` or autofs trigger) is a valid mount point and is mounted over.
 fn is_dir_no_automount(mp: &Path) -> std::io::Result<bool> {
     let c = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `libc::stat` is plain integers, for which all-zero bytes are a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid C string and `st` a valid out-pointer.
     let rc = unsafe { libc::fstatat(libc::AT_FDCWD, c.as_ptr(), &mut st, libc::AT_NO_AUTOMOUNT) };
@@ -163,6 +165,7 @@ pub fn serve<F: super::Served>(
         return Err(MountError::MountPoint { path: mp.display().to_string(), reason: "not a directory".into() });
     }
     check_allow_other(cfg.allow_other)?;
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let is_root = unsafe { libc::geteuid() } == 0;
     let mut options = vec![
         if cfg.writable { MountOption::RW } else { MountOption::RO },
@@ -295,9 +298,11 @@ fn abort_connection(dev: u64) {
 /// Unmounts `mp`: `umount2` as root, else `fusermount3 -u`; lazily if it is busy.
 pub fn unmount(mp: &Path) {
     let try_unmount = |lazy: bool| -> bool {
+        // SAFETY: geteuid takes no arguments and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_encoded_bytes()) else { return false };
             let flags = if lazy { libc::MNT_DETACH } else { 0 };
+            // SAFETY: `c` is a NUL-terminated path alive for the call; umount2 only reads it.
             unsafe { libc::umount2(c.as_ptr(), flags) == 0 }
         } else {
             let flag = if lazy { "-uz" } else { "-u" };

@@ -130,11 +130,13 @@ fn take_lease(file: &Arc<File>, path: &Path, gate: Arc<Gate>, hook: StaleHook) -
     std::thread::Builder::new().name("annfs-lease".into()).spawn(move || {
         for _ in signals.forever() {
             // SIGIO may have other senders: only a pending break counts.
+            // SAFETY: F_GETLEASE takes no argument; `file`, moved here, keeps the descriptor open.
             let lease = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLEASE) };
             if lease == libc::F_RDLCK {
                 continue;
             }
             close(&gate, &path, "opened for writing or truncated by another process", &hook);
+            // SAFETY: F_SETLEASE takes an int argument; `file` still keeps the descriptor open.
             unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
             break;
         }

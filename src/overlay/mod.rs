@@ -93,6 +93,7 @@ impl OverlayFs {
             mtime,
             ns: Mutex::new(()),
             copying: DashMap::new(),
+            // SAFETY: geteuid takes no arguments and cannot fail.
             is_root: unsafe { libc::geteuid() } == 0,
         })
     }

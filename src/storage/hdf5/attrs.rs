@@ -47,6 +47,8 @@ unsafe extern "C" fn name_cb(
 /// Attribute names as raw bytes (the library needs them back unchanged).
 fn names(obj: i64, path: &str) -> Vec<CString> {
     let mut names: Vec<CString> = Vec::new();
+    // SAFETY: `idx` and `names` outlive the call; `name_cb` casts `data` back to this
+    // `Vec<CString>` and runs only inside H5Aiterate2, under the library lock `locked` holds.
     let st = locked(|| unsafe {
         let mut idx = 0u64;
         h5a::H5Aiterate2(
@@ -67,8 +69,12 @@ fn names(obj: i64, path: &str) -> Vec<CString> {
 /// Reads one attribute; `Ok(None)` for types annfs does not render.
 fn read_one(obj: i64, cname: &CStr, name: &str, path: &str) -> StorageResult<Option<AttrValue>> {
     let apath = format!("{path}@{name}");
+    // SAFETY: `cname` is a NUL-terminated name alive for the call (0: default access list); under
+    // the library lock, and the new id is owned by the `Hid`.
     let attr = locked(|| Hid::new(unsafe { h5a::H5Aopen(obj, cname.as_ptr(), 0) }, &apath))?;
+    // SAFETY: `attr` is an open attribute owned by this frame; the type id goes to the `Hid`.
     let ty = locked(|| Hid::new(unsafe { h5a::H5Aget_type(attr.id()) }, &apath))?;
+    // SAFETY: `attr` is an open attribute owned by this frame; the dataspace id goes to the `Hid`.
     let space = locked(|| Hid::new(unsafe { h5a::H5Aget_space(attr.id()) }, &apath))?;
     let shape = match space_shape(space.id(), &apath)? {
         None => return Ok(Some(Value::Null)),
@@ -109,6 +115,8 @@ fn read_one(obj: i64, cname: &CStr, name: &str, path: &str) -> StorageResult<Opt
 
 /// The dataspace's shape: `None` for a NULL dataspace, `[]` for a scalar.
 pub fn space_shape(space: i64, path: &str) -> StorageResult<Option<Vec<u64>>> {
+    // SAFETY: `dims` has `rank` entries, exactly what H5Sget_simple_extent_dims writes for this
+    // dataspace (a null `maxdims` is allowed); under the library lock.
     locked(|| unsafe {
         match h5s::H5Sget_simple_extent_type(space) {
             H5S_class_t::H5S_NULL => Ok(None),
@@ -168,6 +176,8 @@ fn read_numbers(
 ) -> StorageResult<Vec<Value>> {
     let size = nt.size();
     let mut buf = vec![0u8; n * size];
+    // SAFETY: under the library lock; `buf` holds `n * nt.size()` bytes: `n` is the attribute's
+    // element count, and the memory type copies its file type, whose size `inspect` matched.
     locked(|| unsafe {
         let mt = Hid::new(hdf5_sys::h5t::H5Tcopy(ty), path)?;
         check(
@@ -227,6 +237,8 @@ pub fn f16_to_f64(h: u16) -> f64 {
 /// Object references → absolute paths of the referenced objects.
 fn read_refs(attr: i64, n: usize, path: &str) -> StorageResult<Vec<Value>> {
     use hdf5_sys::h5r::{H5R_ref_t, H5Rdestroy, H5Rget_obj_name};
+    // SAFETY: `refs` holds `n` (the attribute's element count) `H5R_ref_t`s, the element of the
+    // H5T_STD_REF memory type; each is destroyed once, after H5Aread filled it. Under the lock.
     locked(|| unsafe {
         let mut refs: Vec<H5R_ref_t> = vec![H5R_ref_t::default(); n];
         check(

@@ -105,6 +105,8 @@ pub fn build(dset: i64, grid: &ChunkGrid, path: &str) -> StorageResult<ChunkTabl
         bad: None,
     };
     let status = locked(|| {
+        // SAFETY: under the library lock; `v` outlives the call and `visit_cb` casts `op_data`
+        // back to it, reading `grid.shape.len()` offsets: the dataset's rank (`grid` is its grid).
         let st = unsafe {
             hdf5_sys::h5d::H5Dchunk_iter(
                 dset,

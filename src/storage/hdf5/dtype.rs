@@ -149,6 +149,8 @@ fn repack(raw: &[u8], fields: &[CField], record_size: usize, file_size: usize) -
 
 /// Inspects a datatype. Never fails: what cannot be described becomes [`TypeInfo::Other`].
 pub fn inspect(tid: i64) -> TypeInfo {
+    // SAFETY: inspect_locked and its helpers need the library lock, which `locked` holds; they only
+    // query `tid` (the library rejects invalid ids) and own every id they open through `Hid`.
     locked(|| unsafe { inspect_locked(tid) })
 }
 
@@ -181,6 +183,8 @@ impl ObjRefCheck {
 }
 
 fn swap_unit(tid: i64, size: usize) -> usize {
+    // SAFETY: only int_type, float_type and complex_of call this, all reached from inspect_locked
+    // under the library lock; H5Tget_order only reads `tid`.
     let order = unsafe { h5t::H5Tget_order(tid) };
     if order == H5T_order_t::H5T_ORDER_BE {
         size
@@ -414,6 +418,8 @@ unsafe fn array_member(mt: i64) -> MemberType {
 /// A memory type for reading a dataset's file-layout bytes through the library without
 /// conversion (compound: only the fixed-size fields, at their file offsets).
 pub fn raw_mem_type(tid: i64, info: &TypeInfo, path: &str) -> Result<Hid, StorageError> {
+    // SAFETY: under the library lock: `tid` is checked by the library, `name` outlives H5Tinsert,
+    // and every id created here is owned by a `Hid`.
     locked(|| unsafe {
         match info {
             TypeInfo::Compound {

@@ -38,6 +38,8 @@ impl Hid {
 impl Drop for Hid {
     fn drop(&mut self) {
         let id = self.0;
+        // SAFETY: this `Hid` owns one reference to `id` (handed over to Hid::new) and gives it back
+        // exactly once, here, under the library lock.
         locked(|| unsafe {
             hdf5_sys::h5i::H5Idec_ref(id);
         });

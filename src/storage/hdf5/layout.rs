@@ -43,7 +43,10 @@ pub fn storage_of(
     raw_elem: usize,
     path: &str,
 ) -> StorageResult<(Storage, ChunkGrid, String)> {
+    // SAFETY: H5Pget_layout only reads the creation property list (the library rejects an invalid
+    // id); `locked` holds the library lock.
     let layout = locked(|| unsafe { h5p::H5Pget_layout(dcpl) });
+    // SAFETY: H5Pget_external_count only reads `dcpl`, under the library lock.
     let external = locked(|| unsafe { h5p::H5Pget_external_count(dcpl) }) > 0;
     let contiguous_grid = || ChunkGrid::contiguous(shape.to_vec(), grid_elem, CONTIGUOUS_CHUNK_BYTES);
     match layout {
@@ -71,6 +74,8 @@ pub fn storage_of(
             ))
         }
         H5D_layout_t::H5D_CONTIGUOUS if !external => {
+            // SAFETY: `dset` is an open dataset handle borrowed for the call, which only reads its
+            // layout; under the library lock.
             let addr = locked(|| unsafe { h5d::H5Dget_offset(dset.id()) });
             let addr = (addr != hdf5_sys::h5::HADDR_UNDEF).then_some(addr);
             let desc = if addr.is_some() {
@@ -111,6 +116,8 @@ fn describe_decoding(p: &Pipeline) -> String {
 /// The chunk dimensions of a chunked dataset of rank `rank`.
 fn chunk_dims(dcpl: i64, rank: usize, path: &str) -> StorageResult<Vec<u64>> {
     let mut dims = vec![0u64; rank.max(1)];
+    // SAFETY: `dims` has `rank.max(1)` elements and the library writes at most `rank` (max_ndims)
+    // of them; under the library lock.
     let n = locked(|| unsafe { h5p::H5Pget_chunk(dcpl, rank as i32, dims.as_mut_ptr()) });
     if n < 0 || n as usize != rank {
         return Err(StorageError::corrupt(
@@ -124,6 +131,7 @@ fn chunk_dims(dcpl: i64, rank: usize, path: &str) -> StorageResult<Vec<u64>> {
 
 /// The dataset's filter pipeline; `Err` names the first filter annfs cannot decode.
 fn pipeline(dcpl: i64, elem: usize, path: &str) -> Result<Pipeline, String> {
+    // SAFETY: H5Pget_nfilters only reads `dcpl`, under the library lock.
     let n = locked(|| unsafe { h5p::H5Pget_nfilters(dcpl) });
     let mut filters = Vec::new();
     for i in 0..n.max(0) as u32 {
@@ -132,6 +140,8 @@ fn pipeline(dcpl: i64, elem: usize, path: &str) -> Result<Pipeline, String> {
         let mut ncd: usize = cd.len();
         let mut name = [0u8; 64];
         let mut config = 0u32;
+        // SAFETY: under the library lock; the out-pointers are live locals, and the library
+        // writes at most `ncd` (= `cd.len()`) values into `cd` and `name.len()` bytes into `name`.
         let id = locked(|| unsafe {
             h5p::H5Pget_filter2(
                 dcpl,
@@ -165,6 +175,8 @@ pub fn fill_value(ftype: i64, dcpl: i64, info: &TypeInfo, size: usize, path: &st
     if size == 0 || fill_status(dcpl) == H5D_fill_value_t::H5D_FILL_VALUE_UNDEFINED {
         return buf;
     }
+    // SAFETY: under the library lock; `buf` holds `size` bytes (0 returned above), one element of
+    // `mt`: callers pass the stored size of `ftype`, which `raw_mem_type` copies (or rebuilds).
     let ok = locked(|| unsafe {
         match raw_mem_type(ftype, info, path) {
             Ok(mt) => h5p::H5Pget_fill_value(dcpl, mt.id(), buf.as_mut_ptr().cast()) >= 0,
@@ -179,6 +191,8 @@ pub fn fill_value(ftype: i64, dcpl: i64, info: &TypeInfo, size: usize, path: &st
 
 /// The fill value's status.
 fn fill_status(dcpl: i64) -> H5D_fill_value_t {
+    // SAFETY: `status` is a live out-pointer and H5Pfill_value_defined only reads `dcpl`; under the
+    // library lock.
     locked(|| unsafe {
         let mut status = H5D_fill_value_t::H5D_FILL_VALUE_UNDEFINED;
         if h5p::H5Pfill_value_defined(dcpl, &mut status) < 0 {

@@ -73,6 +73,8 @@ pub fn read_bytes(
     if bytes == 0 {
         return Ok(buf);
     }
+    // SAFETY: `buf` holds `region.elements() * elem` bytes and callers pass `elem` = the size of
+    // `memtype`, with one start/count per dimension of `dset`; `locked` holds the library lock.
     locked(|| unsafe { read_region_locked(dset, memtype, region, buf.as_mut_ptr().cast(), path) })?;
     Ok(buf)
 }
@@ -201,6 +203,9 @@ pub fn dataset_strings(
         .elements()
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| StorageError::corrupt(path, "too many strings"))?;
+    // SAFETY: read_with sizes its buffer for `n`, the region's element count, of `kind`'s memory
+    // type (`kind` describes `file_type`); `rstart`/`count` have one entry per dimension of
+    // `shape`, the dataset's shape. Under the library lock.
     let all = locked(|| unsafe {
         read_with(file_type, kind, n, path, |mt, buf| {
             read_region_locked(dset, mt, &region, buf, path)
@@ -222,6 +227,8 @@ pub fn attr_strings(
     n: usize,
     path: &str,
 ) -> StorageResult<Vec<String>> {
+    // SAFETY: H5Aread fills all `n` elements of the attribute (its element count, from the caller)
+    // into read_with's buffer of `n` elements of `kind`'s memory type; under the library lock.
     locked(|| unsafe {
         read_with(file_type, kind, n, path, |mt, buf| {
             check(i64::from(hdf5_sys::h5a::H5Aread(attr, mt, buf)), path).map(|_| ())
@@ -244,6 +251,9 @@ pub fn field_strings(
     }
     let n = usize::try_from(end - start)
         .map_err(|_| StorageError::corrupt(path, "too many records"))?;
+    // SAFETY: `ptrs` holds `n` = `end - start` pointers, one pointer-sized `ct` record each; the
+    // 1-D region matches the dataset (read_field_strings checks its rank); each string is freed
+    // once. Under the library lock.
     locked(|| unsafe {
         let ptr_size = std::mem::size_of::<*mut c_char>();
         let ct = Hid::new(

@@ -111,6 +111,8 @@ fn open_source(src: Arc<dyn RangeRead>, name: &std::ffi::CStr, info: StoreInfo) 
     let sizes = offset_sizes(&fid, &location);
     let root = locked(|| {
         Hid::new(
+            // SAFETY: `fid` is the open file and `c"/"` a static C string; under the library lock,
+            // and the group id is owned by the `Hid`.
             unsafe { hdf5_sys::h5g::H5Gopen2(fid.id(), c"/".as_ptr(), 0) },
             &location,
         )
@@ -132,6 +134,8 @@ fn open_lib(name: &std::ffi::CStr, location: &str) -> StorageResult<Hid> {
     // Through the guarding driver: the library's reads of global heap collections are checked.
     let fapl = vfd::fapl(location)?;
     locked(|| {
+        // SAFETY: `name` is a NUL-terminated string alive for the call and `fapl` an open access
+        // list; the driver's callbacks run inside H5Fopen, under the library lock `locked` holds.
         let id = unsafe {
             hdf5_sys::h5f::H5Fopen(name.as_ptr(), hdf5_sys::h5f::H5F_ACC_RDONLY, fapl.id())
         };
@@ -148,9 +152,13 @@ fn offset_sizes(fid: &Hid, location: &str) -> Option<gheap::Sizes> {
     use hdf5_sys::{h5f, h5p};
     let (mut addr, mut size) = (0usize, 0usize);
     let ok = locked(|| {
+        // SAFETY: `fid` is an open file id; the property list is owned by `fcpl`; under the
+        // library lock.
         let Ok(fcpl) = Hid::new(unsafe { h5f::H5Fget_create_plist(fid.id()) }, location) else {
             return false;
         };
+        // SAFETY: `addr` and `size` are live `usize` (size_t) out-pointers and `fcpl` is open;
+        // under the library lock.
         unsafe { h5p::H5Pget_sizes(fcpl.id(), &mut addr, &mut size) >= 0 }
     });
     let sizes = ok.then(|| gheap::Sizes::new(addr, size)).flatten();

@@ -73,6 +73,8 @@ fn vlen_records(dset: &Hid, dcpl: i64, shape: &[u64], info: &TypeInfo, sizes: Si
     match &storage {
         // The allocated bytes must be exactly the records (else the layout is not this one).
         Storage::Contiguous { addr: Some(_) } => {
+            // SAFETY: `dset` is an open dataset handle; the call only reads its layout, under
+            // the library lock.
             let bytes = locked(|| unsafe { h5d::H5Dget_storage_size(dset.id()) });
             (bytes == n.checked_mul(record as u64)?).then_some(())?
         }
@@ -84,7 +86,9 @@ fn vlen_records(dset: &Hid, dcpl: i64, shape: &[u64], info: &TypeInfo, sizes: Si
 
 /// Opens the reader for dataset `dset` at `path`.
 pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source> {
+    // SAFETY: `dset` is an open dataset handle; the type id goes to the `Hid`; under the lock.
     let ftype = locked(|| Hid::new(unsafe { h5d::H5Dget_type(dset.id()) }, path))?;
+    // SAFETY: `dset` is an open dataset handle; the dataspace id goes to the `Hid`; under the lock.
     let space = locked(|| Hid::new(unsafe { h5d::H5Dget_space(dset.id()) }, path))?;
     let shape = super::attrs::space_shape(space.id(), path)?;
     let null = shape.is_none();
@@ -100,6 +104,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         ));
     }
     let info = inspect(ftype.id());
+    // SAFETY: `dset` is an open dataset handle; the plist goes to the `Hid`; under the lock.
     let dcpl = locked(|| Hid::new(unsafe { h5d::H5Dget_create_plist(dset.id()) }, path))?;
     let mut strs = string_layout(&info, ctx.sizes);
     let raw_elem = strs
@@ -442,6 +447,8 @@ impl H5Source {
         let Ok(name) = std::ffi::CString::new(field) else {
             return h5t::H5T_cset_t::H5T_CSET_UTF8;
         };
+        // SAFETY: `name` is a NUL-terminated string alive for the call and `self.ftype` an open
+        // type; the member type id is owned (and released) by `mt`. Under the library lock.
         locked(|| unsafe {
             let idx = h5t::H5Tget_member_index(self.ftype.id(), name.as_ptr());
             if idx < 0 {

@@ -48,6 +48,8 @@ fn node(
 ) -> StorageResult<Option<Node>> {
     let obj = match locked(|| {
         Hid::new(
+            // SAFETY: `cname` is a NUL-terminated link name alive for the call and `gid` an open
+            // group; under the library lock, and the object id is owned by the `Hid`.
             unsafe { hdf5_sys::h5o::H5Oopen(gid.id(), cname.as_ptr(), 0) },
             path,
         )
@@ -59,6 +61,8 @@ fn node(
         }
         Err(e) => return Err(as_corrupt(e)),
     };
+    // SAFETY: `obj` is an open id owned by this frame; H5Iget_type only looks it up; under the
+    // library lock.
     match locked(|| unsafe { hdf5_sys::h5i::H5Iget_type(obj.id()) }) {
         H5I_type_t::H5I_GROUP if depth >= MAX_DEPTH => {
             log::warn!(
@@ -117,6 +121,8 @@ unsafe extern "C" fn link_cb(
 fn links(gid: i64, path: &str) -> StorageResult<Vec<(CString, H5L_type_t)>> {
     for index in [H5_index_t::H5_INDEX_CRT_ORDER, H5_index_t::H5_INDEX_NAME] {
         let mut out: Vec<(CString, H5L_type_t)> = Vec::new();
+        // SAFETY: `idx` and `out` outlive the call; `link_cb` casts `data` back to this `Vec` and
+        // runs only inside H5Literate2, under the library lock `locked` holds.
         let st = locked(|| unsafe {
             let mut idx = 0u64;
             hdf5_sys::h5l::H5Literate2(

@@ -188,7 +188,8 @@ fn driver() -> StorageResult<hid_t> {
             // H5FD_FLMAP_DICHOTOMY
             fl_map: [MEM_SUPER, MEM_SUPER, MEM_SUPER, MEM_DRAW, MEM_DRAW, MEM_SUPER, MEM_SUPER],
         };
-        // The library copies the class.
+        // SAFETY: `class` mirrors `H5FD_class_t` of the bundled HDF5 2.x and the library copies it;
+        // its name is a static C string and its callbacks are plain fns. Under the library lock.
         let id = locked(|| unsafe {
             hdf5_sys::h5fd::H5FDregister((&class as *const Class).cast())
         });
@@ -207,9 +208,13 @@ pub fn fapl(path: &str) -> StorageResult<Hid> {
     let id = driver()?;
     locked(|| {
         let fapl = Hid::new(
+            // SAFETY: the file-access class id is the library's global, set up by `locked`; the new
+            // list is owned by the `Hid`. Under the library lock.
             unsafe { hdf5_sys::h5p::H5Pcreate(*hdf5_sys::h5p::H5P_CLS_FILE_ACCESS) },
             path,
         )?;
+        // SAFETY: `fapl` was just created and `id` is the registered driver, whose `fapl_size` is
+        // 0, so a null info pointer is what it takes. Under the library lock.
         let st = unsafe { hdf5_sys::h5p::H5Pset_driver(fapl.id(), id, std::ptr::null()) };
         super::ffi::check(i64::from(st), path)?;
         Ok(fapl)
