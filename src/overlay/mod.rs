@@ -14,6 +14,8 @@ pub mod materialize;
 pub mod merge;
 mod namespace;
 pub mod nodes;
+#[cfg(test)]
+mod reftests;
 pub mod resolve;
 pub mod store;
 

@@ -219,9 +219,10 @@ impl OverlayFs {
         if src.is_dyn(&self.tree) {
             return Err(Errno::ROFS);
         }
-        if src_dir && src.lower.is_some() {
-            // Moving a virtual directory would mean copying it whole: callers (mv) fall back
-            // to copy and delete, as on overlayfs.
+        if src_dir && src.lower_live {
+            // Moving a directory that shows virtual entries would mean copying them: callers
+            // (mv) fall back to copy and delete, as on overlayfs. An opaque one (made over a
+            // deleted virtual directory) shows none and moves like any other.
             return Err(Errno::XDEV);
         }
         let check_dst = |dst: &Option<Entry>| -> OverlayResult<()> {
@@ -236,7 +237,7 @@ impl OverlayFs {
                     if !src_dir {
                         return Err(Errno::ISDIR);
                     }
-                    if d.lower.is_some() {
+                    if d.lower_live {
                         return Err(Errno::XDEV);
                     }
                     if !merge::list(&self.tree, d)?.is_empty() {
