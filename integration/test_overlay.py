@@ -160,6 +160,10 @@ def test_rename_across_virtual_and_overlay(ov):
     assert e.value.errno == errno.EXDEV
     subprocess.run(["mv", str(m.mnt / "uns"), str(m.mnt / "uns2")], check=True)
     assert not (m.mnt / "uns").exists() and (m.mnt / "uns2").is_dir()
+    (m.mnt / "uns").mkdir()                                            # opaque: over a deleted virtual dir
+    (m.mnt / "uns" / "g").write_text("g")
+    os.rename(m.mnt / "uns", m.mnt / "uns3")                           # shows no virtual entry: moves
+    assert os.listdir(m.mnt / "uns3") == ["g"] and not (m.mnt / "uns").exists()
     names = sorted(os.listdir(m.mnt))
     assert "var.tsv" not in names and "var_renamed.tsv" in names and "d2" in names
     m.stop()
@@ -167,6 +171,7 @@ def test_rename_across_virtual_and_overlay(ov):
     assert sorted(os.listdir(m.mnt)) == names
     assert (m.mnt / "obs.tsv").read_text() == "mine"
     assert (m.mnt / "d2" / "f").read_text() == "f"
+    assert os.listdir(m.mnt / "uns3") == ["g"]
     no_bookkeeping(m.mnt)
 
 
