@@ -105,8 +105,17 @@ pub fn build(dset: i64, grid: &ChunkGrid, path: &str) -> StorageResult<ChunkTabl
         bad: None,
     };
     let status = locked(|| {
+        // The callback reads `grid.shape.len()` offsets per chunk: that must be the rank.
+        // SAFETY: under the library lock; H5Dget_space/H5Sget_simple_extent_ndims only read.
+        let rank = unsafe {
+            let space = super::ffi::Hid::new(hdf5_sys::h5d::H5Dget_space(dset), path)?;
+            hdf5_sys::h5s::H5Sget_simple_extent_ndims(space.id())
+        };
+        if rank < 0 || rank as usize != grid.shape.len() {
+            return Err(StorageError::corrupt(path, format!("a {}-d chunk grid for a rank-{rank} dataset", grid.shape.len())));
+        }
         // SAFETY: under the library lock; `v` outlives the call and `visit_cb` casts `op_data`
-        // back to it, reading `grid.shape.len()` offsets: the dataset's rank (`grid` is its grid).
+        // back to it, reading `grid.shape.len()` offsets: the dataset's rank (checked above).
         let st = unsafe {
             hdf5_sys::h5d::H5Dchunk_iter(
                 dset,

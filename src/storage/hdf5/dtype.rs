@@ -182,9 +182,13 @@ impl ObjRefCheck {
     }
 }
 
-fn swap_unit(tid: i64, size: usize) -> usize {
-    // SAFETY: only int_type, float_type and complex_of call this, all reached from inspect_locked
-    // under the library lock; H5Tget_order only reads `tid`.
+/// The byte-swap unit of type `tid` of `size` bytes: `size` when big-endian, else 0.
+///
+/// # Safety
+/// The caller holds the library lock (int_type, float_type and complex_of, all reached from
+/// inspect_locked).
+unsafe fn swap_unit(tid: i64, size: usize) -> usize {
+    // SAFETY: under the caller's library lock; H5Tget_order only reads `tid`.
     let order = unsafe { h5t::H5Tget_order(tid) };
     if order == H5T_order_t::H5T_ORDER_BE {
         size

@@ -3,7 +3,7 @@
 
 
 use hdf5_sys::h5d::{self, H5D_fill_value_t, H5D_layout_t};
-use hdf5_sys::h5p;
+use hdf5_sys::{h5p, h5t};
 
 use super::chunks::ChunkTable;
 use super::dtype::{raw_mem_type, TypeInfo};
@@ -175,12 +175,12 @@ pub fn fill_value(ftype: i64, dcpl: i64, info: &TypeInfo, size: usize, path: &st
     if size == 0 || fill_status(dcpl) == H5D_fill_value_t::H5D_FILL_VALUE_UNDEFINED {
         return buf;
     }
-    // SAFETY: under the library lock; `buf` holds `size` bytes (0 returned above), one element of
-    // `mt`: callers pass the stored size of `ftype`, which `raw_mem_type` copies (or rebuilds).
+    // SAFETY: under the library lock; `buf` holds `size` bytes (0 returned above), checked to be
+    // one element of `mt`.
     let ok = locked(|| unsafe {
         match raw_mem_type(ftype, info, path) {
-            Ok(mt) => h5p::H5Pget_fill_value(dcpl, mt.id(), buf.as_mut_ptr().cast()) >= 0,
-            Err(_) => false,
+            Ok(mt) if h5t::H5Tget_size(mt.id()) == size => h5p::H5Pget_fill_value(dcpl, mt.id(), buf.as_mut_ptr().cast()) >= 0,
+            _ => false,
         }
     });
     if !ok {

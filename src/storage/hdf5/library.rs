@@ -34,11 +34,20 @@ unsafe fn read_region_locked(
     buf: *mut c_void,
     path: &str,
 ) -> StorageResult<()> {
+    let fspace = Hid::new(hdf5_sys::h5d::H5Dget_space(dset), path)?;
+    // The caller's buffer holds `region.elements()` elements of `memtype`: a region of the wrong
+    // rank (or the whole of a non-scalar dataset) would make the library write past it.
+    let rank = h5s::H5Sget_simple_extent_ndims(fspace.id());
     if region.start.is_empty() {
+        if rank != 0 {
+            return Err(StorageError::corrupt(path, format!("whole read of a rank-{rank} dataset")));
+        }
         let st = hdf5_sys::h5d::H5Dread(dset, memtype, h5s::H5S_ALL, h5s::H5S_ALL, 0, buf);
         return check(i64::from(st), path).map(|_| ());
     }
-    let fspace = Hid::new(hdf5_sys::h5d::H5Dget_space(dset), path)?;
+    if rank < 0 || rank as usize != region.start.len() || region.count.len() != region.start.len() {
+        return Err(StorageError::corrupt(path, format!("a {}-d selection of a rank-{rank} dataset", region.start.len())));
+    }
     let st = h5s::H5Sselect_hyperslab(
         fspace.id(),
         H5S_seloper_t::H5S_SELECT_SET,
@@ -73,8 +82,14 @@ pub fn read_bytes(
     if bytes == 0 {
         return Ok(buf);
     }
-    // SAFETY: `buf` holds `region.elements() * elem` bytes and callers pass `elem` = the size of
-    // `memtype`, with one start/count per dimension of `dset`; `locked` holds the library lock.
+    // SAFETY: H5Tget_size only reads the type; under the library lock.
+    let size = locked(|| unsafe { h5t::H5Tget_size(memtype) });
+    if size != elem {
+        return Err(StorageError::corrupt(path, format!("element of {size} bytes read as {elem}")));
+    }
+    // SAFETY: `buf` holds `region.elements() * elem` bytes, `elem` being the size of `memtype`
+    // (checked above); read_region_locked checks the region's rank against `dset`'s; `locked`
+    // holds the library lock.
     locked(|| unsafe { read_region_locked(dset, memtype, region, buf.as_mut_ptr().cast(), path) })?;
     Ok(buf)
 }
@@ -150,6 +165,9 @@ unsafe fn read_with(
         Ok(out)
     } else {
         let size = kind.size.max(1);
+        if h5t::H5Tget_size(mt.id()) != size {
+            return Err(StorageError::corrupt(path, format!("strings of {} bytes read as {size}", h5t::H5Tget_size(mt.id()))));
+        }
         let total = n
             .checked_mul(size)
             .ok_or_else(|| StorageError::corrupt(path, "string array too large"))?;
@@ -227,9 +245,14 @@ pub fn attr_strings(
     n: usize,
     path: &str,
 ) -> StorageResult<Vec<String>> {
-    // SAFETY: H5Aread fills all `n` elements of the attribute (its element count, from the caller)
-    // into read_with's buffer of `n` elements of `kind`'s memory type; under the library lock.
+    // SAFETY: H5Aread fills all elements of the attribute, checked to be `n`, into read_with's
+    // buffer of `n` elements of `kind`'s memory type; under the library lock.
     locked(|| unsafe {
+        let space = Hid::new(hdf5_sys::h5a::H5Aget_space(attr), path)?;
+        let points = h5s::H5Sget_simple_extent_npoints(space.id());
+        if points < 0 || points as u64 != n as u64 {
+            return Err(StorageError::corrupt(path, format!("attribute of {points} strings read as {n}")));
+        }
         read_with(file_type, kind, n, path, |mt, buf| {
             check(i64::from(hdf5_sys::h5a::H5Aread(attr, mt, buf)), path).map(|_| ())
         })
@@ -251,9 +274,9 @@ pub fn field_strings(
     }
     let n = usize::try_from(end - start)
         .map_err(|_| StorageError::corrupt(path, "too many records"))?;
-    // SAFETY: `ptrs` holds `n` = `end - start` pointers, one pointer-sized `ct` record each; the
-    // 1-D region matches the dataset (read_field_strings checks its rank); each string is freed
-    // once. Under the library lock.
+    // SAFETY: `ptrs` holds `n` = `end - start` pointers, one pointer-sized `ct` record each;
+    // read_region_locked refuses a dataset that is not 1-D; each string is freed once. Under the
+    // library lock.
     locked(|| unsafe {
         let ptr_size = std::mem::size_of::<*mut c_char>();
         let ct = Hid::new(
