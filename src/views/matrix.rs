@@ -5,6 +5,7 @@
 //! columns' indices are sorted ([`csc`]), else one pass over the nonzeros.
 
 mod csc;
+mod scatter;
 
 use std::sync::Arc;
 
@@ -13,6 +14,16 @@ use super::ViewResult;
 use crate::cache::{ChunkCache, Key};
 use crate::model::{Matrix, Sparse, SparseFormat};
 use crate::storage::{NumType, StorageError};
+use scatter::{accumulate, add_slots};
+
+/// The stored entries of a run of major-axis lines: `ptr` as read (entry positions, `p0` the
+/// first), their minor indices and value bytes.
+struct Lines {
+    ptr: Vec<i64>,
+    p0: u64,
+    idx: Vec<i64>,
+    data: Vec<u8>,
+}
 
 /// Target size of one densified CSC band.
 const CSC_BAND_BYTES: u64 = 8 << 20;
@@ -71,16 +82,8 @@ impl SparseRows {
         Ok(ptr)
     }
 
-    /// Calls `f(major, minor, value bytes)` for every stored entry of major-axis lines `[a, b)`
-    /// (in the view's coordinates), in storage order.
-    pub fn for_each_entry(
-        &self,
-        a: u64,
-        b: u64,
-        minor_extent: u64,
-        mut f: impl FnMut(u64, u64, &[u8]),
-    ) -> ViewResult<()> {
-        let w = self.t.size();
+    /// The stored entries of major-axis lines `[a, b)` (in the view's coordinates).
+    fn lines(&self, a: u64, b: u64) -> ViewResult<Lines> {
         let (data, indices) = (&self.m.data, &self.m.indices);
         let ptr = if data.index_loaded() && indices.index_loaded() {
             self.pointers(a, b)?
@@ -98,8 +101,28 @@ impl SparseRows {
         self.m.data.will_need_rows(p0, p1);
         let idx = self.m.indices.read_i64(p0, p1)?;
         let data = self.m.data.read_flat(p0, p1)?;
+        Ok(Lines { ptr, p0, idx, data })
+    }
+
+    /// Calls `f(major, minor, value bytes)` for every stored entry of major-axis lines `[a, b)`
+    /// (in the view's coordinates), in storage order.
+    pub fn for_each_entry(
+        &self,
+        a: u64,
+        b: u64,
+        minor_extent: u64,
+        f: impl FnMut(u64, u64, &[u8]),
+    ) -> ViewResult<()> {
+        let lines = self.lines(a, b)?;
+        self.each_of(&lines, a, minor_extent, f)
+    }
+
+    /// [`SparseRows::for_each_entry`] over entries already read (`lines`, starting at line `a`).
+    fn each_of(&self, lines: &Lines, a: u64, minor_extent: u64, mut f: impl FnMut(u64, u64, &[u8])) -> ViewResult<()> {
+        let w = self.t.size();
+        let Lines { ptr, p0, idx, data } = lines;
         let map = self.m.minor_map()?;
-        for line in 0..(b - a) as usize {
+        for line in 0..ptr.len() - 1 {
             let (s, e) = ((ptr[line] as u64 - p0) as usize, (ptr[line + 1] as u64 - p0) as usize);
             for k in s..e {
                 if let Some(m) = self.minor_pos(map.as_ref().map(|b| b.as_slice()), idx[k], minor_extent)? {
@@ -117,7 +140,19 @@ impl SparseRows {
         let start = out.len();
         out.resize(start + ((r1 - r0) * cols) as usize * w, 0);
         let dst = &mut out[start..];
-        self.for_each_entry(r0, r1, cols, |r, c, v| {
+        let lines = self.lines(r0, r1)?;
+        // All columns of the stored matrix, every index in range: each row's values are added
+        // at their columns by a loop typed once per row.
+        if self.m.minor.is_none() && self.m.minor_list.is_none() && lines.idx.iter().all(|&c| c >= 0 && (c as u64) < cols) {
+            let (ptr, p0) = (&lines.ptr, lines.p0);
+            for line in 0..ptr.len() - 1 {
+                let (s, e) = ((ptr[line] as u64 - p0) as usize, (ptr[line + 1] as u64 - p0) as usize);
+                let base = line * cols as usize;
+                add_slots(t, dst, &lines.data[s * w..e * w], lines.idx[s..e].iter().map(|&c| base + c as usize));
+            }
+            return Ok(());
+        }
+        self.each_of(&lines, r0, cols, |r, c, v| {
             let at = (((r - r0) * cols + c) as usize) * w;
             accumulate(t, &mut dst[at..at + w], v);
         })
@@ -307,54 +342,5 @@ pub fn narrow_rows(m: &Matrix, cache: &Arc<ChunkCache>) -> Option<Arc<dyn RowByt
     match m {
         Matrix::Sparse(s) => Some(Arc::new(SparseRows::new(s.clone(), cache.clone())?)),
         _ => dense_rows(m, cache, 1 << 20),
-    }
-}
-
-/// `dst += src` for one element of type `t` (bools: logical or), as scipy sums duplicates.
-fn accumulate(t: NumType, dst: &mut [u8], src: &[u8]) {
-    macro_rules! add {
-        ($ty:ty, $op:ident) => {{
-            let a = <$ty>::from_le_bytes(dst.try_into().unwrap_or_default());
-            let b = <$ty>::from_le_bytes(src.try_into().unwrap_or_default());
-            dst.copy_from_slice(&a.$op(b).to_le_bytes());
-        }};
-    }
-    trait Plus {
-        fn plus(self, o: Self) -> Self;
-    }
-    impl Plus for f32 {
-        fn plus(self, o: Self) -> Self {
-            self + o
-        }
-    }
-    impl Plus for f64 {
-        fn plus(self, o: Self) -> Self {
-            self + o
-        }
-    }
-    match t {
-        NumType::Bool => dst[0] |= src[0],
-        NumType::I8 => add!(i8, wrapping_add),
-        NumType::I16 => add!(i16, wrapping_add),
-        NumType::I32 => add!(i32, wrapping_add),
-        NumType::I64 => add!(i64, wrapping_add),
-        NumType::U8 => add!(u8, wrapping_add),
-        NumType::U16 => add!(u16, wrapping_add),
-        NumType::U32 => add!(u32, wrapping_add),
-        NumType::U64 => add!(u64, wrapping_add),
-        NumType::F32 => add!(f32, plus),
-        NumType::F64 => add!(f64, plus),
-        NumType::F16 => {
-            let a = half::f16::from_le_bytes([dst[0], dst[1]]);
-            let b = half::f16::from_le_bytes([src[0], src[1]]);
-            dst.copy_from_slice(&(a + b).to_le_bytes());
-        }
-        NumType::C64 | NumType::C128 => {
-            let h = dst.len() / 2;
-            let part = if t == NumType::C64 { NumType::F32 } else { NumType::F64 };
-            let (dr, di) = dst.split_at_mut(h);
-            accumulate(part, dr, &src[..h]);
-            accumulate(part, di, &src[h..]);
-        }
     }
 }

@@ -10,7 +10,7 @@
 
 use parking_lot::Mutex;
 
-use super::{accumulate, SparseRows, SCAN_STEP};
+use super::{add_slots, SparseRows, SCAN_STEP};
 use crate::storage::StorageError;
 use crate::views::ViewResult;
 
@@ -76,7 +76,6 @@ impl SparseRows {
     /// Densifies rows `[r0, r1)` of a CSC matrix whose columns are sorted.
     pub(super) fn csc_sorted_rows(&self, r0: u64, r1: u64, ptr: &[i64], out: &mut [u8]) -> ViewResult<()> {
         let (rows, cols) = (self.m.shape[0], self.m.shape[1] as usize);
-        let w = self.t.size();
         let m0 = self.m.minor.map(|m| m.0).unwrap_or(0) as i64;
         let (lo_row, hi_row) = (r0 as i64 + m0, r1 as i64 + m0);
         let cursor = self.csc.cursor.lock().take().filter(|c| c.row == r0 && c.pos.len() == cols);
@@ -92,14 +91,11 @@ impl SparseRows {
             let est = (end - lo).saturating_mul(r1 - r0) / (rows - r0).max(1);
             let (idx, hi) = self.read_below(lo, end, hi_row, est)?;
             let data = self.m.data.read_flat(lo, hi)?;
-            for (k, &i) in idx.iter().enumerate() {
-                // Sorted (checked, or known from how the arrays were written): within the band.
-                if i < lo_row || i >= hi_row {
-                    return Err(StorageError::corrupt(self.m.indices.path(), format!("row index {i} out of order in column {c}")));
-                }
-                let at = ((i - lo_row) as usize * cols + c) * w;
-                accumulate(self.t, &mut out[at..at + w], &data[k * w..][..w]);
+            // Sorted (checked, or known from how the arrays were written): within the band.
+            if let Some(i) = idx.iter().find(|&&i| i < lo_row || i >= hi_row) {
+                return Err(StorageError::corrupt(self.m.indices.path(), format!("row index {i} out of order in column {c}")));
             }
+            add_slots(self.t, out, &data, idx.iter().map(|&i| (i - lo_row) as usize * cols + c));
             next.push(hi);
         }
         *self.csc.cursor.lock() = Some(Cursor { row: r1, pos: next });
