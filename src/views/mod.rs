@@ -100,6 +100,17 @@ impl Spliced {
 }
 
 /// A file whose bytes are known up front (README.txt, info.json).
+///
+/// Every view answers reads the same way: up to `len` bytes at `offset`, fewer only at the end.
+///
+/// ```
+/// use annfs::views::{FileContent, StaticFile};
+///
+/// let f = StaticFile(b"hello, world\n".to_vec());
+/// assert_eq!(f.size().unwrap(), 13);
+/// assert_eq!(f.read(7, 100).unwrap(), b"world\n");
+/// assert!(f.read(13, 10).unwrap().is_empty());
+/// ```
 pub struct StaticFile(pub Vec<u8>);
 
 impl FileContent for StaticFile {
