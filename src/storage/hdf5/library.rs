@@ -308,3 +308,36 @@ pub fn field_strings(
         Ok(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{read_bytes, Region};
+
+    fn numeric() -> hdf5::File {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5/numeric.h5");
+        hdf5::File::open(path).expect("fixture")
+    }
+
+    /// A region or element size that does not fit the dataset is an error, never a read past
+    /// the buffer; the right ones read the values.
+    #[test]
+    fn reads_check_their_arguments_against_the_dataset() {
+        let f = numeric();
+        let ds = f.dataset("contiguous_f64").expect("dataset"); // 20 x 7 float64
+        let t = ds.dtype().expect("type");
+        let ok = read_bytes(ds.id(), t.id(), 8, &Region { start: &[1, 2], count: &[3, 4] }, "contiguous_f64").expect("read");
+        let all = ds.read_raw::<f64>().expect("values");
+        let want: Vec<u8> = (1..4).flat_map(|r| all[r * 7 + 2..r * 7 + 6].to_vec()).flat_map(f64::to_le_bytes).collect();
+        assert_eq!(ok, want);
+        let wrong_elem = read_bytes(ds.id(), t.id(), 4, &Region { start: &[0, 0], count: &[20, 7] }, "contiguous_f64");
+        assert!(wrong_elem.is_err(), "an 8-byte type read as 4-byte elements");
+        let wrong_rank = read_bytes(ds.id(), t.id(), 8, &Region { start: &[0], count: &[20] }, "contiguous_f64");
+        assert!(wrong_rank.is_err(), "a 1-d selection of a 2-d dataset");
+        let whole = read_bytes(ds.id(), t.id(), 8, &Region { start: &[], count: &[] }, "contiguous_f64");
+        assert!(whole.is_err(), "a whole read of a 2-d dataset into one element");
+        let scalar = f.dataset("scalar_f64").expect("dataset");
+        let st = scalar.dtype().expect("type");
+        let one = read_bytes(scalar.id(), st.id(), 8, &Region { start: &[], count: &[] }, "scalar_f64").expect("scalar");
+        assert_eq!(one, scalar.read_scalar::<f64>().expect("value").to_le_bytes());
+    }
+}
