@@ -18,6 +18,13 @@ use crate::storage::{ArrayMeta, ArraySource, ChunkGrid, StorageError, StorageRes
 
 /// Largest decoded chunk annfs accepts (guards absurd chunk shapes).
 const MAX_CHUNK_BYTES: u64 = 1 << 32;
+/// Most chunks an array may have; and most of under [`SMALL_CHUNK_BYTES`] each. Every read pays
+/// per chunk, so a grid of very many tiny chunks (damaged metadata: a shape of 10^12 over
+/// one-element chunks) would take hours to read through; it is refused as an oversized chunk is.
+const MAX_CHUNKS: u64 = 1 << 32;
+const MAX_SMALL_CHUNKS: u64 = 1 << 20;
+/// Chunks smaller than this count towards [`MAX_SMALL_CHUNKS`].
+const SMALL_CHUNK_BYTES: u64 = 4096;
 
 type ZArray = Array<dyn ReadableStorageTraits>;
 
@@ -158,9 +165,14 @@ impl ZarrSource {
         }
         let elem = kind.elem_size().max(1) as u64;
         let chunk_bytes = chunk.iter().try_fold(elem, |a, d| a.checked_mul((*d).max(1)));
+        let n_chunks = ChunkGrid::new(shape.clone(), chunk.clone()).num_chunks();
         let array = match chunk_bytes {
-            Some(b) if b <= MAX_CHUNK_BYTES => array,
-            _ => Err(format!("chunk shape {chunk:?} is too large")),
+            Some(b) if b > MAX_CHUNK_BYTES => Err(format!("chunk shape {chunk:?} is too large")),
+            Some(b) if n_chunks > MAX_CHUNKS || (b < SMALL_CHUNK_BYTES && n_chunks > MAX_SMALL_CHUNKS) => {
+                Err(format!("{n_chunks} chunks of {b} bytes: more chunks than annfs reads"))
+            }
+            Some(_) => array,
+            None => Err(format!("chunk shape {chunk:?} is too large")),
         };
         let desc = match &shards {
             Some(_) => format!(
