@@ -23,8 +23,9 @@ const MAX_CHUNK_BYTES: u64 = 1 << 32;
 /// one-element chunks) would take hours to read through; it is refused as an oversized chunk is.
 const MAX_CHUNKS: u64 = 1 << 32;
 const MAX_SMALL_CHUNKS: u64 = 1 << 20;
-/// Chunks smaller than this count towards [`MAX_SMALL_CHUNKS`].
-const SMALL_CHUNK_BYTES: u64 = 4096;
+/// Chunks smaller than this count towards [`MAX_SMALL_CHUNKS`] (a million chunk files of a few
+/// values each; real stores' chunks hold thousands of values, whatever their layout).
+const SMALL_CHUNK_BYTES: u64 = 64;
 
 type ZArray = Array<dyn ReadableStorageTraits>;
 
