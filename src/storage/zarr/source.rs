@@ -167,13 +167,12 @@ impl ZarrSource {
         let elem = kind.elem_size().max(1) as u64;
         let chunk_bytes = chunk.iter().try_fold(elem, |a, d| a.checked_mul((*d).max(1)));
         let n_chunks = ChunkGrid::new(shape.clone(), chunk.clone()).num_chunks();
-        let array = match chunk_bytes {
-            Some(b) if b > MAX_CHUNK_BYTES => Err(format!("chunk shape {chunk:?} is too large")),
+        let array = match chunk_bytes.filter(|&b| b <= MAX_CHUNK_BYTES) {
+            None => Err(format!("chunk shape {chunk:?} is too large")),
             Some(b) if n_chunks > MAX_CHUNKS || (b < SMALL_CHUNK_BYTES && n_chunks > MAX_SMALL_CHUNKS) => {
                 Err(format!("{n_chunks} chunks of {b} bytes: more chunks than annfs reads"))
             }
             Some(_) => array,
-            None => Err(format!("chunk shape {chunk:?} is too large")),
         };
         let desc = match &shards {
             Some(_) => format!(
