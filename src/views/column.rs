@@ -2,7 +2,7 @@
 
 use crate::util::RetryOnce;
 
-use super::format::text_values::{field_len, num_len, push_field, push_num};
+use super::format::text_values::{each_num_len, field_len, push_field, push_num};
 use super::ViewResult;
 use crate::model::{Arr, Column};
 use crate::storage::StorageError;
@@ -97,10 +97,10 @@ fn plain_len(a: &Arr, r0: u64, r1: u64, mask: Option<&[u8]>) -> ViewResult<(u64,
     }
     let t = a.num_type().ok_or_else(|| StorageError::corrupt(a.path(), "not a numeric or string array"))?;
     let raw = a.read_flat(r0, r1)?;
-    for (i, v) in raw.chunks_exact(t.size()).enumerate() {
-        bytes += if missing(i) { 2 } else { num_len(t, v) as u64 };
+    each_num_len(t, &raw, |len| {
+        bytes += if missing(n) { 2 } else { len as u64 };
         n += 1;
-    }
+    });
     Ok((bytes, n as u64))
 }
 

@@ -51,10 +51,13 @@ impl Sizes {
 
 /// Decodes a little-endian unsigned integer of `bytes.len()` (<= 8) bytes.
 pub fn le_uint(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .rev()
-        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    // The common widths in one load each (a million string references per column).
+    match bytes.len() {
+        8 => u64::from_le_bytes(bytes.try_into().unwrap_or_default()),
+        4 => u32::from_le_bytes(bytes.try_into().unwrap_or_default()).into(),
+        2 => u16::from_le_bytes(bytes.try_into().unwrap_or_default()).into(),
+        _ => bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+    }
 }
 
 /// One parsed collection: its bytes and where each object's data lies in them.
@@ -109,7 +112,8 @@ fn index_objects(bytes: &[u8], sizes: Sizes) -> Result<Vec<(u16, usize, usize)>,
     }
     let end = bytes.len();
     let hdr = sizes.object_header();
-    let mut objects = Vec::new();
+    // Room for as many objects as the smallest ones (a header and 8 data bytes) would fill.
+    let mut objects = Vec::with_capacity(end / (hdr + 8));
     let mut p = sizes.header();
     while p.checked_add(hdr).is_some_and(|h| h <= end) {
         let field = |at: usize, n: usize| le_uint(bytes.get(p + at..p + at + n).unwrap_or(&[]));

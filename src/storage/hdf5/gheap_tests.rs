@@ -183,3 +183,12 @@ fn reader_refuses_collection_past_end_of_file() {
     let e = HeapReader::new(&f, S8, "/p").object(8, 1).unwrap_err().to_string();
     assert!(e.contains("past the end of the file"), "{e}");
 }
+
+#[test]
+fn le_uint_of_every_width() {
+    let bytes = [0x01u8, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+    for n in 0..=8 {
+        let want = bytes[..n].iter().enumerate().map(|(i, b)| u64::from(*b) << (8 * i)).sum::<u64>();
+        assert_eq!(le_uint(&bytes[..n]), want, "{n} bytes");
+    }
+}
