@@ -10,6 +10,7 @@
 //! no reader waits forever, whatever a worker is stuck on.
 
 pub mod deadline;
+pub mod error;
 mod inodes;
 mod lane;
 pub mod mount;

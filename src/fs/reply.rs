@@ -11,6 +11,7 @@ use fuser::{
 };
 
 use super::deadline::ErrorReply;
+use super::error::ToErrno;
 use crate::storage::StorageError;
 use crate::views::{NodeId, VNode, VTree};
 
@@ -22,28 +23,11 @@ pub const VOLATILE_TTL: Duration = Duration::from_secs(1);
 /// Block size reported in `stat`, so readers use large reads.
 pub const BLKSIZE: u32 = 1 << 20;
 
-/// An errno of either errno type the adapters use (fuser's, rustix's), as fuser's.
-pub trait ToFuseErrno {
-    /// The errno as fuser's type.
-    fn to_fuse_errno(self) -> Errno;
-}
-
-impl ToFuseErrno for Errno {
-    fn to_fuse_errno(self) -> Errno {
-        self
-    }
-}
-
-impl ToFuseErrno for rustix::io::Errno {
-    fn to_fuse_errno(self) -> Errno {
-        Errno::from_i32(self.raw_os_error())
-    }
-}
-
-/// Runs `f`, turning a panic into `EIO` and a log line naming `what` and the panic message.
-pub fn guard<T, E: ToFuseErrno>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
+/// Runs `f`, answering its error with its errno ([`ToErrno`]), and turning a panic into `EIO`
+/// and a log line naming `what` and the panic message.
+pub fn guard<T, E: ToErrno>(what: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(ToFuseErrno::to_fuse_errno),
+        Ok(r) => r.map_err(|e| e.to_errno()),
         Err(p) => {
             let msg = p
                 .downcast_ref::<&str>()

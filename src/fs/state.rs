@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyData};
 
+use super::error::ToErrno;
 use super::inodes::{Graft, Inodes};
 use super::lane::reply_buffer;
 use super::reply::{guard, VirtualStat, STORE_TTL, VOLATILE_TTL};
@@ -84,7 +85,7 @@ impl FsCore {
         let stat = VirtualStat::of(&g.tree, *id).map_err(|e| {
             log::error!("{}: {e}", g.paths[*id]);
             self.cache.stats.error(&g.paths[*id], &e);
-            Errno::EIO
+            e.to_errno()
         })?;
         let perm = if stat.kind == FileType::Directory { self.owner.dir_mode } else { self.owner.file_mode };
         Ok(stat.attr(g.base + *id as u64, perm & !self.owner.umask & !0o222, (self.owner.uid, self.owner.gid), self.mtime))
@@ -195,7 +196,7 @@ impl FsCore {
         file.read_into(*offset, *size as usize, &mut data).map_err(|e| {
             log::error!("{path}: read at {offset}+{size}: {e}");
             self.cache.stats.error(path, &e);
-            Errno::EIO
+            e.to_errno()
         })?;
         self.cache.stats.served(data.len() as u64);
         Ok(data)

@@ -11,6 +11,7 @@ use rustix::io::Errno;
 use super::merge::Entry;
 use super::store::{gid, uid};
 use super::{Open, OverlayFs, OverlayResult};
+use crate::fs::error::ToErrno;
 use crate::fs::reply::{VirtualStat, BLKSIZE};
 use crate::views::{NodeId, VNode};
 
@@ -79,7 +80,7 @@ impl OverlayFs {
     fn lower_attr(&self, ino: u64, node: NodeId, path: &str) -> OverlayResult<FileAttr> {
         let stat = VirtualStat::of(&self.tree, node).map_err(|e| {
             log::error!("{path}: {e}");
-            Errno::IO
+            e.to_rustix_errno()
         })?;
         let perm = match &self.tree.nodes[node] {
             VNode::Dir(_) => self.dir_mode(),
@@ -139,7 +140,7 @@ impl OverlayFs {
             let done = match handle.as_ref().map(|h| h.read()) {
                 Some(g) => match &*g {
                     Open::Upper(f) => {
-                        f.set_len(sz).map_err(|e| super::data::io_errno(&e))?;
+                        f.set_len(sz).map_err(|e| e.to_rustix_errno())?;
                         true
                     }
                     _ => false,

@@ -27,16 +27,6 @@ pub enum CopyError {
     Write(#[from] std::io::Error),
 }
 
-impl CopyError {
-    /// The errno reported through FUSE.
-    pub fn errno(&self) -> Errno {
-        match self {
-            CopyError::Read(_) => Errno::IO,
-            CopyError::Write(e) => e.raw_os_error().map(Errno::from_raw_os_error).unwrap_or(Errno::IO),
-        }
-    }
-}
-
 impl From<Errno> for CopyError {
     fn from(e: Errno) -> Self {
         CopyError::Write(std::io::Error::from_raw_os_error(e.raw_os_error()))

@@ -13,12 +13,8 @@ use rustix::io::Errno;
 
 use super::merge::Entry;
 use super::{Open, OverlayFs, OverlayResult};
+use crate::fs::error::ToErrno;
 use crate::views::VNode;
-
-/// The errno of an I/O error (`EIO` when it has none).
-pub(super) fn io_errno(e: &std::io::Error) -> Errno {
-    Errno::from_io_error(e).unwrap_or(Errno::IO)
-}
 
 impl OverlayFs {
     /// Registers `open` under a fresh handle number.
@@ -87,7 +83,7 @@ impl OverlayFs {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_errno(&e)),
+                Err(e) => return Err(e.to_rustix_errno()),
             }
         }
         buf.truncate(got);
@@ -112,7 +108,7 @@ impl OverlayFs {
         }
         let g = h.read();
         let Open::Upper(f) = &*g else { return Err(Errno::BADF) };
-        f.write_all_at(data, offset).map_err(|e| io_errno(&e))?;
+        f.write_all_at(data, offset).map_err(|e| e.to_rustix_errno())?;
         Ok(data.len() as u32)
     }
 
@@ -121,7 +117,7 @@ impl OverlayFs {
         if let Some(h) = self.handle(fh) {
             if let Open::Upper(f) = &*h.read() {
                 let r = if datasync { f.sync_data() } else { f.sync_all() };
-                r.map_err(|e| io_errno(&e))?;
+                r.map_err(|e| e.to_rustix_errno())?;
             }
         }
         Ok(())

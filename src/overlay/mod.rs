@@ -29,6 +29,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use rustix::io::Errno;
 
+use crate::fs::error::ToErrno;
 use crate::fs::{AnnFs, Ownership};
 use crate::views::{NodeId, VNode, VTree};
 use merge::Entry;
@@ -172,7 +173,7 @@ impl OverlayFs {
         let temp = copyup::copy_to_temp(&self.store, f.as_ref(), limit, self.file_mode(), self.default_owner(), &mut |_, _| {})
             .map_err(|err| {
                 log::error!("copy-up of {path}: {err}");
-                err.errno()
+                err.to_rustix_errno()
             })?;
         let _ns = self.ns.lock();
         let again = self.walk(path)?;

@@ -16,6 +16,7 @@ use super::merge::{self, Entry};
 use super::resolve::{check_name, components};
 use super::store::{self, gid, uid};
 use super::{Open, OverlayFs, OverlayResult};
+use crate::fs::error::ToErrno;
 use crate::views::VNode;
 
 /// The caller of a request that creates an entry: its owner when the daemon may chown.
@@ -266,7 +267,7 @@ impl OverlayFs {
             let temp = super::copyup::copy_to_temp(&self.store, f.as_ref(), None, self.file_mode(), self.default_owner(), &mut |_, _| {})
                 .map_err(|err| {
                     log::error!("rename of {}: {err}", src.path);
-                    err.errno()
+                    err.to_rustix_errno()
                 })?;
             let _ns = self.ns.lock();
             let src = self.walk(&src.path)?;

@@ -19,6 +19,7 @@ use rustix::io::Errno;
 use super::namespace::Caller;
 use super::{Open, OverlayFs};
 use crate::cache::ChunkCache;
+use crate::fs::error::ToErrno;
 use crate::fs::{AnnFs, Ownership, ServeConfig};
 use crate::views::{StaticFile, VNode, VTree};
 
@@ -196,7 +197,7 @@ impl Harness {
         let bytes = match &*h.read() {
             Open::Upper(f) => OverlayFs::read_upper(f, 0, 1 << 16),
             Open::Lower { node, .. } => match &self.tree.nodes[*node] {
-                VNode::File(f) => f.read(0, 1 << 16).map_err(|_| Errno::IO),
+                VNode::File(f) => f.read(0, 1 << 16).map_err(|e| e.to_rustix_errno()),
                 _ => Err(Errno::ISDIR),
             },
         };
