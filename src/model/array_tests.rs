@@ -57,7 +57,12 @@ impl ArraySource for MemSource {
     }
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
         let g = &self.meta.grid;
-        let DType::Num(t) = self.meta.dtype else { unreachable!() };
+        let DType::Num(t) = self.meta.dtype else {
+            return Err(StorageError::unsupported(&self.meta.path, "chunks of a string array"));
+        };
+        if index >= g.num_chunks() {
+            return Err(StorageError::corrupt(&self.meta.path, format!("chunk {index} out of range")));
+        }
         let elem = t.size();
         let coords = g.coords(index);
         // Build the full chunk from the flat data, then clip.
@@ -87,7 +92,13 @@ impl ArraySource for MemSource {
         Ok(clip_chunk(g, &coords, &full, elem))
     }
     fn read_strings(&self, s: u64, e: u64) -> StorageResult<Vec<String>> {
-        Ok(self.strings[s as usize..e as usize].to_vec())
+        if self.meta.dtype != DType::Str {
+            return Err(StorageError::unsupported(&self.meta.path, "strings of a numeric array"));
+        }
+        match self.strings.get(s as usize..e as usize) {
+            Some(v) if s <= e && e <= self.strings.len() as u64 => Ok(v.to_vec()),
+            _ => Err(StorageError::corrupt(&self.meta.path, format!("strings {s}..{e} out of range"))),
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! only touched through [`ArraySource`] when a view asks for it.
 
 pub mod compound;
+#[cfg(test)]
+mod conformance;
 pub mod error;
 pub mod filters;
 pub mod gate;
@@ -213,7 +215,7 @@ pub trait ArraySource: Send + Sync {
     /// Decodes the chunk at linear (C-order) index `index` of [`ArrayMeta::grid`] and returns its
     /// elements *clipped to the array's extent*, in C order, little-endian — for `DType::Num` packed
     /// values, for `DType::Compound` packed records. A chunk that was never written reads as the
-    /// fill value.
+    /// fill value. An index past the grid's last chunk is an error.
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>>;
 
     /// True when the array's chunk index is loaded (or it has none): locating a chunk then
@@ -255,7 +257,8 @@ pub trait ArraySource: Send + Sync {
         Ok(None)
     }
 
-    /// Reads elements `[start, end)` (flat C-order indices) of a string array.
+    /// Reads elements `[start, end)` (flat C-order indices) of a string array. A range past the
+    /// end (or with `start > end`) is an error.
     fn read_strings(&self, start: u64, end: u64) -> StorageResult<Vec<String>>;
 
     /// Calls `f` with each string of elements `[start, end)` in order, keeping none (the size
@@ -265,7 +268,8 @@ pub trait ArraySource: Send + Sync {
         Ok(())
     }
 
-    /// Reads a variable-length string field of records `[start, end)` of a 1-D compound array.
+    /// Reads a variable-length string field of records `[start, end)` of a 1-D compound array. A
+    /// range past the end (or with `start > end`) is an error.
     fn read_field_strings(&self, _field: &str, _start: u64, _end: u64) -> StorageResult<Vec<String>> {
         Err(StorageError::Unsupported {
             path: self.meta().path.clone(),

@@ -208,42 +208,11 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::range::client::Got;
-    use parking_lot::Mutex;
+    use crate::storage::range::fake::FakeServer;
 
-    /// An in-memory object server: fails the first `fail` attempts with 503.
-    struct Fake {
-        objects: Mutex<std::collections::HashMap<String, (Vec<u8>, String)>>,
-        fail: AtomicU64,
-        gets: AtomicU64,
-    }
-
-    impl ObjectClient for Arc<Fake> {
-        fn url(&self, key: &str) -> String {
-            format!("fake://{key}")
-        }
-        fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError> {
-            self.gets.fetch_add(1, Relaxed);
-            if self.fail.load(Relaxed) > 0 {
-                self.fail.fetch_sub(1, Relaxed);
-                return Err(FetchError::Status { url: self.url(key), status: 503, detail: None });
-            }
-            let objects = self.objects.lock();
-            let Some((data, v)) = objects.get(key) else { return Ok(None) };
-            if version.is_some_and(|w| w != v) {
-                return Err(FetchError::Changed { url: self.url(key), was: String::new(), now: v.clone() });
-            }
-            Ok(Some(Got { data: span.cut(data).unwrap_or_default().to_vec(), version: Some(v.clone()) }))
-        }
-        fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError> {
-            let objects = self.objects.lock();
-            Ok(objects.get(key).map(|(d, v)| ObjectMeta { size: d.len() as u64, version: Some(v.clone()) }))
-        }
-    }
-
-    fn setup(disk: &std::path::Path) -> (Arc<Fake>, Fetcher) {
-        let fake = Arc::new(Fake { objects: Mutex::new(Default::default()), fail: AtomicU64::new(0), gets: AtomicU64::new(0) });
-        fake.objects.lock().insert("k".into(), (b"0123456789".to_vec(), "\"v1\"".into()));
+    fn setup(disk: &std::path::Path) -> (Arc<FakeServer>, Fetcher) {
+        let fake = FakeServer::new(Duration::ZERO);
+        fake.put("k", b"0123456789".to_vec(), "\"v1\"");
         let cfg = RemoteConfig { backoff: Duration::from_millis(1), ..RemoteConfig::default() };
         let cache = Arc::new(DiskCache::open(disk, 1 << 20).unwrap());
         let f = Fetcher::new(Box::new(fake.clone()), cfg, Some(cache), Arc::default());
@@ -272,16 +241,16 @@ mod tests {
         // A new process (new fetcher) over the same cache: no data request for the same bytes.
         let (fake2, f2) = setup(dir.path());
         assert_eq!(f2.get("k", span, Some("\"v1\""), true).unwrap().unwrap(), b"0123");
-        assert_eq!(fake2.gets.load(Relaxed), 0);
+        assert_eq!(fake2.asked.load(Relaxed), 0);
         // Without a recorded version, a HEAD decides; a replaced object is fetched again.
         assert_eq!(f2.get("k", span, None, true).unwrap().unwrap(), b"0123");
-        assert_eq!(fake2.gets.load(Relaxed), 0);
+        assert_eq!(fake2.asked.load(Relaxed), 0);
         assert_eq!(f2.stats().freshness_checks.load(Relaxed), 1);
         let (fake3, f3) = setup(dir.path());
-        fake3.objects.lock().insert("k".into(), (b"abcdefghij".to_vec(), "\"v2\"".into()));
+        fake3.put("k", b"abcdefghij".to_vec(), "\"v2\"");
         assert_eq!(f3.get("k", span, None, true).unwrap().unwrap(), b"abcd");
         assert_eq!(f3.stats().freshness_checks.load(Relaxed), 1);
-        assert_eq!(fake3.gets.load(Relaxed), 1);
+        assert_eq!(fake3.asked.load(Relaxed), 1);
         // A read pinned to the old version fails instead of mixing versions.
         assert!(matches!(f3.get("k", Span::At { start: 5, len: 1 }, Some("\"v1\""), true), Err(FetchError::Changed { .. })));
         drop(fake);

@@ -15,6 +15,8 @@
 pub mod client;
 pub mod cloud;
 pub mod disk_cache;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod fetcher;
 pub mod http;
 pub mod location;
@@ -102,6 +104,11 @@ impl RangeRead for LocalFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        // A range beyond what a file offset can address is past the end too (`pread` would
+        // fail with EINVAL instead).
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > i64::MAX as u64) {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+        }
         self.file.read_exact_at(buf, offset)
     }
 

@@ -347,8 +347,11 @@ impl ArraySource for ZarrSource {
         if !matches!(self.kind, Kind::VlenStr | Kind::Utf32(_) | Kind::FixedBytes(_)) {
             return Err(StorageError::corrupt(&self.meta.path, "not a string array"));
         }
-        let end = end.min(self.meta.len());
-        if start >= end {
+        let len = self.meta.len();
+        if start > end || end > len {
+            return Err(StorageError::corrupt(&self.meta.path, format!("string range {start}..{end} outside 0..{len}")));
+        }
+        if start == end {
             return Ok(Vec::new());
         }
         let a = self.array()?;
