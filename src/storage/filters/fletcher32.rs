@@ -1,6 +1,32 @@
-//! The Fletcher-32 checksum filter, HDF5 id 3: a 4-byte checksum appended to the chunk.
+//! The Fletcher-32 checksum filter, HDF5 filter id 3 (`H5Z_FILTER_FLETCHER32`, spec: the HDF5
+//! User's Guide, "Filters in HDF5", and `H5checksum.c`): a 4-byte checksum appended to the
+//! chunk. Client data: none.
 
 use super::FilterError;
+
+/// The HDF5 filter id of Fletcher-32 (`H5Z_FILTER_FLETCHER32`).
+pub const ID: i32 = 3;
+
+/// The Fletcher-32 filter of one dataset (no parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fletcher32;
+
+impl Fletcher32 {
+    /// There is no client data to read.
+    pub fn from_cd_values(_cd_values: &[u32], _elem_size: usize) -> Fletcher32 {
+        Fletcher32
+    }
+
+    /// `fletcher32`.
+    pub fn describe(&self) -> String {
+        "fletcher32".into()
+    }
+
+    /// Verifies and strips the trailing checksum (see [`verify_strip`]).
+    pub fn decode(&self, data: Vec<u8>, _limit: usize) -> Result<Vec<u8>, FilterError> {
+        verify_strip(data)
+    }
+}
 
 /// HDF5's Fletcher-32 variant (`H5_checksum_fletcher32`): big-endian 16-bit words, an odd
 /// trailing byte as the high half of a word.
