@@ -8,6 +8,8 @@
 pub mod compound;
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod counting;
 pub mod error;
 pub mod filters;
 pub mod gate;
