@@ -13,7 +13,7 @@
 use fuser::Errno;
 
 use crate::overlay::copyup::CopyError;
-use crate::overlay::store::StoreError;
+use crate::overlay::upper::UpperDirError;
 use crate::storage::StorageError;
 
 /// An error a FUSE request can fail with, as the errno it is answered with.
@@ -73,7 +73,7 @@ impl ToErrno for CopyError {
 }
 
 /// The errno of the I/O error that made the overlay directory unusable.
-impl ToErrno for StoreError {
+impl ToErrno for UpperDirError {
     fn to_errno(&self) -> Errno {
         self.source.to_errno()
     }
@@ -127,8 +127,8 @@ mod tests {
     }
 
     #[test]
-    fn store_errors_answer_their_io_errno() {
-        let e = |source| StoreError { path: "/ovl".into(), source };
+    fn upper_dir_errors_answer_their_io_errno() {
+        let e = |source| UpperDirError { path: "/ovl".into(), source };
         assert_eq!(e(io::Error::from_raw_os_error(libc::EACCES)).to_errno(), Errno::EACCES);
         assert_eq!(e(io::Error::other("?")).to_errno(), Errno::EIO);
     }

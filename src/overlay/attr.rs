@@ -9,7 +9,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, Xa
 use rustix::io::Errno;
 
 use super::merge::Entry;
-use super::store::{gid, uid};
+use super::upper::{gid, uid};
 use super::{Open, OverlayFs, OverlayResult};
 use crate::fs::error::ToErrno;
 use crate::fs::reply::{VirtualStat, BLKSIZE};

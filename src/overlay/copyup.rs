@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 
 use rustix::io::Errno;
 
-use super::store::Store;
+use super::upper::UpperDir;
 use crate::storage::StorageError;
 use crate::views::FileContent;
 
@@ -35,7 +35,7 @@ impl From<Errno> for CopyError {
 
 /// A copied file waiting in the work directory; removed on drop unless committed.
 pub struct Temp<'a> {
-    store: &'a Store,
+    upper: &'a UpperDir,
     name: Option<String>,
     /// The open temp file.
     pub file: std::fs::File,
@@ -45,9 +45,9 @@ impl Temp<'_> {
     /// Renames the temp to `name` in `dir`, durably.
     pub fn commit(mut self, dir: impl AsFd, name: &str) -> Result<(), Errno> {
         let tmp = self.name.take().ok_or(Errno::INVAL)?;
-        let r = self.store.commit(&tmp, dir, name);
+        let r = self.upper.commit(&tmp, dir, name);
         if r.is_err() {
-            self.store.discard(&tmp);
+            self.upper.discard(&tmp);
         }
         r
     }
@@ -56,7 +56,7 @@ impl Temp<'_> {
 impl Drop for Temp<'_> {
     fn drop(&mut self) {
         if let Some(n) = self.name.take() {
-            self.store.discard(&n);
+            self.upper.discard(&n);
         }
     }
 }
@@ -64,15 +64,15 @@ impl Drop for Temp<'_> {
 /// Streams the first `limit` bytes (all when `None`) of `content` into a fresh temp file with
 /// permission bits `mode`, fsynced. `progress(done, total)` is called after every chunk.
 pub fn copy_to_temp<'a>(
-    store: &'a Store,
+    upper: &'a UpperDir,
     content: &dyn FileContent,
     limit: Option<u64>,
     mode: u32,
     owner: Option<(u32, u32)>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Temp<'a>, CopyError> {
-    let (name, file) = store.temp_file(0o600)?;
-    let temp = Temp { store, name: Some(name), file };
+    let (name, file) = upper.temp_file(0o600)?;
+    let temp = Temp { upper, name: Some(name), file };
     let size = content.size()?;
     let total = limit.map_or(size, |l| l.min(size));
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &temp.file);
@@ -94,7 +94,7 @@ pub fn copy_to_temp<'a>(
     }
     rustix::fs::fchmod(&temp.file, rustix::fs::Mode::from_raw_mode(mode))?;
     if let Some((u, g)) = owner {
-        let _ = rustix::fs::fchown(&temp.file, Some(super::store::uid(u)), Some(super::store::gid(g)));
+        let _ = rustix::fs::fchown(&temp.file, Some(super::upper::uid(u)), Some(super::upper::gid(g)));
     }
     temp.file.sync_all()?;
     Ok(temp)
@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn streams_and_commits() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(d.path()).unwrap();
+        let s = UpperDir::open(d.path()).unwrap();
         let data: Vec<u8> = (0..(CHUNK * 2 + 123)).map(|i| (i % 251) as u8).collect();
         let f = StaticFile(data.clone());
         let mut calls = 0;
@@ -125,10 +125,10 @@ mod tests {
     #[test]
     fn dropped_temp_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(d.path()).unwrap();
+        let s = UpperDir::open(d.path()).unwrap();
         let t = copy_to_temp(&s, &ZeroFile(1000), None, 0o644, None, &mut |_, _| {}).unwrap();
         drop(t);
-        let work = d.path().join(super::super::store::WORK);
+        let work = d.path().join(super::super::upper::WORK);
         assert_eq!(std::fs::read_dir(work).unwrap().count(), 0);
     }
 }

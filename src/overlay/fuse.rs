@@ -216,7 +216,7 @@ impl Filesystem for OverlayFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match guard("overlay statfs", || rustix::fs::fstatvfs(self.store.root())) {
+        match guard("overlay statfs", || rustix::fs::fstatvfs(self.upper.root())) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::copyup::{copy_to_temp, CopyError};
 use super::resolve::components;
-use super::store::{Store, StoreError};
+use super::upper::{UpperDir, UpperDirError};
 use crate::views::{FileContent, VNode, VTree};
 
 /// Why materializing failed.
@@ -20,7 +20,7 @@ pub enum MaterializeError {
     NotFound(String),
     /// The target directory is unusable.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    UpperDir(#[from] UpperDirError),
     /// Copying one file failed.
     #[error("{path}: {source}")]
     Copy {
@@ -70,14 +70,14 @@ pub fn materialize(tree: &Arc<VTree>, paths: &[String], dir: &Path) -> Result<(u
     for p in paths {
         files.extend(files_of(tree, p)?);
     }
-    let store = Store::open(dir)?;
+    let upper = UpperDir::open(dir)?;
     let tty = std::io::stderr().is_terminal();
     let (mut count, mut bytes) = (0usize, 0u64);
     for (path, f) in files {
         let err = |source: CopyError| MaterializeError::Copy { path: path.clone(), source };
         let comps = components(&path).map_err(|e| err(e.into()))?;
         let Some((name, parents)) = comps.split_last() else { continue };
-        let parent = store.ensure_dir(parents, 0o755, None).map_err(|e| err(e.into()))?;
+        let parent = upper.ensure_dir(parents, 0o755, None).map_err(|e| err(e.into()))?;
         let start = Instant::now();
         let mut last = Instant::now();
         let mut progress = |done: u64, total: u64| {
@@ -91,13 +91,13 @@ pub fn materialize(tree: &Arc<VTree>, paths: &[String], dir: &Path) -> Result<(u
                 }
             }
         };
-        let temp = copy_to_temp(&store, f.as_ref(), None, 0o644, None, &mut progress).map_err(err)?;
+        let temp = copy_to_temp(&upper, f.as_ref(), None, 0o644, None, &mut progress).map_err(err)?;
         let size = temp.file.metadata().map(|m| m.len()).unwrap_or(0);
         temp.commit(&parent, name).map_err(|e| err(e.into()))?;
         count += 1;
         bytes += size;
     }
     // The work directory is only needed while copying.
-    let _ = std::fs::remove_dir(dir.join(super::store::WORK));
+    let _ = std::fs::remove_dir(dir.join(super::upper::WORK));
     Ok((count, bytes))
 }

@@ -9,7 +9,7 @@ use rustix::fs::{fstat, FileType, Stat};
 use rustix::io::Errno;
 
 use super::resolve::{kind, open_subdir, stat_opt};
-use super::store::{is_opaque, is_whiteout, Store};
+use super::upper::{is_opaque, is_whiteout, UpperDir};
 use crate::views::{NodeId, VNode, VTree};
 
 /// A resolved path of the merged tree.
@@ -61,8 +61,8 @@ impl Entry {
 }
 
 /// The root of the merged tree.
-pub fn root(store: &Store) -> Result<Entry, Errno> {
-    let dir = store.dir(&[])?;
+pub fn root(upper: &UpperDir) -> Result<Entry, Errno> {
+    let dir = upper.dir(&[])?;
     let upper = fstat(&dir)?;
     let opaque = is_opaque(&dir)?;
     Ok(Entry {
@@ -113,8 +113,8 @@ pub fn step(tree: &VTree, parent: &Entry, name: &str) -> Result<Entry, Errno> {
 }
 
 /// Resolves a whole path from the root.
-pub fn walk(tree: &VTree, store: &Store, path: &str) -> Result<Entry, Errno> {
-    let mut e = root(store)?;
+pub fn walk(tree: &VTree, upper: &UpperDir, path: &str) -> Result<Entry, Errno> {
+    let mut e = root(upper)?;
     for c in path.split('/').filter(|c| !c.is_empty()) {
         if e.is_dyn(tree) {
             return Err(Errno::NOENT);
@@ -138,8 +138,8 @@ pub struct Listed {
 /// typed by their upper entry when one shadows them), then upper-only entries by name.
 pub fn list(tree: &VTree, e: &Entry) -> Result<Vec<Listed>, Errno> {
     let up = match &e.dir {
-        Some(d) => super::store::list(d.as_ref())?,
-        None => super::store::Listed { entries: Vec::new(), whiteouts: Vec::new(), opaque: false },
+        Some(d) => super::upper::list(d.as_ref())?,
+        None => super::upper::Listed { entries: Vec::new(), whiteouts: Vec::new(), opaque: false },
     };
     let mut out = Vec::new();
     let mut used = std::collections::HashSet::new();

@@ -4,7 +4,7 @@
 //! [`OverlayFs`] wraps the read-only [`AnnFs`]: paths are resolved against DIR first (see
 //! [`merge`]), untouched virtual files are still read through the read-only adapter (with its
 //! cache and read-ahead), and the first write to a virtual file copies it up ([`copyup`]).
-//! Dynamic `rows/` directories stay read-only. Layout and crash safety: [`store`].
+//! Dynamic `rows/` directories stay read-only. Layout and crash safety: [`upper`].
 
 mod attr;
 pub mod copyup;
@@ -17,7 +17,7 @@ pub mod nodes;
 #[cfg(test)]
 mod reftests;
 pub mod resolve;
-pub mod store;
+pub mod upper;
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
@@ -34,7 +34,7 @@ use crate::fs::{AnnFs, Ownership};
 use crate::views::{NodeId, VNode, VTree};
 use merge::Entry;
 use nodes::Nodes;
-use store::{Store, StoreError};
+use upper::{UpperDir, UpperDirError};
 
 /// What an overlay operation returns: a value or the errno to answer.
 type OverlayResult<T> = Result<T, Errno>;
@@ -59,7 +59,7 @@ pub struct OverlayFs {
     /// Inodes `1..=static_len` are the virtual tree's; `static_len < ino < nodes::FIRST` are
     /// subtrees grafted by the read-only adapter (`rows/`), served by it alone.
     static_len: u64,
-    store: Store,
+    upper: UpperDir,
     nodes: Nodes,
     handles: DashMap<u64, Arc<RwLock<Open>>>,
     next_fh: AtomicU64,
@@ -81,14 +81,14 @@ impl crate::fs::Served for OverlayFs {
 
 impl OverlayFs {
     /// Wraps `inner` (serving `tree`) with the overlay directory `dir` (created if missing).
-    pub fn new(inner: AnnFs, tree: Arc<VTree>, dir: &Path, owner: Ownership, mtime: SystemTime) -> Result<Self, StoreError> {
-        let store = Store::open(dir)?;
+    pub fn new(inner: AnnFs, tree: Arc<VTree>, dir: &Path, owner: Ownership, mtime: SystemTime) -> Result<Self, UpperDirError> {
+        let upper = UpperDir::open(dir)?;
         log::info!("overlay directory {}", dir.display());
         Ok(OverlayFs {
             inner,
             static_len: tree.nodes.len() as u64,
             tree,
-            store,
+            upper,
             nodes: Nodes::new(),
             handles: DashMap::new(),
             next_fh: AtomicU64::new(OVERLAY_FH_BASE),
@@ -111,7 +111,7 @@ impl OverlayFs {
     }
 
     fn walk(&self, path: &str) -> Result<Entry, Errno> {
-        merge::walk(&self.tree, &self.store, path)
+        merge::walk(&self.tree, &self.upper, path)
     }
 
     fn step(&self, parent: &Entry, name: &str) -> Result<Entry, Errno> {
@@ -138,14 +138,14 @@ impl OverlayFs {
             return Ok(p.clone());
         }
         let comps = resolve::components(e.parent_path())?;
-        Ok(Arc::new(self.store.ensure_dir(&comps, self.dir_mode(), self.default_owner())?))
+        Ok(Arc::new(self.upper.ensure_dir(&comps, self.dir_mode(), self.default_owner())?))
     }
 
     /// The directory fd and name addressing `e` in the overlay (`(root, ".")` for the root).
     fn at<'a>(&'a self, e: &'a Entry) -> (BorrowedFd<'a>, &'a str) {
         match &e.parent {
             Some(p) => (p.as_fd(), e.name()),
-            None => (self.store.root(), "."),
+            None => (self.upper.root(), "."),
         }
     }
 
@@ -164,13 +164,13 @@ impl OverlayFs {
             VNode::Dir(_) => {
                 let comps = resolve::components(path)?;
                 let _ns = self.ns.lock();
-                self.store.ensure_dir(&comps, self.dir_mode(), self.default_owner())?;
+                self.upper.ensure_dir(&comps, self.dir_mode(), self.default_owner())?;
                 return Ok(());
             }
             VNode::Dyn(_) => return Err(Errno::ROFS),
         };
         let started = std::time::Instant::now();
-        let temp = copyup::copy_to_temp(&self.store, f.as_ref(), limit, self.file_mode(), self.default_owner(), &mut |_, _| {})
+        let temp = copyup::copy_to_temp(&self.upper, f.as_ref(), limit, self.file_mode(), self.default_owner(), &mut |_, _| {})
             .map_err(|err| {
                 log::error!("copy-up of {path}: {err}");
                 err.to_rustix_errno()

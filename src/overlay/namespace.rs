@@ -14,7 +14,7 @@ use rustix::io::Errno;
 use super::attr::fuse_kind;
 use super::merge::{self, Entry};
 use super::resolve::{check_name, components};
-use super::store::{self, gid, uid};
+use super::upper::{self, gid, uid};
 use super::{Open, OverlayFs, OverlayResult};
 use crate::fs::error::ToErrno;
 use crate::views::VNode;
@@ -79,7 +79,7 @@ impl OverlayFs {
         if self.is_root {
             rustix::fs::chownat(dir, name, Some(uid(caller.uid)), Some(gid(caller.gid)), AtFlags::SYMLINK_NOFOLLOW)?;
         }
-        store::remove_whiteout(dir, name)
+        upper::remove_whiteout(dir, name)
     }
 
     /// Creates a file (`create`, `mknod`), returning its entry and, for `create`, an open handle.
@@ -122,7 +122,7 @@ impl OverlayFs {
             return Ok(d.clone());
         }
         let comps = components(&e.path)?;
-        Ok(Arc::new(self.store.ensure_dir(&comps, self.dir_mode(), self.default_owner())?))
+        Ok(Arc::new(self.upper.ensure_dir(&comps, self.dir_mode(), self.default_owner())?))
     }
 
     /// `mkdir`: a directory in the overlay; one replacing a deleted virtual directory is
@@ -137,10 +137,10 @@ impl OverlayFs {
         let perm = Mode::from_raw_mode(mode & 0o7777 & !umask);
         let dir = self.ensure_dir_entry(&pe)?;
         if hidden_lower {
-            let (tmp, fd) = self.store.temp_dir(0o700)?;
-            store::add_opaque(&fd)?;
+            let (tmp, fd) = self.upper.temp_dir(0o700)?;
+            upper::add_opaque(&fd)?;
             rustix::fs::fchmod(&fd, perm)?;
-            self.store.commit(&tmp, dir.as_fd(), name)?;
+            self.upper.commit(&tmp, dir.as_fd(), name)?;
         } else {
             rustix::fs::mkdirat(dir.as_fd(), name, perm)?;
             rustix::fs::chmodat(dir.as_fd(), name, perm, AtFlags::empty())?;
@@ -186,12 +186,12 @@ impl OverlayFs {
         // leaves the old state, never the pristine virtual entry.
         if e.lower_any {
             let dir = self.ensure_parent(&e)?;
-            store::add_whiteout(dir.as_fd(), name)?;
+            upper::add_whiteout(dir.as_fd(), name)?;
         }
         if e.upper.is_some() {
             let dir = e.parent.clone().ok_or(Errno::IO)?;
             if is_dir {
-                self.store.trash(dir.as_fd(), name)?;
+                self.upper.trash(dir.as_fd(), name)?;
             } else {
                 rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::empty())?;
             }
@@ -264,7 +264,7 @@ impl OverlayFs {
             // commit and whiteout the old name.
             let node = src.lower.ok_or(Errno::NOENT)?;
             let VNode::File(f) = &self.tree.nodes[node] else { return Err(Errno::XDEV) };
-            let temp = super::copyup::copy_to_temp(&self.store, f.as_ref(), None, self.file_mode(), self.default_owner(), &mut |_, _| {})
+            let temp = super::copyup::copy_to_temp(&self.upper, f.as_ref(), None, self.file_mode(), self.default_owner(), &mut |_, _| {})
                 .map_err(|err| {
                     log::error!("rename of {}: {err}", src.path);
                     err.to_rustix_errno()
@@ -279,9 +279,9 @@ impl OverlayFs {
             check_dst(&dst)?;
             let ddir = self.ensure_dir_entry(&dp)?;
             temp.commit(ddir.as_fd(), dname)?;
-            store::remove_whiteout(ddir.as_fd(), dname)?;
+            upper::remove_whiteout(ddir.as_fd(), dname)?;
             let sdir = self.ensure_parent(&src)?;
-            store::add_whiteout(sdir.as_fd(), sname)?;
+            upper::add_whiteout(sdir.as_fd(), sname)?;
             self.nodes.rename(&src.path, &dst_path);
             return Ok(());
         }
@@ -294,22 +294,22 @@ impl OverlayFs {
         let ddir = self.ensure_dir_entry(&dp)?;
         let sdir = src.parent.clone().ok_or(Errno::NOENT)?;
         if src.lower_any {
-            store::add_whiteout(sdir.as_fd(), sname)?;
+            upper::add_whiteout(sdir.as_fd(), sname)?;
         }
         if src_dir {
             let hidden_lower = dp.lower_live && dp.lower.and_then(|l| self.tree.lookup(l, dname)).is_some();
             if hidden_lower {
                 if let Some(d) = &src.dir {
-                    store::add_opaque(d.as_fd())?;
+                    upper::add_opaque(d.as_fd())?;
                 }
             }
             if dst.as_ref().is_some_and(|d| d.upper.is_some()) {
-                self.store.trash(ddir.as_fd(), dname)?;
+                self.upper.trash(ddir.as_fd(), dname)?;
             }
         }
         rustix::fs::renameat(sdir.as_fd(), sname, ddir.as_fd(), dname)?;
         rustix::fs::fsync(ddir.as_fd())?;
-        store::remove_whiteout(ddir.as_fd(), dname)?;
+        upper::remove_whiteout(ddir.as_fd(), dname)?;
         self.nodes.rename(&src.path, &dst_path);
         Ok(())
     }

@@ -1,4 +1,6 @@
-//! The overlay directory on disk.
+//! The overlay's upper directory: the writable directory DIR of `--overlay DIR` (as an
+//! overlayfs "upperdir"), holding what was written over the read-only virtual tree. Not to be
+//! confused with [`crate::storage::Store`], the opened AnnData store that tree is read from.
 //!
 //! Layout: `DIR/<virtual path>` holds upper files, directories and symlinks exactly where the
 //! mount shows them. Bookkeeping names all start with [`RESERVED`] and are hidden from the mount:
@@ -27,10 +29,10 @@ pub const OPAQUE: &str = ".annfs-ovl-opaque";
 /// Name of the work directory.
 pub const WORK: &str = ".annfs-ovl-work";
 
-/// Why the overlay directory cannot be used.
+/// Why the upper directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("overlay directory {path}: {source}")]
-pub struct StoreError {
+pub struct UpperDirError {
     /// The directory.
     pub path: String,
     /// Why.
@@ -38,8 +40,8 @@ pub struct StoreError {
     pub source: std::io::Error,
 }
 
-/// An open overlay directory.
-pub struct Store {
+/// An open upper directory (the overlay's writable DIR).
+pub struct UpperDir {
     root: OwnedFd,
     work: OwnedFd,
     path: PathBuf,
@@ -61,10 +63,10 @@ fn io(e: Errno) -> std::io::Error {
     std::io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-impl Store {
+impl UpperDir {
     /// Opens (creating if needed) the overlay directory `path` and empties its work directory.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |source: std::io::Error| StoreError { path: path.display().to_string(), source };
+    pub fn open(path: &Path) -> Result<UpperDir, UpperDirError> {
+        let err = |source: std::io::Error| UpperDirError { path: path.display().to_string(), source };
         std::fs::create_dir_all(path).map_err(err)?;
         let root = openat(rustix::fs::CWD, path, dir_flags(), Mode::empty()).map_err(|e| err(io(e)))?;
         match mkdirat(&root, WORK, Mode::from_raw_mode(0o700)) {
@@ -72,14 +74,14 @@ impl Store {
             Err(e) => return Err(err(io(e))),
         }
         let work = open_subdir(&root, WORK).map_err(|e| err(io(e)))?;
-        let store = Store { root, work, path: path.to_path_buf(), counter: AtomicU64::new(0) };
+        let upper = UpperDir { root, work, path: path.to_path_buf(), counter: AtomicU64::new(0) };
         // Leftovers of a crash: half-copied temp files and half-deleted directories.
-        for (name, _) in list_raw(&store.work).map_err(|e| err(io(e)))? {
-            if let Err(e) = remove_tree(&store.work, &name) {
+        for (name, _) in list_raw(&upper.work).map_err(|e| err(io(e)))? {
+            if let Err(e) = remove_tree(&upper.work, &name) {
                 log::warn!("overlay: cannot remove leftover {WORK}/{name}: {e}");
             }
         }
-        Ok(store)
+        Ok(upper)
     }
 
     /// The directory's path (for messages).
@@ -293,11 +295,11 @@ mod tests {
     #[test]
     fn whiteouts_opaque_and_work_cleanup() {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(d.path()).unwrap();
+        let s = UpperDir::open(d.path()).unwrap();
         let (tmp, _f) = s.temp_file(0o644).unwrap();
         drop(s);
         assert!(d.path().join(WORK).join(&tmp).exists());
-        let s = Store::open(d.path()).unwrap();
+        let s = UpperDir::open(d.path()).unwrap();
         assert!(!d.path().join(WORK).join(&tmp).exists(), "leftover temp removed on open");
         let sub = s.ensure_dir(&["a", "b"], 0o755, None).unwrap();
         add_whiteout(&sub, "x").unwrap();
@@ -323,7 +325,7 @@ mod tests {
     fn ensure_dir_refuses_symlinks() {
         let outside = tempfile::tempdir().unwrap();
         let d = tempfile::tempdir().unwrap();
-        let s = Store::open(d.path()).unwrap();
+        let s = UpperDir::open(d.path()).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("obsm")).unwrap();
         assert!(s.ensure_dir(&["obsm", "x"], 0o755, None).is_err());
         assert!(!outside.path().join("x").exists());
