@@ -187,7 +187,7 @@ mod tests {
     const SPLIT: u64 = 8;
 
     fn fixture(rel: &str) -> String {
-        format!("{}/tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
+        crate::storage::fixture(rel).to_string_lossy().into_owned()
     }
 
     /// The view tree of fixture `rel` over counted arrays (1-D ones split in chunks of

@@ -479,3 +479,9 @@ fn open_remote(location: &str, remote: &range::Remote, opts: &OpenOptions) -> St
     );
     Ok(store)
 }
+
+/// Path of a committed test fixture: `rel` under `tests/fixtures/` (one copy for every test).
+#[cfg(test)]
+pub(crate) fn fixture(rel: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}

@@ -3,7 +3,7 @@
 //! local file; `MemSource`; and sources that each break one promise.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +12,7 @@ use super::{check_array_source, fails, first_difference, labelled, read_contents
 use crate::model::array::tests::MemSource;
 use crate::storage::range::fake::FakeServer;
 use crate::storage::range::RangeRead;
-use crate::storage::{hdf5, zarr, ArrayMeta, ArraySource, DType, Group, Node, NumType, StorageError, StorageResult, Store, StoreInfo};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
-}
+use crate::storage::{fixture, hdf5, zarr, ArrayMeta, ArraySource, DType, Group, Node, NumType, StorageError, StorageResult, Store, StoreInfo};
 
 /// Every array of `g` and below, by path.
 fn arrays(g: &Group, out: &mut BTreeMap<String, Arc<dyn ArraySource>>) {

@@ -10,9 +10,7 @@ use super::open;
 use crate::storage::{Array, DType, FieldType, Node, NumType, StorageError, Store};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hdf5")
-        .join(name)
+    crate::storage::fixture("hdf5").join(name)
 }
 
 fn expected(name: &str) -> Value {

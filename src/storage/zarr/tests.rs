@@ -6,7 +6,7 @@ use super::*;
 use crate::storage::{DType, NumType};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zarr").join(name)
+    crate::storage::fixture("zarr").join(name)
 }
 
 fn array<'a>(store: &'a Store, path: &str) -> &'a Array {
