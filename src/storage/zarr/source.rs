@@ -166,7 +166,8 @@ impl ZarrSource {
         }
         let elem = kind.elem_size().max(1) as u64;
         let chunk_bytes = chunk.iter().try_fold(elem, |a, d| a.checked_mul((*d).max(1)));
-        let n_chunks = ChunkGrid::new(shape.clone(), chunk.clone()).num_chunks();
+        let grid = ChunkGrid::new(shape.clone(), chunk.clone());
+        let n_chunks = grid.num_chunks();
         let array = match chunk_bytes.filter(|&b| b <= MAX_CHUNK_BYTES) {
             None => Err(format!("chunk shape {chunk:?} is too large")),
             Some(b) if n_chunks > MAX_CHUNKS || (b < SMALL_CHUNK_BYTES && n_chunks > MAX_SMALL_CHUNKS) => {
@@ -192,7 +193,7 @@ impl ZarrSource {
         let meta = ArrayMeta {
             path: path.to_string(),
             dtype: kind.dtype(),
-            grid: ChunkGrid::new(shape.clone(), chunk),
+            grid,
             shape,
             null: false,
             storage_desc: desc,
