@@ -15,7 +15,7 @@
 //!   where the source says it has none.
 //! - [`check_range_read`] holds a [`RangeRead`](crate::storage::range::RangeRead) to its trait:
 //!   `len`; `read_exact_at` at random offsets and lengths (block boundaries included) equal to
-//!   the object, zero-length reads succeeding, a read past the end `UnexpectedEof`; `identity`
+//!   the object, zero-length reads within the object succeeding, a read past the end (a zero-length one at an offset past it included) `UnexpectedEof`; `identity`
 //!   and `version` stable; hints (`will_need`, `prefetch_exact`) never changing what is read; a
 //!   splice descriptor, when given, reading the same bytes; two threads reading at once.
 //!

@@ -52,7 +52,7 @@ pub(crate) fn check_range_read(name: &str, f: &dyn RangeRead, want: &[u8]) {
     for offset in [0, len / 2, len] {
         assert!(read(offset, 0).is_ok(), "{name}: a zero-length read at {offset} failed");
     }
-    for (offset, n) in [(len, 1), (len.saturating_sub(1), 2), (0, len + 1), (len + 10, 1), (u64::MAX, 1), (u64::MAX - 2, 4)] {
+    for (offset, n) in [(len, 1), (len.saturating_sub(1), 2), (0, len + 1), (len + 10, 1), (len + 1, 0), (u64::MAX, 1), (u64::MAX - 2, 4), (u64::MAX, 0)] {
         match read(offset, n) {
             Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
             Err(e) => panic!("{name}: {n} bytes at {offset}, past the end of {len}: {e} ({:?}), not UnexpectedEof", e.kind()),

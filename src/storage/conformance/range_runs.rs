@@ -35,6 +35,14 @@ fn local_file_keeps_the_contract() {
     // The identity names the file: the same file opened again has it, another file not.
     assert_eq!(LocalFile::open(tmp.path()).unwrap().identity(), f.identity());
     assert_ne!(LocalFile::open(temp_file(&data).path()).unwrap().identity(), f.identity());
+    // Bytes appended after the open are past the end of the length it saw, as for a remote object.
+    let mut grown = std::fs::OpenOptions::new().append(true).open(tmp.path()).unwrap();
+    std::io::Write::write_all(&mut grown, b"appended").unwrap();
+    for (offset, n) in [(data.len() as u64, 8), (data.len() as u64 - 4, 8)] {
+        let err = f.read_exact_at(&mut vec![0; n], offset).expect_err("a read of appended bytes");
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{n} bytes at {offset}: {err}");
+    }
+    check_range_read("LocalFile of a grown file", &f, &data);
 }
 
 #[test]

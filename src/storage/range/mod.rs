@@ -40,7 +40,8 @@ pub trait RangeRead: Send + Sync {
         self.len() == 0
     }
 
-    /// Fills `buf` with the bytes at `offset`; a range past the end is `UnexpectedEof`.
+    /// Fills `buf` with the bytes at `offset`; a range past the end (of [`RangeRead::len`]; an
+    /// empty one at an offset past it included) is `UnexpectedEof`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 
     /// Hints that `len` bytes at `offset` will be read soon (best effort).
@@ -104,9 +105,10 @@ impl RangeRead for LocalFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        // A range beyond what a file offset can address is past the end too (`pread` would
-        // fail with EINVAL instead).
-        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > i64::MAX as u64) {
+        // The length is the one seen at open: bytes a writer appends later are past the end
+        // (as for a remote object), and so is a range no file offset can address (`pread`
+        // would fail with EINVAL instead).
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
             return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the file"));
         }
         self.file.read_exact_at(buf, offset)
