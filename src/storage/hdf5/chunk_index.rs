@@ -6,9 +6,11 @@
 //! specification, "Data Layout Message" and "Version 1 B-trees"). A version-4 layout (files
 //! written with `libver="latest"`; version 5, from HDF5 2.0, alike) names a single chunk, a
 //! fixed array of chunk addresses ([`super::fixed_array`]) or, for a one-dimensional dataset
-//! created resizable, an extensible array ([`super::extensible_array`]). Anything else —
-//! version-2 B-trees, implicit indexes, an unexpected byte — answers `None`, and the caller
-//! asks the library, as before. Every read is bounded by the file's size and by counts checked
+//! created resizable, an extensible array ([`super::extensible_array`]), for one resizable in
+//! more dimensions a version-2 B-tree ([`super::btree2`]), or, for one allocated whole at
+//! creation, an implicit index (chunks one after another). Anything else — an extensible array
+//! of more than one dimension, an unexpected byte — answers `None`, and the caller asks the
+//! library, as before. Every read is bounded by the file's size and by counts checked
 //! against the grid.
 
 use std::collections::{HashMap, HashSet};
@@ -16,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use super::chunks::ChunkLoc;
 use super::file::DataFile;
 use super::btree::undefined_addr;
-use super::{extensible_array, fixed_array};
+use super::{btree2, extensible_array, fixed_array};
 use super::gheap::{le_uint, Sizes};
 use crate::storage::ChunkGrid;
 
@@ -130,8 +132,9 @@ impl Reader<'_> {
 
 /// The chunk table of the dataset whose object header is at `header`, read without the library;
 /// `None` when its layout is neither a version-3 chunked layout with a version-1 B-tree nor a
-/// version-4 one with a single chunk, a fixed array or a one-dimensional extensible array, or
-/// when anything read does not add up (the library then reads it, as before).
+/// version-4 one with a single chunk, an implicit index, a fixed array, a one-dimensional
+/// extensible array or a version-2 B-tree, or when anything read does not add up (the library
+/// then reads it, as before).
 pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
     let r = Reader { data, sizes, path };
     let layout = r.layout_message(header)?;
@@ -171,8 +174,10 @@ fn version3(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
 
 /// Chunk indexing types of a version-4 layout read here.
 const SINGLE_CHUNK: u8 = 1;
+const IMPLICIT: u8 = 2;
 const FIXED_ARRAY: u8 = 3;
 const EXTENSIBLE_ARRAY: u8 = 4;
+const BTREE2: u8 = 5;
 /// Version-4 layout flags: edge chunks stored unfiltered; a filtered single chunk.
 const DONT_FILTER_PARTIAL_BOUND_CHUNKS: u8 = 0x01;
 const SINGLE_INDEX_WITH_FILTER: u8 = 0x02;
@@ -223,8 +228,25 @@ fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
         FIXED_ARRAY => fixed_array::read(r, le(layout, at + 2, a)?, grid, chunk_bytes),
         // Five parameters (repeated in the array's header), then its address.
         EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, grid, chunk_bytes),
+        // Node size, split and merge percents (repeated in the tree's header), then its address.
+        BTREE2 => btree2::read(r, le(layout, at + 7, a)?, grid, chunk_bytes),
+        IMPLICIT => implicit(r, le(layout, at + 1, a)?, grid, chunk_bytes),
         _ => None,
     }
+}
+
+/// An implicit index (a dataset of fixed size whose chunks were all allocated when it was
+/// created, unfiltered): chunk `i`, in row-major chunk order, is the `chunk_bytes` bytes at
+/// `base + i * chunk_bytes`.
+fn implicit(r: &Reader, base: u64, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
+    if base == undefined_addr(r.sizes.addr) {
+        return Some(HashMap::new());
+    }
+    let n = grid.num_chunks();
+    if base.checked_add(n.checked_mul(chunk_bytes)?)? > r.data.len() {
+        return None;
+    }
+    Some((0..n).map(|i| (i, ChunkLoc { addr: base + i * chunk_bytes, size: chunk_bytes, mask: 0 })).collect())
 }
 
 /// The entries of a fixed or extensible array of chunk addresses (their client id says which

@@ -60,14 +60,13 @@ fn tables_equal_the_library_s_on_every_fixture() {
         }
     }
     assert!(direct >= 20, "version-1 B-tree indexes are read directly ({direct} read, {library} left to the library)");
-    // latest.h5 (libver="latest") holds every version-4 index: single chunks, fixed arrays
-    // and one-dimensional extensible arrays (plain, filtered, paged, with blocks and pages
-    // never written) are read directly; version-2 B-trees and implicit indexes by the
-    // library.
+    // latest.h5 (libver="latest") holds every version-4 index, and each is read directly:
+    // single chunks, fixed arrays and one-dimensional extensible arrays (plain, filtered,
+    // paged, with blocks and pages never written), a version-2 B-tree and an implicit index.
     latest.sort();
     let want: Vec<(String, bool)> = [
-        ("/btree2", false), ("/ext_gzip", true), ("/ext_sparse", true), ("/extensible", true), ("/fixed_array", true), ("/fixed_paged", true),
-        ("/fixed_paged_gzip", true), ("/fixed_plain", true), ("/implicit", false), ("/single", true),
+        ("/btree2", true), ("/ext_gzip", true), ("/ext_sparse", true), ("/extensible", true), ("/fixed_array", true), ("/fixed_paged", true),
+        ("/fixed_paged_gzip", true), ("/fixed_plain", true), ("/implicit", true), ("/single", true),
         ("/single_plain", true),
     ].iter().map(|&(n, d)| (n.to_string(), d)).collect();
     assert_eq!(latest, want);
@@ -97,7 +96,7 @@ fn damaged_indexes_never_panic() {
     let starts: Vec<usize> = pristine
         .windows(4)
         .enumerate()
-        .filter(|(_, w)| [b"OHDR", b"FAHD", b"FADB", b"EAHD", b"EAIB", b"EASB", b"EADB", b"TREE"].iter().any(|s| s == w))
+        .filter(|(_, w)| [b"OHDR", b"FAHD", b"FADB", b"EAHD", b"EAIB", b"EASB", b"EADB", b"TREE", b"BTHD", b"BTIN", b"BTLF"].iter().any(|s| s == w))
         .map(|(i, _)| i)
         .collect();
     assert!(starts.len() > 20, "{} structures", starts.len());
@@ -185,4 +184,56 @@ fn a_tree_costs_one_round_trip_per_level() {
     assert_eq!(levels, 3, "the fixture's tree has three levels");
     let rounds = src.rounds.load(std::sync::atomic::Ordering::Relaxed) - header_rounds;
     assert_eq!(rounds, levels, "{rounds} round trips for a tree of {levels} levels");
+}
+
+/// Version-2 B-trees of three and four levels (datasets resizable in both dimensions, 20,000 and
+/// 320,000 chunks, plain and gzip-filtered, some chunks never written) read equal to the
+/// library's tables, one round trip per level.
+#[test]
+fn version_2_b_trees_of_several_levels_equal_the_library_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bt2.h5");
+    {
+        // No file locks: a test running beside this one may fork a process that would inherit
+        // the descriptor, and its lock with it.
+        let f = hdf5::File::with_options().with_fapl(|p| p.libver_latest().file_locking(false)).create(&path).unwrap();
+        for (name, n, gzip) in [("plain", 100usize, false), ("gzip", 100, true), ("deep", 400, false)] {
+            let b = f.new_dataset::<u8>().shape([hdf5::Extent::resizable(n - 1), hdf5::Extent::resizable(2 * n)]).chunk([1, 1]);
+            let b = if gzip { b.deflate(1) } else { b };
+            let d = b.create(name).unwrap();
+            let data: Vec<u8> = (0..(n - 1) * 2 * n).map(|i| (i % 251) as u8 + 1).collect();
+            d.write_raw(&data).unwrap();
+            // Then one more row, whose chunks are never written.
+            d.resize([n, 2 * n]).unwrap();
+        }
+    }
+    let file = hdf5::File::with_options().with_fapl(|p| p.file_locking(false)).open(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for (name, depth) in [("plain", 2), ("gzip", 2), ("deep", 3)] {
+        let d = file.dataset(name).unwrap();
+        let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
+        // SAFETY: the handle takes its own reference to the open dataset.
+        unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
+        let header = header_address(&Hid::new(d.id(), name).unwrap()).unwrap();
+        let want = chunks::build(d.id(), &grid, name).unwrap();
+        let src = Arc::new(Rounds { bytes: bytes.clone(), fetched: Default::default(), rounds: Default::default() });
+        let data = DataFile::new(src.clone());
+        let r = Reader { data: &data, sizes: Sizes { addr: 8, size: 8 }, path: name };
+        let layout = r.layout_message(header).unwrap();
+        let header_rounds = src.rounds.swap(0, std::sync::atomic::Ordering::Relaxed);
+        // Depth: two bytes at 12 of the tree's header, whose address ends the layout.
+        let tree = le(&layout, layout.len() - 8, 8).unwrap();
+        let levels = r.read(tree, 14).map(|h| le(&h, 12, 2).unwrap() as usize + 1).unwrap();
+        assert_eq!(levels, depth + 1, "{name}: the tree's depth");
+        src.rounds.store(0, std::sync::atomic::Ordering::Relaxed);
+        let got = read(&data, Sizes { addr: 8, size: 8 }, header, &grid, name).expect("read directly");
+        assert_eq!(got.len(), want.len(), "{name}");
+        assert!(want.len() as u64 > grid.num_chunks() / 2 && (want.len() as u64) < grid.num_chunks(), "{name}: some chunks unwritten");
+        for (i, loc) in &got {
+            assert_eq!(want.get(*i), Some(*loc), "{name}: chunk {i}");
+        }
+        // The object header, the tree's header, then one round trip per level.
+        let rounds = src.rounds.load(std::sync::atomic::Ordering::Relaxed) - header_rounds;
+        assert_eq!(rounds, 1 + levels, "{name}: {rounds} round trips for a tree of {levels} levels");
+    }
 }

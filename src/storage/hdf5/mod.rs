@@ -13,6 +13,7 @@
 
 pub mod attrs;
 pub mod btree;
+mod btree2;
 pub mod chunk_index;
 pub mod chunks;
 pub mod dtype;
