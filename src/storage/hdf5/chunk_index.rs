@@ -5,13 +5,12 @@
 //! list every allocated chunk: stored size, filter mask, offset and address (HDF5 file format
 //! specification, "Data Layout Message" and "Version 1 B-trees"). A version-4 layout (files
 //! written with `libver="latest"`; version 5, from HDF5 2.0, alike) names a single chunk, a
-//! fixed array of chunk addresses ([`super::fixed_array`]) or, for a one-dimensional dataset
-//! created resizable, an extensible array ([`super::extensible_array`]), for one resizable in
-//! more dimensions a version-2 B-tree ([`super::btree2`]), or, for one allocated whole at
-//! creation, an implicit index (chunks one after another). Anything else — an extensible array
-//! of more than one dimension, an unexpected byte — answers `None`, and the caller asks the
-//! library, as before. Every read is bounded by the file's size and by counts checked
-//! against the grid.
+//! fixed array of chunk addresses ([`super::fixed_array`]), for a dataset resizable in one
+//! dimension an extensible array ([`super::extensible_array`]), for one resizable in more a
+//! version-2 B-tree ([`super::btree2`]), or, for one allocated whole at creation, an implicit
+//! index (chunks one after another). Anything else — an unexpected byte, a count that does not
+//! add up — answers `None`, and the caller asks the library, as before. Every read is bounded
+//! by the file's size and by counts checked against the grid.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,7 +25,8 @@ use crate::storage::ChunkGrid;
 const MAX_BLOCKS: usize = 64;
 /// Largest header block read.
 const MAX_BLOCK_BYTES: u64 = 1 << 20;
-/// Message type of the data layout message and of a header continuation.
+/// Message types of the dataspace, of the data layout and of a header continuation.
+pub(super) const DATASPACE: u16 = 0x0001;
 const LAYOUT: u16 = 0x0008;
 const CONTINUATION: u16 = 0x0010;
 
@@ -50,6 +50,11 @@ impl Reader<'_> {
 
     /// The data of the first layout message in the object header at `header`.
     fn layout_message(&self, header: u64) -> Option<Vec<u8>> {
+        self.message(header, LAYOUT)
+    }
+
+    /// The data of the first message of type `want` in the object header at `header`.
+    pub(super) fn message(&self, header: u64, want: u16) -> Option<Vec<u8>> {
         let (a, s) = (self.sizes.addr, self.sizes.size);
         let first = self.read(header, 16.min(self.data.len().saturating_sub(header)))?;
         // Blocks of messages to scan: (address, length, version 2 or not).
@@ -116,7 +121,7 @@ impl Reader<'_> {
                     return None;
                 }
                 match kind {
-                    LAYOUT => return Some(body.to_vec()),
+                    k if k == want => return Some(body.to_vec()),
                     CONTINUATION => blocks.push((le(body, 0, a)?, le(body, a, s)?)),
                     _ => {}
                 }
@@ -132,8 +137,8 @@ impl Reader<'_> {
 
 /// The chunk table of the dataset whose object header is at `header`, read without the library;
 /// `None` when its layout is neither a version-3 chunked layout with a version-1 B-tree nor a
-/// version-4 one with a single chunk, an implicit index, a fixed array, a one-dimensional
-/// extensible array or a version-2 B-tree, or when anything read does not add up (the library
+/// version-4 one with a single chunk, an implicit index, a fixed array, an extensible array or
+/// a version-2 B-tree, or when anything read does not add up (the library
 /// then reads it, as before).
 pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
     let r = Reader { data, sizes, path };
@@ -142,7 +147,7 @@ pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: 
         Some(3) => version3(&r, &layout, grid),
         // Version 5 (HDF5 2.0) has version 4's layout; only its filtered chunks' sizes are
         // always 8 bytes wide, which the fixed array's entry size tells.
-        Some(4 | 5) => version4(&r, &layout, grid),
+        Some(4 | 5) => version4(&r, header, &layout, grid),
         _ => None,
     }
 }
@@ -185,7 +190,7 @@ const SINGLE_INDEX_WITH_FILTER: u8 = 0x02;
 /// A version-4 (or 5) layout: class 2 (chunked), flags, dimensionality (rank + 1), the byte
 /// width of the dimension sizes, the chunk dims and element size, the indexing type, its
 /// parameters and the index's address.
-fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, ChunkLoc>> {
+fn version4(r: &Reader, header: u64, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, ChunkLoc>> {
     let (a, s) = (r.sizes.addr, r.sizes.size);
     if layout.get(1) != Some(&2) {
         return None;
@@ -227,7 +232,7 @@ fn version4(r: &Reader, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, 
         // Page bits, then the array's address.
         FIXED_ARRAY => fixed_array::read(r, le(layout, at + 2, a)?, grid, chunk_bytes),
         // Five parameters (repeated in the array's header), then its address.
-        EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, grid, chunk_bytes),
+        EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, header, grid, chunk_bytes),
         // Node size, split and merge percents (repeated in the tree's header), then its address.
         BTREE2 => btree2::read(r, le(layout, at + 7, a)?, grid, chunk_bytes),
         IMPLICIT => implicit(r, le(layout, at + 1, a)?, grid, chunk_bytes),

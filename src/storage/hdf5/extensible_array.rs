@@ -8,13 +8,14 @@
 //! entries each. The index block lists the data blocks of the first super blocks and the
 //! addresses of the others; a super block lists its data blocks, and, when they are larger than
 //! a page, a bitmap of the pages ever written. Each level is fetched at once (a remote file: in
-//! parallel). Read for one-dimensional datasets only (a higher rank permutes the chunk order
-//! around its unlimited dimension, which the library handles).
+//! parallel). In a dataset of higher rank, entries follow the chunks in row-major order with the
+//! unlimited dimension moved first and the others counted to their maximum sizes (the
+//! library's "swizzled" order, `H5D__earray_idx_init`): [`Order`] maps them back to the grid.
 
 use std::collections::HashMap;
 
 use super::btree::undefined_addr;
-use super::chunk_index::{le, Entries, Reader};
+use super::chunk_index::{le, Entries, Reader, DATASPACE};
 use super::chunks::ChunkLoc;
 use crate::storage::ChunkGrid;
 
@@ -44,13 +45,88 @@ struct DataBlock {
     pages: Option<Vec<bool>>,
 }
 
-/// The chunk table of the extensible array whose header is at `header`, for a one-dimensional
-/// dataset of chunks of `chunk_bytes` bytes before filtering. `None` when anything does not add up.
-pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
-    let (a, s) = (r.sizes.addr, r.sizes.size);
-    if grid.shape.len() != 1 {
+/// The chunk table of the extensible array whose header is at `header`, for the dataset whose
+/// object header is at `object` and chunks of `chunk_bytes` bytes before filtering. `None` when
+/// anything does not add up.
+pub(super) fn read(r: &Reader, header: u64, object: u64, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
+    if grid.shape.len() == 1 {
+        return entries(r, header, grid.num_chunks(), chunk_bytes);
+    }
+    let space = r.message(object, DATASPACE)?;
+    let order = Order::new(&max_dims(&space, r.sizes.size, grid.shape.len())?, grid, r.sizes.size)?;
+    order.to_grid(entries(r, header, order.entries, chunk_bytes)?)
+}
+
+/// The maximum dims in a dataspace message of rank `rank` (version 1 or 2), if it has them.
+fn max_dims(msg: &[u8], s: usize, rank: usize) -> Option<Vec<u64>> {
+    let (dims, flags) = (usize::from(*msg.get(1)?), *msg.get(2)?);
+    let at = match msg.first()? {
+        1 => 8,
+        2 => 4,
+        _ => return None,
+    };
+    if dims != rank || flags & 1 == 0 {
         return None;
     }
+    (0..rank).map(|d| le(msg, at + (rank + d) * s, s)).collect()
+}
+
+/// Where the entries of an extensible array of rank ≥ 2 lie in the chunk grid.
+struct Order {
+    /// Dimensions in entry order: the unlimited one, then the others in order.
+    dims: Vec<usize>,
+    /// Entries per step of each of `dims` (the product of the later ones' maximum chunk counts).
+    down: Vec<u64>,
+    /// Entries that cover the grid.
+    entries: u64,
+    per_dim: Vec<u64>,
+}
+
+impl Order {
+    /// The order for a dataset with maximum dims `max` (one unlimited: all ones) and chunk grid
+    /// `grid`, sizes `s` bytes wide.
+    fn new(max: &[u64], grid: &ChunkGrid, s: usize) -> Option<Order> {
+        let unlimited = if s >= 8 { u64::MAX } else { (1u64 << (8 * s)) - 1 };
+        let mut open = (0..max.len()).filter(|&d| max[d] == unlimited);
+        let (u, None) = (open.next()?, open.next()) else { return None };
+        let per_dim = grid.chunks_per_dim();
+        let dims: Vec<usize> = std::iter::once(u).chain((0..max.len()).filter(|&d| d != u)).collect();
+        let mut down = vec![1u64; dims.len()];
+        for k in (0..dims.len() - 1).rev() {
+            let d = dims[k + 1];
+            let most = max[d].div_ceil(*grid.chunk.get(d).filter(|&&c| c > 0)?);
+            if most < per_dim[d] {
+                return None;
+            }
+            down[k] = down[k + 1].checked_mul(most)?;
+        }
+        let entries = per_dim[u].checked_mul(down[0])?;
+        Some(Order { dims, down, entries, per_dim })
+    }
+
+    /// `table` (by entry) keyed by chunk index; `None` when an entry lies outside the grid.
+    fn to_grid(&self, table: HashMap<u64, ChunkLoc>) -> Option<HashMap<u64, ChunkLoc>> {
+        let mut coords = vec![0u64; self.dims.len()];
+        let mut out = HashMap::with_capacity(table.len());
+        for (e, loc) in table {
+            let mut rest = e;
+            for (k, &d) in self.dims.iter().enumerate() {
+                coords[d] = rest / self.down[k];
+                rest %= self.down[k];
+                if coords[d] >= self.per_dim[d] {
+                    return None;
+                }
+            }
+            let index = coords.iter().zip(&self.per_dim).fold(0u64, |i, (&c, &n)| i * n + c);
+            out.insert(index, loc);
+        }
+        Some(out)
+    }
+}
+
+/// The first `n` entries of the extensible array whose header is at `header`, by entry index.
+fn entries(r: &Reader, header: u64, n: u64, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
+    let (a, s) = (r.sizes.addr, r.sizes.size);
     if header == undefined_addr(a) {
         return Some(HashMap::new());
     }
@@ -75,7 +151,6 @@ pub(super) fn read(r: &Reader, header: u64, grid: &ChunkGrid, chunk_bytes: u64) 
         index_entries: u64::from(index_entries),
         page_entries: 1 << page_bits,
     };
-    let n = grid.num_chunks();
     let mut table = HashMap::new();
     if index_block == undefined_addr(a) || n == 0 {
         return Some(table);

@@ -25,7 +25,8 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn array<'a>(store: &'a Store, path: &str) -> &'a Array {
+/// The array at `path` of `store`.
+pub(super) fn array<'a>(store: &'a Store, path: &str) -> &'a Array {
     match store.root.get_path(path) {
         Some(Node::Array(a)) => a,
         _ => panic!("{path} is not an array"),
@@ -41,7 +42,8 @@ fn elem_size(a: &Array) -> usize {
 }
 
 /// Reassembles the whole array in C order from its (clipped) chunks.
-fn read_all(a: &Array) -> Vec<u8> {
+/// Every element of `a`, assembled chunk by chunk through its source.
+pub(super) fn read_all(a: &Array) -> Vec<u8> {
     let m = a.meta();
     let elem = elem_size(a);
     let g = &m.grid;
