@@ -36,32 +36,27 @@ impl Deflate {
         format!("deflate({})", self.level)
     }
 
-    /// Inflates one chunk into at most `limit` bytes (see [`decode`]).
+    /// Inflates one chunk (a zlib stream), refusing to produce more than `limit` bytes.
     pub fn decode(&self, data: Vec<u8>, limit: usize) -> Result<Vec<u8>, FilterError> {
-        decode(&data, limit)
+        let mut out = vec![0u8; limit];
+        let n = DECOMPRESSOR
+            .with(|d| d.borrow_mut().zlib_decompress(&data, &mut out))
+            .map_err(|e| match e {
+                DecompressionError::InsufficientSpace => {
+                    FilterError::Corrupt(format!("deflate: output exceeds {limit} bytes"))
+                }
+                DecompressionError::BadData => {
+                    FilterError::Corrupt("deflate: invalid or truncated zlib stream".into())
+                }
+            })?;
+        out.truncate(n);
+        Ok(out)
     }
 }
 
 thread_local! {
     /// One decompressor per thread (libdeflate's state is not shared between threads).
     static DECOMPRESSOR: RefCell<Decompressor> = RefCell::new(Decompressor::new());
-}
-
-/// Inflates a zlib stream, refusing to produce more than `limit` bytes.
-pub fn decode(data: &[u8], limit: usize) -> Result<Vec<u8>, FilterError> {
-    let mut out = vec![0u8; limit];
-    let n = DECOMPRESSOR
-        .with(|d| d.borrow_mut().zlib_decompress(data, &mut out))
-        .map_err(|e| match e {
-            DecompressionError::InsufficientSpace => {
-                FilterError::Corrupt(format!("deflate: output exceeds {limit} bytes"))
-            }
-            DecompressionError::BadData => {
-                FilterError::Corrupt("deflate: invalid or truncated zlib stream".into())
-            }
-        })?;
-    out.truncate(n);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -80,6 +75,7 @@ mod tests {
         let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut enc, &raw).unwrap();
         let z = enc.finish().unwrap();
+        let decode = |z: &[u8], limit| Deflate { level: 6 }.decode(z.to_vec(), limit);
         assert_eq!(decode(&z, 1000).unwrap(), raw);
         assert!(decode(&z, 999).is_err());
         assert!(decode(b"not zlib", 1000).is_err());

@@ -23,18 +23,14 @@ impl Lzf {
         "lzf".into()
     }
 
-    /// Decompresses one chunk into at most `limit` bytes (see [`decode`]).
+    /// Decompresses one chunk (an LZF block) into at most `limit` bytes (h5py stores the full
+    /// chunk size).
     pub fn decode(&self, data: Vec<u8>, limit: usize) -> Result<Vec<u8>, FilterError> {
-        decode(&data, limit)
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        lzf::decompress(&data, limit.max(1)).map_err(|e| FilterError::Corrupt(format!("lzf: {e:?}")))
     }
-}
-
-/// Decompresses an LZF block into at most `limit` bytes (h5py stores the full chunk size).
-pub fn decode(data: &[u8], limit: usize) -> Result<Vec<u8>, FilterError> {
-    if data.is_empty() {
-        return Ok(Vec::new());
-    }
-    lzf::decompress(data, limit.max(1)).map_err(|e| FilterError::Corrupt(format!("lzf: {e:?}")))
 }
 
 #[cfg(test)]
@@ -45,6 +41,7 @@ mod tests {
     fn roundtrip_and_garbage() {
         let raw: Vec<u8> = (0..2000u32).map(|i| (i % 17) as u8).collect();
         let c = lzf::compress(&raw).unwrap();
+        let decode = |c: &[u8], limit| Lzf.decode(c.to_vec(), limit);
         assert_eq!(decode(&c, raw.len()).unwrap(), raw);
         assert!(decode(&c, 10).is_err());
         assert!(decode(&[0xff, 0xff, 0xff], 100).is_err());
