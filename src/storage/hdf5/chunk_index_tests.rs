@@ -20,6 +20,14 @@ fn chunked(g: &hdf5::Group, out: &mut Vec<(String, hdf5::Dataset)>) {
     }
 }
 
+/// Dataset `d`'s chunk grid and the address of its object header.
+fn grid_and_header(d: &hdf5::Dataset, name: &str) -> (ChunkGrid, u64) {
+    let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
+    // SAFETY: the handle takes its own reference to the open dataset.
+    unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
+    (grid, header_address(&Hid::new(d.id(), name).unwrap()).expect("object header address"))
+}
+
 #[test]
 fn tables_equal_the_library_s_on_every_fixture() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -36,13 +44,8 @@ fn tables_equal_the_library_s_on_every_fixture() {
         let len = os.metadata().unwrap().len();
         let data = DataFile::local(os, len);
         for (name, d) in sets {
-            let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
-            let id = d.id();
-            // SAFETY: the handle takes its own reference to the open dataset.
-            unsafe { hdf5_sys::h5i::H5Iinc_ref(id) };
-            let hid = Hid::new(id, &name).unwrap();
-            let header = header_address(&hid).expect("object header address");
-            let want = chunks::build(id, &grid, &name).unwrap();
+            let (grid, header) = grid_and_header(&d, &name);
+            let want = chunks::build(d.id(), &grid, &name).unwrap();
             let got = read(&data, Sizes { addr: 8, size: 8 }, header, &grid, &name);
             if path.ends_with("hdf5/latest.h5") {
                 latest.push((name.clone(), got.is_some()));
@@ -84,10 +87,7 @@ fn damaged_indexes_never_panic() {
     let sets: Vec<(String, u64, ChunkGrid)> = sets
         .into_iter()
         .map(|(name, d)| {
-            let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
-            // SAFETY: the handle takes its own reference to the open dataset.
-            unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
-            let header = header_address(&Hid::new(d.id(), &name).unwrap()).unwrap();
+            let (grid, header) = grid_and_header(&d, &name);
             (name, header, grid)
         })
         .collect();
@@ -167,10 +167,7 @@ fn a_tree_costs_one_round_trip_per_level() {
     crate::storage::hdf5::tests::write_one_byte_chunks(&path, n);
     let file = hdf5::File::open(&path).unwrap();
     let d = file.dataset("x").unwrap();
-    // SAFETY: the handle takes its own reference to the open dataset.
-    unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
-    let header = header_address(&Hid::new(d.id(), "/x").unwrap()).unwrap();
-    let grid = ChunkGrid::new(vec![n as u64], vec![1]);
+    let (grid, header) = grid_and_header(&d, "/x");
     let src = Arc::new(Rounds { bytes: std::fs::read(&path).unwrap(), fetched: Default::default(), rounds: Default::default() });
     let data = DataFile::new(src.clone());
     let r = Reader { data: &data, sizes: Sizes { addr: 8, size: 8 }, path: "/x" };
@@ -211,10 +208,7 @@ fn version_2_b_trees_of_several_levels_equal_the_library_s() {
     let bytes = std::fs::read(&path).unwrap();
     for (name, depth) in [("plain", 2), ("gzip", 2), ("deep", 3)] {
         let d = file.dataset(name).unwrap();
-        let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
-        // SAFETY: the handle takes its own reference to the open dataset.
-        unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
-        let header = header_address(&Hid::new(d.id(), name).unwrap()).unwrap();
+        let (grid, header) = grid_and_header(&d, name);
         let want = chunks::build(d.id(), &grid, name).unwrap();
         let src = Arc::new(Rounds { bytes: bytes.clone(), fetched: Default::default(), rounds: Default::default() });
         let data = DataFile::new(src.clone());
@@ -276,10 +270,7 @@ fn extensible_arrays_of_higher_rank_equal_the_library_s() {
     let data = DataFile::local(os, len);
     for (name, ..) in &cases {
         let d = file.dataset(name).unwrap();
-        let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
-        // SAFETY: the handle takes its own reference to the open dataset.
-        unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
-        let header = header_address(&Hid::new(d.id(), name).unwrap()).unwrap();
+        let (grid, header) = grid_and_header(&d, name);
         let r = Reader { data: &data, sizes: Sizes { addr: 8, size: 8 }, path: name };
         let layout = r.layout_message(header).unwrap();
         let width = usize::from(layout[4]);

@@ -101,6 +101,11 @@ impl Order {
             down[k] = down[k + 1].checked_mul(most)?;
         }
         let entries = per_dim[u].checked_mul(down[0])?;
+        // Entries for chunks far outside the grid (other dims that may grow a lot) are left to
+        // the library rather than walked.
+        if entries > grid.num_chunks().saturating_mul(16).max(1 << 12) {
+            return None;
+        }
         Some(Order { dims, down, entries, per_dim })
     }
 
