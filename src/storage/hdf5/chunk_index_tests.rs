@@ -23,8 +23,9 @@ fn chunked(g: &hdf5::Group, out: &mut Vec<(String, hdf5::Dataset)>) {
 /// Dataset `d`'s chunk grid and the address of its object header.
 fn grid_and_header(d: &hdf5::Dataset, name: &str) -> (ChunkGrid, u64) {
     let grid = ChunkGrid::new(d.shape().iter().map(|&n| n as u64).collect(), d.chunk().unwrap().iter().map(|&n| n as u64).collect());
-    // SAFETY: the handle takes its own reference to the open dataset.
-    unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) };
+    // SAFETY: the handle takes its own reference to the open dataset. Under the library lock:
+    // the library is not thread-safe, and other tests call it at the same time.
+    crate::storage::hdf5::ffi::locked(|| unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) });
     (grid, header_address(&Hid::new(d.id(), name).unwrap()).expect("object header address"))
 }
 
