@@ -26,7 +26,7 @@ const MAX_BLOCKS: usize = 64;
 /// Largest header block read.
 const MAX_BLOCK_BYTES: u64 = 1 << 20;
 /// Message types of the dataspace, of the data layout and of a header continuation.
-pub(super) const DATASPACE: u16 = 0x0001;
+const DATASPACE: u16 = 0x0001;
 const LAYOUT: u16 = 0x0008;
 const CONTINUATION: u16 = 0x0010;
 
@@ -49,12 +49,17 @@ impl Reader<'_> {
     }
 
     /// The data of the first layout message in the object header at `header`.
+    #[cfg(test)]
     fn layout_message(&self, header: u64) -> Option<Vec<u8>> {
-        self.message(header, LAYOUT)
+        let [layout] = self.messages(header, [LAYOUT])?;
+        layout
     }
 
-    /// The data of the first message of type `want` in the object header at `header`.
-    pub(super) fn message(&self, header: u64, want: u16) -> Option<Vec<u8>> {
+    /// The data of the first message of each type in `want` in the object header at `header`,
+    /// in one scan of the header (it stops once all are found); `None` when the header cannot
+    /// be read or does not add up.
+    pub(super) fn messages<const N: usize>(&self, header: u64, want: [u16; N]) -> Option<[Option<Vec<u8>>; N]> {
+        let mut found: [Option<Vec<u8>>; N] = std::array::from_fn(|_| None);
         let (a, s) = (self.sizes.addr, self.sizes.size);
         let first = self.read(header, 16.min(self.data.len().saturating_sub(header)))?;
         // Blocks of messages to scan: (address, length, version 2 or not).
@@ -120,10 +125,15 @@ impl Reader<'_> {
                 if data_at + size > end {
                     return None;
                 }
-                match kind {
-                    k if k == want => return Some(body.to_vec()),
-                    CONTINUATION => blocks.push((le(body, 0, a)?, le(body, a, s)?)),
-                    _ => {}
+                if kind == CONTINUATION {
+                    blocks.push((le(body, 0, a)?, le(body, a, s)?));
+                } else if let Some(k) = want.iter().position(|&w| w == kind) {
+                    if found[k].is_none() {
+                        found[k] = Some(body.to_vec());
+                        if found.iter().all(Option::is_some) {
+                            return Some(found);
+                        }
+                    }
                 }
                 pos = data_at + size;
                 if !v2 {
@@ -131,7 +141,7 @@ impl Reader<'_> {
                 }
             }
         }
-        None
+        Some(found)
     }
 }
 
@@ -142,12 +152,13 @@ impl Reader<'_> {
 /// then reads it, as before).
 pub fn read(data: &DataFile, sizes: Sizes, header: u64, grid: &ChunkGrid, path: &str) -> Option<HashMap<u64, ChunkLoc>> {
     let r = Reader { data, sizes, path };
-    let layout = r.layout_message(header)?;
+    let [layout, space] = r.messages(header, [LAYOUT, DATASPACE])?;
+    let layout = layout?;
     match layout.first() {
         Some(3) => version3(&r, &layout, grid),
         // Version 5 (HDF5 2.0) has version 4's layout; only its filtered chunks' sizes are
         // always 8 bytes wide, which the fixed array's entry size tells.
-        Some(4 | 5) => version4(&r, header, &layout, grid),
+        Some(4 | 5) => version4(&r, &layout, space.as_deref(), grid),
         _ => None,
     }
 }
@@ -189,8 +200,8 @@ const SINGLE_INDEX_WITH_FILTER: u8 = 0x02;
 
 /// A version-4 (or 5) layout: class 2 (chunked), flags, dimensionality (rank + 1), the byte
 /// width of the dimension sizes, the chunk dims and element size, the indexing type, its
-/// parameters and the index's address.
-fn version4(r: &Reader, header: u64, layout: &[u8], grid: &ChunkGrid) -> Option<HashMap<u64, ChunkLoc>> {
+/// parameters and the index's address; `space` is the dataset's dataspace message.
+fn version4(r: &Reader, layout: &[u8], space: Option<&[u8]>, grid: &ChunkGrid) -> Option<HashMap<u64, ChunkLoc>> {
     let (a, s) = (r.sizes.addr, r.sizes.size);
     if layout.get(1) != Some(&2) {
         return None;
@@ -232,7 +243,7 @@ fn version4(r: &Reader, header: u64, layout: &[u8], grid: &ChunkGrid) -> Option<
         // Page bits, then the array's address.
         FIXED_ARRAY => fixed_array::read(r, le(layout, at + 2, a)?, grid, chunk_bytes),
         // Five parameters (repeated in the array's header), then its address.
-        EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, header, grid, chunk_bytes),
+        EXTENSIBLE_ARRAY => extensible_array::read(r, le(layout, at + 6, a)?, space, grid, chunk_bytes),
         // Node size, split and merge percents (repeated in the tree's header), then its address.
         BTREE2 => btree2::read(r, le(layout, at + 7, a)?, grid, chunk_bytes),
         IMPLICIT => implicit(r, le(layout, at + 1, a)?, grid, chunk_bytes),

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use super::btree::undefined_addr;
-use super::chunk_index::{le, Entries, Reader, DATASPACE};
+use super::chunk_index::{le, Entries, Reader};
 use super::chunks::ChunkLoc;
 use crate::storage::ChunkGrid;
 
@@ -45,15 +45,14 @@ struct DataBlock {
     pages: Option<Vec<bool>>,
 }
 
-/// The chunk table of the extensible array whose header is at `header`, for the dataset whose
-/// object header is at `object` and chunks of `chunk_bytes` bytes before filtering. `None` when
-/// anything does not add up.
-pub(super) fn read(r: &Reader, header: u64, object: u64, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
+/// The chunk table of the extensible array whose header is at `header`, for a dataset with
+/// dataspace message `space` (needed for rank ≥ 2: its maximum dims give the entry order) and
+/// chunks of `chunk_bytes` bytes before filtering. `None` when anything does not add up.
+pub(super) fn read(r: &Reader, header: u64, space: Option<&[u8]>, grid: &ChunkGrid, chunk_bytes: u64) -> Option<HashMap<u64, ChunkLoc>> {
     if grid.shape.len() == 1 {
         return entries(r, header, grid.num_chunks(), chunk_bytes);
     }
-    let space = r.message(object, DATASPACE)?;
-    let order = Order::new(&max_dims(&space, r.sizes.size, grid.shape.len())?, grid, r.sizes.size)?;
+    let order = Order::new(&max_dims(space?, r.sizes.size, grid.shape.len())?, grid, r.sizes.size)?;
     order.to_grid(entries(r, header, order.entries, chunk_bytes)?)
 }
 
@@ -79,6 +78,7 @@ struct Order {
     down: Vec<u64>,
     /// Entries that cover the grid.
     entries: u64,
+    /// Chunks of the grid along each dimension.
     per_dim: Vec<u64>,
 }
 
