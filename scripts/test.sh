@@ -10,6 +10,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== cargo clippy (warnings are errors)" >&2
 cargo clippy --release --all-targets --locked -- -D warnings 2>&1
 echo "== cargo test" >&2
-cargo test --release --locked 2>&1
+# The tests take well under a minute; a hung test binary (a deadlock) fails the run after
+# 15 minutes with every thread's stack instead of stalling CI until its own limit.
+cargo test --release --locked --no-run 2>&1
+bash scripts/bounded.sh 900 cargo test --release --locked 2>&1
 echo "== integration (real mounts, anndata as oracle)" >&2
 exec .venv/bin/python -m pytest integration -q -p no:cacheprovider
