@@ -142,9 +142,12 @@ const VALUE: c_int = 0x1a5;
 const HADDR_UNDEF: haddr_t = haddr_t::MAX;
 
 /// The registered driver id (registered once per process).
+///
+/// The cell is only touched under the library lock: a thread that waited on the cell while
+/// holding the lock, for another thread whose registration waits for the lock, would deadlock.
 fn driver() -> StorageResult<hid_t> {
     static ID: OnceLock<Result<hid_t, String>> = OnceLock::new();
-    let id = ID.get_or_init(|| {
+    let id = locked(|| ID.get_or_init(|| {
         let class = Class {
             version: 1,
             value: VALUE,
@@ -198,9 +201,8 @@ fn driver() -> StorageResult<hid_t> {
         } else {
             Ok(id)
         }
-    });
-    id.clone()
-        .map_err(|e| StorageError::Hdf5 { path: String::new(), reason: e })
+    }).clone());
+    id.map_err(|e| StorageError::Hdf5 { path: String::new(), reason: e })
 }
 
 /// A file access property list that opens files through this driver.
