@@ -192,10 +192,9 @@ fn driver() -> StorageResult<hid_t> {
             fl_map: [MEM_SUPER, MEM_SUPER, MEM_SUPER, MEM_DRAW, MEM_DRAW, MEM_SUPER, MEM_SUPER],
         };
         // SAFETY: `class` mirrors `H5FD_class_t` of the bundled HDF5 2.x and the library copies it;
-        // its name is a static C string and its callbacks are plain fns. Under the library lock.
-        let id = locked(|| unsafe {
-            hdf5_sys::h5fd::H5FDregister((&class as *const Class).cast())
-        });
+        // its name is a static C string and its callbacks are plain fns. Under the library lock
+        // (taken around the cell).
+        let id = unsafe { hdf5_sys::h5fd::H5FDregister((&class as *const Class).cast()) };
         if id < 0 {
             Err("cannot register the annfs-guard HDF5 driver".to_string())
         } else {
