@@ -68,9 +68,25 @@ pub fn classify(path: &Path, name: &str) -> Option<Kind> {
         return None;
     }
     let meta = std::fs::metadata(path).ok()?;
-    if meta.is_dir() {
+    kind_of_type(path, name, meta.file_type())
+}
+
+/// [`classify`] of a listed entry, from the type its directory listing gives: no `stat` for a
+/// plain file or directory (a collection of thousands of `.h5ad` files on a network filesystem
+/// is listed without a metadata request per file); a symbolic link, or a type the filesystem
+/// does not report, is followed with [`classify`].
+fn classify_listed(e: &std::fs::DirEntry, name: &str) -> Option<Kind> {
+    match e.file_type() {
+        Ok(t) if !name.starts_with('.') && (t.is_file() || t.is_dir()) => kind_of_type(&e.path(), name, t),
+        _ => classify(&e.path(), name),
+    }
+}
+
+/// How an entry of type `t` (symbolic links followed) at `path` shows in a collection.
+fn kind_of_type(path: &Path, name: &str, t: std::fs::FileType) -> Option<Kind> {
+    if t.is_dir() {
         Some(if is_zarr_store(path) { Kind::Zarr } else { Kind::Dir })
-    } else if meta.is_file() && name.to_ascii_lowercase().ends_with(".h5ad") {
+    } else if t.is_file() && name.to_ascii_lowercase().ends_with(".h5ad") {
         Some(Kind::H5ad)
     } else {
         None
@@ -104,7 +120,7 @@ impl Source for LocalDir {
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                classify(&e.path(), &name).map(|k| (name, k))
+                classify_listed(&e, &name).map(|k| (name, k))
             })
             .collect())
     }
@@ -224,5 +240,45 @@ impl Source for BucketPrefix {
 
     fn info(&self) -> StoreInfo {
         StoreInfo { format: "collection", location: self.describe(), size: 0, mtime: None, inode: None, version: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing classifies every kind of entry as [`classify`] does one by one, links included.
+    #[test]
+    fn listing_classifies_entries_like_classify() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.h5ad"), b"x").unwrap();
+        std::fs::write(root.join("B.H5AD"), b"x").unwrap();
+        std::fs::write(root.join("notes.txt"), b"x").unwrap();
+        std::fs::write(root.join(".hidden.h5ad"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("v2.zarr")).unwrap();
+        std::fs::write(root.join("v2.zarr/.zgroup"), b"{}").unwrap();
+        std::fs::create_dir_all(root.join("v3")).unwrap();
+        std::fs::write(root.join("v3/zarr.json"), b"{}").unwrap();
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.h5ad"), root.join("link.h5ad")).unwrap();
+        std::os::unix::fs::symlink(root.join("v3"), root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(root.join("missing.h5ad"), root.join("dangling.h5ad")).unwrap();
+        std::os::unix::fs::symlink(root.join("notes.txt"), root.join("notes.h5ad.txt")).unwrap();
+        let mut got = LocalDir { root: root.to_path_buf() }.list("").unwrap();
+        got.sort();
+        let mut want: Vec<(String, Kind)> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                classify(&e.path(), &name).map(|k| (name, k))
+            })
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["B.H5AD", "a.h5ad", "link.h5ad", "linked", "sub", "v2.zarr", "v3"]);
+        assert!(got.contains(&("linked".to_string(), Kind::Zarr)) && got.contains(&("sub".to_string(), Kind::Dir)));
     }
 }
