@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -134,7 +135,9 @@ def main() -> int:
     # The CLI build.
     r = subprocess.run([str(BIN), "index", str(store), "--index-dir", str(a.work / "idx-cli"), "--cache-size", a.cache],
                        capture_output=True, text=True)
-    cli = float(r.stderr.rsplit(" in ", 1)[1].split(" s;")[0]) if r.returncode == 0 else float("nan")
+    # The build's own time ("X: built in T s, ..."; the command then sizes the text views).
+    built = re.search(r"^X: built in ([0-9.]+) s", r.stderr, re.M) if r.returncode == 0 else None
+    cli = float(built.group(1)) if built else float("nan")
     # A fresh mount: the first column read builds the index. Its `.annfs/zero` is as long as a
     # column file: reading it is what FUSE alone costs for one column on this machine.
     col_bytes = 128 + 4 * a.cells

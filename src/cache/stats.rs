@@ -24,6 +24,8 @@ pub struct Stats {
     prefetched_bytes: AtomicU64,
     prefetch_skipped: AtomicU64,
     deadline_expired: AtomicU64,
+    text_sized: AtomicU64,
+    text_remembered: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
     /// The store's gate (`store_changed`), when set.
@@ -55,6 +57,16 @@ impl Stats {
                 self.blocks_rendered.fetch_add(1, Relaxed);
             }
         }
+    }
+
+    /// Records a size pass over a text view (its layout was not remembered).
+    pub(crate) fn text_sized(&self) {
+        self.text_sized.fetch_add(1, Relaxed);
+    }
+
+    /// Records a text view whose layout came from a sidecar (no size pass).
+    pub(crate) fn text_remembered(&self) {
+        self.text_remembered.fetch_add(1, Relaxed);
     }
 
     /// Records one served read of `bytes` bytes.
@@ -144,6 +156,8 @@ impl Stats {
             "prefetched_bytes": g(&self.prefetched_bytes),
             "prefetch_skipped": g(&self.prefetch_skipped),
             "deadline_expired": g(&self.deadline_expired),
+            "text_views_sized": g(&self.text_sized),
+            "text_layouts_remembered": g(&self.text_remembered),
             "store_changed": self.gate.get().and_then(|g| g.reason()),
             "remote": self.remote.get().map(|r| r.snapshot()),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),

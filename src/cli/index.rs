@@ -1,8 +1,10 @@
 //! `annfs index STORE [--index-dir DIR]`: builds the transposed index of every sparse matrix
 //! whose columns are vars (X, layers, raw/X) ahead of time, with a progress line on a terminal
-//! and a summary (time, bytes written).
+//! and a summary (time, bytes written); then sizes the store's big text views into the same
+//! directory, where mounts find them (no size pass on their first `stat`).
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,10 @@ use crate::cache::ChunkCache;
 use crate::collection::{Collection, StoreSetup};
 use crate::index::{format, IndexService};
 use crate::model::{AnnData, Element, Matrix, Sparse};
+use crate::storage::StoreInfo;
+use crate::views::sidecar::Sidecar;
+use crate::views::tree::{self, TreeOptions};
+use crate::views::{VNode, VTree};
 
 /// The sparse var-column matrices of `ad`, with their virtual paths.
 fn var_matrices(ad: &AnnData) -> Vec<(String, Sparse)> {
@@ -61,11 +67,15 @@ pub(super) fn run(args: &IndexArgs) -> Result<(), CliError> {
     })?;
     if let Some(source) = source {
         let setup = StoreSetup { open: opts.clone(), index_dir: Some(dir.clone()), ..Default::default() };
-        let coll = Collection::new(source, cache, setup);
+        let coll = Collection::new(source, cache.clone(), setup);
         for (rel, kind) in coll.stores() {
             // The setup names the index directory, so every opened store has a service.
             match coll.open(&rel, kind).and_then(|s| s.index().cloned().map(|i| (s, i)).ok_or_else(|| "no index service".into())) {
-                Ok((s, service)) => index_store(&format!("{rel}/"), &s.ad, &service, &mut totals)?,
+                Ok((s, service)) => {
+                    let prefix = format!("{rel}/");
+                    index_store(&prefix, &s.ad, &service, &mut totals)?;
+                    size_text_views(&prefix, &s.ad, &s.info, &cache, &dir)?;
+                }
                 Err(e) => {
                     writeln!(std::io::stderr(), "{rel}: skipped: {e}")?;
                     totals.failed += 1;
@@ -75,8 +85,9 @@ pub(super) fn run(args: &IndexArgs) -> Result<(), CliError> {
     } else {
         let st = crate::storage::open_with(&args.store, &opts).map_err(|source| CliError::Storage { store: args.store.clone(), source })?;
         let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: args.store.clone(), source })?;
-        let service = IndexService::new(dir.clone(), None, &st.info, cache);
+        let service = IndexService::new(dir.clone(), None, &st.info, cache.clone());
         index_store("", &ad, &service, &mut totals)?;
+        size_text_views("", &Arc::new(ad), &st.info, &cache, &dir)?;
     }
     let Totals { built, fresh, bytes, failed } = totals;
     writeln!(
@@ -88,6 +99,52 @@ pub(super) fn run(args: &IndexArgs) -> Result<(), CliError> {
     if failed > 0 {
         return Err(CliError::Usage(format!("{failed} store(s) of {} could not be indexed (see above)", args.store)));
     }
+    Ok(())
+}
+
+/// Sizes every text view of `ad`'s tree whose size is not known yet (the `rows/S:E/` and
+/// `where/` subsets, sized per mount, excepted), remembering the big ones' layouts in `dir`;
+/// a view that cannot be sized (damaged data) is reported and skipped (a mount fails just
+/// that file too).
+fn size_text_views(
+    prefix: &str,
+    ad: &Arc<AnnData>,
+    info: &StoreInfo,
+    cache: &Arc<ChunkCache>,
+    dir: &Path,
+) -> Result<(), CliError> {
+    let mut err = std::io::stderr();
+    let Some(sidecar) = Sidecar::open(dir, None, info) else {
+        writeln!(err, "{prefix}text views: not sized (nothing tells whether the store changes)")?;
+        return Ok(());
+    };
+    let t0 = Instant::now();
+    let sidecar = Arc::new(sidecar);
+    let before = sidecar.len();
+    let opts = TreeOptions { sidecar: Some(sidecar.clone()), prefix: String::new(), with_rows: false, list_where: false, index: None };
+    let tree = Arc::new(tree::build(ad, info, cache.clone(), &opts));
+    let mut paths = Vec::new();
+    tree.walk_paths(VTree::ROOT, "", &mut paths);
+    let (mut sized, mut failed) = (0, 0);
+    for path in paths {
+        let Some((t, id)) = tree.resolve_any(&path) else { continue };
+        let VNode::File(f) = &t.nodes[id] else { continue };
+        if f.size_is_cheap() {
+            continue;
+        }
+        match f.size() {
+            Ok(_) => sized += 1,
+            Err(e) => {
+                writeln!(err, "{prefix}{path}: not sized: {e}")?;
+                failed += 1;
+            }
+        }
+    }
+    // Small views are sized at once by any mount: only big ones' layouts are kept.
+    let written = sidecar.len() - before;
+    let failed = if failed > 0 { format!(", {failed} failed (see above)") } else { String::new() };
+    let secs = t0.elapsed().as_secs_f64();
+    writeln!(err, "{prefix}text views: {written} sizes written ({sized} views sized{failed}) in {secs:.2} s")?;
     Ok(())
 }
 

@@ -134,7 +134,7 @@ pub fn open_indexed(store: &str, cache_bytes: u64, setup: &StoreSetup) -> Result
     let st = crate::storage::open_with(store, &setup.open).map_err(|source| CliError::Storage { store: store.into(), source })?;
     let cache = Arc::new(ChunkCache::new(cache_bytes));
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
-    let sidecar = setup.sidecar_dir.as_deref().and_then(|d| crate::views::sidecar::Sidecar::open(d, &st.info)).map(Arc::new);
+    let sidecar = setup.sidecar(&st.info);
     let index = setup.index_dir.clone().map(|d| crate::index::IndexService::new(d, setup.index_wait, &st.info, cache.clone()));
     let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone() };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));

@@ -139,6 +139,15 @@ pub struct StoreSetup {
     pub invalidator: EntryInvalidator,
 }
 
+impl StoreSetup {
+    /// The sidecar of the store described by `info`: sizes remembered in `sidecar_dir`, and
+    /// those `annfs index` left in `index_dir`.
+    pub fn sidecar(&self, info: &StoreInfo) -> Option<Arc<Sidecar>> {
+        let dir = self.sidecar_dir.as_deref()?;
+        Sidecar::open(dir, self.index_dir.as_deref(), info).map(Arc::new)
+    }
+}
+
 /// A collection: the source, the shared cache, and the stores opened so far.
 pub struct Collection {
     source: Box<dyn Source>,
@@ -284,7 +293,7 @@ impl Collection {
         let loc = self.source.location(rel, kind);
         let st = crate::storage::open_with(&loc, &self.setup.open).map_err(|e| format!("cannot open the store: {e}"))?;
         let ad = crate::model::build(&st, &self.cache).map_err(|e| format!("cannot read the store as AnnData: {e}"))?;
-        let sidecar = self.setup.sidecar_dir.as_deref().and_then(|d| Sidecar::open(d, &st.info)).map(Arc::new);
+        let sidecar = self.setup.sidecar(&st.info);
         let index = self.setup.index_dir.clone().map(|d| IndexService::new(d, self.setup.index_wait, &st.info, self.cache.clone()));
         let bytes = self.source.bytes(rel, kind, &st.info);
         Ok(Arc::new(OpenStore { ad: Arc::new(ad), info: st.info, sidecar, index, bytes }))

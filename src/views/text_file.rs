@@ -118,9 +118,13 @@ impl TextFile {
         self.layout.get_or_try_init(|| {
             let block_rows = self.block_rows();
             Ok(match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
-                Some(stored) => Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets },
+                Some(stored) => {
+                    self.cache.stats.text_remembered();
+                    Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets }
+                }
                 None => {
                     let (offsets, lines) = self.measure(block_rows)?;
+                    self.cache.stats.text_sized();
                     if let Some((s, k)) = &self.sidecar {
                         s.put(k, &StoredLayout { block_rows, lines, offsets: offsets.clone() });
                     }

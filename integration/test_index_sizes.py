@@ -1,0 +1,63 @@
+"""`annfs index` sizes a store's big text views into the index directory, and every mount that uses
+that directory finds the sizes there: no size pass on a first `stat`, even with an empty cache
+directory (a shared, admin-built index directory serves every node and user). Sizes follow the
+store's identity: a changed store is sized again, never served with old offsets."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import ANNFS_BIN, Mount
+from rows_mounts import entries, mdirs, need_mount, store_path  # noqa: F401 (a fixture)
+
+MTX = "X/matrix.mtx"
+
+
+def _index(store: Path, idx: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ANNFS_BIN), "index", str(store), "--index-dir", str(idx)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def _stats(m: Mount) -> dict:
+    return json.loads((m.mnt / ".annfs" / "stats.json").read_bytes())
+
+
+def test_annfs_index_sizes_text_views_for_every_mount(need_mount, tmp_path):
+    src = store_path("real_pbmc68k_reduced_legacy")
+    store = tmp_path / "s.h5ad"
+    shutil.copy(src, store)
+    want = entries(src, [x for x in mdirs(src) if x.rel == "X"][0]).mtx()
+    idx = tmp_path / "idx"
+
+    # Run from the store's directory with a relative path: mounts name it by its absolute path.
+    r = _index(Path(store.name), idx, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^text views: [1-9][0-9]* sizes written", r.stderr, re.M), r.stderr
+    (layouts,) = idx.glob("*.layouts")
+    assert MTX.encode() in layouts.read_bytes()
+
+    # A fresh cache directory: the sizes come from the index directory, no pass over the data.
+    with Mount(store, tmp_path / "m1", "--cache-dir", str(tmp_path / "c1"), "--index-dir", str(idx)) as m:
+        assert os.stat(m.mnt / MTX).st_size == len(want)
+        with open(m.mnt / MTX, "rb") as f:
+            f.seek(-100, os.SEEK_END)
+            assert f.read() == want[-100:]
+        assert (m.mnt / MTX).read_bytes() == want
+        s = _stats(m)
+        assert s["text_views_sized"] == 0 and s["text_layouts_remembered"] >= 1, s
+
+    # Nothing left to size on a second run.
+    r = _index(store, idx)
+    assert r.returncode == 0 and "text views: 0 sizes written" in r.stderr, r.stderr
+
+    # The store touched (its identity changed): the old sizes are not used, the view is sized again.
+    st = store.stat()
+    os.utime(store, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    with Mount(store, tmp_path / "m2", "--cache-dir", str(tmp_path / "c2"), "--index-dir", str(idx)) as m:
+        assert (m.mnt / MTX).read_bytes() == want
+        assert os.stat(m.mnt / MTX).st_size == len(want)
+        assert _stats(m)["text_views_sized"] >= 1
