@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ANNFS_BIN, REPO, Mount, force_unmount, is_mounted, need_fuse, run_annfs, store_path
@@ -330,6 +331,32 @@ def test_no_notify_socket_is_fine(shared_mnt):
     with Mount(store_path(STORE), shared_mnt) as m:
         assert (shared_mnt / "README.txt").exists()
     assert m.proc.returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the /var/cache fallback is root's")
+def test_service_without_home_keeps_indexes_in_var_cache(shared_mnt):
+    """A system service has no $HOME: root's cache and index directories fall back to /var/cache/annfs."""
+    import anndata as ad
+    idx = Path("/var/cache/annfs/index")
+    before = set(idx.glob("*")) if idx.exists() else set()
+    env = {"PATH": os.environ["PATH"]}
+    proc = subprocess.Popen([str(ANNFS_BIN), "mount", str(store_path(STORE)), str(shared_mnt)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (is_mounted(shared_mnt) and (shared_mnt / "README.txt").exists()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "csc" in os.listdir(shared_mnt / "X"), "no transposed index without $HOME"
+        want = ad.read_h5ad(store_path(STORE)).X[:, 1].toarray().ravel()
+        got = np.load(shared_mnt / "X" / "cols" / "1.npy")
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert set(idx.glob("*.idx")) - before, "the index was not built under /var/cache/annfs/index"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=20)[1].decode()
+        for p in set(idx.glob("*")) - before:
+            p.unlink()
+    assert "no cache directory" not in err and "no index directory" not in err, err
 
 
 # ----------------------------------------------------------------------------------------------------------------

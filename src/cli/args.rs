@@ -167,7 +167,7 @@ pub struct MountArgs {
     #[arg(long, default_value = "1G")]
     pub cache_size: String,
     /// Where big text views remember their sizes across mounts
-    /// (default: `$XDG_CACHE_HOME/annfs`, else `~/.cache/annfs`).
+    /// (default: `$XDG_CACHE_HOME/annfs`, else `~/.cache/annfs`, else for root `/var/cache/annfs`).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Where transposed (gene-column) indexes are kept and built (default: `index/` under the

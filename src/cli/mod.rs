@@ -332,6 +332,12 @@ fn mount(mut args: MountArgs, zero_file: Option<&str>) -> Result<(), CliError> {
         invalidator: invalidator.clone(),
         ..setup_for(&store_opts, args.cache_dir.as_deref(), &index)
     };
+    if setup.sidecar_dir.is_none() {
+        log::warn!("no cache directory ($XDG_CACHE_HOME and $HOME are unset; pass --cache-dir DIR): sizes of big text views are not remembered across mounts");
+    }
+    if setup.index_dir.is_none() {
+        log::warn!("no index directory (pass --index-dir DIR or --cache-dir DIR): columns of CSR matrices are served by scanning them (slow)");
+    }
     let mut o = open_indexed(&args.store, budget, &setup)?;
     if let Some(size) = zero_file {
         let size = options::parse_size(size)?;

@@ -50,12 +50,23 @@ pub struct Sidecar {
     entries: Mutex<HashMap<String, StoredLayout>>,
 }
 
-/// The default cache directory: `$XDG_CACHE_HOME/annfs`, else `$HOME/.cache/annfs`.
+/// The default cache directory: `$XDG_CACHE_HOME/annfs`, else `$HOME/.cache/annfs`, else for
+/// root `/var/cache/annfs` (a system service runs with neither variable set); `None` for
+/// another user with neither.
 pub fn default_dir() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return Some(PathBuf::from(x).join("annfs"));
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    default_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"), root)
+}
+
+/// [`default_dir`] from the two variables and whether the process runs as root.
+fn default_dir_from(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>, root: bool) -> Option<PathBuf> {
+    let set = |v: Option<std::ffi::OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (set(xdg), set(home)) {
+        (Some(x), _) => Some(x.join("annfs")),
+        (None, Some(h)) => Some(h.join(".cache").join("annfs")),
+        (None, None) => root.then(|| PathBuf::from("/var/cache/annfs")),
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("annfs"))
 }
 
 /// The sidecar file name of the store described by `info`: a hash of its identity, the path
@@ -165,6 +176,15 @@ mod tests {
         assert!(again.get("X/matrix.mtx", 5).is_none(), "other block size");
         let changed = StoreInfo { mtime: Some(6), ..info };
         assert!(Sidecar::open(dir.path(), None, &changed).unwrap().get("X/matrix.mtx", 4).is_none());
+    }
+
+    #[test]
+    fn default_dir_falls_back_to_var_cache_for_root_only() {
+        let v = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(default_dir_from(v("/x"), v("/h"), false), Some(PathBuf::from("/x/annfs")));
+        assert_eq!(default_dir_from(v(""), v("/h"), false), Some(PathBuf::from("/h/.cache/annfs")));
+        assert_eq!(default_dir_from(None, None, true), Some(PathBuf::from("/var/cache/annfs")));
+        assert_eq!(default_dir_from(None, v(""), false), None);
     }
 
     #[test]
