@@ -125,13 +125,8 @@ impl Sidecar {
     }
 
     /// Number of layouts held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.lock().len()
-    }
-
-    /// True when no layout is held.
-    pub fn is_empty(&self) -> bool {
-        self.entries.lock().is_empty()
     }
 
     /// Remembers a layout (large ones only) and appends it to the sidecar file.
