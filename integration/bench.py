@@ -50,6 +50,7 @@ against its peer (ratio > 1 = annfs faster), with the daemon's VmHWM per workloa
                                  of X/csr/{data,indices,indptr}.npy vs the same files on local disk    >= 0.5x
   8 threads of random rows       400 rows in 8 threads vs 8 threads of backed X[i].toarray()          >= 5x
   head -3 obs.tsv, ls -l X/      cold, fresh mount, empty --cache-dir                      < 100 ms, < 2 s
+                                 and again with the sizes `annfs index` wrote to an --index-dir
   where/cell_type=type_07/X/dense.npy   one of 25 cell types vs backed adata[mask].X.toarray()      >= 2x
   ls, ls -l of a collection      10,000 hard links of a small store, none opened                      < 1 s
   zarr v2/v3/v3s X/csr/*.npy, obsm/X_pca.npy   numpy.load vs zarr-python [...]                       >= 1x

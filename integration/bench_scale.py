@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_stores import write_gzip_h5ad, write_scale_h5ad, write_zarr_variants
-from bench_util import MIB, Mount, Row, drop_caches, mbps, parse_size, read_seq
+from bench_util import BIN, MIB, Mount, Row, drop_caches, mbps, parse_size, read_seq
 
 GB = 10 ** 9
 CSR = ("data", "indices", "indptr")
@@ -79,13 +79,13 @@ class Scale:
     # ---------------------------------------------------------------------------------------------------------
 
     @contextmanager
-    def mount(self, store, hwm: list[float], zero: str | None = None):
+    def mount(self, store, hwm: list[float], zero: str | None = None, extra: tuple[str, ...] = ()):
         """A fresh mount (empty --cache-dir), after dropping the page cache; its VmHWM goes to `hwm`."""
         with tempfile.TemporaryDirectory(prefix="annfs-bench-") as d:
             mnt = Path(d) / "m"
             mnt.mkdir()
             drop_caches()
-            m = Mount(store, mnt, self.args.cache_size, zero=zero, cache_dir=Path(d) / "cache")
+            m = Mount(store, mnt, self.args.cache_size, zero=zero, cache_dir=Path(d) / "cache", extra=extra)
             try:
                 yield m
             finally:
@@ -93,12 +93,12 @@ class Scale:
                 m.close()
 
     def paired(self, name: str, kind: str, ours, peer, target: float, peer_what: str, store=None,
-               zero: str | None = None) -> Row:
-        """Median of reps of ours(mount) (on a fresh cold mount) and of peer() (after a cache drop); `peer` may
-        also be a number measured once (the ceiling) or None."""
+               zero: str | None = None, extra: tuple[str, ...] = ()) -> Row:
+        """Median of reps of ours(mount) (on a fresh cold mount, `extra` its added options) and of peer() (after a
+        cache drop); `peer` may also be a number measured once (the ceiling) or None."""
         a, p, hwm = [], [], []
         for _ in range(self.reps):
-            with self.mount(store or self.store, hwm, zero) as m:
+            with self.mount(store or self.store, hwm, zero, extra) as m:
                 a.append(ours(m))
             if callable(peer):
                 drop_caches()
@@ -333,6 +333,19 @@ class Scale:
             return ours
         self.paired("head -3 obs.tsv (cold)", "limit", timed(["head", "-3", "@/obs.tsv"]), None, 0.1, "-")
         self.paired("ls -l X/ (cold, empty --cache-dir)", "limit", timed(["ls", "-l", "@/X"]), None, 2.0, "-")
+        # The same on mounts of an index directory `annfs index` prepared (a cluster's shared one): the sizes of
+        # the text views are read, not computed.
+        idx = self.work / "idx-sizes"
+        shutil.rmtree(idx, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN), "index", str(self.store), "--index-dir", str(idx), "--cache-size", self.args.cache_size],
+                       check=True, capture_output=True)
+        print(f"  annfs index (transposed index and text sizes): {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        extra = ("--index-dir", str(idx))
+        self.paired("head -3 obs.tsv (cold, sizes from annfs index)", "limit", timed(["head", "-3", "@/obs.tsv"]), None,
+                    0.1, "-", extra=extra)
+        self.paired("ls -l X/ obsm/ (cold, sizes from annfs index)", "limit", timed(["ls", "-l", "@/X", "@/obsm"]), None,
+                    2.0, "-", extra=extra)
 
     def where_subset(self) -> None:
         """Issue 12's row: one cell type's dense matrix, as a path, against anndata's boolean-mask subset."""
