@@ -4,6 +4,7 @@ directory (a shared, admin-built index directory serves every node and user). Si
 store's identity: a changed store is sized again, never served with old offsets."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import ANNFS_BIN, Mount
+from conftest import ANNFS_BIN, Mount, run_annfs
 from rows_mounts import entries, mdirs, need_mount, store_path  # noqa: F401 (a fixture)
 
 MTX = "X/matrix.mtx"
@@ -61,3 +62,34 @@ def test_annfs_index_sizes_text_views_for_every_mount(need_mount, tmp_path):
         assert (m.mnt / MTX).read_bytes() == want
         assert os.stat(m.mnt / MTX).st_size == len(want)
         assert _stats(m)["text_views_sized"] >= 1
+
+
+def test_a_layout_that_does_not_fit_fails_the_file_not_the_bytes(need_mount, tmp_path):
+    """A remembered layout whose offsets parse but do not fit the data (damaged, or written for other data
+    under the same identity) never places bytes wrongly: the file's reads fail with EIO and a log line."""
+    src = store_path("real_pbmc68k_reduced_legacy")
+    store = tmp_path / "s.h5ad"
+    shutil.copy(src, store)
+    want = entries(src, [x for x in mdirs(src) if x.rel == "X"][0]).mtx()
+    idx = tmp_path / "idx"
+    assert _index(store, idx).returncode == 0
+    (layouts,) = idx.glob("*.layouts")
+    lines = []
+    for line in layouts.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["key"] == MTX:
+            # Every block but the first one byte further on: still increasing, the size one byte more.
+            entry["offsets"] = [o + (1 if i else 0) for i, o in enumerate(entry["offsets"])]
+        lines.append(json.dumps(entry))
+    layouts.write_text("\n".join(lines) + "\n")
+    with Mount(store, tmp_path / "m", "--cache-dir", str(tmp_path / "c"), "--index-dir", str(idx)) as m:
+        assert os.stat(m.mnt / MTX).st_size == len(want) + 1
+        try:
+            got = (m.mnt / MTX).read_bytes()
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+        else:
+            raise AssertionError(f"read {len(got)} bytes through a layout that does not fit")
+        assert "its layout says" in m.stderr(), m.stderr()
+        # The other files are served as without the layouts.
+        assert (m.mnt / "obs.tsv").read_bytes() == run_annfs("cat", str(store), "obs.tsv").stdout

@@ -85,8 +85,15 @@ impl TextFile {
 
     /// True once the size is known without rendering (index built or remembered).
     pub fn size_known(&self) -> bool {
-        self.layout.get().is_some()
-            || self.sidecar.as_ref().is_some_and(|(s, k)| s.get(k, self.block_rows()).is_some())
+        self.layout.get().is_some() || self.remembered_layout(self.block_rows()).is_some()
+    }
+
+    /// The layout a sidecar remembers for this file, if it has one block offset per block of
+    /// `block_rows` lines (and the end).
+    fn remembered_layout(&self, block_rows: u64) -> Option<StoredLayout> {
+        let blocks = self.body.n_rows().div_ceil(block_rows);
+        let (s, k) = self.sidecar.as_ref()?;
+        s.get(k, block_rows).filter(|l| l.offsets.len() as u64 == blocks + 1)
     }
 
     fn make_header(&self, lines: u64) -> Vec<u8> {
@@ -117,7 +124,7 @@ impl TextFile {
     fn layout(&self) -> ViewResult<&Layout> {
         self.layout.get_or_try_init(|| {
             let block_rows = self.block_rows();
-            Ok(match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows)) {
+            Ok(match self.remembered_layout(block_rows) {
                 Some(stored) => {
                     self.cache.stats.text_remembered();
                     Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets }
@@ -248,6 +255,15 @@ impl FileContent for TextFile {
             while k + 1 < layout.offsets.len() && layout.offsets[k] < b1 {
                 let start = layout.offsets[k];
                 let bytes = self.block(k as u64, layout.block_rows)?;
+                // A remembered layout that does not fit the data (damaged, or written for other
+                // data) fails the read rather than serve misplaced bytes.
+                let want = layout.offsets[k + 1] - start;
+                if bytes.len() as u64 != want {
+                    return Err(StorageError::corrupt(
+                        "text view",
+                        format!("block {k} is {} bytes, its layout says {want} (a damaged remembered size?)", bytes.len()),
+                    ));
+                }
                 let s = b0.max(start) - start;
                 let e = b1.min(start + bytes.len() as u64) - start;
                 out.extend_from_slice(&bytes[s as usize..e as usize]);
