@@ -36,6 +36,13 @@ pub struct StoredLayout {
     pub offsets: Vec<u64>,
 }
 
+impl StoredLayout {
+    /// True when this layout cuts the view as one of `blocks` blocks of `block_rows` lines does.
+    fn fits(&self, block_rows: u64, blocks: u64) -> bool {
+        self.block_rows == block_rows && self.offsets.len() as u64 == blocks.saturating_add(1)
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Line {
     key: String,
@@ -119,9 +126,15 @@ impl Sidecar {
         (path.is_some() || !entries.is_empty()).then(|| Sidecar { path, entries: Mutex::new(entries) })
     }
 
-    /// The remembered layout of `key`, if it was built with `block_rows` lines per block.
-    pub fn get(&self, key: &str, block_rows: u64) -> Option<StoredLayout> {
-        self.entries.lock().get(key).filter(|l| l.block_rows == block_rows).cloned()
+    /// The remembered layout of `key`, if it was built with `block_rows` lines per block and
+    /// has an offset for each of `blocks` blocks and the end.
+    pub fn get(&self, key: &str, block_rows: u64, blocks: u64) -> Option<StoredLayout> {
+        self.entries.lock().get(key).filter(|l| l.fits(block_rows, blocks)).cloned()
+    }
+
+    /// True when [`Sidecar::get`] would return a layout (without copying it).
+    pub fn knows(&self, key: &str, block_rows: u64, blocks: u64) -> bool {
+        self.entries.lock().get(key).is_some_and(|l| l.fits(block_rows, blocks))
     }
 
     /// Number of layouts held.
@@ -167,10 +180,12 @@ mod tests {
         let path = s.path.clone().unwrap();
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{torn").unwrap();
         let again = Sidecar::open(dir.path(), None, &info).unwrap();
-        assert_eq!(again.get("X/matrix.mtx", 4).unwrap().offsets, layout.offsets);
-        assert!(again.get("X/matrix.mtx", 5).is_none(), "other block size");
+        assert_eq!(again.get("X/matrix.mtx", 4, 9).unwrap().offsets, layout.offsets);
+        assert!(again.get("X/matrix.mtx", 5, 9).is_none(), "other block size");
+        assert!(again.get("X/matrix.mtx", 4, 10).is_none() && !again.knows("X/matrix.mtx", 4, 10), "other block count");
+        assert!(again.knows("X/matrix.mtx", 4, 9));
         let changed = StoreInfo { mtime: Some(6), ..info };
-        assert!(Sidecar::open(dir.path(), None, &changed).unwrap().get("X/matrix.mtx", 4).is_none());
+        assert!(Sidecar::open(dir.path(), None, &changed).unwrap().get("X/matrix.mtx", 4, 9).is_none());
     }
 
     #[test]
@@ -194,15 +209,15 @@ mod tests {
         Sidecar::open(shared.path(), None, &abs).unwrap().put("obs.tsv", &layout(100));
         Sidecar::open(shared.path(), None, &abs).unwrap().put("var.tsv", &layout(100));
         let s = Sidecar::open(own.path(), Some(shared.path()), &rel).unwrap();
-        assert_eq!(s.get("obs.tsv", 4).unwrap().offsets, layout(100).offsets, "read from the shared directory");
+        assert_eq!(s.get("obs.tsv", 4, 9).unwrap().offsets, layout(100).offsets, "read from the shared directory");
         s.put("var.tsv", &layout(7));
         let again = Sidecar::open(own.path(), Some(shared.path()), &abs).unwrap();
-        assert_eq!(again.get("var.tsv", 4).unwrap().offsets, layout(7).offsets, "the own directory wins");
+        assert_eq!(again.get("var.tsv", 4, 9).unwrap().offsets, layout(7).offsets, "the own directory wins");
         // A cache directory that cannot be created still serves the shared layouts.
         let blocked = own.path().join("file");
         std::fs::write(&blocked, b"").unwrap();
         let ro = Sidecar::open(&blocked.join("sub"), Some(shared.path()), &abs).unwrap();
-        assert!(ro.path.is_none() && ro.get("obs.tsv", 4).is_some());
+        assert!(ro.path.is_none() && ro.get("obs.tsv", 4, 9).is_some());
         ro.put("X.tsv", &layout(3));
         assert!(Sidecar::open(&blocked.join("sub"), None, &abs).is_none(), "nothing to read, nowhere to write");
     }

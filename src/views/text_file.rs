@@ -85,15 +85,13 @@ impl TextFile {
 
     /// True once the size is known without rendering (index built or remembered).
     pub fn size_known(&self) -> bool {
-        self.layout.get().is_some() || self.remembered_layout(self.block_rows()).is_some()
+        let rows = self.block_rows();
+        self.layout.get().is_some() || self.sidecar.as_ref().is_some_and(|(s, k)| s.knows(k, rows, self.blocks(rows)))
     }
 
-    /// The layout a sidecar remembers for this file, if it has one block offset per block of
-    /// `block_rows` lines (and the end).
-    fn remembered_layout(&self, block_rows: u64) -> Option<StoredLayout> {
-        let blocks = self.body.n_rows().div_ceil(block_rows);
-        let (s, k) = self.sidecar.as_ref()?;
-        s.get(k, block_rows).filter(|l| l.offsets.len() as u64 == blocks + 1)
+    /// Number of blocks of `block_rows` lines.
+    fn blocks(&self, block_rows: u64) -> u64 {
+        self.body.n_rows().div_ceil(block_rows)
     }
 
     fn make_header(&self, lines: u64) -> Vec<u8> {
@@ -124,7 +122,7 @@ impl TextFile {
     fn layout(&self) -> ViewResult<&Layout> {
         self.layout.get_or_try_init(|| {
             let block_rows = self.block_rows();
-            Ok(match self.remembered_layout(block_rows) {
+            Ok(match self.sidecar.as_ref().and_then(|(s, k)| s.get(k, block_rows, self.blocks(block_rows))) {
                 Some(stored) => {
                     self.cache.stats.text_remembered();
                     Layout { block_rows, header: self.make_header(stored.lines), offsets: stored.offsets }
@@ -150,7 +148,7 @@ impl TextFile {
             // A damaged shape (a length of 10^12): sizing would run for hours. Refused at once.
             return Err(StorageError::unsupported("text view", format!("{n} lines is more than a text view serves ({MAX_LINES})")));
         }
-        let n_blocks = n.div_ceil(block_rows);
+        let n_blocks = self.blocks(block_rows);
         let count_lines = matches!(self.header, Header::FromLines(_));
         let next = AtomicU64::new(0);
         let results: Mutex<Vec<(u64, u64)>> = Mutex::new(vec![(0, 0); n_blocks as usize]);
