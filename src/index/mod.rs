@@ -268,10 +268,7 @@ fn identity(info: &StoreInfo) -> Result<Identity, String> {
         return Ok(Identity { location: info.location.clone(), size: info.size, mtime: 0, inode: None, etag: Some(etag) });
     }
     let mtime = info.mtime.ok_or("the store has no modification time (remote stores are not indexed)")?;
-    let location = std::fs::canonicalize(&info.location)
-        .map_err(|e| format!("cannot resolve {}: {e}", info.location))?
-        .display()
-        .to_string();
+    let location = info.canonical_location().map_err(|e| format!("cannot resolve {}: {e}", info.location))?;
     Ok(Identity { location, size: info.size, mtime, inode: info.inode, etag: None })
 }
 

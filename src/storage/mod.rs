@@ -365,6 +365,18 @@ pub struct StoreInfo {
     pub version: Option<String>,
 }
 
+impl StoreInfo {
+    /// The name that identifies the store whatever path it was given by: a URL as given, a local
+    /// path made canonical (`./a.h5ad` and `/data/a.h5ad` are one store). Caches keyed by the
+    /// store (indexes, remembered sizes) use it.
+    pub fn canonical_location(&self) -> std::io::Result<String> {
+        if range::Remote::parse(&self.location).is_some() {
+            return Ok(self.location.clone());
+        }
+        Ok(std::fs::canonicalize(&self.location)?.display().to_string())
+    }
+}
+
 /// An opened store: its metadata tree and facts about it.
 pub struct Store {
     /// The root group.

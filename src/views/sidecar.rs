@@ -83,10 +83,7 @@ fn file_name(info: &StoreInfo) -> Option<String> {
     if info.mtime.is_none() && info.version.is_none() {
         return None;
     }
-    let location = match crate::storage::range::Remote::parse(&info.location) {
-        Some(_) => info.location.clone(),
-        None => std::fs::canonicalize(&info.location).map_or_else(|_| info.location.clone(), |p| p.display().to_string()),
-    };
+    let location = info.canonical_location().unwrap_or_else(|_| info.location.clone());
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&location, info.size, info.mtime, info.inode, &info.version, FORMAT_VERSION).hash(&mut h);
     Some(format!("{:016x}.layouts", h.finish()))
