@@ -248,6 +248,10 @@ impl IndexWriter {
         let tmp = dest.with_extension(format!("tmp.{}.{n}", std::process::id()));
         let file = File::options().read(true).write(true).create_new(true).open(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
         let geo = layout.geometry(data_width)?;
+        // The whole file's blocks at once: placed writes then fill allocated blocks instead of
+        // reserving them page by page. Not every filesystem can (a failure changes nothing).
+        // SAFETY: plain system call on a descriptor this function owns; no memory is passed.
+        unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, geo.file_len as libc::off_t) };
         Ok(IndexWriter {
             file,
             tmp,
