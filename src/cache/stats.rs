@@ -26,6 +26,7 @@ pub struct Stats {
     deadline_expired: AtomicU64,
     text_sized: AtomicU64,
     text_remembered: AtomicU64,
+    lookups: AtomicU64,
     /// The most recent read failures, one per file: (virtual path, error).
     failures: parking_lot::Mutex<Vec<(String, String)>>,
     /// The store's gate (`store_changed`), when set.
@@ -67,6 +68,11 @@ impl Stats {
     /// Records a text view whose layout came from a sidecar (no size pass).
     pub(crate) fn text_remembered(&self) {
         self.text_remembered.fetch_add(1, Relaxed);
+    }
+
+    /// Records a lookup request from the kernel (`readdirplus` spares `ls -l` one per entry).
+    pub fn looked_up(&self) {
+        self.lookups.fetch_add(1, Relaxed);
     }
 
     /// Records one served read of `bytes` bytes.
@@ -158,6 +164,7 @@ impl Stats {
             "deadline_expired": g(&self.deadline_expired),
             "text_views_sized": g(&self.text_sized),
             "text_layouts_remembered": g(&self.text_remembered),
+            "lookups": g(&self.lookups),
             "store_changed": self.gate.get().and_then(|g| g.reason()),
             "remote": self.remote.get().map(|r| r.snapshot()),
             "failing_files": self.failures().into_iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),

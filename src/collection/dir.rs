@@ -52,6 +52,11 @@ impl DynDir for CollectionDir {
         true
     }
 
+    /// An entry is one `stat` of the source and a node that opens nothing yet.
+    fn lookup_is_cheap(&self) -> bool {
+        true
+    }
+
     fn lookup(&self, name: &str) -> Option<VTree> {
         if self.is_root() {
             match name {
@@ -106,6 +111,11 @@ impl DynDir for StoreDir {
     fn lookup(&self, name: &str) -> Option<VTree> {
         let t = self.tree();
         t.subtree(t.lookup(VTree::ROOT, name)?)
+    }
+
+    /// An entry is a part of the store's tree, which listing it has built.
+    fn lookup_is_cheap(&self) -> bool {
+        true
     }
 
     fn activity(&self) -> Option<Arc<Activity>> {

@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod error;
 mod inodes;
 mod lane;
+mod listing;
 pub mod mount;
 pub mod reply;
 pub mod source_watch;
@@ -26,8 +27,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
 use crate::cache::ChunkCache;
@@ -186,14 +187,6 @@ impl AnnFs {
     }
 }
 
-/// A synthetic inode for `readdir` of dynamic directories (never looked up by the kernel).
-fn listing_ino(dir: u64, name: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (dir, name).hash(&mut h);
-    h.finish() | (1 << 63)
-}
-
 impl Filesystem for AnnFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Requests of up to 1 MiB, less when spliced replies need it ([`splice`]): a reply must
@@ -213,6 +206,11 @@ impl Filesystem for AnnFs {
         // Let the kernel read ahead as far (or its maximum).
         if let Err(max) = config.set_max_readahead(largest) {
             let _ = config.set_max_readahead(max);
+        }
+        // Listings carry their entries' attributes where they are cheap, when the kernel sees
+        // them used (`ls -l`): no lookup per entry ([`listing`]).
+        if let Err(missing) = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO) {
+            log::debug!("kernel lacks {missing:?}");
         }
         // Let lookups in one directory run in parallel: a slow first `stat` (a text index being
         // built) must not hold up other users' lookups next to it.
@@ -235,6 +233,7 @@ impl Filesystem for AnnFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.shared.cache.stats.looked_up();
         let node = match guard("lookup", || self.shared.child(parent, name)) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
@@ -331,33 +330,14 @@ impl Filesystem for AnnFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectory) {
-        let listing = guard("readdir", || {
-            let (g, id) = self.shared.node(ino)?;
-            let mut out = vec![(ino.0, FileType::Directory, ".".to_string()), (g.parents[id], FileType::Directory, "..".to_string())];
-            match &g.tree.nodes[id] {
-                VNode::Dir(entries) => {
-                    for (name, child) in entries {
-                        let kind = match g.tree.nodes[*child] {
-                            VNode::File(_) => FileType::RegularFile,
-                            _ => FileType::Directory,
-                        };
-                        out.push((g.base + *child as u64, kind, name.clone()));
-                    }
-                }
-                VNode::Dyn(d) => {
-                    for name in d.list() {
-                        let kind = if d.is_dir(&name) { FileType::Directory } else { FileType::RegularFile };
-                        out.push((listing_ino(ino.0, &name), kind, name));
-                    }
-                }
-                VNode::File(_) => return Err(Errno::ENOTDIR),
-            }
-            Ok(out)
-        });
-        match listing {
+        match guard("readdir", || self.shared.listing(ino)) {
             Ok(entries) => reply::fill_dir(reply, &entries, offset),
             Err(e) => reply.error(e),
         }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        self.shared.fill_dir_plus(reply, ino, offset);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {

@@ -239,6 +239,11 @@ pub trait DynDir: Send + Sync {
     fn is_dir(&self, _name: &str) -> bool {
         false
     }
+    /// True when [`DynDir::lookup`] of a listed name costs little (no data read, no row list
+    /// computed): a listing then carries its entries' attributes (`readdirplus`).
+    fn lookup_is_cheap(&self) -> bool {
+        false
+    }
     /// True when the listing changes over time (a collection's directories): the kernel must
     /// not cache it, and entries found in it get a short TTL.
     fn volatile(&self) -> bool {
