@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyDirectoryPlus};
 
-use super::reply::{guard, Listed, VirtualStat};
+use super::reply::{expiring_attr, guard, Listed};
 use super::state::FsCore;
 use crate::views::VNode;
 
@@ -105,12 +105,8 @@ impl FsCore {
         }
     }
 
-    /// Attributes that expire at once: the kernel looks the entry up before using it.
-    fn placeholder(&self, (ino, kind, _): &Listed) -> PlusEntry {
-        let dir = *kind == FileType::Directory;
-        let stat = VirtualStat { kind: *kind, size: 0, nlink: if dir { 2 } else { 1 } };
-        let perm = if dir { self.owner.dir_mode } else { self.owner.file_mode };
-        let attr = stat.attr(*ino, perm & !self.owner.umask & !0o222, (self.owner.uid, self.owner.gid), self.mtime);
-        PlusEntry { attr, ttl: Duration::ZERO, grafted: false }
+    /// An entry the kernel looks up before using it.
+    fn placeholder(&self, listed: &Listed) -> PlusEntry {
+        PlusEntry { attr: expiring_attr(listed), ttl: Duration::ZERO, grafted: false }
     }
 }

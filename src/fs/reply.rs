@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyWrite, ReplyXattr,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyWrite, ReplyXattr,
 };
 
 use super::deadline::ErrorReply;
@@ -121,6 +121,24 @@ pub type Listed = (u64, FileType, String);
 pub fn fill_dir(mut reply: ReplyDirectory, entries: &[Listed], offset: u64) {
     for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
         if reply.add(INodeNo(*child), i as u64 + 1, *kind, name) {
+            break;
+        }
+    }
+    reply.ok();
+}
+
+/// Attributes for a listed entry that the kernel must look up before any use: only the inode
+/// and the kind count (sent with a zero TTL, they expire at once).
+pub fn expiring_attr((ino, kind, _): &Listed) -> FileAttr {
+    let dir = *kind == FileType::Directory;
+    VirtualStat { kind: *kind, size: 0, nlink: if dir { 2 } else { 1 } }.attr(*ino, 0, (0, 0), SystemTime::UNIX_EPOCH)
+}
+
+/// Answers a `readdirplus` from `offset` on with `entries`, every one with [`expiring_attr`]: in
+/// effect a plain `readdir`, each entry looked up before use.
+pub fn fill_dir_plus_expiring(mut reply: ReplyDirectoryPlus, entries: &[Listed], offset: u64) {
+    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+        if reply.add(INodeNo(e.0), i as u64 + 1, &e.2, &Duration::ZERO, &expiring_attr(e), Generation(0)) {
             break;
         }
     }

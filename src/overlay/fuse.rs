@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, FileHandle, Filesystem, FopenFlags, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use rustix::io::Errno;
@@ -211,6 +211,19 @@ impl Filesystem for OverlayFs {
         match guard("overlay readdir", || self.list_dir(ino)) {
             Ok(None) => self.inner.readdir(req, ino, fh, offset, reply),
             Ok(Some(entries)) => reply::fill_dir(reply, &entries, offset),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Merged directories list without attributes (each entry is looked up, as with `readdir`);
+    /// the read-only tree's own directories answer with theirs.
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        if self.is_inner(ino.0) {
+            return self.inner.readdirplus(req, ino, fh, offset, reply);
+        }
+        match guard("overlay readdirplus", || self.list_dir(ino)) {
+            Ok(None) => self.inner.readdirplus(req, ino, fh, offset, reply),
+            Ok(Some(entries)) => reply::fill_dir_plus_expiring(reply, &entries, offset),
             Err(e) => reply.error(e),
         }
     }
