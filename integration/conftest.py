@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import shutil
@@ -77,6 +78,24 @@ need_bin = pytest.mark.skipif(bin_skip_reason() is not None, reason=str(bin_skip
 # --------------------------------------------------------------------------------------------------------------
 # Mounting
 # --------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def need_fuse():
+    """Skips the test when this machine cannot mount (see [`fuse_skip_reason`])."""
+    reason = fuse_skip_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def mount_stats(mnt: Path) -> dict:
+    """`.annfs/stats.json` in one read: it is rendered afresh on every read (its byte counters count the reads
+    themselves)."""
+    fd = os.open(mnt / ".annfs" / "stats.json", os.O_RDONLY)
+    try:
+        return json.loads(os.read(fd, 1 << 16))
+    finally:
+        os.close(fd)
+
 
 def is_mounted(mnt: Path) -> bool:
     target = os.path.realpath(mnt)

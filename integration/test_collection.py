@@ -10,26 +10,16 @@ none opened until touched (mount time reported against a single-store mount in t
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-import pytest
-
 import oracle
-from conftest import FIXTURES, Mount, fuse_skip_reason, run_annfs, walk_files
+from conftest import FIXTURES, Mount, mount_stats as stats, run_annfs, walk_files
 
 ZARR = FIXTURES / "zarr"
 LISTING_TTL = 1.0
-
-
-@pytest.fixture
-def need_fuse():
-    reason = fuse_skip_reason()
-    if reason:
-        pytest.skip(reason)
 
 
 def make_collection(root: Path) -> Path:
@@ -48,15 +38,6 @@ def make_collection(root: Path) -> Path:
 # relative path in the collection -> the fixture whose oracle tree it must show
 TWINS = {"a.h5ad": "csr_gzip", "study1/b.h5ad": "dense_f32", "study1/deep/c.zarr": "csc_lzf_int64",
          "d.zarr": "scanpy_write"}
-
-
-def stats(mnt: Path) -> dict:
-    """One read: stats.json is rendered afresh on every read (its byte counters count the reads themselves)."""
-    fd = os.open(mnt / ".annfs" / "stats.json", os.O_RDONLY)
-    try:
-        return json.loads(os.read(fd, 1 << 16))
-    finally:
-        os.close(fd)
 
 
 def test_tree_of_a_collection(need_fuse, tmp_path):

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import ANNFS_BIN, Mount, run_annfs
+from conftest import ANNFS_BIN, Mount, mount_stats, run_annfs
 from rows_mounts import entries, mdirs, need_mount, store_path  # noqa: F401 (a fixture)
 
 MTX = "X/matrix.mtx"
@@ -21,10 +21,6 @@ MTX = "X/matrix.mtx"
 def _index(store: Path, idx: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(ANNFS_BIN), "index", str(store), "--index-dir", str(idx)],
                           capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def _stats(m: Mount) -> dict:
-    return json.loads((m.mnt / ".annfs" / "stats.json").read_bytes())
 
 
 def test_annfs_index_sizes_text_views_for_every_mount(need_mount, tmp_path):
@@ -48,7 +44,7 @@ def test_annfs_index_sizes_text_views_for_every_mount(need_mount, tmp_path):
             f.seek(-100, os.SEEK_END)
             assert f.read() == want[-100:]
         assert (m.mnt / MTX).read_bytes() == want
-        s = _stats(m)
+        s = mount_stats(m.mnt)
         assert s["text_views_sized"] == 0 and s["text_layouts_remembered"] >= 1, s
 
     # Nothing left to size on a second run.
@@ -61,7 +57,7 @@ def test_annfs_index_sizes_text_views_for_every_mount(need_mount, tmp_path):
     with Mount(store, tmp_path / "m2", "--cache-dir", str(tmp_path / "c2"), "--index-dir", str(idx)) as m:
         assert (m.mnt / MTX).read_bytes() == want
         assert os.stat(m.mnt / MTX).st_size == len(want)
-        assert _stats(m)["text_views_sized"] >= 1
+        assert mount_stats(m.mnt)["text_views_sized"] >= 1
 
 
 def test_a_layout_that_does_not_fit_fails_the_file_not_the_bytes(need_mount, tmp_path):

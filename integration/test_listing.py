@@ -8,29 +8,13 @@ looks it up, and sizes it, before showing it); and a plain `ls -R` of a store si
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Mount, fuse_skip_reason
-
-
-@pytest.fixture
-def need_fuse():
-    reason = fuse_skip_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-def stats(mnt: Path) -> dict:
-    fd = os.open(mnt / ".annfs" / "stats.json", os.O_RDONLY)
-    try:
-        return json.loads(os.read(fd, 1 << 16))
-    finally:
-        os.close(fd)
+from conftest import FIXTURES, Mount, mount_stats as stats
 
 
 def test_ls_l_of_a_collection_looks_up_no_store(need_fuse, tmp_path):
