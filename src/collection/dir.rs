@@ -52,12 +52,29 @@ impl DynDir for CollectionDir {
         true
     }
 
-    /// An entry is one `stat` of the source and a node that opens nothing yet.
+    /// A listed entry is a node that opens nothing yet.
     fn lookup_is_cheap(&self) -> bool {
         true
     }
 
     fn lookup(&self, name: &str) -> Option<VTree> {
+        self.entry(name, || self.coll.kind_of(&self.rel, name))
+    }
+
+    /// Without a `stat` per entry (the source may be a network filesystem): the kind the
+    /// listing gave.
+    fn lookup_listed(&self, name: &str) -> Option<VTree> {
+        let listing = self.coll.list(&self.rel);
+        // The listing is sorted by name.
+        let kind = listing.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok().map(|i| listing[i].1);
+        self.entry(name, || kind)
+    }
+}
+
+impl CollectionDir {
+    /// The entry `name`: one of the root's own files, else a store or directory of the kind
+    /// `kind` tells (`None`: not shown).
+    fn entry(&self, name: &str, kind: impl FnOnce() -> Option<Kind>) -> Option<VTree> {
         if self.is_root() {
             match name {
                 "README.txt" => return Some(VTree::single(Arc::new(StaticFile(root_readme(&self.coll))))),
@@ -69,7 +86,7 @@ impl DynDir for CollectionDir {
             return None;
         }
         let rel = self.child(name);
-        match self.coll.kind_of(&self.rel, name)? {
+        match kind()? {
             Kind::Dir => Some(VTree { nodes: vec![VNode::Dyn(Arc::new(CollectionDir::new(self.coll.clone(), rel)))] }),
             kind => {
                 let activity = self.coll.activity(&rel);

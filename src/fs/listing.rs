@@ -89,7 +89,7 @@ impl FsCore {
                 Some(n) => (n, false),
                 None => return self.placeholder(listed),
             },
-            VNode::Dyn(d) if d.lookup_is_cheap() => match self.child(dir, OsStr::new(&listed.2)) {
+            VNode::Dyn(d) if d.lookup_is_cheap() => match self.child_as(dir, OsStr::new(&listed.2), true) {
                 Ok(n) => (n, true),
                 Err(_) => return self.placeholder(listed),
             },

@@ -93,6 +93,12 @@ impl FsCore {
 
     /// Resolves `name` in directory `parent`, grafting dynamic entries.
     pub(super) fn child(&self, parent: INodeNo, name: &OsStr) -> Result<Node, Errno> {
+        self.child_as(parent, name, false)
+    }
+
+    /// [`FsCore::child`]; `listed`: the name comes from the directory's listing a moment ago
+    /// ([`crate::views::DynDir::lookup_listed`]).
+    pub(super) fn child_as(&self, parent: INodeNo, name: &OsStr, listed: bool) -> Result<Node, Errno> {
         let (g, id) = self.node(parent)?;
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         match &g.tree.nodes[id] {
@@ -100,7 +106,7 @@ impl FsCore {
             VNode::Dyn(d) => {
                 let ino = self
                     .inodes
-                    .lookup_dynamic(parent.0, &g.paths[id], name, g.activity.as_ref(), || d.lookup(name))
+                    .lookup_dynamic(parent.0, &g.paths[id], name, g.activity.as_ref(), || if listed { d.lookup_listed(name) } else { d.lookup(name) })
                     .ok_or(Errno::ENOENT)?;
                 self.inodes.get(ino).ok_or(Errno::ENOENT)
             }

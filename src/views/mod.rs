@@ -239,10 +239,15 @@ pub trait DynDir: Send + Sync {
     fn is_dir(&self, _name: &str) -> bool {
         false
     }
-    /// True when [`DynDir::lookup`] of a listed name costs little (no data read, no row list
-    /// computed): a listing then carries its entries' attributes (`readdirplus`).
+    /// True when [`DynDir::lookup_listed`] costs little (no data read, no row list computed):
+    /// a listing then carries its entries' attributes (`readdirplus`).
     fn lookup_is_cheap(&self) -> bool {
         false
+    }
+    /// [`DynDir::lookup`] of a name this directory has just listed: it may answer from that
+    /// listing instead of asking its source again.
+    fn lookup_listed(&self, name: &str) -> Option<VTree> {
+        self.lookup(name)
     }
     /// True when the listing changes over time (a collection's directories): the kernel must
     /// not cache it, and entries found in it get a short TTL.
