@@ -70,7 +70,8 @@ struct Part<'a> {
     fill: Vec<u64>,
     idx: Vec<u8>,
     dat: Vec<u8>,
-    /// Entries staged per new line (fixed widths only), and their bytes: `STAGE` slots per line.
+    /// Entries staged per new line, and their bytes: `STAGE` slots per line (made by
+    /// [`Part::run`] for fixed widths only).
     staged: Vec<u8>,
     stage_idx: Vec<u8>,
     stage_dat: Vec<u8>,
@@ -120,6 +121,10 @@ impl Part<'_> {
         progress: &Progress,
     ) -> Result<(), IndexError> {
         let (iw, dw) = if IW > 0 { (IW, DW) } else { (iw, dw) };
+        if IW > 0 {
+            let n_out = self.fill.len();
+            (self.staged, self.stage_idx, self.stage_dat) = (vec![0; n_out], vec![0; n_out * STAGE * IW], vec![0; n_out * STAGE * DW]);
+        }
         let mut failed = None;
         input.each(lines, true, progress, |line, c, v| {
             let c = c as usize;
@@ -172,9 +177,7 @@ pub(super) fn scatter(input: &Input, counted: &Counted, plan: &Plan, (iw, dw): (
     for (t, ((cursor, limit), lines)) in counted.shares(0..n_out).into_iter().zip(&counted.parts).enumerate() {
         let size = plan.parts[t].start.last().copied().unwrap_or(0) as usize;
         let (idx, dat) = entry_buffers(size, (iw, dw));
-        let stage = |w: usize| vec![0u8; n_out * STAGE * w];
-        let (staged, stage_idx, stage_dat) = (vec![0; n_out], stage(iw), stage(dw));
-        let part = Part { plan: &plan.parts[t], cursor, limit, fill: vec![0; n_out], idx, dat, staged, stage_idx, stage_dat };
+        let part = Part { plan: &plan.parts[t], cursor, limit, fill: vec![0; n_out], idx, dat, staged: Vec::new(), stage_idx: Vec::new(), stage_dat: Vec::new() };
         jobs.push((lines.clone(), part));
     }
     on_threads(jobs, |(lines, mut part)| with_widths!((iw, dw), part.run(lines, (iw, dw), input, writer, progress)))
