@@ -79,14 +79,6 @@ need_bin = pytest.mark.skipif(bin_skip_reason() is not None, reason=str(bin_skip
 # Mounting
 # --------------------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def need_fuse():
-    """Skips the test when this machine cannot mount (see [`fuse_skip_reason`])."""
-    reason = fuse_skip_reason()
-    if reason:
-        pytest.skip(reason)
-
-
 def mount_stats(mnt: Path) -> dict:
     """`.annfs/stats.json` in one read: it is rendered afresh on every read (its byte counters count the reads
     themselves)."""

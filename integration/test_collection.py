@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import oracle
-from conftest import FIXTURES, Mount, mount_stats as stats, run_annfs, walk_files
+from conftest import FIXTURES, Mount, mount_stats as stats, need_fuse, run_annfs, walk_files
 
 ZARR = FIXTURES / "zarr"
 LISTING_TTL = 1.0
@@ -40,7 +40,8 @@ TWINS = {"a.h5ad": "csr_gzip", "study1/b.h5ad": "dense_f32", "study1/deep/c.zarr
          "d.zarr": "scanpy_write"}
 
 
-def test_tree_of_a_collection(need_fuse, tmp_path):
+@need_fuse
+def test_tree_of_a_collection(tmp_path):
     src = make_collection(tmp_path / "src")
     with Mount(src, tmp_path / "mnt") as m:
         mnt = m.mnt
@@ -71,7 +72,8 @@ def test_tree_of_a_collection(need_fuse, tmp_path):
         assert s["stores_opened"] == len(TWINS) and s["stores_failed"] == 1, s
 
 
-def test_collection_tsv(need_fuse, tmp_path):
+@need_fuse
+def test_collection_tsv(tmp_path):
     import anndata as ad
     src = make_collection(tmp_path / "src")
     with Mount(src, tmp_path / "mnt") as m:
@@ -99,7 +101,8 @@ def test_collection_tsv(need_fuse, tmp_path):
     assert str(src) in out and out.endswith("collection.tsv:\n" + data.decode()), out[-500:]
 
 
-def test_store_added_and_removed_while_mounted(need_fuse, tmp_path):
+@need_fuse
+def test_store_added_and_removed_while_mounted(tmp_path):
     src = make_collection(tmp_path / "src")
     with Mount(src, tmp_path / "mnt") as m:
         study = m.mnt / "study1"
@@ -119,7 +122,8 @@ def test_store_added_and_removed_while_mounted(need_fuse, tmp_path):
         assert "b.h5ad" in os.listdir(study)
 
 
-def test_thousand_stores_mount_without_opening(need_fuse, tmp_path):
+@need_fuse
+def test_thousand_stores_mount_without_opening(tmp_path):
     src = tmp_path / "many"
     one = FIXTURES / "empty_obs_no_x.h5ad"
     for g in range(10):
@@ -193,7 +197,8 @@ def _eventually(cond, timeout: float = 15.0) -> bool:
     return cond()
 
 
-def test_idle_stores_are_closed_and_reopened(need_fuse, tmp_path):
+@need_fuse
+def test_idle_stores_are_closed_and_reopened(tmp_path):
     src = make_collection(tmp_path / "src")
     wants = {rel: oracle.expected_tree(FIXTURES / f"{fx}.h5ad")["obs.tsv"] for rel, fx in TWINS.items()}
     with Mount(src, tmp_path / "mnt", "--store-idle", "1") as m:
@@ -214,7 +219,8 @@ def test_idle_stores_are_closed_and_reopened(need_fuse, tmp_path):
         assert stats(m.mnt)["stores_opened"] == 2 * len(TWINS)
 
 
-def test_a_failed_open_is_tried_again(need_fuse, tmp_path):
+@need_fuse
+def test_a_failed_open_is_tried_again(tmp_path):
     """A store that fails to open (here: a Zarr array's metadata being rewritten, which changes neither the
     store directory's mtime nor its size) shows why in its README; once the failure is --store-idle old, the
     next access opens it again, and after the repair it serves the same bytes as the store mounted alone."""
@@ -238,7 +244,8 @@ def test_a_failed_open_is_tried_again(need_fuse, tmp_path):
                 assert (m.mnt / "b.zarr" / rel).read_bytes() == (alone.mnt / rel).read_bytes(), rel
 
 
-def test_an_open_file_keeps_its_store_open(need_fuse, tmp_path):
+@need_fuse
+def test_an_open_file_keeps_its_store_open(tmp_path):
     src = make_collection(tmp_path / "src")
     want = oracle.expected_tree(FIXTURES / "csr_gzip.h5ad")["obs.tsv"]
     with Mount(src, tmp_path / "mnt", "-o", "store_idle=0.5") as m:
@@ -256,7 +263,8 @@ def test_an_open_file_keeps_its_store_open(need_fuse, tmp_path):
         assert _eventually(lambda: stats(m.mnt)["stores_open"] == 0), stats(m.mnt)
 
 
-def test_gene_columns_of_a_collection(need_fuse, tmp_path):
+@need_fuse
+def test_gene_columns_of_a_collection(tmp_path):
     import h5py
     import numpy as np
     import scipy.sparse as sp

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, Mount, mount_stats as stats
+from conftest import FIXTURES, Mount, mount_stats as stats, need_fuse
+
+pytestmark = need_fuse
 
 
-def test_ls_l_of_a_collection_looks_up_no_store(need_fuse, tmp_path):
+def test_ls_l_of_a_collection_looks_up_no_store(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     one = FIXTURES / "empty_obs_no_x.h5ad"
@@ -47,7 +49,7 @@ def _listed_sizes(mnt: Path, depth: int) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("fixture", ["csr_gzip.h5ad", "real_pbmc68k_reduced_legacy.h5ad"])
-def test_listed_sizes_are_real_sizes(need_fuse, tmp_path, fixture):
+def test_listed_sizes_are_real_sizes(tmp_path, fixture):
     with Mount(FIXTURES / fixture, tmp_path / "mnt", "--cache-dir", str(tmp_path / "cache")) as m:
         sizes = _listed_sizes(m.mnt, 3)
         assert "obs.tsv" in sizes and "X/matrix.mtx" in sizes, sorted(sizes)[:20]
@@ -61,7 +63,7 @@ def test_listed_sizes_are_real_sizes(need_fuse, tmp_path, fixture):
         assert all(listed[k] == sizes[k] for k in listed if k in sizes), listed
 
 
-def test_plain_ls_sizes_no_text_view(need_fuse, tmp_path):
+def test_plain_ls_sizes_no_text_view(tmp_path):
     with Mount(FIXTURES / "real_pbmc68k_reduced_legacy.h5ad", tmp_path / "mnt", "--cache-dir", str(tmp_path / "c")) as m:
         subprocess.run(["ls", "-R", str(m.mnt / "obs"), str(m.mnt / "var"), str(m.mnt / "X"), str(m.mnt)],
                        check=True, capture_output=True)
