@@ -14,7 +14,7 @@ use std::time::Duration;
 use fuser::{Errno, FileAttr, FileType, Generation, INodeNo, ReplyDirectoryPlus};
 
 use super::reply::{expiring_attr, guard, Listed};
-use super::state::FsCore;
+use super::state::{FsCore, Node};
 use crate::views::VNode;
 
 /// An inode for entries of dynamic directories that `readdir` lists without building them (the
@@ -37,37 +37,22 @@ struct PlusEntry {
 impl FsCore {
     /// The whole listing of directory `ino`: `.` and `..` first, then its entries.
     pub(super) fn listing(&self, ino: INodeNo) -> Result<Vec<Listed>, Errno> {
-        let (g, id) = self.node(ino)?;
-        let mut out = vec![(ino.0, FileType::Directory, ".".to_string()), (g.parents[id], FileType::Directory, "..".to_string())];
-        match &g.tree.nodes[id] {
-            VNode::Dir(entries) => {
-                for (name, child) in entries {
-                    let kind = match g.tree.nodes[*child] {
-                        VNode::File(_) => FileType::RegularFile,
-                        _ => FileType::Directory,
-                    };
-                    out.push((g.base + *child as u64, kind, name.clone()));
-                }
-            }
-            VNode::Dyn(d) => {
-                for name in d.list() {
-                    let kind = if d.is_dir(&name) { FileType::Directory } else { FileType::RegularFile };
-                    out.push((listing_ino(ino.0, &name), kind, name));
-                }
-            }
-            VNode::File(_) => return Err(Errno::ENOTDIR),
-        }
-        Ok(out)
+        listing_of(&self.node(ino)?, ino)
     }
 
     /// Answers a `readdirplus` of directory `dir` from `offset` on, as many entries as fit.
     pub(super) fn fill_dir_plus(&self, mut reply: ReplyDirectoryPlus, dir: INodeNo, offset: u64) {
-        let entries = match guard("readdirplus", || self.listing(dir)) {
-            Ok(e) => e,
+        let listed = guard("readdirplus", || {
+            let node = self.node(dir)?;
+            let entries = listing_of(&node, dir)?;
+            Ok::<_, Errno>((node, entries))
+        });
+        let (node, entries) = match listed {
+            Ok(l) => l,
             Err(e) => return reply.error(e),
         };
         for (i, listed) in entries.iter().enumerate().skip(offset as usize) {
-            let e = guard("readdirplus", || Ok::<_, Errno>(self.plus_entry(dir, listed, i < 2))).unwrap_or_else(|_| self.placeholder(listed));
+            let e = guard("readdirplus", || Ok::<_, Errno>(self.plus_entry(&node, dir, listed, i < 2))).unwrap_or_else(|_| self.placeholder(listed));
             if reply.add(e.attr.ino, i as u64 + 1, &listed.2, &e.ttl, &e.attr, Generation(0)) {
                 if e.grafted {
                     // Not sent: the kernel will not forget what it never got.
@@ -79,17 +64,16 @@ impl FsCore {
         reply.ok();
     }
 
-    /// The entry `listed` of directory `dir` (`dot`: `.` or `..`, which the kernel does not
-    /// look up).
-    fn plus_entry(&self, dir: INodeNo, listed: &Listed, dot: bool) -> PlusEntry {
-        let Ok((g, id)) = self.node(dir) else { return self.placeholder(listed) };
-        let (node, grafted) = match &g.tree.nodes[id] {
+    /// The entry `listed` of directory `dir`, inode `dir_ino` (`dot`: `.` or `..`, which the
+    /// kernel does not look up).
+    fn plus_entry(&self, (g, id): &Node, dir_ino: INodeNo, listed: &Listed, dot: bool) -> PlusEntry {
+        let (node, grafted) = match &g.tree.nodes[*id] {
             _ if dot => return self.placeholder(listed),
             VNode::Dir(_) => match self.inodes.get(listed.0) {
                 Some(n) => (n, false),
                 None => return self.placeholder(listed),
             },
-            VNode::Dyn(d) if d.lookup_is_cheap() => match self.child_as(dir, OsStr::new(&listed.2), true) {
+            VNode::Dyn(d) if d.lookup_is_cheap() => match self.child_as(dir_ino, OsStr::new(&listed.2), true) {
                 Ok(n) => (n, true),
                 Err(_) => return self.placeholder(listed),
             },
@@ -109,4 +93,29 @@ impl FsCore {
     fn placeholder(&self, listed: &Listed) -> PlusEntry {
         PlusEntry { attr: expiring_attr(listed), ttl: Duration::ZERO, grafted: false }
     }
+}
+
+/// The listing of directory node `(g, id)`, inode `ino`: `.` and `..` first, then its entries.
+fn listing_of((g, id): &Node, ino: INodeNo) -> Result<Vec<Listed>, Errno> {
+    let id = *id;
+    let mut out = vec![(ino.0, FileType::Directory, ".".to_string()), (g.parents[id], FileType::Directory, "..".to_string())];
+    match &g.tree.nodes[id] {
+        VNode::Dir(entries) => {
+            for (name, child) in entries {
+                let kind = match g.tree.nodes[*child] {
+                    VNode::File(_) => FileType::RegularFile,
+                    _ => FileType::Directory,
+                };
+                out.push((g.base + *child as u64, kind, name.clone()));
+            }
+        }
+        VNode::Dyn(d) => {
+            for name in d.list() {
+                let kind = if d.is_dir(&name) { FileType::Directory } else { FileType::RegularFile };
+                out.push((listing_ino(ino.0, &name), kind, name));
+            }
+        }
+        VNode::File(_) => return Err(Errno::ENOTDIR),
+    }
+    Ok(out)
 }

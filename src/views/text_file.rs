@@ -255,11 +255,15 @@ impl FileContent for TextFile {
                 let bytes = self.block(k as u64, layout.block_rows)?;
                 // A remembered layout that does not fit the data (damaged, or written for other
                 // data) fails the read rather than serve misplaced bytes.
-                let want = layout.offsets[k + 1] - start;
-                if bytes.len() as u64 != want {
+                let want = layout.offsets[k + 1].checked_sub(start);
+                if want != Some(bytes.len() as u64) {
                     return Err(StorageError::corrupt(
                         "text view",
-                        format!("block {k} is {} bytes, its layout says {want} (a damaged remembered size?)", bytes.len()),
+                        format!(
+                            "block {k} is {} bytes, its layout says {} (a damaged remembered size?)",
+                            bytes.len(),
+                            want.map_or_else(|| "a negative length".to_string(), |w| w.to_string())
+                        ),
                     ));
                 }
                 let s = b0.max(start) - start;
