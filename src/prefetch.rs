@@ -1,7 +1,7 @@
 //! Read-ahead for sequential readers.
 //!
-//! Each open file handle is a stream. When a handle reads near where its last read ended,
-//! background workers load the next window of the file, piece by piece in parallel (decoding
+//! Each open file handle is a stream. When a handle reads from the start of the file or near
+//! where its last read ended, background workers load the next window of the file, piece by piece in parallel (decoding
 //! its chunks and rendering its blocks into the shared cache), while the reader consumes the
 //! current one. The window starts at
 //! [`PrefetchConfig::min_window`] and doubles on every sequential read up to
@@ -88,8 +88,8 @@ impl Prefetcher {
         Prefetcher { cfg, streams: DashMap::new(), tx, stats }
     }
 
-    /// Records that handle `fh` of `file` read `len` bytes at `offset`, and starts read-ahead if
-    /// the handle reads sequentially.
+    /// Records that handle `fh` of `file` is reading `len` bytes at `offset` (called before the
+    /// read is served), and starts read-ahead of what follows if the handle reads sequentially.
     pub fn observe(&self, fh: u64, file: &Arc<dyn FileContent>, offset: u64, len: u64) {
         if len == 0 {
             return;
@@ -103,9 +103,13 @@ impl Prefetcher {
         let reach = self.cfg.max_window;
         let near = s.next != u64::MAX && offset <= s.next.saturating_add(reach) && offset.saturating_add(reach) >= s.next;
         if !near {
-            // A seek (or the first read): restart small.
+            // A seek (or the first read): restart small. A read from the start of the file is
+            // how sequential readers begin (`numpy.load`, `cp`, `dd`): its read-ahead starts at
+            // once, as the kernel's does for a buffered file, instead of at the second read.
             *s = Stream { next: end, window: min, prefetched_to: end };
-            return;
+            if offset != 0 {
+                return;
+            }
         }
         s.next = s.next.max(end);
         let start = s.prefetched_to.max(end);
@@ -208,13 +212,14 @@ mod tests {
     #[test]
     fn sequential_reads_load_ahead_in_growing_windows() {
         let (p, c, f, stats) = setup();
-        p.observe(1, &f, 0, 100);
-        assert!(c.ranges.lock().is_empty(), "the first read only starts a stream");
-        p.observe(1, &f, 100, 100);
+        p.observe(1, &f, 5000, 100);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(c.ranges.lock().is_empty(), "a first read inside the file only starts a stream");
+        p.observe(1, &f, 5100, 100);
         assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000));
-        assert_eq!(c.ranges.lock()[0], (200, 500), "read-ahead starts where the reader is");
-        p.observe(1, &f, 200, 100);
-        // Second window: from where the first ended (1200) to 300 + 2000.
+        assert_eq!(c.ranges.lock()[0], (5200, 500), "read-ahead starts where the reader is");
+        p.observe(1, &f, 5200, 100);
+        // Second window: from where the first ended (6200) to 5300 + 2000.
         assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000 + 1100));
         // One job per piece of 500 bytes: 2 for the first window, 3 for the second.
         assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 5));
@@ -222,16 +227,25 @@ mod tests {
     }
 
     #[test]
+    fn a_read_from_the_start_reads_ahead_at_once() {
+        let (p, c, f, stats) = setup();
+        p.observe(1, &f, 0, 100);
+        assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000));
+        assert_eq!(c.ranges.lock()[..2], [(100, 500), (600, 500)], "the first window follows the read");
+        assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 2));
+    }
+
+    #[test]
     fn a_seek_resets_and_release_forgets() {
         let (p, c, f, _) = setup();
-        p.observe(7, &f, 0, 100);
+        p.observe(7, &f, 10_000, 100);
         p.observe(7, &f, 50_000, 100);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(c.read.load(Ordering::SeqCst), 0, "a seek loads nothing");
         // Two handles on one file are two streams: interleaving them is not a seek.
-        p.observe(8, &f, 0, 100);
+        p.observe(8, &f, 20_000, 100);
         p.observe(7, &f, 50_100, 100);
-        p.observe(8, &f, 100, 100);
+        p.observe(8, &f, 20_100, 100);
         assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 2000));
         assert_eq!(p.streams(), 2);
         p.forget(7);

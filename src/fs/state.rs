@@ -137,20 +137,18 @@ impl FsCore {
         if !file.volatile() {
             self.refused.check_fresh(&at.path)?;
         }
-        let answer = match self.spans(at) {
-            Some(spliced) => Answer::Spliced(spliced),
-            None => Answer::Bytes(self.render(at)?),
-        };
         // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
-        // before the reader does); direct-I/O files get ours.
+        // before the reader does); direct-I/O files get ours, started before this read is
+        // rendered so that the next window decodes on other cores while this one does.
         if self.is_direct(&**file, &at.path) && !file.volatile() {
-            let n = match &answer {
-                Answer::Bytes(data) => data.len() as u64,
-                Answer::Spliced(spliced) => spliced.len(),
-            };
+            let size = file.size_is_cheap().then(|| file.size().ok()).flatten();
+            let n = size.map_or(at.size as u64, |s| s.saturating_sub(at.offset).min(at.size as u64));
             self.prefetch.observe(at.fh, file, at.offset, n);
         }
-        Ok(answer)
+        Ok(match self.spans(at) {
+            Some(spliced) => Answer::Spliced(spliced),
+            None => Answer::Bytes(self.render(at)?),
+        })
     }
 
     /// The read as spans of the store file, when replies can be spliced and the file offers them.
