@@ -284,29 +284,61 @@ impl Arr {
             return Ok(());
         }
         self.advise_missing(r0, r1)?;
+        let in_place = self.src.packed_in_place();
+        // The chunk's stored bytes are its rows: read `part` (rows from `a` of chunk `index`,
+        // which starts at row `c0`) straight from the file into place (no decoded copy,
+        // nothing cached). False when the chunk is cached or not stored that way.
+        let wants_packed = |index: u64| in_place && !self.cache.contains(Key::Chunk(self.id, index));
+        let packed = |index: u64, a: u64, c0: u64, part: &mut [u8]| -> StorageResult<bool> {
+            if !wants_packed(index) {
+                return Ok(false);
+            }
+            self.src.read_packed_into(index, (a - c0) * row_bytes as u64, part)
+        };
+        let rows_of = |coords: &[u64]| {
+            let c0 = coords[0] * grid.chunk[0];
+            (c0, r0.max(c0), r1.min(c0.saturating_add(grid.chunk[0])))
+        };
+        if grid.chunks_per_dim()[1..].iter().all(|&p| p == 1) {
+            // Each chunk holds whole rows (a 1-D array, or chunks spanning every column): its
+            // wanted rows are one run, appended in order without zero-filling `out` first.
+            out.reserve(n);
+            return self.for_each_chunk(r0, r1, |coords, index| {
+                let (c0, a, b) = rows_of(coords);
+                if wants_packed(index) {
+                    let at = out.len();
+                    out.resize(at + (b - a) as usize * row_bytes, 0);
+                    if packed(index, a, c0, &mut out[at..])? {
+                        return Ok(());
+                    }
+                    out.truncate(at);
+                }
+                let data = self.checked_chunk(coords, index)?;
+                out.extend_from_slice(&data[(a - c0) as usize * row_bytes..(b - c0) as usize * row_bytes]);
+                Ok(())
+            });
+        }
         out.resize(start + n, 0);
         let dst = &mut out[start..];
-        let in_place = self.src.packed_in_place();
         self.for_each_chunk(r0, r1, |coords, index| {
-            if in_place && !self.cache.contains(Key::Chunk(self.id, index)) {
-                // The chunk's stored bytes are its rows: copy the wanted ones straight from the
-                // file into place (no decoded copy, nothing cached).
-                let c0 = coords[0] * grid.chunk[0];
-                let (a, b) = (r0.max(c0), r1.min(c0.saturating_add(grid.chunk[0])));
-                let part = &mut dst[(a - r0) as usize * row_bytes..(b - r0) as usize * row_bytes];
-                if self.src.read_packed_into(index, (a - c0) * row_bytes as u64, part)? {
-                    return Ok(());
-                }
+            let (c0, a, b) = rows_of(coords);
+            if packed(index, a, c0, &mut dst[(a - r0) as usize * row_bytes..(b - r0) as usize * row_bytes])? {
+                return Ok(());
             }
-            let data = self.chunk(index)?;
-            let cs = grid.clipped_shape(coords);
-            let want: u64 = cs.iter().product::<u64>() * elem as u64;
-            if data.len() as u64 != want {
-                return Err(self.corrupt(format!("chunk {coords:?} has {} bytes, expected {want}", data.len())));
-            }
-            copy_chunk_rows(dst, r0, r1, &grid.shape, &grid.chunk, coords, &cs, &data, elem);
+            let data = self.checked_chunk(coords, index)?;
+            copy_chunk_rows(dst, r0, r1, &grid.shape, &grid.chunk, coords, &grid.clipped_shape(coords), &data, elem);
             Ok(())
         })
+    }
+
+    /// Chunk `index` (at grid `coords`), checked to hold exactly its clipped shape's bytes.
+    fn checked_chunk(&self, coords: &[u64], index: u64) -> StorageResult<crate::cache::Bytes> {
+        let data = self.chunk(index)?;
+        let want: u64 = self.meta().grid.clipped_shape(coords).iter().product::<u64>() * self.elem_size() as u64;
+        if data.len() as u64 != want {
+            return Err(self.corrupt(format!("chunk {coords:?} has {} bytes, expected {want}", data.len())));
+        }
+        Ok(data)
     }
 
     /// Reads flat (C-order) elements `[e0, e1)` as packed bytes.
