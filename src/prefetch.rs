@@ -1,9 +1,9 @@
 //! Read-ahead for sequential readers.
 //!
 //! Each open file handle is a stream. When a handle reads from the start of the file or near
-//! where its last read ended, background workers load the next window of the file, piece by piece in parallel (decoding
-//! its chunks and rendering its blocks into the shared cache), while the reader consumes the
-//! current one. The window starts at
+//! where its last read ended, background workers load the next window of the file, piece by
+//! piece in parallel (decoding its chunks and rendering its blocks into the shared cache),
+//! while the reader consumes the current one. The window starts at
 //! [`PrefetchConfig::min_window`] and doubles on every sequential read up to
 //! [`PrefetchConfig::max_window`]; a seek resets it. What read-ahead loads lives in the one
 //! cache, so it counts against the memory budget like everything else; the job queue is

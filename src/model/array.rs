@@ -285,16 +285,11 @@ impl Arr {
         }
         self.advise_missing(r0, r1)?;
         let in_place = self.src.packed_in_place();
-        // The chunk's stored bytes are its rows: read `part` (rows from `a` of chunk `index`,
-        // which starts at row `c0`) straight from the file into place (no decoded copy,
-        // nothing cached). False when the chunk is cached or not stored that way.
+        // A chunk not cached whose stored bytes are its rows is read straight from the file
+        // into place (no decoded copy, nothing cached): `part` is its rows from `a` (the chunk
+        // starts at row `c0`); false when the chunk is not stored that way.
         let wants_packed = |index: u64| in_place && !self.cache.contains(Key::Chunk(self.id, index));
-        let packed = |index: u64, a: u64, c0: u64, part: &mut [u8]| -> StorageResult<bool> {
-            if !wants_packed(index) {
-                return Ok(false);
-            }
-            self.src.read_packed_into(index, (a - c0) * row_bytes as u64, part)
-        };
+        let packed = |index: u64, a: u64, c0: u64, part: &mut [u8]| self.src.read_packed_into(index, (a - c0) * row_bytes as u64, part);
         let rows_of = |coords: &[u64]| {
             let c0 = coords[0] * grid.chunk[0];
             (c0, r0.max(c0), r1.min(c0.saturating_add(grid.chunk[0])))
@@ -322,7 +317,7 @@ impl Arr {
         let dst = &mut out[start..];
         self.for_each_chunk(r0, r1, |coords, index| {
             let (c0, a, b) = rows_of(coords);
-            if packed(index, a, c0, &mut dst[(a - r0) as usize * row_bytes..(b - r0) as usize * row_bytes])? {
+            if wants_packed(index) && packed(index, a, c0, &mut dst[(a - r0) as usize * row_bytes..(b - r0) as usize * row_bytes])? {
                 return Ok(());
             }
             let data = self.checked_chunk(coords, index)?;
