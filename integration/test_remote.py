@@ -243,6 +243,51 @@ def test_server_dies_then_recovers(big):
         srv.kill()
 
 
+def _sharded_zarr(path: Path, n: int, inner: int):
+    """An AnnData Zarr v3 store whose `X/data` is one shard of `n` float32 values in inner chunks of `inner`
+    (the rest as anndata writes it). Returns the values."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+    import zarr
+    rng = np.random.default_rng(11)
+    rows = n // 100
+    x = sp.csr_matrix((rng.integers(1, 1000, n).astype(np.float32), np.tile(np.arange(100, dtype=np.int32), rows),
+                       np.arange(rows + 1, dtype=np.int64) * 100), shape=(rows, 100))
+    fmt = ad.settings.zarr_write_format
+    try:
+        ad.settings.zarr_write_format = 3
+        ad.AnnData(X=x).write_zarr(path)
+    finally:
+        ad.settings.zarr_write_format = fmt
+    zarr.create_array(str(path), name="X/data", data=x.data, chunks=(inner,), shards=(n,), overwrite=True)
+    zarr.consolidate_metadata(str(path))
+    return x.data
+
+
+@need_fuse
+def test_sharded_zarr_over_http_reads_runs_of_inner_chunks(tmp_path):
+    """A sequential read of a sharded array over HTTP fetches neighbouring inner chunks together (runs of
+    blocks read ahead, as for an h5ad), not with one GET each — and reads the same values."""
+    import numpy as np
+    root = tmp_path / "www"
+    root.mkdir()
+    n, inner = 1_000_000, 10_000
+    want = _sharded_zarr(root / "s.zarr", n, inner)
+    log = tmp_path / "requests.log"
+    srv = Server(root, log=log)
+    r = mount(srv.url("s.zarr"))
+    try:
+        got = np.load(r.mnt / "X" / "csr" / "data.npy")
+        assert np.array_equal(got, want)
+        gets = [ln for ln in log.read_text().splitlines() if ln.startswith("GET ") and "/X/data/c/" in ln]
+        # 100 inner chunks (40 KB each) in one 4 MB shard: a GET per inner chunk would be 100.
+        assert 0 < len(gets) <= 12, gets
+    finally:
+        r.stop()
+        srv.kill()
+
+
 @need_fuse
 def test_object_replaced_under_the_mount_is_never_mixed(tmp_path, big):
     root = tmp_path / "srv"

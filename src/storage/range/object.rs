@@ -100,6 +100,10 @@ type ExactRanges = HashMap<(u64, u64), Arc<Vec<u8>>>;
 /// What background fetches share with the file.
 struct Shared {
     fetcher: Arc<Fetcher>,
+    /// The object's key under the fetcher's location (`""`: the location is the object).
+    key: String,
+    /// Bytes of blocks kept in memory ([`BLOCK_CACHE_BYTES`] unless made smaller).
+    cache_bytes: u64,
     len: u64,
     version: Option<String>,
     blocks: Cache<u64, Arc<Vec<u8>>>,
@@ -123,7 +127,7 @@ pub struct RemoteFile {
 
 impl Shared {
     fn url(&self) -> String {
-        self.fetcher.url("")
+        self.fetcher.url(&self.key)
     }
 
     /// `len` bytes at `start`, through the disk cache (ranges the file's layout fixes: chunks,
@@ -138,7 +142,7 @@ impl Shared {
     }
 
     fn get(&self, start: u64, len: u64, cache: bool) -> std::io::Result<Vec<u8>> {
-        match self.fetcher.get("", Span::At { start, len }, self.version.as_deref(), cache) {
+        match self.fetcher.get(&self.key, Span::At { start, len }, self.version.as_deref(), cache) {
             Ok(Some(data)) => Ok(data),
             Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: HTTP 404", self.url()))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -153,7 +157,7 @@ impl Shared {
         let mut from = b;
         if let Some(v) = self.version.as_deref() {
             while from < end {
-                let Some(data) = self.fetcher.disk_get("", &format!("block{from}"), v) else { break };
+                let Some(data) = self.fetcher.disk_get(&self.key, &format!("block{from}"), v) else { break };
                 let piece = Arc::new(data);
                 if from == b {
                     first = Some(piece.clone());
@@ -169,7 +173,7 @@ impl Shared {
             for (i, piece) in data.chunks(BLOCK as usize).enumerate() {
                 let k = from + i as u64;
                 if let Some(v) = self.version.as_deref() {
-                    self.fetcher.disk_put("", &format!("block{k}"), v, piece);
+                    self.fetcher.disk_put(&self.key, &format!("block{k}"), v, piece);
                 }
                 let piece = Arc::new(piece.to_vec());
                 if k == b {
@@ -390,8 +394,15 @@ impl Shared {
 impl RemoteFile {
     /// The object `fetcher` reads (key `""`), of the length and version a HEAD found.
     pub fn new(fetcher: Arc<Fetcher>, meta: ObjectMeta) -> RemoteFile {
+        RemoteFile::keyed(fetcher, String::new(), meta, BLOCK_CACHE_BYTES)
+    }
+
+    /// Object `key` under `fetcher`'s location, of the length and version a HEAD found,
+    /// keeping at most `cache_bytes` (at least two runs' worth) of blocks in memory.
+    pub fn keyed(fetcher: Arc<Fetcher>, key: String, meta: ObjectMeta, cache_bytes: u64) -> RemoteFile {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = (BLOCK_CACHE_BYTES / BLOCK) as usize;
+        let cache_bytes = cache_bytes.max(2 * MAX_RUN * BLOCK);
+        let n = (cache_bytes / BLOCK) as usize;
         // One shard and a small hot part: with the defaults (a shard per few CPUs, 97% hot) a
         // small cache admits almost nothing new, and a block fetched with its neighbour would be
         // evicted by it; blocks fetched ahead wait in the cold part until they are read (with
@@ -409,6 +420,8 @@ impl RemoteFile {
         };
         let shared = Shared {
             fetcher,
+            key,
+            cache_bytes,
             len: meta.size,
             version: meta.version,
             blocks,
@@ -467,7 +480,7 @@ impl RangeRead for RemoteFile {
 
     fn will_need(&self, offset: u64, len: u64) {
         // Read-ahead is bounded by the block cache: what does not fit would be evicted unread.
-        if len == 0 || len > BLOCK_CACHE_BYTES / 2 || offset >= self.shared.len {
+        if len == 0 || len > self.shared.cache_bytes / 2 || offset >= self.shared.len {
             return;
         }
         let end = offset.saturating_add(len).min(self.shared.len);

@@ -6,17 +6,31 @@
 //! A missing key (404) reads as absent (a missing chunk is the fill value); other failures are
 //! errors, which the views turn into `EIO` for the read that needed them. Metadata keys are never
 //! served from the disk cache.
+//!
+//! Keys read by ranges (shards: their index and inner chunks) are read through a
+//! [`RemoteFile`] each — aligned blocks, fetched once, a sequential reader's next run of blocks
+//! fetched in one GET ahead of it — so that neighbouring inner chunks cost one request between
+//! them instead of one each; every GET of a shard is pinned to the version its first HEAD found.
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{Bytes, MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
-use crate::storage::range::{FetchError, Fetcher, Span};
+use crate::storage::range::object::RemoteFile;
+use crate::storage::range::{FetchError, Fetcher, RangeRead, Span};
+
+/// Shards kept open for range reads, at most (a CSR matrix's values, indices and pointers).
+const OPEN_SHARDS: usize = 3;
+/// Bytes of blocks each open shard keeps in memory (two runs read ahead).
+const SHARD_CACHE_BYTES: u64 = 8 << 20;
 
 /// A Zarr store under a remote prefix.
 pub struct RemoteStore {
     fetcher: Arc<Fetcher>,
+    /// Shards open for range reads, the most recently used last.
+    shards: Mutex<Vec<(String, Arc<RemoteFile>)>>,
 }
 
 /// Metadata keys are never served from the disk cache (they are small and may change).
@@ -36,7 +50,33 @@ fn span(r: ByteRange) -> Span {
 impl RemoteStore {
     /// A store reading keys through `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> RemoteStore {
-        RemoteStore { fetcher }
+        RemoteStore { fetcher, shards: Mutex::new(Vec::new()) }
+    }
+
+    /// `key` opened for range reads (a HEAD on first use, no lock held across it); `Ok(None)`
+    /// when there is no such object.
+    fn shard(&self, key: &str) -> Result<Option<Arc<RemoteFile>>, FetchError> {
+        let recent = |open: &mut Vec<(String, Arc<RemoteFile>)>| {
+            let i = open.iter().position(|(k, _)| k == key)?;
+            let entry = open.remove(i);
+            let file = entry.1.clone();
+            open.push(entry);
+            Some(file)
+        };
+        if let Some(file) = recent(&mut self.shards.lock()) {
+            return Ok(Some(file));
+        }
+        let Some(meta) = self.fetcher.head(key)? else { return Ok(None) };
+        let file = Arc::new(RemoteFile::keyed(self.fetcher.clone(), key.to_string(), meta, SHARD_CACHE_BYTES));
+        let mut open = self.shards.lock();
+        if let Some(theirs) = recent(&mut open) {
+            return Ok(Some(theirs));
+        }
+        if open.len() >= OPEN_SHARDS {
+            open.remove(0);
+        }
+        open.push((key.to_string(), file.clone()));
+        Ok(Some(file))
     }
 
     /// The version (ETag or Last-Modified) of `key` by a HEAD; `None` when the server gives
@@ -61,6 +101,24 @@ fn zerr(e: FetchError) -> ZStorageError {
     ZStorageError::Other(e.to_string())
 }
 
+/// Range `r` of `file`: a range past its end is an error (checked before anything is
+/// allocated: the range may come from a damaged shard index); a suffix longer than the object
+/// is all of it, as HTTP serves it.
+fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageError> {
+    let len = file.len();
+    let (start, n) = match r {
+        ByteRange::FromStart(o, None) => (o, len.saturating_sub(o)),
+        ByteRange::FromStart(o, Some(n)) => (o, n),
+        ByteRange::Suffix(n) => (len.saturating_sub(n), n.min(len)),
+    };
+    if start.checked_add(n).is_none_or(|e| e > len) {
+        return Err(ZStorageError::Other(format!("bytes {start}+{n} past the end of a {len}-byte object")));
+    }
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact_at(&mut buf, start).map_err(|e| ZStorageError::Other(e.to_string()))?;
+    Ok(buf)
+}
+
 impl ReadableStorageTraits for RemoteStore {
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, ZStorageError> {
         Ok(self.fetch(key.as_str(), None).map_err(zerr)?.map(Bytes::from))
@@ -71,6 +129,11 @@ impl ReadableStorageTraits for RemoteStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, ZStorageError> {
+        if !is_metadata(key.as_str()) {
+            let Some(file) = self.shard(key.as_str()).map_err(zerr)? else { return Ok(None) };
+            let out = byte_ranges.map(|r| read_range(&*file, r).map(Bytes::from)).collect::<Vec<_>>();
+            return Ok(Some(Box::new(out.into_iter())));
+        }
         let mut out = Vec::new();
         for r in byte_ranges {
             match self.fetch(key.as_str(), Some(r)).map_err(zerr)? {
