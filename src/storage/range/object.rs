@@ -104,6 +104,9 @@ struct Shared {
     key: String,
     /// Bytes of blocks kept in memory ([`BLOCK_CACHE_BYTES`] unless made smaller).
     cache_bytes: u64,
+    /// A sequential reader's miss fetches only the blocks it reads (its run comes in the
+    /// background), instead of the whole run before it returns.
+    small_misses: bool,
     len: u64,
     version: Option<String>,
     blocks: Cache<u64, Arc<Vec<u8>>>,
@@ -203,7 +206,7 @@ impl Shared {
         }
         let end = self.last_block();
         let sequential = b > 0 && self.blocks.peek(&(b - 1)).is_some();
-        let want = if sequential { last.max(b + MAX_RUN - 1) } else { last };
+        let want = if sequential && !self.small_misses { last.max(b + MAX_RUN - 1) } else { last };
         let (b, e, p) = self.claim(b, want.min(end));
         if sequential {
             // A sequential reader: the next run comes in the background while this one is read.
@@ -394,12 +397,18 @@ impl Shared {
 impl RemoteFile {
     /// The object `fetcher` reads (key `""`), of the length and version a HEAD found.
     pub fn new(fetcher: Arc<Fetcher>, meta: ObjectMeta) -> RemoteFile {
-        RemoteFile::keyed(fetcher, String::new(), meta, BLOCK_CACHE_BYTES)
+        RemoteFile::with(fetcher, String::new(), meta, BLOCK_CACHE_BYTES, false)
     }
 
-    /// Object `key` under `fetcher`'s location, of the length and version a HEAD found,
-    /// keeping at most `cache_bytes` (at least two runs' worth) of blocks in memory.
+    /// Object `key` under `fetcher`'s location (a Zarr shard), of the length and version a HEAD
+    /// found, keeping at most `cache_bytes` (at least two runs' worth) of blocks in memory. A
+    /// sequential reader's miss fetches just the blocks it reads and leaves the run after them
+    /// to the background, so that decoding starts with the first block, not the run's last.
     pub fn keyed(fetcher: Arc<Fetcher>, key: String, meta: ObjectMeta, cache_bytes: u64) -> RemoteFile {
+        RemoteFile::with(fetcher, key, meta, cache_bytes, true)
+    }
+
+    fn with(fetcher: Arc<Fetcher>, key: String, meta: ObjectMeta, cache_bytes: u64, small_misses: bool) -> RemoteFile {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let cache_bytes = cache_bytes.max(2 * MAX_RUN * BLOCK);
         let n = (cache_bytes / BLOCK) as usize;
@@ -422,6 +431,7 @@ impl RemoteFile {
             fetcher,
             key,
             cache_bytes,
+            small_misses,
             len: meta.size,
             version: meta.version,
             blocks,
