@@ -101,9 +101,9 @@ fn zerr(e: FetchError) -> ZStorageError {
     ZStorageError::Other(e.to_string())
 }
 
-/// Range `r` of `file`: a range past its end is an error (checked before anything is
-/// allocated: the range may come from a damaged shard index); a suffix longer than the object
-/// is all of it, as HTTP serves it.
+/// Range `r` of `file`: a range past its end, or longer than any inner chunk annfs reads, is an
+/// error (checked before anything is allocated: the range may come from a damaged shard index);
+/// a suffix longer than the object is all of it, as HTTP serves it.
 fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageError> {
     let len = file.len();
     let (start, n) = match r {
@@ -111,7 +111,7 @@ fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageErr
         ByteRange::FromStart(o, Some(n)) => (o, n),
         ByteRange::Suffix(n) => (len.saturating_sub(n), n.min(len)),
     };
-    if start.checked_add(n).is_none_or(|e| e > len) {
+    if start.checked_add(n).is_none_or(|e| e > len) || n > super::source::MAX_RANGE_BYTES {
         return Err(ZStorageError::Other(format!("bytes {start}+{n} past the end of a {len}-byte object")));
     }
     let mut buf = vec![0u8; n as usize];
@@ -158,6 +158,21 @@ mod tests {
     use super::*;
     use crate::storage::range::{location, Remote};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn ranges_are_cut_as_http_serves_them_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let f = crate::storage::range::LocalFile::open(&path).unwrap();
+        assert_eq!(read_range(&f, ByteRange::FromStart(2, Some(3))).unwrap(), b"234");
+        assert_eq!(read_range(&f, ByteRange::FromStart(7, None)).unwrap(), b"789");
+        assert_eq!(read_range(&f, ByteRange::Suffix(4)).unwrap(), b"6789");
+        assert_eq!(read_range(&f, ByteRange::Suffix(40)).unwrap(), b"0123456789", "a long suffix is the whole object");
+        assert!(read_range(&f, ByteRange::FromStart(8, Some(3))).is_err(), "past the end");
+        assert!(read_range(&f, ByteRange::FromStart(u64::MAX, Some(2))).is_err(), "overflowing");
+        assert!(read_range(&f, ByteRange::FromStart(0, Some(1 << 40))).is_err(), "a terabyte is refused before allocating");
+    }
 
     #[test]
     fn metadata_keys_are_recognised() {

@@ -274,7 +274,7 @@ impl ReadableStorageTraits for Prefixed {
 }
 
 /// The longest byte range of a store key annfs asks for (one shard's inner chunk).
-const MAX_RANGE_BYTES: u64 = 256 << 20;
+pub(super) const MAX_RANGE_BYTES: u64 = 256 << 20;
 
 /// The length of a byte range, when it states one.
 fn range_len(r: &ByteRange) -> Option<u64> {
