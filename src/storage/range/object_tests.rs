@@ -64,3 +64,42 @@ fn exit_waits_for_a_readers_fetch() {
     assert_eq!(slow.gets.lock().len(), 1, "the GET was answered before wait_background returned");
     reader.join().unwrap().unwrap();
 }
+
+/// Hints that each start where the last ended (the mount's read-ahead walking a file, a piece
+/// at a time) are read ahead beyond what they name, as a sequential reader's misses are.
+#[test]
+fn a_walk_of_hints_is_read_ahead_beyond_them() {
+    let slow = FakeServer::object(vec![3u8; (64 * BLOCK) as usize], SLOW);
+    let f = slow.remote_file();
+    for piece in 0..3 {
+        f.will_need(piece * 2 * BLOCK, 2 * BLOCK);
+    }
+    assert!(wait_background(Duration::from_secs(10)));
+    let end = slow.spans().iter().map(|&(s, l, _)| s + l).max().unwrap_or(0);
+    assert!(end > 6 * BLOCK, "nothing fetched past the hints: {:?}", slow.spans());
+    // A hint elsewhere (a row's values) is fetched alone.
+    let before = slow.spans().len();
+    f.will_need(40 * BLOCK + 100, 300);
+    assert!(wait_background(Duration::from_secs(10)));
+    let new: Vec<_> = slow.spans()[before..].to_vec();
+    assert_eq!(new.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(), vec![(40 * BLOCK, BLOCK)]);
+}
+
+/// A reader that reaches a run read ahead for it without having read much since (a reader
+/// skipping forward, as sorted random rows do) does not start the runs after it: only what was
+/// read ahead once is fetched.
+#[test]
+fn a_reader_skipping_forward_does_not_stream_the_object() {
+    let slow = FakeServer::object(vec![5u8; (64 * BLOCK) as usize], SLOW);
+    let f = slow.remote_file();
+    let mut row = [0u8; 100];
+    // Block 0, then block 1 (the block before was read: a sequential miss, one run read ahead).
+    f.read_exact_at(&mut row, 10).unwrap();
+    f.read_exact_at(&mut row, BLOCK + 10).unwrap();
+    assert!(wait_background(Duration::from_secs(10)));
+    // Into the run read ahead (its first block), having read 200 bytes since it was started.
+    f.read_exact_at(&mut row, 2 * BLOCK + 10).unwrap();
+    assert!(wait_background(Duration::from_secs(10)));
+    let end = slow.spans().iter().map(|&(s, l, _)| s + l).max().unwrap_or(0);
+    assert_eq!(end, (2 + MAX_RUN) * BLOCK, "{:?}", slow.spans());
+}
