@@ -5,6 +5,7 @@
 //! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
 //! remote stores are read through the byte-range layer by [`remote`].
 
+mod ahead;
 mod contain;
 pub mod dtype;
 pub mod meta;
@@ -56,7 +57,7 @@ pub fn open_dir(path: &Path) -> StorageResult<Store> {
         .map(|d| d.as_secs() as i64);
     let inode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
     let info = StoreInfo { format: "zarr", location, size: 0, mtime, inode, version: None };
-    build(Arc::new(storage), nodes, info)
+    build(Arc::new(storage), nodes, info, None)
 }
 
 /// Opens a Zarr store under a remote prefix (`http(s)://…`, `s3://bucket/prefix`, …), reading keys
@@ -87,7 +88,8 @@ pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_
     };
     let version = store.version(root_doc).map(|v| format!("{root_doc} {v}"));
     let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version };
-    build(store, nodes, info)
+    let ahead = store.ahead();
+    build(store, nodes, info, Some(ahead))
 }
 
 /// Names metadata keys relative to the store in errors (`store/obs/zarr.json: …`).
@@ -100,8 +102,9 @@ fn prefix(e: StorageError, location: &str) -> StorageError {
     }
 }
 
-/// Builds the group tree (children sorted by name) and one source per array.
-fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo) -> StorageResult<Store> {
+/// Builds the group tree (children sorted by name) and one source per array; `ahead` fetches a
+/// remote store's chunks before they are read.
+fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo, ahead: Option<Arc<ahead::KeyAhead>>) -> StorageResult<Store> {
     // Every ancestor is registered too: consolidated metadata may omit intermediate groups.
     let mut kids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for key in nodes.nodes.keys().filter(|k| !k.is_empty()) {
@@ -121,7 +124,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo)
         nodes.nodes.len(),
         if nodes.consolidated { "consolidated metadata" } else { "walked" }
     );
-    let ctx = Ctx { storage, nodes: &nodes, kids: &kids, opts: codec_options() };
+    let ctx = Ctx { storage, ahead, nodes: &nodes, kids: &kids, opts: codec_options() };
     let root_attrs = match nodes.nodes.get("") {
         Some(NodeMeta::Group(a)) => a.clone(),
         _ => Attrs::new(),
@@ -132,6 +135,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo)
 
 struct Ctx<'a> {
     storage: Arc<dyn ReadableStorageTraits>,
+    ahead: Option<Arc<ahead::KeyAhead>>,
     nodes: &'a Nodes,
     kids: &'a BTreeMap<String, BTreeSet<String>>,
     opts: CodecOptions,
@@ -144,7 +148,10 @@ impl Ctx<'_> {
             let child = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
             let node = match self.nodes.nodes.get(&child) {
                 Some(NodeMeta::Array(doc, attrs)) => {
-                    let src = ZarrSource::open(self.storage.clone(), &format!("/{child}"), doc, self.nodes.version, self.opts)?;
+                    let mut src = ZarrSource::open(self.storage.clone(), &format!("/{child}"), doc, self.nodes.version, self.opts)?;
+                    if let Some(ahead) = &self.ahead {
+                        src.fetch_ahead(ahead.clone());
+                    }
                     Node::Array(Array { attrs: attrs.clone(), source: Arc::new(src) })
                 }
                 _ if depth >= MAX_DEPTH => {

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{Bytes, MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
+use super::ahead::KeyAhead;
 use crate::storage::range::object::RemoteFile;
 use crate::storage::range::{FetchError, Fetcher, RangeRead, Span};
 
@@ -29,6 +30,8 @@ const SHARD_CACHE_BYTES: u64 = 8 << 20;
 /// A Zarr store under a remote prefix.
 pub struct RemoteStore {
     fetcher: Arc<Fetcher>,
+    /// Chunks fetched ahead of their reads.
+    ahead: Arc<KeyAhead>,
     /// Shards open for range reads, the most recently used last.
     shards: Mutex<Vec<(String, Arc<RemoteFile>)>>,
 }
@@ -50,7 +53,12 @@ fn span(r: ByteRange) -> Span {
 impl RemoteStore {
     /// A store reading keys through `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> RemoteStore {
-        RemoteStore { fetcher, shards: Mutex::new(Vec::new()) }
+        RemoteStore { ahead: Arc::new(KeyAhead::new(fetcher.clone())), fetcher, shards: Mutex::new(Vec::new()) }
+    }
+
+    /// The store's background fetches of whole keys (chunks).
+    pub(super) fn ahead(&self) -> Arc<KeyAhead> {
+        self.ahead.clone()
     }
 
     /// `key` opened for range reads (a HEAD on first use, no lock held across it); `Ok(None)`
@@ -121,6 +129,9 @@ fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageErr
 
 impl ReadableStorageTraits for RemoteStore {
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, ZStorageError> {
+        if let Some(fetched) = self.ahead.take(key.as_str()) {
+            return Ok(fetched.map(Bytes::from));
+        }
         Ok(self.fetch(key.as_str(), None).map_err(zerr)?.map(Bytes::from))
     }
 

@@ -1,6 +1,7 @@
 //! [`ArraySource`] for one Zarr array, on `zarrs`. Chunks of sharded arrays are the *inner* chunks,
 //! read alone (shard index + one range read), never whole shards.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -11,6 +12,7 @@ use zarrs::array::{
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
+use super::ahead::KeyAhead;
 use super::dtype::{self, Kind};
 use super::meta::Version;
 use crate::storage::grid::clip_chunk;
@@ -38,7 +40,29 @@ pub struct ZarrSource {
     /// Shard-index caches for sharded arrays (present iff the grid is the inner-chunk grid).
     shards: Option<ShardIndexes>,
     opts: CodecOptions,
+    /// A remote store's chunk fetches ahead of their reads (unsharded arrays).
+    ahead: Option<ChunkAhead>,
 }
+
+/// Fetches chunks of one array of a remote store ahead of their reads: the chunks after a
+/// sequential reader's, and the chunks readers say they will need.
+struct ChunkAhead {
+    keys: Arc<KeyAhead>,
+    /// The array's key prefix (`obs/n_genes/`).
+    prefix: String,
+    /// Chunks fetched ahead for a sequential reader per step.
+    depth: u64,
+    /// The chunk read last, plus one (0: none yet).
+    last: AtomicU64,
+    /// One past the last chunk fetched ahead for a sequential reader.
+    ahead_to: AtomicU64,
+}
+
+/// Decoded bytes a sequential reader's chunks are fetched ahead by (in chunks: 2 to 16).
+const AHEAD_BYTES: u64 = 8 << 20;
+/// Chunks of more decoded bytes are not fetched ahead: with at most 8 GETs in flight and 8 MiB
+/// of fetched chunks kept per store, a remote store's fetches ahead stay within 24 MiB.
+const AHEAD_MAX_CHUNK: u64 = 2 << 20;
 
 /// Shard indexes of a sharded array, one `zarrs` cache per shard: `zarrs` holds a cache's lock
 /// while it fetches a shard index, so with one cache per array a slow fetch (a remote store)
@@ -198,7 +222,41 @@ impl ZarrSource {
             null: false,
             storage_desc: desc,
         };
-        Ok(ZarrSource { meta, kind, array, shards, opts })
+        Ok(ZarrSource { meta, kind, array, shards, opts, ahead: None })
+    }
+
+    /// Fetches chunks through `keys` ahead of their reads (a remote store's unsharded arrays; a
+    /// shard is read by ranges, with read-ahead of its own).
+    pub(super) fn fetch_ahead(&mut self, keys: Arc<KeyAhead>) {
+        let chunk_bytes = self.meta.grid.chunk.iter().product::<u64>().saturating_mul(self.kind.elem_size().max(1) as u64);
+        if self.shards.is_some() || !matches!(&self.array, Ok(a) if !a.is_sharded()) || chunk_bytes > AHEAD_MAX_CHUNK {
+            return;
+        }
+        let depth = (AHEAD_BYTES / chunk_bytes.max(1)).clamp(2, 16);
+        let prefix = format!("{}/", self.meta.path.trim_matches('/'));
+        self.ahead = Some(ChunkAhead { keys, prefix, depth, last: AtomicU64::new(0), ahead_to: AtomicU64::new(0) });
+    }
+
+    /// The store keys of `chunks` (linear indices).
+    fn chunk_keys(&self, a: &ZArray, prefix: &str, chunks: impl Iterator<Item = u64>) -> Vec<String> {
+        let grid = &self.meta.grid;
+        chunks.filter(|&i| i < grid.num_chunks()).map(|i| format!("{prefix}{}", a.chunk_key(&grid.coords(i)).as_str())).collect()
+    }
+
+    /// Chunk `index` is about to be read: when it follows the last one read (give or take the
+    /// read-ahead workers' order), the chunks after it are fetched in the background.
+    fn read_ahead(&self, a: &ZArray, index: u64) {
+        let Some(ah) = &self.ahead else { return };
+        let last = ah.last.swap(index + 1, Relaxed);
+        if last == 0 || index + 1 < last.saturating_sub(2) || index + 1 > last + 2 {
+            return;
+        }
+        let (from, to) = (ah.ahead_to.load(Relaxed).clamp(index + 1, index + 1 + ah.depth), index + 1 + ah.depth);
+        if from >= to {
+            return;
+        }
+        ah.ahead_to.store(to, Relaxed);
+        ah.keys.prefetch(self.chunk_keys(a, &ah.prefix, from..to));
     }
 
     fn array(&self) -> StorageResult<&ZArray> {
@@ -307,6 +365,12 @@ impl ArraySource for ZarrSource {
         &self.meta
     }
 
+    fn will_need(&self, chunks: &[u64]) {
+        if let (Some(ah), Ok(a)) = (&self.ahead, &self.array) {
+            ah.keys.prefetch(self.chunk_keys(a, &ah.prefix, chunks.iter().copied()));
+        }
+    }
+
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
         let a = self.array()?;
         let elem = self.kind.elem_size();
@@ -318,6 +382,7 @@ impl ArraySource for ZarrSource {
             return Err(StorageError::corrupt(&self.meta.path, format!("chunk {index} out of range")));
         }
         let coords = grid.coords(index);
+        self.read_ahead(a, index);
         let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
             Some(s) => a.retrieve_subchunk_opt(&s.of(a, &coords), &coords, &self.opts).map_err(|e| e.to_string()),
             None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),

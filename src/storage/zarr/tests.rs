@@ -160,3 +160,45 @@ fn bad_chunks_fail_only_their_reads() {
     let e = bad.source.read_chunk(0).unwrap_err().to_string();
     assert!(e.contains("/obs/int8"), "{e}");
 }
+
+/// A remote store's chunks read in order are fetched ahead in the background (each once), and
+/// read the same as the local store's.
+#[test]
+fn remote_chunks_read_in_order_are_fetched_ahead() {
+    use crate::storage::range::fake::FakeServer;
+    for v in ["v2", "v3"] {
+        let dir = fixture(&format!("dense_f32.{v}.zarr"));
+        let server = FakeServer::new(std::time::Duration::from_millis(2));
+        for entry in walk(&dir) {
+            let key = entry.strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
+            server.put(&key, std::fs::read(&entry).unwrap(), "v");
+        }
+        let store = open_remote("fake://", Arc::new(server.fetcher()), false).unwrap();
+        let local = open_dir(&dir).unwrap();
+        let (a, want) = (array(&store, "X"), array(&local, "X"));
+        let n = a.meta().grid.num_chunks();
+        assert!(n >= 8, "{v}: {n} chunks");
+        server.gets.lock().clear();
+        for i in 0..n {
+            assert_eq!(a.source.read_chunk(i).unwrap(), want.source.read_chunk(i).unwrap(), "{v} chunk {i}");
+        }
+        let gets = server.gets.lock();
+        assert_eq!(gets.len() as u64, n, "{v}: each chunk fetched once: {gets:?}");
+        let ahead = gets.iter().filter(|g| g.background).count() as u64;
+        assert!(ahead >= n - 3, "{v}: {ahead} of {n} chunks fetched ahead");
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
