@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod meta;
 pub mod remote;
 pub mod source;
+mod strings;
 
 #[cfg(test)]
 mod tests;

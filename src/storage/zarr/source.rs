@@ -13,6 +13,7 @@ use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
 use super::ahead::KeyAhead;
+use super::strings::{StrChunk, StrMemo};
 use super::dtype::{self, Kind};
 use super::meta::Version;
 use crate::storage::grid::clip_chunk;
@@ -42,6 +43,8 @@ pub struct ZarrSource {
     opts: CodecOptions,
     /// A remote store's chunk fetches ahead of their reads (unsharded arrays).
     ahead: Option<ChunkAhead>,
+    /// The last variable-length string chunk decoded (1-D string arrays).
+    strings: StrMemo,
 }
 
 /// Fetches chunks of one array of a remote store ahead of their reads: the chunks after a
@@ -222,7 +225,7 @@ impl ZarrSource {
             null: false,
             storage_desc: desc,
         };
-        Ok(ZarrSource { meta, kind, array, shards, opts, ahead: None })
+        Ok(ZarrSource { meta, kind, array, shards, opts, ahead: None, strings: StrMemo::default() })
     }
 
     /// Fetches chunks through `keys` ahead of their reads (a remote store's unsharded arrays; a
@@ -267,6 +270,36 @@ impl ZarrSource {
         let err = StorageError::corrupt(&self.meta.path, e.to_string());
         log::warn!("{err}");
         err
+    }
+
+    /// Strings `[start, end)` of a 1-D variable-length string array, from its decoded chunks
+    /// (each decoded once however many blocks of it are read: see [`super::strings`]).
+    fn vlen_strings(&self, a: &ZArray, start: u64, end: u64) -> StorageResult<Vec<String>> {
+        let chunk_len = self.meta.grid.chunk.first().copied().unwrap_or(1).max(1);
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for c in start / chunk_len..=(end - 1) / chunk_len {
+            let chunk = self.strings.chunk(c, || self.decode_vlen_chunk(a, c))?;
+            let c0 = c * chunk_len;
+            for i in start.max(c0)..end.min(c0 + chunk_len) {
+                let s = chunk.get((i - c0) as usize).ok_or_else(|| self.read_err(format_args!("chunk {c} holds {} strings, not {}", chunk.len(), i - c0 + 1)))?;
+                out.push(String::from_utf8_lossy(s).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes chunk `c` of a 1-D variable-length string array.
+    fn decode_vlen_chunk(&self, a: &ZArray, c: u64) -> StorageResult<StrChunk> {
+        let coords = [c];
+        let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
+            Some(s) => a.retrieve_subchunk_opt(&s.of(a, &coords), &coords, &self.opts).map_err(|e| e.to_string()),
+            None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
+        })
+        .and_then(|r| r)
+        .map_err(|e| self.read_err(format_args!("chunk [{c}]: {e}")))?;
+        let ArrayBytes::Variable(v) = bytes else { return Err(self.read_err(format_args!("chunk [{c}]: not variable-length strings"))) };
+        let (data, offsets) = v.into_parts();
+        StrChunk::new(data.into_owned(), &offsets).ok_or_else(|| self.read_err(format_args!("chunk [{c}]: string offsets out of range")))
     }
 
     /// Decodes elements of `subset` (all of them, C order) to strings.
@@ -421,6 +454,9 @@ impl ArraySource for ZarrSource {
             return Ok(Vec::new());
         }
         let a = self.array()?;
+        if matches!(self.kind, Kind::VlenStr) && self.meta.shape.len() == 1 {
+            return self.vlen_strings(a, start, end);
+        }
         let shape = &self.meta.shape;
         let (subset, skip) = if shape.is_empty() {
             (ArraySubset::new_with_ranges(&[]), 0)
