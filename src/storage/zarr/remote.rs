@@ -11,6 +11,9 @@
 //! [`RemoteFile`] each — aligned blocks, fetched once, a sequential reader's next run of blocks
 //! fetched in one GET ahead of it — so that neighbouring inner chunks cost one request between
 //! them instead of one each; every GET of a shard is pinned to the version its first HEAD found.
+//!
+//! Whole keys (the chunks of unsharded arrays) may have been fetched ahead of their read by
+//! [`KeyAhead`]: a read takes them from there, or waits for their fetch in flight.
 
 use std::sync::Arc;
 
