@@ -159,6 +159,14 @@ def make_handler(root: str, log_path: str | None, forbid: bool, stall: str | Non
                 return self._send(206, data,
                                   {"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes", **meta},
                                   head=head, cut=cut)
+            if head:
+                # HEAD answers the size without reading the object (a whole-file read of an atlas
+                # would be counted as the client's mount time).
+                self.send_response(200)
+                for k, v in {"Accept-Ranges": "bytes", **meta, "Content-Length": str(size)}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                return
             with open(path, "rb") as f:
                 data = f.read()
             return self._send(200, data, {"Accept-Ranges": "bytes", **meta}, head=head, cut=cut)
