@@ -12,6 +12,7 @@
 //!   through it.
 //! - [`location`]: which of these a mount source names.
 
+pub mod ahead;
 pub mod client;
 pub mod cloud;
 pub mod disk_cache;

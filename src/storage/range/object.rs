@@ -17,6 +17,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use quick_cache::sync::Cache;
 
+use super::ahead::{FetchAhead, Limits};
 use super::client::{ObjectMeta, Span};
 use super::fetcher::Fetcher;
 use super::RangeRead;
@@ -33,10 +34,11 @@ pub const BLOCK_CACHE_BYTES: u64 = 32 << 20;
 const MAX_BACKGROUND: usize = 4;
 /// Blocks fetched by one background GET, at most (4 MiB).
 const MAX_RUN: u64 = 8;
-/// Exact-range prefetches (index nodes) in flight per object, at most.
-const EXACT_PARALLEL: usize = 16;
-/// Bytes of exact ranges kept until read, at most (beyond, the kept ones are dropped).
-const EXACT_KEPT_BYTES: u64 = 8 << 20;
+/// Exact-range prefetches (index nodes): up to 32 GETs in flight per object (the trees of a
+/// CSR matrix's three arrays are walked at once: with 16, 400 MiB of `X/dense.npy` over S3 at
+/// 20 ms per request took 0.30–0.32 s instead of 0.25–0.27 s), a B-tree level of up to 4,096
+/// nodes queued, 8 MiB kept until read.
+const EXACT_LIMITS: Limits = Limits { start: 32, max: 32, queued: 4096, kept_bytes: 8 << 20 };
 /// Longest exact range prefetched (an index node is a few KiB).
 const EXACT_MAX: u64 = 256 << 10;
 /// How long a reader waits for a background fetch of its block before fetching it itself.
@@ -94,9 +96,6 @@ fn wait(p: &Pending) {
     }
 }
 
-/// Bytes of exact ranges, by (offset, length).
-type ExactRanges = HashMap<(u64, u64), Arc<Vec<u8>>>;
-
 /// What background fetches share with the file.
 struct Shared {
     fetcher: Arc<Fetcher>,
@@ -109,10 +108,8 @@ struct Shared {
     blocks: Cache<u64, Arc<Vec<u8>>>,
     pending: Mutex<HashMap<u64, Pending>>,
     background: AtomicUsize,
-    /// Prefetched exact ranges, removed when read.
-    exact: Mutex<ExactRanges>,
-    /// Exact ranges being fetched.
-    exact_pending: Mutex<HashMap<(u64, u64), Pending>>,
+    /// Exact ranges (offset, length) fetched ahead of their reads.
+    exact: Arc<FetchAhead<(u64, u64)>>,
     /// First block of each run read ahead for a sequential reader: the run's last block,
     /// [`Shared::consumed`] when the run was started, and how much more readers must have read
     /// by the time they reach it for the runs after it to be started.
@@ -260,68 +257,11 @@ impl Shared {
         finish(p);
     }
 
-    /// Ends the prefetch of the exact range `key` and wakes its waiters.
-    fn exact_done(&self, key: (u64, u64)) {
-        if let Some(p) = self.exact_pending.lock().remove(&key) {
-            finish(&p);
-        }
-    }
-
-    /// The prefetched bytes of exactly `(offset, len)`, waiting for a fetch in flight.
-    fn take_exact(&self, offset: u64, len: u64) -> Option<Arc<Vec<u8>>> {
-        let key = (offset, len);
-        let waiting = self.exact_pending.lock().get(&key).cloned();
-        if let Some(p) = waiting {
-            wait(&p);
-        }
-        self.exact.lock().remove(&key)
-    }
-
-    /// Fetches `ranges` in the background, [`EXACT_PARALLEL`] at a time.
-    fn prefetch_exact(self: &Arc<Self>, ranges: &[(u64, u64)]) {
-        let todo: Vec<(u64, u64)> = {
-            let mut pending = self.exact_pending.lock();
-            let have = self.exact.lock();
-            let mut todo = Vec::new();
-            for &(o, l) in ranges {
-                let fits = l > 0 && l <= EXACT_MAX && o.checked_add(l).is_some_and(|e| e <= self.len);
-                if fits && !pending.contains_key(&(o, l)) && !have.contains_key(&(o, l)) {
-                    pending.insert((o, l), Arc::default());
-                    todo.push((o, l));
-                }
-            }
-            todo
-        };
-        if todo.is_empty() {
-            return;
-        }
-        let queue = Arc::new(Mutex::new(todo));
-        let workers = queue.lock().len().min(EXACT_PARALLEL);
-        for _ in 0..workers {
-            let (me, mine) = (self.clone(), queue.clone());
-            let run = move || loop {
-                let Some((o, l)) = mine.lock().pop() else { break };
-                match me.fetch(o, l) {
-                    Ok(data) => {
-                        let mut exact = me.exact.lock();
-                        let kept: u64 = exact.keys().map(|&(_, l)| l).sum();
-                        if kept + l > EXACT_KEPT_BYTES {
-                            exact.clear();
-                        }
-                        exact.insert((o, l), Arc::new(data));
-                    }
-                    Err(e) => log::debug!("{}: prefetch of {o}+{l}: {e}", me.url()),
-                }
-                me.exact_done((o, l));
-            };
-            if std::thread::Builder::new().name("annfs-fetch".into()).spawn(run).is_err() {
-                // Without a thread the ranges are read when asked; release their waiters.
-                for k in queue.lock().drain(..) {
-                    self.exact_done(k);
-                }
-                break;
-            }
-        }
+    /// Fetches the exact ranges `ranges` in the background (those within the object and at most
+    /// [`EXACT_MAX`] long).
+    fn prefetch_exact(&self, ranges: &[(u64, u64)]) {
+        let fits = |&(o, l): &(u64, u64)| l > 0 && l <= EXACT_MAX && o.checked_add(l).is_some_and(|e| e <= self.len);
+        self.exact.prefetch(ranges.iter().copied().filter(fits));
     }
 
     /// Whether every block of `[first, last]` is cached or being fetched.
@@ -396,6 +336,11 @@ impl RemoteFile {
             Ok(o) => Cache::with_options(o, Default::default(), Default::default(), Default::default()),
             Err(_) => Cache::new(n),
         };
+        let exact = {
+            let (f, k, v) = (fetcher.clone(), key.clone(), meta.version.clone());
+            let fetch = move |&(start, len): &(u64, u64)| f.get(&k, Span::At { start, len }, v.as_deref(), true);
+            Arc::new(FetchAhead::new(fetcher.url(&key), EXACT_LIMITS, Box::new(fetch)))
+        };
         let shared = Shared {
             fetcher,
             key,
@@ -405,8 +350,7 @@ impl RemoteFile {
             blocks,
             pending: Mutex::new(HashMap::new()),
             background: AtomicUsize::new(0),
-            exact: Mutex::new(HashMap::new()),
-            exact_pending: Mutex::new(HashMap::new()),
+            exact,
             triggers: Mutex::new(HashMap::new()),
             armed: AtomicUsize::new(0),
             depth: AtomicU64::new(1),
@@ -433,9 +377,11 @@ impl RangeRead for RemoteFile {
             return Ok(());
         }
         self.shared.consumed.fetch_add(n, Relaxed);
-        if let Some(data) = self.shared.take_exact(offset, n) {
-            buf.copy_from_slice(&data);
-            return Ok(());
+        if let Some(Some(data)) = self.shared.exact.take(&(offset, n)) {
+            if data.len() == buf.len() {
+                buf.copy_from_slice(&data);
+                return Ok(());
+            }
         }
         let (first, last) = (offset / BLOCK, (offset + n - 1) / BLOCK);
         // A large read goes out as one GET of exactly its bytes, unless read-ahead has it — or

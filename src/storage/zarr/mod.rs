@@ -5,7 +5,6 @@
 //! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
 //! remote stores are read through the byte-range layer by [`remote`].
 
-mod ahead;
 mod contain;
 pub mod dtype;
 pub mod meta;
@@ -105,7 +104,7 @@ fn prefix(e: StorageError, location: &str) -> StorageError {
 
 /// Builds the group tree (children sorted by name) and one source per array; `ahead` fetches a
 /// remote store's chunks before they are read.
-fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo, ahead: Option<Arc<ahead::KeyAhead>>) -> StorageResult<Store> {
+fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo, ahead: Option<Arc<remote::KeyAhead>>) -> StorageResult<Store> {
     // Every ancestor is registered too: consolidated metadata may omit intermediate groups.
     let mut kids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for key in nodes.nodes.keys().filter(|k| !k.is_empty()) {
@@ -136,7 +135,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo,
 
 struct Ctx<'a> {
     storage: Arc<dyn ReadableStorageTraits>,
-    ahead: Option<Arc<ahead::KeyAhead>>,
+    ahead: Option<Arc<remote::KeyAhead>>,
     nodes: &'a Nodes,
     kids: &'a BTreeMap<String, BTreeSet<String>>,
     opts: CodecOptions,

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{Bytes, MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
-use super::ahead::KeyAhead;
+use crate::storage::range::ahead::{FetchAhead, Limits};
 use crate::storage::range::object::RemoteFile;
 use crate::storage::range::{FetchError, Fetcher, RangeRead, Span};
 
@@ -29,6 +29,16 @@ use crate::storage::range::{FetchError, Fetcher, RangeRead, Span};
 const OPEN_SHARDS: usize = 3;
 /// Bytes of blocks each open shard keeps in memory (two runs read ahead).
 const SHARD_CACHE_BYTES: u64 = 8 << 20;
+
+/// Whole keys of the store (the chunks of unsharded arrays) fetched ahead of their reads.
+pub(super) type KeyAhead = FetchAhead<String>;
+
+/// How far chunks are fetched ahead: two GETs in flight at first (on a fast network two keep a
+/// reader fed, and more only compete with it for the CPU: on loopback, 8 made a v3
+/// `X/csr/*.npy` read 15% slower), one more each time a read finds its chunk still queued or in
+/// flight, up to 8 (at 20 ms per request, 8 read a v3 `X/csr/*.npy` in 0.29 s, 4 in 0.37 s, 2
+/// in 0.63 s; without fetching ahead, 0.76 s); 64 chunks queued and 8 MiB kept, at most.
+const KEY_LIMITS: Limits = Limits { start: 2, max: 8, queued: 64, kept_bytes: 8 << 20 };
 
 /// A Zarr store under a remote prefix.
 pub struct RemoteStore {
@@ -56,7 +66,10 @@ fn span(r: ByteRange) -> Span {
 impl RemoteStore {
     /// A store reading keys through `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> RemoteStore {
-        RemoteStore { ahead: Arc::new(KeyAhead::new(fetcher.clone())), fetcher, shards: Mutex::new(Vec::new()) }
+        let f = fetcher.clone();
+        let fetch = move |key: &String| f.get(key, Span::All, None, true);
+        let ahead = Arc::new(KeyAhead::new(fetcher.url(""), KEY_LIMITS, Box::new(fetch)));
+        RemoteStore { ahead, fetcher, shards: Mutex::new(Vec::new()) }
     }
 
     /// The store's background fetches of whole keys (chunks).
@@ -132,7 +145,7 @@ fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageErr
 
 impl ReadableStorageTraits for RemoteStore {
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, ZStorageError> {
-        if let Some(fetched) = self.ahead.take(key.as_str()) {
+        if let Some(fetched) = self.ahead.take(&key.as_str().to_string()) {
             return Ok(fetched.map(Bytes::from));
         }
         Ok(self.fetch(key.as_str(), None).map_err(zerr)?.map(Bytes::from))

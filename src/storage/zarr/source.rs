@@ -12,7 +12,7 @@ use zarrs::array::{
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
-use super::ahead::KeyAhead;
+use super::remote::KeyAhead;
 use super::strings::{StrChunk, StrMemo};
 use super::dtype::{self, Kind};
 use super::meta::Version;
