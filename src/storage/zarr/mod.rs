@@ -5,6 +5,7 @@
 //! ([`meta`]); every array becomes a [`source::ZarrSource`]. Data types are mapped in [`dtype`],
 //! remote stores are read through the byte-range layer by [`remote`].
 
+mod ahead;
 mod contain;
 pub mod dtype;
 pub mod meta;
@@ -57,7 +58,7 @@ pub fn open_dir(path: &Path) -> StorageResult<Store> {
         .map(|d| d.as_secs() as i64);
     let inode = std::fs::metadata(path).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
     let info = StoreInfo { format: "zarr", location, size: 0, mtime, inode, version: None };
-    build(Arc::new(storage), nodes, info, None)
+    build(Arc::new(storage), nodes, info, ahead::AheadTo::Local(path.into()))
 }
 
 /// Opens a Zarr store under a remote prefix (`http(s)://…`, `s3://bucket/prefix`, …), reading keys
@@ -88,8 +89,8 @@ pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_
     };
     let version = store.version(root_doc).map(|v| format!("{root_doc} {v}"));
     let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version };
-    let ahead = store.ahead();
-    build(store, nodes, info, Some(ahead))
+    let ahead = ahead::AheadTo::Remote(store.ahead());
+    build(store, nodes, info, ahead)
 }
 
 /// Names metadata keys relative to the store in errors (`store/obs/zarr.json: …`).
@@ -102,9 +103,9 @@ fn prefix(e: StorageError, location: &str) -> StorageError {
     }
 }
 
-/// Builds the group tree (children sorted by name) and one source per array; `ahead` fetches a
-/// remote store's chunks before they are read.
-fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo, ahead: Option<Arc<remote::KeyAhead>>) -> StorageResult<Store> {
+/// Builds the group tree (children sorted by name) and one source per array; `ahead` is where
+/// chunks are sent ahead of their reads.
+fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo, ahead: ahead::AheadTo) -> StorageResult<Store> {
     // Every ancestor is registered too: consolidated metadata may omit intermediate groups.
     let mut kids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for key in nodes.nodes.keys().filter(|k| !k.is_empty()) {
@@ -135,7 +136,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo,
 
 struct Ctx<'a> {
     storage: Arc<dyn ReadableStorageTraits>,
-    ahead: Option<Arc<remote::KeyAhead>>,
+    ahead: ahead::AheadTo,
     nodes: &'a Nodes,
     kids: &'a BTreeMap<String, BTreeSet<String>>,
     opts: CodecOptions,
@@ -149,9 +150,7 @@ impl Ctx<'_> {
             let node = match self.nodes.nodes.get(&child) {
                 Some(NodeMeta::Array(doc, attrs)) => {
                     let mut src = ZarrSource::open(self.storage.clone(), &format!("/{child}"), doc, self.nodes.version, self.opts)?;
-                    if let Some(ahead) = &self.ahead {
-                        src.fetch_ahead(ahead.clone());
-                    }
+                    src.send_ahead(self.ahead.clone());
                     Node::Array(Array { attrs: attrs.clone(), source: Arc::new(src) })
                 }
                 _ if depth >= MAX_DEPTH => {

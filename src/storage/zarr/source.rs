@@ -1,7 +1,6 @@
 //! [`ArraySource`] for one Zarr array, on `zarrs`. Chunks of sharded arrays are the *inner* chunks,
 //! read alone (shard index + one range read), never whole shards.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -12,7 +11,7 @@ use zarrs::array::{
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
-use super::remote::KeyAhead;
+use super::ahead::{AheadTo, ChunkAhead};
 use super::strings::{StrChunk, StrMemo};
 use super::dtype::{self, Kind};
 use super::meta::Version;
@@ -41,31 +40,11 @@ pub struct ZarrSource {
     /// Shard-index caches for sharded arrays (present iff the grid is the inner-chunk grid).
     shards: Option<ShardIndexes>,
     opts: CodecOptions,
-    /// A remote store's chunk fetches ahead of their reads (unsharded arrays).
+    /// Chunks sent ahead of their reads (unsharded arrays).
     ahead: Option<ChunkAhead>,
     /// The last variable-length string chunk decoded (1-D string arrays).
     strings: StrMemo,
 }
-
-/// Fetches chunks of one array of a remote store ahead of their reads: the chunks after a
-/// sequential reader's, and the chunks readers say they will need.
-struct ChunkAhead {
-    keys: Arc<KeyAhead>,
-    /// The array's key prefix (`obs/n_genes/`).
-    prefix: String,
-    /// Chunks fetched ahead for a sequential reader per step.
-    depth: u64,
-    /// The chunk read last, plus one (0: none yet).
-    last: AtomicU64,
-    /// One past the last chunk fetched ahead for a sequential reader.
-    ahead_to: AtomicU64,
-}
-
-/// Decoded bytes a sequential reader's chunks are fetched ahead by (in chunks: 2 to 16).
-const AHEAD_BYTES: u64 = 8 << 20;
-/// Chunks of more decoded bytes are not fetched ahead: with at most 8 GETs in flight and 8 MiB
-/// of fetched chunks kept per store, a remote store's fetches ahead stay within 24 MiB.
-const AHEAD_MAX_CHUNK: u64 = 2 << 20;
 
 /// Shard indexes of a sharded array, one `zarrs` cache per shard: `zarrs` holds a cache's lock
 /// while it fetches a shard index, so with one cache per array a slow fetch (a remote store)
@@ -228,16 +207,14 @@ impl ZarrSource {
         Ok(ZarrSource { meta, kind, array, shards, opts, ahead: None, strings: StrMemo::default() })
     }
 
-    /// Fetches chunks through `keys` ahead of their reads (a remote store's unsharded arrays; a
-    /// shard is read by ranges, with read-ahead of its own).
-    pub(super) fn fetch_ahead(&mut self, keys: Arc<KeyAhead>) {
+    /// Sends chunks to `to` ahead of their reads (unsharded arrays; a shard is read by
+    /// ranges, with read-ahead of its own).
+    pub(super) fn send_ahead(&mut self, to: AheadTo) {
         let chunk_bytes = self.meta.grid.chunk.iter().product::<u64>().saturating_mul(self.kind.elem_size().max(1) as u64);
-        if self.shards.is_some() || !matches!(&self.array, Ok(a) if !a.is_sharded()) || chunk_bytes > AHEAD_MAX_CHUNK {
+        if self.shards.is_some() || !matches!(&self.array, Ok(a) if !a.is_sharded()) {
             return;
         }
-        let depth = (AHEAD_BYTES / chunk_bytes.max(1)).clamp(2, 16);
-        let prefix = format!("{}/", self.meta.path.trim_matches('/'));
-        self.ahead = Some(ChunkAhead { keys, prefix, depth, last: AtomicU64::new(0), ahead_to: AtomicU64::new(0) });
+        self.ahead = ChunkAhead::new(to, &self.meta.path, chunk_bytes);
     }
 
     /// The store keys of `chunks` (linear indices).
@@ -246,20 +223,13 @@ impl ZarrSource {
         chunks.filter(|&i| i < grid.num_chunks()).map(|i| format!("{prefix}{}", a.chunk_key(&grid.coords(i)).as_str())).collect()
     }
 
-    /// Chunk `index` is about to be read: when it follows the last one read (give or take the
-    /// read-ahead workers' order), the chunks after it are fetched in the background.
+    /// Chunk `index` is about to be read: when it follows the last one read, the chunks after
+    /// it are sent ahead.
     fn read_ahead(&self, a: &ZArray, index: u64) {
         let Some(ah) = &self.ahead else { return };
-        let last = ah.last.swap(index + 1, Relaxed);
-        if last == 0 || index + 1 < last.saturating_sub(2) || index + 1 > last + 2 {
-            return;
+        if let Some(next) = ah.after_read(index) {
+            ah.send(self.chunk_keys(a, &ah.prefix, next));
         }
-        let (from, to) = (ah.ahead_to.load(Relaxed).clamp(index + 1, index + 1 + ah.depth), index + 1 + ah.depth);
-        if from >= to {
-            return;
-        }
-        ah.ahead_to.store(to, Relaxed);
-        ah.keys.prefetch(self.chunk_keys(a, &ah.prefix, from..to));
     }
 
     fn array(&self) -> StorageResult<&ZArray> {
@@ -400,7 +370,7 @@ impl ArraySource for ZarrSource {
 
     fn will_need(&self, chunks: &[u64]) {
         if let (Some(ah), Ok(a)) = (&self.ahead, &self.array) {
-            ah.keys.prefetch(self.chunk_keys(a, &ah.prefix, chunks.iter().copied()));
+            ah.send(self.chunk_keys(a, &ah.prefix, chunks.iter().copied()));
         }
     }
 
