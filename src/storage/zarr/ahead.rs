@@ -1,15 +1,16 @@
 //! Chunks of one unsharded Zarr array sent ahead of their reads: the chunks after a sequential
 //! reader's, and the chunks readers say they will need (a CSR row's values while its indices
-//! are read). A remote store fetches them in the background ([`KeyAhead`]); a local store asks
-//! the kernel to read their files ahead (`POSIX_FADV_WILLNEED`), so that a cold disk serves
-//! many chunk files at once instead of one per read-ahead worker. (A shard is one file, read
-//! by ranges, with read-ahead of its own.)
+//! are read). A remote store fetches them in the background (its
+//! [`KeyAhead`](super::remote::KeyAhead)); a local store asks the kernel to read their files
+//! ahead (`POSIX_FADV_WILLNEED`), so that a cold disk serves many chunk files at once instead
+//! of one per read-ahead worker. The inner chunks of a sharded array go the same ways as byte
+//! ranges of their shard ([`super::shards`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::remote::KeyAhead;
+use super::remote::RemoteStore;
 use crate::storage::range::{LocalFile, RangeRead};
 
 /// Decoded bytes a sequential reader's chunks are sent ahead by (in chunks: 2 to 16).
@@ -22,7 +23,7 @@ const AHEAD_MAX_CHUNK: u64 = 2 << 20;
 #[derive(Clone)]
 pub(super) enum AheadTo {
     /// A remote store: fetched in the background and kept until read.
-    Remote(Arc<KeyAhead>),
+    Remote(Arc<RemoteStore>),
     /// A local store's directory: the kernel reads the chunk files ahead.
     Local(Arc<Path>),
 }
@@ -31,12 +32,26 @@ impl AheadTo {
     /// Sends `keys` (store keys of chunks) ahead.
     fn send(&self, keys: Vec<String>) {
         match self {
-            AheadTo::Remote(ka) => ka.prefetch(keys),
+            AheadTo::Remote(store) => store.prefetch_keys(keys),
             AheadTo::Local(root) => {
                 for key in keys {
                     // A chunk never written has no file: nothing to read.
                     if let Ok(f) = LocalFile::open(&root.join(&key)) {
                         f.will_need(0, f.len());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends byte ranges (offset, length) of the object at `key` (a shard) ahead.
+    pub(super) fn send_ranges(&self, key: &str, ranges: &[(u64, u64)]) {
+        match self {
+            AheadTo::Remote(store) => store.prefetch_ranges(key, ranges),
+            AheadTo::Local(root) => {
+                if let Ok(f) = LocalFile::open(&root.join(key)) {
+                    for &(offset, len) in ranges {
+                        f.will_need(offset, len);
                     }
                 }
             }

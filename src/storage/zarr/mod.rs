@@ -7,6 +7,8 @@
 
 mod ahead;
 mod contain;
+mod inner;
+mod shards;
 pub mod dtype;
 pub mod meta;
 pub mod remote;
@@ -89,7 +91,7 @@ pub fn open_remote(url: &str, fetcher: Arc<crate::storage::range::Fetcher>, not_
     };
     let version = store.version(root_doc).map(|v| format!("{root_doc} {v}"));
     let info = StoreInfo { format: "zarr", location: url.to_string(), size: 0, mtime: None, inode: None, version };
-    let ahead = ahead::AheadTo::Remote(store.ahead());
+    let ahead = ahead::AheadTo::Remote(store.clone());
     build(store, nodes, info, ahead)
 }
 

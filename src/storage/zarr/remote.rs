@@ -12,8 +12,9 @@
 //! fetched in one GET ahead of it — so that neighbouring inner chunks cost one request between
 //! them instead of one each; every GET of a shard is pinned to the version its first HEAD found.
 //!
-//! Whole keys (the chunks of unsharded arrays) may have been fetched ahead of their read by
-//! [`KeyAhead`]: a read takes them from there, or waits for their fetch in flight.
+//! Whole keys (the chunks of unsharded arrays) and inner chunks of shards (byte ranges) may have
+//! been fetched ahead of their read by [`KeyAhead`]: a read takes them from there, or waits for
+//! their fetch in flight.
 
 use std::sync::Arc;
 
@@ -30,8 +31,27 @@ const OPEN_SHARDS: usize = 3;
 /// Bytes of blocks each open shard keeps in memory (two runs read ahead).
 const SHARD_CACHE_BYTES: u64 = 8 << 20;
 
-/// Whole keys of the store (the chunks of unsharded arrays) fetched ahead of their reads.
-pub(super) type KeyAhead = FetchAhead<String>;
+/// Keys of the store fetched ahead of their reads: chunks of unsharded arrays, and inner chunks
+/// of shards (byte ranges).
+pub(super) type KeyAhead = FetchAhead<AheadKey>;
+
+/// What is fetched ahead: a whole key (a chunk), or a byte range (offset, length) of one (a
+/// shard's inner chunk), pinned to the version the shard was opened at.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct AheadKey {
+    key: String,
+    range: Option<(u64, u64)>,
+    version: Option<String>,
+}
+
+impl AheadKey {
+    fn whole(key: &str) -> AheadKey {
+        AheadKey { key: key.to_string(), range: None, version: None }
+    }
+}
+
+/// Longest inner chunk fetched ahead (its stored bytes), as for whole chunks.
+const AHEAD_MAX_RANGE: u64 = 2 << 20;
 
 /// How far chunks are fetched ahead: two GETs in flight at first (on a fast network two keep a
 /// reader fed, and more only compete with it for the CPU: on loopback, 8 made a v3
@@ -67,14 +87,28 @@ impl RemoteStore {
     /// A store reading keys through `fetcher`.
     pub fn new(fetcher: Arc<Fetcher>) -> RemoteStore {
         let f = fetcher.clone();
-        let fetch = move |key: &String| f.get(key, Span::All, None, true);
+        let fetch = move |k: &AheadKey| {
+            let span = k.range.map_or(Span::All, |(start, len)| Span::At { start, len });
+            f.get(&k.key, span, k.version.as_deref(), true)
+        };
         let ahead = Arc::new(KeyAhead::new(fetcher.url(""), KEY_LIMITS, Box::new(fetch)));
         RemoteStore { ahead, fetcher, shards: Mutex::new(Vec::new()) }
     }
 
-    /// The store's background fetches of whole keys (chunks).
-    pub(super) fn ahead(&self) -> Arc<KeyAhead> {
-        self.ahead.clone()
+    /// Fetches `keys` (chunks) in the background.
+    pub(super) fn prefetch_keys(&self, keys: Vec<String>) {
+        self.ahead.prefetch(keys.iter().map(|k| AheadKey::whole(k)));
+    }
+
+    /// Fetches byte ranges of `key` (a shard's inner chunks, each at most 2 MiB) in the
+    /// background, if the shard is open for range reads (a hint never waits for its HEAD).
+    pub(super) fn prefetch_ranges(&self, key: &str, ranges: &[(u64, u64)]) {
+        let open = self.shards.lock().iter().find(|(k, _)| k == key).map(|(_, f)| f.clone());
+        let Some(file) = open else { return };
+        let (len, version) = (file.len(), file.version().map(str::to_string));
+        let fits = |&&(o, n): &&(u64, u64)| n > 0 && n <= AHEAD_MAX_RANGE && o.checked_add(n).is_some_and(|e| e <= len);
+        let keys = ranges.iter().filter(fits).map(|&r| AheadKey { key: key.to_string(), range: Some(r), version: version.clone() });
+        self.ahead.prefetch(keys);
     }
 
     /// `key` opened for range reads (a HEAD on first use, no lock held across it); `Ok(None)`
@@ -145,7 +179,7 @@ fn read_range(file: &dyn RangeRead, r: ByteRange) -> Result<Vec<u8>, ZStorageErr
 
 impl ReadableStorageTraits for RemoteStore {
     fn get(&self, key: &StoreKey) -> Result<MaybeBytes, ZStorageError> {
-        if let Some(fetched) = self.ahead.take(&key.as_str().to_string()) {
+        if let Some(fetched) = self.ahead.take(&AheadKey::whole(key.as_str())) {
             return Ok(fetched.map(Bytes::from));
         }
         Ok(self.fetch(key.as_str(), None).map_err(zerr)?.map(Bytes::from))
@@ -158,7 +192,20 @@ impl ReadableStorageTraits for RemoteStore {
     ) -> Result<MaybeBytesIterator<'a>, ZStorageError> {
         if !is_metadata(key.as_str()) {
             let Some(file) = self.shard(key.as_str()).map_err(zerr)? else { return Ok(None) };
-            let out = byte_ranges.map(|r| read_range(&*file, r).map(Bytes::from)).collect::<Vec<_>>();
+            let version = file.version().map(str::to_string);
+            let read = |r: ByteRange| {
+                // An inner chunk fetched ahead (only what a GET of its range returned is kept).
+                if let ByteRange::FromStart(o, Some(n)) = r {
+                    let k = AheadKey { key: key.as_str().to_string(), range: Some((o, n)), version: version.clone() };
+                    if let Some(Some(bytes)) = self.ahead.take(&k) {
+                        if bytes.len() as u64 == n {
+                            return Ok(Bytes::from(bytes));
+                        }
+                    }
+                }
+                read_range(&*file, r).map(Bytes::from)
+            };
+            let out = byte_ranges.map(read).collect::<Vec<_>>();
             return Ok(Some(Box::new(out.into_iter())));
         }
         let mut out = Vec::new();

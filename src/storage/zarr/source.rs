@@ -6,12 +6,14 @@ use std::sync::Arc;
 use serde_json::Value;
 use zarrs::array::{
     Array, ArrayBytes, ArrayMetadata, ArrayMetadataV2, ArrayMetadataV3, ArrayShardedExt,
-    ArrayShardedReadableExt, ArrayShardedReadableExtCache, ArraySubset, CodecOptions,
+    ArrayShardedReadableExt, ArraySubset, CodecOptions,
 };
 use zarrs::storage::byte_range::{ByteRange, ByteRangeIterator};
 use zarrs::storage::{MaybeBytes, MaybeBytesIterator, ReadableStorageTraits, StorageError as ZStorageError, StoreKey};
 
 use super::ahead::{AheadTo, ChunkAhead};
+use super::inner::InnerCodecs;
+use super::shards::ShardIndexes;
 use super::strings::{StrChunk, StrMemo};
 use super::dtype::{self, Kind};
 use super::meta::Version;
@@ -29,7 +31,7 @@ const MAX_SMALL_CHUNKS: u64 = 1 << 20;
 /// values each; real stores' chunks hold thousands of values, whatever their layout).
 const SMALL_CHUNK_BYTES: u64 = 64;
 
-type ZArray = Array<dyn ReadableStorageTraits>;
+pub(super) type ZArray = Array<dyn ReadableStorageTraits>;
 
 /// Reads one Zarr array.
 pub struct ZarrSource {
@@ -44,36 +46,6 @@ pub struct ZarrSource {
     ahead: Option<ChunkAhead>,
     /// The last variable-length string chunk decoded (1-D string arrays).
     strings: StrMemo,
-}
-
-/// Shard indexes of a sharded array, one `zarrs` cache per shard: `zarrs` holds a cache's lock
-/// while it fetches a shard index, so with one cache per array a slow fetch (a remote store)
-/// would stall every reader of the array; per shard, only readers of that shard wait (for the
-/// index they need anyway).
-struct ShardIndexes {
-    /// Shard shape in elements.
-    shard: Vec<u64>,
-    /// Inner chunk shape in elements.
-    inner: Vec<u64>,
-    per_shard: dashmap::DashMap<Vec<u64>, std::sync::Arc<ArrayShardedReadableExtCache>>,
-    /// For reads that may span shards (strings).
-    whole: ArrayShardedReadableExtCache,
-}
-
-impl ShardIndexes {
-    /// The cache of the shard holding inner chunk `coords`.
-    fn of(&self, a: &ZArray, coords: &[u64]) -> std::sync::Arc<ArrayShardedReadableExtCache> {
-        let key: Vec<u64> = coords
-            .iter()
-            .zip(&self.inner)
-            .zip(&self.shard)
-            .map(|((c, i), s)| c.saturating_mul(*i) / (*s).max(1))
-            .collect();
-        self.per_shard
-            .entry(key)
-            .or_insert_with(|| std::sync::Arc::new(ArrayShardedReadableExtCache::new(a)))
-            .clone()
-    }
 }
 
 fn u64s(v: Option<&Value>) -> Option<Vec<u64>> {
@@ -161,12 +133,7 @@ impl ZarrSource {
             if a.is_sharded() {
                 if let Some(inner) = a.effective_subchunk_shape() {
                     chunk = inner.iter().map(|c| c.get()).collect();
-                    shards = Some(ShardIndexes {
-                        shard: declared_chunk.clone(),
-                        inner: chunk.clone(),
-                        per_shard: Default::default(),
-                        whole: ArrayShardedReadableExtCache::new(a),
-                    });
+                    shards = Some(ShardIndexes::new(a, declared_chunk.clone(), chunk.clone(), InnerCodecs::of(a, &doc)));
                 }
             }
         }
@@ -207,11 +174,15 @@ impl ZarrSource {
         Ok(ZarrSource { meta, kind, array, shards, opts, ahead: None, strings: StrMemo::default() })
     }
 
-    /// Sends chunks to `to` ahead of their reads (unsharded arrays; a shard is read by
-    /// ranges, with read-ahead of its own).
+    /// Sends chunks to `to` ahead of their reads: whole chunks of an unsharded array, byte
+    /// ranges of inner chunks of a sharded one.
     pub(super) fn send_ahead(&mut self, to: AheadTo) {
         let chunk_bytes = self.meta.grid.chunk.iter().product::<u64>().saturating_mul(self.kind.elem_size().max(1) as u64);
-        if self.shards.is_some() || !matches!(&self.array, Ok(a) if !a.is_sharded()) {
+        if let Some(s) = &mut self.shards {
+            s.send_ahead(to, &self.meta.path);
+            return;
+        }
+        if !matches!(&self.array, Ok(a) if !a.is_sharded()) {
             return;
         }
         self.ahead = ChunkAhead::new(to, &self.meta.path, chunk_bytes);
@@ -369,6 +340,9 @@ impl ArraySource for ZarrSource {
     }
 
     fn will_need(&self, chunks: &[u64]) {
+        if let (Some(s), Ok(a)) = (&self.shards, &self.array) {
+            s.will_need(a, &self.meta.grid, chunks);
+        }
         if let (Some(ah), Ok(a)) = (&self.ahead, &self.array) {
             ah.send(self.chunk_keys(a, &ah.prefix, chunks.iter().copied()));
         }
@@ -387,7 +361,13 @@ impl ArraySource for ZarrSource {
         let coords = grid.coords(index);
         self.read_ahead(a, index);
         let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
-            Some(s) => a.retrieve_subchunk_opt(&s.of(a, &coords), &coords, &self.opts).map_err(|e| e.to_string()),
+            Some(s) => {
+                let cache = s.of(a, &coords);
+                match s.codecs.as_ref().map(|c| c.decode(a, &cache, &coords, &self.opts)).transpose()?.flatten() {
+                    Some(bytes) => Ok(bytes),
+                    None => a.retrieve_subchunk_opt(&cache, &coords, &self.opts).map_err(|e| e.to_string()),
+                }
+            }
             None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
         })
         .and_then(|r| r)
