@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use zarrs::array::ArrayShardedReadableExtCache;
+use zarrs::array::{ArrayBytes, ArrayShardedReadableExt, ArrayShardedReadableExtCache, CodecOptions};
 
 use super::ahead::AheadTo;
 use super::inner::{self, InnerCodecs};
@@ -35,7 +35,7 @@ pub(super) struct ShardIndexes {
     /// For reads that may span shards (strings).
     pub(super) whole: ArrayShardedReadableExtCache,
     /// The inner chunks' codecs, when they can be decoded without `zarrs`' partial decoder.
-    pub(super) codecs: Option<InnerCodecs>,
+    codecs: Option<InnerCodecs>,
     /// Where inner chunks are sent ahead, and the array's key prefix (`obsm/X_pca/`).
     ahead: Option<(AheadTo, String)>,
 }
@@ -58,8 +58,18 @@ impl ShardIndexes {
     }
 
     /// The cache of the shard holding inner chunk `coords`.
-    pub(super) fn of(&self, a: &ZArray, coords: &[u64]) -> Arc<ArrayShardedReadableExtCache> {
+    fn of(&self, a: &ZArray, coords: &[u64]) -> Arc<ArrayShardedReadableExtCache> {
         self.per_shard.entry(self.shard_of(coords)).or_insert_with(|| Arc::new(ArrayShardedReadableExtCache::new(a))).clone()
+    }
+
+    /// Inner chunk `coords` decoded: as a whole chunk when its codecs allow ([`InnerCodecs`]),
+    /// else (and for an inner chunk never written) by `zarrs`' partial decoder.
+    pub(super) fn decode(&self, a: &ZArray, coords: &[u64], opts: &CodecOptions) -> Result<ArrayBytes<'static>, String> {
+        let cache = self.of(a, coords);
+        if let Some(bytes) = self.codecs.as_ref().map(|c| c.decode(a, &cache, coords, opts)).transpose()?.flatten() {
+            return Ok(bytes);
+        }
+        a.retrieve_subchunk_opt(&cache, coords, opts).map_err(|e| e.to_string())
     }
 
     /// Inner chunks `chunks` (linear indices in `grid`) will be read soon: the byte ranges of

@@ -231,16 +231,21 @@ impl ZarrSource {
 
     /// Decodes chunk `c` of a 1-D variable-length string array.
     fn decode_vlen_chunk(&self, a: &ZArray, c: u64) -> StorageResult<StrChunk> {
-        let coords = [c];
-        let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
-            Some(s) => a.retrieve_subchunk_opt(&s.of(a, &coords), &coords, &self.opts).map_err(|e| e.to_string()),
-            None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
-        })
-        .and_then(|r| r)
-        .map_err(|e| self.read_err(format_args!("chunk [{c}]: {e}")))?;
+        let bytes = self.decode_chunk(a, &[c])?;
         let ArrayBytes::Variable(v) = bytes else { return Err(self.read_err(format_args!("chunk [{c}]: not variable-length strings"))) };
         let (data, offsets) = v.into_parts();
         StrChunk::new(data.into_owned(), &offsets).ok_or_else(|| self.read_err(format_args!("chunk [{c}]: string offsets out of range")))
+    }
+
+    /// Chunk `coords` decoded (an inner chunk of a sharded array); a panic inside `zarrs`'
+    /// decoders is an error, as any failure, logged and naming the chunk.
+    fn decode_chunk(&self, a: &ZArray, coords: &[u64]) -> StorageResult<ArrayBytes<'static>> {
+        super::contain::decode(|| match &self.shards {
+            Some(s) => s.decode(a, coords, &self.opts),
+            None => a.retrieve_chunk_opt(coords, &self.opts).map_err(|e| e.to_string()),
+        })
+        .and_then(|r| r)
+        .map_err(|e| self.read_err(format_args!("chunk {coords:?}: {e}")))
     }
 
     /// Decodes elements of `subset` (all of them, C order) to strings.
@@ -360,18 +365,7 @@ impl ArraySource for ZarrSource {
         }
         let coords = grid.coords(index);
         self.read_ahead(a, index);
-        let bytes: ArrayBytes<'static> = super::contain::decode(|| match &self.shards {
-            Some(s) => {
-                let cache = s.of(a, &coords);
-                match s.codecs.as_ref().map(|c| c.decode(a, &cache, &coords, &self.opts)).transpose()?.flatten() {
-                    Some(bytes) => Ok(bytes),
-                    None => a.retrieve_subchunk_opt(&cache, &coords, &self.opts).map_err(|e| e.to_string()),
-                }
-            }
-            None => a.retrieve_chunk_opt(&coords, &self.opts).map_err(|e| e.to_string()),
-        })
-        .and_then(|r| r)
-        .map_err(|e| self.read_err(format_args!("chunk {coords:?}: {e}")))?;
+        let bytes = self.decode_chunk(a, &coords)?;
         let raw = bytes.into_fixed().map_err(|e| self.read_err(e))?;
         let full = grid.chunk.iter().product::<u64>() as usize * elem;
         let clipped = grid.clipped_shape(&coords).iter().product::<u64>() as usize * elem;
