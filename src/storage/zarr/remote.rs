@@ -48,6 +48,11 @@ impl AheadKey {
     fn whole(key: &str) -> AheadKey {
         AheadKey { key: key.to_string(), range: None, version: None }
     }
+
+    /// Bytes `range` of shard `key`, as of its `version`.
+    fn range(key: &str, range: (u64, u64), version: Option<&str>) -> AheadKey {
+        AheadKey { key: key.to_string(), range: Some(range), version: version.map(str::to_string) }
+    }
 }
 
 /// Longest inner chunk fetched ahead (its stored bytes), as for whole chunks.
@@ -105,9 +110,9 @@ impl RemoteStore {
     pub(super) fn prefetch_ranges(&self, key: &str, ranges: &[(u64, u64)]) {
         let open = self.shards.lock().iter().find(|(k, _)| k == key).map(|(_, f)| f.clone());
         let Some(file) = open else { return };
-        let (len, version) = (file.len(), file.version().map(str::to_string));
+        let len = file.len();
         let fits = |&&(o, n): &&(u64, u64)| n > 0 && n <= AHEAD_MAX_RANGE && o.checked_add(n).is_some_and(|e| e <= len);
-        let keys = ranges.iter().filter(fits).map(|&r| AheadKey { key: key.to_string(), range: Some(r), version: version.clone() });
+        let keys = ranges.iter().filter(fits).map(|&r| AheadKey::range(key, r, file.version()));
         self.ahead.prefetch(keys);
     }
 
@@ -192,12 +197,10 @@ impl ReadableStorageTraits for RemoteStore {
     ) -> Result<MaybeBytesIterator<'a>, ZStorageError> {
         if !is_metadata(key.as_str()) {
             let Some(file) = self.shard(key.as_str()).map_err(zerr)? else { return Ok(None) };
-            let version = file.version().map(str::to_string);
             let read = |r: ByteRange| {
                 // An inner chunk fetched ahead (only what a GET of its range returned is kept).
                 if let ByteRange::FromStart(o, Some(n)) = r {
-                    let k = AheadKey { key: key.as_str().to_string(), range: Some((o, n)), version: version.clone() };
-                    if let Some(Some(bytes)) = self.ahead.take(&k) {
+                    if let Some(Some(bytes)) = self.ahead.take(&AheadKey::range(key.as_str(), (o, n), file.version())) {
                         if bytes.len() as u64 == n {
                             return Ok(Bytes::from(bytes));
                         }
