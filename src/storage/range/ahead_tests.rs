@@ -39,8 +39,7 @@ fn keys_fetched_ahead_are_taken_once() {
 }
 
 /// A read that finds its key in flight waits for it (one GET in all), and one more fetch is
-/// then allowed in flight; a read of a key still queued fetches it itself, at once, and no
-/// worker fetches it again.
+/// then allowed in flight.
 #[test]
 fn a_read_waits_for_its_fetch_and_widens_the_window() {
     let server = FakeServer::new(Duration::from_millis(100));
@@ -59,10 +58,6 @@ fn a_read_waits_for_its_fetch_and_widens_the_window() {
     assert!(!first, "the first key is in flight");
     assert_eq!(fa.take(&"c/0".into()), Some(Some(vec![7; 10])));
     assert_eq!(fa.limit.load(Relaxed), LIMITS.start + 1);
-    let last_queued = fa.state.lock().queue.iter().any(|k| k == "c/5");
-    if last_queued {
-        assert_eq!(fa.take(&"c/5".into()), Some(Some(vec![7; 10])), "fetched by its reader");
-    }
     idle(&fa);
     assert_eq!(server.gets.lock().iter().filter(|g| g.span == Span::All).count(), 6, "each key once");
 }
@@ -100,4 +95,25 @@ fn failures_are_forgotten_and_the_queue_is_bounded() {
     fa.prefetch((0..5).map(|i| format!("q/{i}")));
     idle(&fa);
     assert_eq!(fa.state.lock().kept.len(), 2);
+}
+
+/// A read of a key still queued (one GET at a time, two keys ahead of it) fetches it itself, at
+/// once, and no worker fetches it again.
+#[test]
+fn a_queued_key_is_fetched_by_its_reader() {
+    let server = FakeServer::new(Duration::from_millis(200));
+    let keys: Vec<String> = (0..3).map(|i| format!("q/{i}")).collect();
+    for k in &keys {
+        server.put(k, vec![9; 10], "v");
+    }
+    let fa = ahead(&server, Limits { start: 1, max: 1, ..LIMITS });
+    fa.prefetch(keys.clone());
+    assert!(fa.state.lock().queue.iter().any(|k| k == "q/2"), "queued behind the others");
+    let t = std::time::Instant::now();
+    assert_eq!(fa.take(&"q/2".into()), Some(Some(vec![9; 10])));
+    assert!(t.elapsed() < Duration::from_millis(390), "fetched at once, not after the others: {:?}", t.elapsed());
+    idle(&fa);
+    let gets = server.gets.lock();
+    assert_eq!(gets.len(), 3, "each key once");
+    assert!(gets.iter().any(|g| !g.background), "q/2 by its reader: {gets:?}");
 }
