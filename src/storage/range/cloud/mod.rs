@@ -299,7 +299,8 @@ impl ObjectClient for BucketClient {
                 reason: format!("short body: {} bytes, expected {want}", data.len()),
             });
         }
-        Ok(Some(Got { data: data.to_vec(), version: etag }))
+        // Into a Vec without a copy when the body's buffer is not shared (a copy otherwise).
+        Ok(Some(Got { data: Vec::from(data), version: etag }))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError> {
