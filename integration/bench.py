@@ -55,6 +55,7 @@ against its peer (ratio > 1 = annfs faster), with the daemon's VmHWM per workloa
   ls, ls -l of a collection      10,000 hard links of a small store, none opened                      < 1 s
   zarr v2/v3/v3s X/csr/*.npy, obsm/X_pca.npy   numpy.load vs zarr-python [...]                       >= 1x
   http v3s (range_server.py on loopback)       vs zarr-python reading the same store locally         >= 0.7x
+  http (nginx) v3s, when nginx is installed   the same store served by nginx, same peer             >= 0.7x
 Every annfs run is on a fresh mount with an empty --cache-dir; as root the OS page cache is dropped (sync;
 echo 3 > /proc/sys/vm/drop_caches) before every cold measurement of either side (the output says whether it
 was). Values are medians of --reps runs. --json PATH writes the same table as JSON.

@@ -24,6 +24,7 @@ import numpy as np
 
 from bench_stores import write_gzip_h5ad, write_scale_h5ad, write_zarr_variants
 from bench_util import BIN, MIB, Mount, Row, drop_caches, mbps, parse_size, read_seq
+from servers import Nginx
 
 GB = 10 ** 9
 CSR = ("data", "indices", "indptr")
@@ -446,3 +447,18 @@ class Scale:
         finally:
             srv.kill()
             srv.wait()
+        # The same over nginx, a real static server (the Python test server above spends the same two cores
+        # on every GET that the daemon and the reader need).
+        if not Nginx.available():
+            print("  nginx not installed: no nginx rows", file=sys.stderr)
+            return
+        ngx = Nginx(self.work)
+        try:
+            url = ngx.url(paths["v3s"].name)
+            local = "zarr-python reading the store locally"
+            self.paired("http (nginx) v3s X/csr/*.npy", "rate", ours(csr_files), peer(paths["v3s"], csr_keys), 0.7,
+                        local, store=url)
+            self.paired("http (nginx) v3s obsm/X_pca.npy", "rate", ours(["obsm/X_pca.npy"]),
+                        peer(paths["v3s"], ["obsm/X_pca"]), 0.7, local, store=url)
+        finally:
+            ngx.kill()

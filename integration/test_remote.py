@@ -1,5 +1,5 @@
 """Remote stores through the byte-range layer: `.h5ad` files and Zarr stores over HTTP and S3 (servers on
-loopback that this module starts itself: integration/range_server.py and moto's S3 server), each mounted and
+loopback that this module starts itself: integration/range_server.py, nginx and moto's S3 server), each mounted and
 compared byte for byte with the same store mounted from the local disk; faults (5xx, truncated bodies, a dying
 server, an object replaced under the mount), the validated disk cache, and clear mount-time errors."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import RangeServer as Server, free_port
+from servers import Nginx, RangeServer as Server, free_port
 from conftest import ANNFS_BIN, FIXTURES, Mount, is_mounted, need_fuse
 from remote_checks import (H5AD, ZARR, ZARRS, collection_layout, consolidated, mount, remote_zarr_equals_local,
                            same_collection, same_tree, unconsolidated_fails, when_up)
@@ -92,6 +92,15 @@ def http_fixtures():
     s.kill()
 
 
+@pytest.fixture(scope="module")
+def nginx_fixtures():
+    if not Nginx.available():
+        pytest.skip("nginx is not installed (scripts/setup-tests.sh installs nginx-light)")
+    s = Nginx(FIXTURES)
+    yield s
+    s.kill()
+
+
 @need_fuse
 @pytest.mark.parametrize("path", H5AD, ids=[p.stem for p in H5AD])
 def test_http_h5ad_equals_local(http_fixtures, path):
@@ -131,6 +140,22 @@ def test_http_zarr_equals_local(http_fixtures, name):
     loc = mount(str(ZARR / name))
     try:
         remote_zarr_equals_local(r, loc)
+    finally:
+        r.stop()
+        loc.stop()
+
+
+@need_fuse
+@pytest.mark.parametrize("rel", [p.name for p in H5AD] + [f"zarr/{n}" for n in ZARRS if consolidated(n)])
+def test_nginx_equals_local(nginx_fixtures, rel):
+    """Every fixture served by nginx (its own Range, ETag and keep-alive behaviour, not the test server's)
+    renders byte for byte as the same store mounted from the local disk."""
+    r = mount(nginx_fixtures.url(rel))
+    loc = mount(str(FIXTURES / rel))
+    try:
+        remote_zarr_equals_local(r, loc) if rel.startswith("zarr/") else same_tree(r, loc)
+        st = remote_stats(r)
+        assert st["requests"] > 0 and st["failures"] == 0, st
     finally:
         r.stop()
         loc.stop()
@@ -289,14 +314,20 @@ def test_sharded_zarr_over_http_reads_runs_of_inner_chunks(tmp_path):
 
 
 @need_fuse
-def test_object_replaced_under_the_mount_is_never_mixed(tmp_path, big):
+@pytest.mark.parametrize("server", ["range_server", "nginx"])
+def test_object_replaced_under_the_mount_is_never_mixed(tmp_path, big, server):
+    if server == "nginx" and not Nginx.available():
+        pytest.skip("nginx is not installed")
     root = tmp_path / "srv"
     root.mkdir()
     shutil.copy(big, root / "a.h5ad")
-    srv = Server(root)
+    srv = Server(root) if server == "range_server" else Nginx(root)
     r = mount(srv.url("a.h5ad"), "--cache-size", "1M")
     try:
         shutil.copy(big, root / "a.h5ad.new")  # same bytes, new version
+        # nginx's ETag is the mtime in seconds and the size: a later mtime makes the new version.
+        st = os.stat(root / "a.h5ad")
+        os.utime(root / "a.h5ad.new", (st.st_atime + 10, st.st_mtime + 10))
         os.replace(root / "a.h5ad.new", root / "a.h5ad")
         with pytest.raises(OSError) as e:
             (r.mnt / "layers" / "dense" / "dense.npy").read_bytes()

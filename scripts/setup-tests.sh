@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the test oracle on top of scripts/setup.sh: R (the suite's R clients),
-# systemd-analyze, runuser, dpkg-deb, the Python oracle (anndata, h5py, zarr, scanpy, scipy,
-# pandas, pytest; integration/requirements.txt) in ./.venv, and Azurite (Microsoft's Azure
-# Storage emulator, from npm) in ./.venv/azurite.  Safe to run repeatedly.
+# nginx (a real HTTP server for the remote tests), systemd-analyze, runuser, dpkg-deb, the Python
+# oracle (anndata, h5py, zarr, scanpy, scipy, pandas, pytest; integration/requirements.txt) in
+# ./.venv, and Azurite (Microsoft's Azure Storage emulator, from npm) in ./.venv/azurite.  Safe to
+# run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -12,6 +13,16 @@ cd "$(dirname "$0")/.."
 # util-linux: runuser (readers as other users); dpkg-dev + binutils: scripts/package.sh (dpkg-shlibdeps, strip)
 # for the package test; python3-venv: the oracle's venv.
 apt_install r-base-core r-cran-matrix util-linux dpkg-dev binutils python3-venv
+# nginx-light: a real static HTTP server for the remote tests and the benchmark's HTTP rows; each runs
+# a private instance on a free port (integration/servers.py), so the system service the package starts
+# is stopped and disabled when this script installed it. Optional: without it those tests are skipped.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if apt_install nginx-light; then
+    (systemctl disable --now nginx || service nginx stop) >/dev/null 2>&1 || true
+  else
+    echo "setup: nginx-light could not be installed: the nginx tests will be skipped" >&2
+  fi
+fi
 # systemd-analyze verifies the units in systemd/.
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 
