@@ -84,6 +84,41 @@ pub struct Got {
     pub version: Option<String>,
 }
 
+/// A successful GET cut into pieces as it arrived (see [`ObjectClient::get_pieces`]).
+#[derive(Debug)]
+pub struct GotPieces {
+    /// The requested bytes, in pieces of the asked size (the last may be shorter).
+    pub pieces: Vec<Vec<u8>>,
+    /// ETag or Last-Modified of the object that answered.
+    pub version: Option<String>,
+}
+
+impl GotPieces {
+    /// The bytes in one buffer (a single piece is taken as is, more are joined).
+    pub fn into_got(mut self) -> Got {
+        let data = if self.pieces.len() == 1 { self.pieces.swap_remove(0) } else { self.pieces.concat() };
+        Got { data, version: self.version }
+    }
+
+    /// These pieces, when they hold as many bytes as `span` asked for (a body cut short is a
+    /// transport error of `url`).
+    pub fn of_span(self, span: Span, url: &str) -> Result<GotPieces, FetchError> {
+        let got: u64 = self.pieces.iter().map(|p| p.len() as u64).sum();
+        match span.fixed_len() {
+            Some(want) if got != want => Err(FetchError::Transport {
+                url: url.to_string(),
+                reason: format!("short body: {got} bytes, expected {want}"),
+            }),
+            _ => Ok(self),
+        }
+    }
+}
+
+/// `data` in pieces of `piece` bytes (the last may be shorter; none when `data` is empty).
+pub fn cut_pieces(data: &[u8], piece: usize) -> Vec<Vec<u8>> {
+    data.chunks(piece.max(1)).map(<[u8]>::to_vec).collect()
+}
+
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -152,6 +187,13 @@ pub trait ObjectClient: Send + Sync {
     /// no such object (404).
     fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError>;
 
+    /// GETs `span` of `key` as [`ObjectClient::get`] does, the body cut into pieces of `piece`
+    /// bytes as it arrives, so that a caller keeping the pieces apart (the block cache) copies
+    /// nothing. By default the body is read whole and then cut (one copy more).
+    fn get_pieces(&self, key: &str, span: Span, version: Option<&str>, piece: usize) -> Result<Option<GotPieces>, FetchError> {
+        Ok(self.get(key, span, version)?.map(|g| GotPieces { pieces: cut_pieces(&g.data, piece), version: g.version }))
+    }
+
     /// HEADs `key`; `Ok(None)` when there is no such object.
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError>;
 }
@@ -171,6 +213,17 @@ mod tests {
         assert_eq!(Span::From(8).cut(body), Some(&b"89"[..]));
         assert_eq!(Span::At { start: 8, len: 3 }.cut(body), None);
         assert_eq!(Span::At { start: u64::MAX, len: 3 }.cut(body), None);
+    }
+
+    #[test]
+    fn pieces_join_and_check_their_length() {
+        assert_eq!(cut_pieces(b"0123456789", 4), [b"0123".to_vec(), b"4567".to_vec(), b"89".to_vec()]);
+        let got = GotPieces { pieces: cut_pieces(b"0123456789", 4), version: Some("v".into()) };
+        let got = got.of_span(Span::At { start: 0, len: 10 }, "u").unwrap().into_got();
+        assert_eq!((got.data.as_slice(), got.version.as_deref()), (&b"0123456789"[..], Some("v")));
+        let short = GotPieces { pieces: cut_pieces(b"012", 4), version: None };
+        assert!(matches!(short.of_span(Span::At { start: 0, len: 4 }, "u"), Err(FetchError::Transport { .. })));
+        assert!(GotPieces { pieces: vec![], version: None }.of_span(Span::All, "u").is_ok());
     }
 
     #[test]

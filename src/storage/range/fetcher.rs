@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::client::{FetchError, ObjectClient, ObjectMeta, Span};
+use super::client::{FetchError, Got, GotPieces, ObjectClient, ObjectMeta, Span};
 use super::disk_cache::DiskCache;
 
 /// Timeouts and retry policy of remote reads.
@@ -146,27 +146,52 @@ impl Fetcher {
                 }
             }
         }
+        let got = self.checked(key, version, |g: &Got| g.version.as_deref(), || self.client.get(key, span, version))?;
+        let Some(got) = got else { return Ok(None) };
+        self.stats.bytes.fetch_add(got.data.len() as u64, Relaxed);
+        if let Some(disk) = disk {
+            let seen = got.version.as_deref().or(version);
+            disk.put(&id, seen, &got.data);
+        }
+        Ok(Some(got.data))
+    }
+
+    /// GETs `span` of `key` in pieces of `piece` bytes, each kept as it arrived (no copy; see
+    /// [`ObjectClient::get_pieces`]); not through the disk cache (the caller keeps pieces of
+    /// its choosing there, [`Fetcher::disk_put`]). Retries and version checks as [`Fetcher::get`].
+    pub fn get_pieces(&self, key: &str, span: Span, version: Option<&str>, piece: usize) -> Result<Option<Vec<Vec<u8>>>, FetchError> {
+        let attempt = || self.client.get_pieces(key, span, version, piece);
+        let got = self.checked(key, version, |g: &GotPieces| g.version.as_deref(), attempt)?;
+        let Some(got) = got else { return Ok(None) };
+        self.stats.bytes.fetch_add(got.pieces.iter().map(|p| p.len() as u64).sum(), Relaxed);
+        Ok(Some(got.pieces))
+    }
+
+    /// Runs the GET `attempt` with retries; an answer from another version than `version` (the
+    /// one recorded at open) is [`FetchError::Changed`]. Without a recorded version, the version
+    /// that answered (`answered`) is remembered for the key.
+    fn checked<T>(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        answered: impl Fn(&T) -> Option<&str>,
+        attempt: impl Fn() -> Result<Option<T>, FetchError>,
+    ) -> Result<Option<T>, FetchError> {
         let got = self.with_retries("GET", || {
-            let got = self.client.get(key, span, version)?;
-            match (&got, version) {
-                (Some(g), Some(want)) if g.version.as_deref().is_some_and(|v| v != want) => Err(FetchError::Changed {
+            let got = attempt()?;
+            match (got.as_ref().and_then(&answered), version) {
+                (Some(now), Some(want)) if now != want => Err(FetchError::Changed {
                     url: self.client.url(key),
                     was: want.to_string(),
-                    now: g.version.clone().unwrap_or_default(),
+                    now: now.to_string(),
                 }),
                 _ => Ok(got),
             }
         })?;
-        let Some(got) = got else { return Ok(None) };
-        self.stats.bytes.fetch_add(got.data.len() as u64, Relaxed);
-        let seen = got.version.clone().or_else(|| version.map(str::to_string));
-        if version.is_none() {
-            self.seen.insert(key.to_string(), seen.clone());
+        if let (Some(g), None) = (&got, version) {
+            self.seen.insert(key.to_string(), answered(g).map(str::to_string));
         }
-        if let Some(disk) = disk {
-            disk.put(&id, seen.as_deref(), &got.data);
-        }
-        Ok(Some(got.data))
+        Ok(got)
     }
 
     /// Whether fetched bytes are kept on disk.

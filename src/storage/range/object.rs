@@ -143,13 +143,20 @@ impl Shared {
         self.get(start, len, true)
     }
 
-    /// `len` bytes at `start`, not through the disk cache (runs of blocks, cached per block).
-    fn fetch_uncached(&self, start: u64, len: u64) -> std::io::Result<Vec<u8>> {
-        self.get(start, len, false)
+    /// `len` bytes at `start` in blocks, as they arrived (no copy), not through the disk cache
+    /// (runs of blocks, cached per block).
+    fn fetch_blocks_of(&self, start: u64, len: u64) -> std::io::Result<Vec<Vec<u8>>> {
+        let got = self.fetcher.get_pieces(&self.key, Span::At { start, len }, self.version.as_deref(), BLOCK as usize);
+        self.answer(got)
     }
 
     fn get(&self, start: u64, len: u64, cache: bool) -> std::io::Result<Vec<u8>> {
-        match self.fetcher.get(&self.key, Span::At { start, len }, self.version.as_deref(), cache) {
+        self.answer(self.fetcher.get(&self.key, Span::At { start, len }, self.version.as_deref(), cache))
+    }
+
+    /// A fetch's result as an I/O result (a missing object is `NotFound`).
+    fn answer<T>(&self, got: Result<Option<T>, super::FetchError>) -> std::io::Result<T> {
+        match got {
             Ok(Some(data)) => Ok(data),
             Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{}: HTTP 404", self.url()))),
             Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -176,13 +183,13 @@ impl Shared {
         if from < end {
             let start = from * BLOCK;
             let stop = (end * BLOCK).min(self.len);
-            let data = self.fetch_uncached(start, stop.saturating_sub(start))?;
-            for (i, piece) in data.chunks(BLOCK as usize).enumerate() {
+            let pieces = self.fetch_blocks_of(start, stop.saturating_sub(start))?;
+            for (i, piece) in pieces.into_iter().enumerate() {
                 let k = from + i as u64;
                 if let Some(v) = self.version.as_deref() {
-                    self.fetcher.disk_put(&self.key, &format!("block{k}"), v, piece);
+                    self.fetcher.disk_put(&self.key, &format!("block{k}"), v, &piece);
                 }
-                let piece = Arc::new(piece.to_vec());
+                let piece = Arc::new(piece);
                 if k == b {
                     first = Some(piece.clone());
                 }

@@ -16,10 +16,11 @@ pub mod gcs;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use super::client::{FetchError, Got, ObjectClient, ObjectMeta, Span};
+use super::client::{FetchError, Got, GotPieces, ObjectClient, ObjectMeta, Span};
 
 /// Largest range fetched in one GET.
 const MAX_BODY: u64 = 1 << 32;
@@ -251,23 +252,20 @@ impl BucketClient {
             objects: listed.objects.iter().filter_map(|o| Some((leaf(&o.location)?, o.size, o.e_tag.clone()))).collect(),
         })
     }
-}
 
-impl ObjectClient for BucketClient {
-    fn url(&self, key: &str) -> String {
-        format!("{}://{}/{}", self.service.scheme(), self.bucket, self.path(key))
-    }
-
-    fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError> {
+    /// One GET of `span` of `key` (`If-Match: version` when given): the body whole (one piece),
+    /// or, with `piece`, in pieces of that many bytes filled from the body's frames as they
+    /// arrive (no whole-body buffer to cut).
+    fn fetch(&self, key: &str, span: Span, version: Option<&str>, piece: Option<usize>) -> Result<Option<GotPieces>, FetchError> {
         if let (Service::Azure, Span::Last(n)) = (self.service, span) {
             // Azure Blob Storage has no suffix ranges: the object's size (and version) first.
             let Some(meta) = self.head(key)? else { return Ok(None) };
             let len = n.min(meta.size);
             let version = version.map(str::to_string).or(meta.version);
-            return self.get(key, Span::At { start: meta.size - len, len }, version.as_deref());
+            return self.fetch(key, Span::At { start: meta.size - len, len }, version.as_deref(), piece);
         }
         if span.fixed_len() == Some(0) {
-            return Ok(Some(Got { data: Vec::new(), version: version.map(str::to_string) }));
+            return Ok(Some(GotPieces { pieces: Vec::new(), version: version.map(str::to_string) }));
         }
         let range = match span {
             Span::All => None,
@@ -289,18 +287,52 @@ impl ObjectClient for BucketClient {
                     source: format!("a range of {size} bytes is over the single-GET limit").into(),
                 });
             }
-            let data = res.bytes().await?;
-            Ok((data, etag))
+            let pieces = match piece {
+                // Into a Vec without a copy when the body's buffer is not shared (a copy otherwise).
+                None => vec![Vec::from(res.bytes().await?)],
+                Some(piece) => {
+                    let piece = piece.max(1);
+                    let mut left = size as usize;
+                    let mut pieces = Vec::with_capacity(left.div_ceil(piece));
+                    let mut cur: Vec<u8> = Vec::with_capacity(left.min(piece));
+                    let mut frames = res.into_stream();
+                    while let Some(frame) = frames.next().await {
+                        let mut frame = &frame?[..];
+                        while !frame.is_empty() {
+                            let take = (piece - cur.len()).min(frame.len());
+                            cur.extend_from_slice(&frame[..take]);
+                            frame = &frame[take..];
+                            left = left.saturating_sub(take);
+                            if cur.len() == piece {
+                                pieces.push(std::mem::replace(&mut cur, Vec::with_capacity(left.min(piece))));
+                            }
+                        }
+                    }
+                    if !cur.is_empty() {
+                        pieces.push(cur);
+                    }
+                    pieces
+                }
+            };
+            Ok((pieces, etag))
         })?;
-        let Some((data, etag)) = got else { return Ok(None) };
-        if let Some(want) = span.fixed_len().filter(|&l| data.len() as u64 != l) {
-            return Err(FetchError::Transport {
-                url: self.url(key),
-                reason: format!("short body: {} bytes, expected {want}", data.len()),
-            });
-        }
-        // Into a Vec without a copy when the body's buffer is not shared (a copy otherwise).
-        Ok(Some(Got { data: Vec::from(data), version: etag }))
+        let Some((pieces, etag)) = got else { return Ok(None) };
+        GotPieces { pieces, version: etag }.of_span(span, &self.url(key)).map(Some)
+    }
+
+}
+
+impl ObjectClient for BucketClient {
+    fn url(&self, key: &str) -> String {
+        format!("{}://{}/{}", self.service.scheme(), self.bucket, self.path(key))
+    }
+
+    fn get(&self, key: &str, span: Span, version: Option<&str>) -> Result<Option<Got>, FetchError> {
+        Ok(self.fetch(key, span, version, None)?.map(GotPieces::into_got))
+    }
+
+    fn get_pieces(&self, key: &str, span: Span, version: Option<&str>, piece: usize) -> Result<Option<GotPieces>, FetchError> {
+        self.fetch(key, span, version, Some(piece))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>, FetchError> {
