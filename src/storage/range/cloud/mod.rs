@@ -290,36 +290,43 @@ impl BucketClient {
             let pieces = match piece {
                 // Into a Vec without a copy when the body's buffer is not shared (a copy otherwise).
                 None => vec![Vec::from(res.bytes().await?)],
-                Some(piece) => {
-                    let piece = piece.max(1);
-                    let mut left = size as usize;
-                    let mut pieces = Vec::with_capacity(left.div_ceil(piece));
-                    let mut cur: Vec<u8> = Vec::with_capacity(left.min(piece));
-                    let mut frames = res.into_stream();
-                    while let Some(frame) = frames.next().await {
-                        let mut frame = &frame?[..];
-                        while !frame.is_empty() {
-                            let take = (piece - cur.len()).min(frame.len());
-                            cur.extend_from_slice(&frame[..take]);
-                            frame = &frame[take..];
-                            left = left.saturating_sub(take);
-                            if cur.len() == piece {
-                                pieces.push(std::mem::replace(&mut cur, Vec::with_capacity(left.min(piece))));
-                            }
-                        }
-                    }
-                    if !cur.is_empty() {
-                        pieces.push(cur);
-                    }
-                    pieces
-                }
+                Some(piece) => read_pieces(res.into_stream(), size, piece).await?,
             };
             Ok((pieces, etag))
         })?;
         let Some((pieces, etag)) = got else { return Ok(None) };
         GotPieces { pieces, version: etag }.of_span(span, &self.url(key)).map(Some)
     }
+}
 
+/// A body's frames gathered into pieces of `piece` bytes as they arrive (the last may be
+/// shorter); `size`, the length the answer announced, only sizes the buffers (a piece at most).
+async fn read_pieces<B: AsRef<[u8]>>(
+    mut frames: impl futures_util::Stream<Item = object_store::Result<B>> + Unpin,
+    size: u64,
+    piece: usize,
+) -> object_store::Result<Vec<Vec<u8>>> {
+    let piece = piece.max(1);
+    let mut left = usize::try_from(size).unwrap_or(usize::MAX);
+    let mut pieces = Vec::with_capacity(left.div_ceil(piece).min(1 << 16));
+    let mut cur: Vec<u8> = Vec::with_capacity(left.min(piece));
+    while let Some(frame) = frames.next().await {
+        let frame = frame?;
+        let mut frame = frame.as_ref();
+        while !frame.is_empty() {
+            let take = (piece - cur.len()).min(frame.len());
+            cur.extend_from_slice(&frame[..take]);
+            frame = &frame[take..];
+            left = left.saturating_sub(take);
+            if cur.len() == piece {
+                pieces.push(std::mem::replace(&mut cur, Vec::with_capacity(left.min(piece))));
+            }
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    Ok(pieces)
 }
 
 impl ObjectClient for BucketClient {
@@ -349,6 +356,21 @@ impl ObjectClient for BucketClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Frames of any sizes fill pieces of the asked size; the announced size only sizes buffers.
+    #[test]
+    fn frames_gather_into_pieces() {
+        let body: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let rt = runtime().unwrap();
+        for (frame, size) in [(1, 1000), (7, 1000), (300, 3), (1000, u64::MAX), (999, 0)] {
+            let frames = futures_util::stream::iter(body.chunks(frame).map(|c| Ok(c.to_vec())).collect::<Vec<_>>());
+            let pieces = rt.block_on(read_pieces(frames, size, 300)).unwrap();
+            assert_eq!(pieces.iter().map(Vec::len).collect::<Vec<_>>(), [300, 300, 300, 100], "frames of {frame}");
+            assert_eq!(pieces.concat(), body);
+        }
+        let none = futures_util::stream::iter(Vec::<object_store::Result<Vec<u8>>>::new());
+        assert!(rt.block_on(read_pieces(none, 0, 300)).unwrap().is_empty());
+    }
 
     #[test]
     fn status_is_found_in_messages() {
