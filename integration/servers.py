@@ -76,8 +76,9 @@ class Nginx:
         # Run as root, nginx's workers would switch to `nobody`, who cannot read a test's private dirs.
         user = "user root;" if os.geteuid() == 0 else ""
         conf.write_text(NGINX_CONF.format(user=user, run=self.run, port=self.port, root=Path(root).resolve()))
-        self.proc = subprocess.Popen([NGINX, "-p", str(self.run), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        # -e: the startup error log too (the compiled-in /var/log/nginx is not writable by other users).
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.run), "-e", str(self.run / "error.log"), "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
