@@ -9,6 +9,16 @@ fn ahead(server: &Arc<FakeServer>, limits: Limits) -> Arc<FetchAhead<String>> {
     Arc::new(FetchAhead::new("test".into(), limits, Box::new(move |k: &String| fetcher.get(k, Span::All, None, true))))
 }
 
+/// A server answering after `delay` that holds `n` keys `{prefix}/{i}` of ten bytes `byte`.
+fn server_with(delay: Duration, prefix: &str, n: usize, byte: u8) -> (Arc<FakeServer>, Vec<String>) {
+    let server = FakeServer::new(delay);
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}/{i}")).collect();
+    for k in &keys {
+        server.put(k, vec![byte; 10], "v");
+    }
+    (server, keys)
+}
+
 /// Waits until nothing is queued or in flight.
 fn idle<K>(fa: &FetchAhead<K>) {
     let t = std::time::Instant::now();
@@ -42,11 +52,7 @@ fn keys_fetched_ahead_are_taken_once() {
 /// then allowed in flight.
 #[test]
 fn a_read_waits_for_its_fetch_and_widens_the_window() {
-    let server = FakeServer::new(Duration::from_millis(100));
-    let keys: Vec<String> = (0..6).map(|i| format!("c/{i}")).collect();
-    for k in &keys {
-        server.put(k, vec![7; 10], "v");
-    }
+    let (server, keys) = server_with(Duration::from_millis(100), "c", 6, 7);
     let fa = ahead(&server, LIMITS);
     fa.prefetch(keys.clone());
     let t = std::time::Instant::now();
@@ -101,11 +107,7 @@ fn failures_are_forgotten_and_the_queue_is_bounded() {
 /// once, and no worker fetches it again.
 #[test]
 fn a_queued_key_is_fetched_by_its_reader() {
-    let server = FakeServer::new(Duration::from_millis(200));
-    let keys: Vec<String> = (0..3).map(|i| format!("q/{i}")).collect();
-    for k in &keys {
-        server.put(k, vec![9; 10], "v");
-    }
+    let (server, keys) = server_with(Duration::from_millis(200), "q", 3, 9);
     let fa = ahead(&server, Limits { start: 1, max: 1, ..LIMITS });
     fa.prefetch(keys.clone());
     assert!(fa.state.lock().queue.iter().any(|k| k == "q/2"), "queued behind the others");
