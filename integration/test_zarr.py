@@ -296,6 +296,41 @@ def _eio(path: Path):
 
 
 @need_fuse
+def test_a_sequential_read_drops_behind_what_it_passed(tmp_path):
+    """A reader streaming through a chunked array leaves the cache behind it: the chunks it passed are dropped and
+    their buffers take the chunks decoded next (`.annfs/stats.json`: `dropped_behind`, `chunks_recycled`), so a
+    read of 8 MB does not fault in 8 MB of fresh memory. Every byte stays what anndata wrote, read whole twice (the
+    second read decodes again); a read from the middle of the file (a seek) drops nothing and is cached."""
+    import anndata as ad
+    import numpy as np
+    x = np.random.default_rng(7).random((20000, 100), dtype=np.float32)
+    store = tmp_path / "stream.zarr"
+    ad.AnnData(X=x).write_zarr(store, chunks=(500, 64))
+    chunks = 40 * 2  # 40 bands of 500 rows, two column chunks each
+    m = mount(store, "--cache-size", "64M")
+    stats = lambda: json.loads((m.mnt / ".annfs/stats.json").read_bytes())
+    npy = m.mnt / "X" / "dense.npy"
+    assert np.array_equal(np.load(npy), x)
+    first = stats()
+    assert first["dropped_behind"] >= chunks * 3 // 4, first
+    assert first["chunks_recycled"] > 0, first
+    assert np.array_equal(np.load(npy), x)
+    second = stats()
+    assert second["chunks_decoded"] - first["chunks_decoded"] >= chunks * 3 // 4, second
+    header = npy.stat().st_size - x.nbytes
+    at = header + 10000 * 400
+    with open(npy, "rb", buffering=0) as f:
+        f.seek(at)
+        assert f.read(400 * 1000) == x[10000:11000].tobytes()
+    third = stats()
+    assert third["dropped_behind"] == second["dropped_behind"], third
+    with open(npy, "rb", buffering=0) as f:
+        f.seek(at)
+        assert f.read(400 * 1000) == x[10000:11000].tobytes()
+    assert stats()["chunks_decoded"] == third["chunks_decoded"], "the seek's chunks stay cached"
+
+
+@need_fuse
 def test_malformed_metadata_fails_at_mount(tmp_path):
     s = _copy("dense_f32.v2.zarr", tmp_path)
     (s / "obs" / "int8" / ".zarray").write_text("{ not json")

@@ -90,9 +90,16 @@ impl Prefetcher {
 
     /// Records that handle `fh` of `file` is reading `len` bytes at `offset` (called before the
     /// read is served), and starts read-ahead of what follows if the handle reads sequentially.
-    pub fn observe(&self, fh: u64, file: &Arc<dyn FileContent>, offset: u64, len: u64) {
+    ///
+    /// Returns true when the read continues a sequential stream in order — the stream's first
+    /// read from the start of the file, or one at most a quarter of the largest window behind
+    /// (the kernel splits a large direct read into requests served in parallel, which arrive
+    /// slightly out of order) or a window ahead of where the stream has got to: the reader
+    /// moves on past these bytes, so the caller may drop behind them
+    /// ([`FileContent::drop_behind`]) once they are served.
+    pub fn observe(&self, fh: u64, file: &Arc<dyn FileContent>, offset: u64, len: u64) -> bool {
         if len == 0 {
-            return;
+            return false;
         }
         let end = offset.saturating_add(len);
         let min = self.cfg.min_window;
@@ -102,23 +109,24 @@ impl Prefetcher {
         // continues it; anything else is a seek.
         let reach = self.cfg.max_window;
         let near = s.next != u64::MAX && offset <= s.next.saturating_add(reach) && offset.saturating_add(reach) >= s.next;
+        let passed = if near { offset.saturating_add(reach / 4) >= s.next } else { offset == 0 };
         if !near {
             // A seek (or the first read): restart small. A read from the start of the file is
             // how sequential readers begin (`numpy.load`, `cp`, `dd`): its read-ahead starts at
             // once, as the kernel's does for a buffered file, instead of at the second read.
             *s = Stream { next: end, window: min, prefetched_to: end };
             if offset != 0 {
-                return;
+                return false;
             }
         }
         s.next = s.next.max(end);
         let start = s.prefetched_to.max(end);
         let stop = end.saturating_add(s.window);
         if stop <= start.saturating_add(min / 2) {
-            return;
+            return passed;
         }
         // One job per piece: idle workers load the pieces of a window in parallel.
-        let Some(tx) = &self.tx else { return };
+        let Some(tx) = &self.tx else { return passed };
         let piece = self.cfg.piece.max(1) as u64;
         let mut at = start;
         while at < stop {
@@ -135,6 +143,7 @@ impl Prefetcher {
             s.prefetched_to = at;
             s.window = (s.window * 2).min(self.cfg.max_window);
         }
+        passed
     }
 
     /// Drops the state of handle `fh` (on release).
@@ -233,6 +242,20 @@ mod tests {
         assert!(wait_for(|| c.read.load(Ordering::SeqCst) >= 1000));
         assert_eq!(c.ranges.lock()[..2], [(100, 500), (600, 500)], "the first window follows the read");
         assert!(wait_for(|| stats.snapshot()["prefetch_jobs"] == 2));
+    }
+
+    #[test]
+    fn reads_in_order_are_passed_for_drop_behind() {
+        let (p, _, f, _) = setup();
+        assert!(p.observe(1, &f, 0, 100), "a stream's first read from the start");
+        assert!(p.observe(1, &f, 100, 100));
+        assert!(p.observe(1, &f, 1200, 100), "a little ahead (another request of a large read)");
+        assert!(p.observe(1, &f, 300, 100), "a little behind (an earlier request arriving late)");
+        assert!(!p.observe(1, &f, 0, 100), "too far behind the stream");
+        assert!(!p.observe(2, &f, 5000, 100), "a first read inside the file");
+        assert!(p.observe(2, &f, 5100, 100), "then the stream it started");
+        assert!(!p.observe(2, &f, 50_000, 100), "a seek");
+        assert!(!p.observe(2, &f, 50_100, 0), "an empty read");
     }
 
     #[test]

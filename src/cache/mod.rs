@@ -3,6 +3,7 @@
 //! loader once while the others wait for its result.
 
 pub mod ids;
+pub mod recycle;
 pub mod stats;
 
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct ChunkCache {
     capacity: u64,
     /// Bytes lent out of the budget to working buffers (see [`ChunkCache::lend`]).
     lent: std::sync::atomic::AtomicU64,
+    /// Buffers of chunks dropped behind readers, for the next chunks (see [`recycle`]).
+    recycle: recycle::Recycler,
     /// Live counters, shown in `.annfs/stats.json`.
     pub stats: Arc<Stats>,
     /// Ids of what is cached here (arrays, files, plans).
@@ -102,7 +105,7 @@ impl ChunkCache {
             Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
             Err(_) => Cache::with_weighter(est_items, capacity, ByteWeighter),
         };
-        ChunkCache { inner, budget, capacity, lent: Default::default(), stats: Arc::new(Stats::default()), ids: KeyIds::default() }
+        ChunkCache { inner, budget, capacity, lent: Default::default(), recycle: recycle::Recycler::new((in_flight_reserve(budget) / 4) as usize), stats: Arc::new(Stats::default()), ids: KeyIds::default() }
     }
 
     /// Bytes the cache itself may hold (the budget minus the in-flight reserve).
@@ -180,6 +183,33 @@ impl ChunkCache {
         let v = load()?;
         self.stats.loaded(key, v.weight(), start.elapsed());
         Ok(v)
+    }
+
+    /// Drops `key` from the cache, if held (drop-behind: a sequential reader has passed it). Its
+    /// memory is freed once no read still holds it, and is then reused for the next chunks
+    /// instead of fresh pages being faulted in.
+    pub fn drop_behind(&self, key: Key) {
+        if let Some((_, value)) = self.inner.remove(&key) {
+            self.stats.dropped_behind();
+            if let Value::Bytes(b) = value {
+                if let Ok(buf) = Arc::try_unwrap(b) {
+                    self.recycle.give(buf);
+                }
+            }
+        }
+    }
+
+    /// A freshly decoded chunk, moved into the buffer of one dropped behind when one of its size
+    /// is kept (see [`recycle`]).
+    pub fn adopt(&self, fresh: Vec<u8>) -> Vec<u8> {
+        match self.recycle.take(fresh.len()) {
+            Some(mut buf) => {
+                buf.extend_from_slice(&fresh);
+                self.stats.recycled();
+                buf
+            }
+            None => fresh,
+        }
     }
 
     /// Bytes for `key`, loading them on a miss.

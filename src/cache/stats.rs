@@ -23,6 +23,8 @@ pub struct Stats {
     prefetch_jobs: AtomicU64,
     prefetched_bytes: AtomicU64,
     prefetch_skipped: AtomicU64,
+    dropped_behind: AtomicU64,
+    recycled: AtomicU64,
     deadline_expired: AtomicU64,
     text_sized: AtomicU64,
     text_remembered: AtomicU64,
@@ -107,6 +109,16 @@ impl Stats {
         self.prefetch_skipped.fetch_add(1, Relaxed);
     }
 
+    /// Records one cached chunk dropped behind a sequential reader.
+    pub fn dropped_behind(&self) {
+        self.dropped_behind.fetch_add(1, Relaxed);
+    }
+
+    /// Records one decoded chunk moved into a buffer dropped behind.
+    pub fn recycled(&self) {
+        self.recycled.fetch_add(1, Relaxed);
+    }
+
     /// Records one request answered `EIO` because it missed its deadline.
     pub fn deadline_expired(&self) {
         self.deadline_expired.fetch_add(1, Relaxed);
@@ -161,6 +173,8 @@ impl Stats {
             "prefetch_jobs": g(&self.prefetch_jobs),
             "prefetched_bytes": g(&self.prefetched_bytes),
             "prefetch_skipped": g(&self.prefetch_skipped),
+            "dropped_behind": g(&self.dropped_behind),
+            "chunks_recycled": g(&self.recycled),
             "deadline_expired": g(&self.deadline_expired),
             "text_views_sized": g(&self.text_sized),
             "text_layouts_remembered": g(&self.text_remembered),

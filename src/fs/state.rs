@@ -140,14 +140,21 @@ impl FsCore {
         // Files in the page cache get the kernel's own read-ahead (it asks for the next pages
         // before the reader does); direct-I/O files get ours, started before this read is
         // rendered so that the next window decodes on other cores while this one does.
+        let mut in_order = false;
         if self.is_direct(&**file, &at.path) && !file.volatile() {
             let size = file.size_is_cheap().then(|| file.size().ok()).flatten();
             let n = size.map_or(at.size as u64, |s| s.saturating_sub(at.offset).min(at.size as u64));
-            self.prefetch.observe(at.fh, file, at.offset, n);
+            in_order = self.prefetch.observe(at.fh, file, at.offset, n);
         }
         Ok(match self.spans(at) {
             Some(spliced) => Answer::Spliced(spliced),
-            None => Answer::Bytes(self.render(at)?),
+            None => {
+                let data = self.render(at)?;
+                if in_order {
+                    file.drop_behind(at.offset, data.len());
+                }
+                Answer::Bytes(data)
+            }
         })
     }
 

@@ -134,7 +134,7 @@ impl Arr {
     }
 
     fn chunk(&self, index: u64) -> StorageResult<crate::cache::Bytes> {
-        self.cache.bytes(Key::Chunk(self.id, index), || self.src.read_chunk(index))
+        self.cache.bytes(Key::Chunk(self.id, index), || self.src.read_chunk(index).map(|v| self.cache.adopt(v)))
     }
 
     fn corrupt(&self, reason: impl Into<String>) -> StorageError {
@@ -170,7 +170,7 @@ impl Arr {
             return Ok(());
         }
         let chunks = self.advise_missing(r0 + self.offset, r1 + self.offset)?;
-        chunks.into_iter().try_for_each(|index| self.cache.warm(Key::Chunk(self.id, index), || self.src.read_chunk(index)))
+        chunks.into_iter().try_for_each(|index| self.cache.warm(Key::Chunk(self.id, index), || self.src.read_chunk(index).map(|v| self.cache.adopt(v))))
     }
 
     /// True when the stored array's chunk index is loaded (see
@@ -209,7 +209,25 @@ impl Arr {
         Ok(chunks)
     }
 
-    /// The chunks stored rows `[r0, r1)` need that are not in the cache.
+    /// Drop-behind: rows `[r0, r1)` have just been read by a sequential reader, which moves on
+    /// past row `r1`; the chunks whose row bands end among those rows are dropped from the cache
+    /// (their memory is reused for the chunks ahead instead of fresh pages). Only what is cached
+    /// changes: a later read of those rows decodes them again.
+    pub fn drop_behind(&self, r0: u64, r1: u64) {
+        if r0 >= r1 || r1 > self.rows() {
+            return;
+        }
+        let (s0, s1) = (r0 + self.offset, r1 + self.offset);
+        let grid = &self.meta().grid;
+        let (Some(&ch0), Some(&n)) = (grid.chunk.first(), grid.shape.first()) else { return };
+        let _ = self.for_each_chunk(s0, s1, |coords, index| {
+            if coords[0].saturating_add(1).saturating_mul(ch0.max(1)).min(n) <= s1 {
+                self.cache.drop_behind(Key::Chunk(self.id, index));
+            }
+            Ok(())
+        });
+    }
+
     fn missing_chunks(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
         let mut chunks = Vec::new();
         self.for_each_chunk(r0, r1, |_, index| {

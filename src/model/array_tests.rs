@@ -149,3 +149,43 @@ proptest::proptest! {
         proptest::prop_assert_eq!(&flat[..], &data[e0 as usize * 2..e1 as usize * 2]);
     }
 }
+
+#[test]
+fn drop_behind_forgets_the_chunks_that_end_among_the_rows_read() {
+    // 10 rows x 3 columns, chunks of 4 rows x 2 columns: row bands [0,4) [4,8) [8,10), two
+    // chunks per band.
+    let data = u16s(30);
+    let cache = Arc::new(ChunkCache::new(1 << 20));
+    let arr = Arr::new(Arc::new(MemSource::num(vec![10, 3], vec![4, 2], NumType::U16, data.clone())), &cache, &ArrIds::default());
+    assert_eq!(arr.read_rows(0, 10).unwrap(), data);
+    let cached = |index: u64| cache.contains(Key::Chunk(arr.id, index));
+    assert!((0..6).all(cached));
+    // Rows [2, 5): the band [0, 4) ends among them, the band [4, 8) does not.
+    arr.drop_behind(2, 5);
+    assert_eq!((0..6).map(cached).collect::<Vec<_>>(), [false, false, true, true, true, true]);
+    // The last band ends at the array's end.
+    arr.drop_behind(5, 10);
+    assert!((0..6).all(|i| !cached(i)));
+    // Dropped chunks read again as before; a window drops its parent's chunks by stored rows.
+    assert_eq!(arr.read_rows(0, 10).unwrap(), data);
+    let w = arr.window(4, 10);
+    w.drop_behind(0, 4);
+    assert_eq!((0..6).map(cached).collect::<Vec<_>>(), [true, true, false, false, true, true]);
+    w.drop_behind(4, 99); // out of range: nothing
+    assert!(cached(4));
+    assert_eq!(w.read_rows(0, 6).unwrap(), data[4 * 6..]);
+}
+
+#[test]
+fn recycled_buffers_take_the_next_chunks_with_their_bytes() {
+    let data = u16s(4000);
+    let cache = Arc::new(ChunkCache::new(64 << 20));
+    let arr = Arr::new(Arc::new(MemSource::num(vec![4000], vec![1000], NumType::U16, data.clone())), &cache, &ArrIds::default());
+    assert_eq!(arr.read_rows(0, 2000).unwrap(), data[..4000]);
+    arr.drop_behind(0, 2000);
+    assert_eq!(cache.stats.snapshot()["dropped_behind"], 2);
+    // The next two chunks land in the two buffers dropped behind, with their own bytes.
+    assert_eq!(arr.read_rows(2000, 4000).unwrap(), data[4000..]);
+    assert_eq!(cache.stats.snapshot()["chunks_recycled"], 2);
+    assert_eq!(arr.read_rows(0, 4000).unwrap(), data);
+}

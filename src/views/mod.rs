@@ -53,6 +53,13 @@ pub trait FileContent: Send + Sync {
         self.read(offset, len).map(|b| b.len())
     }
 
+    /// Drop-behind: a sequential reader has just read `[offset, offset+len)` and moves on; what
+    /// only those bytes needed (decoded chunks) may leave the cache, so that a stream much
+    /// larger than the cache reuses memory instead of faulting in fresh pages for every chunk
+    /// (as the kernel drops behind a streamed file). Affects what is cached, never the bytes.
+    /// Default: nothing.
+    fn drop_behind(&self, _offset: u64, _len: usize) {}
+
     /// True when the content changes over time (live counters): served without page caching.
     fn volatile(&self) -> bool {
         false

@@ -34,6 +34,10 @@ pub trait RowBytes: Send + Sync {
         self.read_rows_into(r0, r1, &mut scratch)
     }
 
+    /// Rows `[r0, r1)` were just read by a sequential reader moving on past `r1`: what only
+    /// they needed may leave the cache (see [`FileContent::drop_behind`]). Default: nothing.
+    fn drop_behind_rows(&self, _r0: u64, _r1: u64) {}
+
     /// Bytes `[b0, b1)` of the concatenated rows as spans of the store file, when they are stored
     /// as served (see [`FileContent::read_spans`]); at most `max` spans. Default: `None`.
     fn packed_spans(&self, _b0: u64, _b1: u64, _max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
@@ -122,6 +126,13 @@ impl FileContent for NpyFile {
         Ok(Some(Spliced { head: slice(&self.header, offset, (hlen.saturating_sub(offset)) as usize).to_vec(), spans }))
     }
 
+    fn drop_behind(&self, offset: u64, len: usize) {
+        let (rb, hlen) = (self.rows.row_bytes().max(1), self.header.len() as u64);
+        let end = offset.saturating_add(len as u64).saturating_sub(hlen);
+        // Only rows read to their end are passed.
+        self.rows.drop_behind_rows(offset.saturating_sub(hlen) / rb, end / rb);
+    }
+
     fn prefetch(&self, offset: u64, len: usize) -> ViewResult<usize> {
         let rb = self.rows.row_bytes().max(1);
         let hlen = self.header.len() as u64;
@@ -164,6 +175,12 @@ impl RowBytes for ArrayRows {
 
     fn prefetch_rows(&self, r0: u64, r1: u64) -> ViewResult<()> {
         self.0.prefetch_rows(r0, r1)
+    }
+
+    fn drop_behind_rows(&self, r0: u64, r1: u64) {
+        if !self.0.shape().is_empty() {
+            self.0.drop_behind(r0, r1);
+        }
     }
 
     fn packed_spans(&self, b0: u64, b1: u64, max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
