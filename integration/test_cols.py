@@ -231,6 +231,11 @@ def test_genes_by_name(main_mount, stores):
     for bad in ["dup.npy", "dup.txt", "nosuch.npy", "a/b.npy", "index.npy", "G0.tsv", "G0", ".hidden.npy"]:
         assert not os.path.exists(main_mount.mnt / "X/genes" / bad), bad
     assert sorted(os.listdir(main_mount.mnt / "X/genes")) == ["README.txt"]
+    # One-column .npy files ask for 128 KiB reads (numpy.load's buffered open reads st_blksize before the header);
+    # everything else keeps the mount's 1 MiB.
+    blk = lambda rel: os.stat(main_mount.mnt / rel).st_blksize
+    assert [blk("X/genes/CD3E.npy"), blk("X/cols/8.npy"), blk("rows/5:9/X/genes/CD3E.npy")] == [128 << 10] * 3
+    assert [blk("X/genes/CD3E.txt"), blk("X/cols/3:17.npy"), blk("X/csc/data.npy"), blk("obs.tsv")] == [1 << 20] * 4
     # raw/X/genes uses the raw var index; subset views keep var names and restrict rows.
     R = stored(stores["main"], "/raw/X").toarray()
     assert same(np.load(main_mount.mnt / "raw/X/genes/R41.npy"), np.ascontiguousarray(R[:, 41]))
@@ -273,6 +278,7 @@ def test_dense_columns_need_no_index(tmp_path):
     ad.AnnData(X=X, var=pd.DataFrame(index=list("abcdef"))).write_h5ad(p)
     with Mount(p, tmp_path / "mnt", "--index-dir", str(tmp_path / "idx")) as m:
         assert same(np.load(m.mnt / "X/cols/4.npy"), np.ascontiguousarray(X[:, 4]))
+        assert os.stat(m.mnt / "X/cols/4.npy").st_blksize == 128 << 10
         assert same(np.load(m.mnt / "X/genes/b.npy"), np.ascontiguousarray(X[:, 1]))
         assert same(np.load(m.mnt / "rows/10:20/X/cols/1:3.npy"), np.ascontiguousarray(X[10:20, 1:3]))
         assert not os.path.exists(m.mnt / "X/csc")

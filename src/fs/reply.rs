@@ -131,7 +131,7 @@ pub fn fill_dir(mut reply: ReplyDirectory, entries: &[Listed], offset: u64) {
 /// and the kind count (sent with a zero TTL, they expire at once).
 pub fn expiring_attr((ino, kind, _): &Listed) -> FileAttr {
     let dir = *kind == FileType::Directory;
-    VirtualStat { kind: *kind, size: 0, nlink: if dir { 2 } else { 1 } }.attr(*ino, 0, (0, 0), SystemTime::UNIX_EPOCH)
+    VirtualStat { kind: *kind, size: 0, nlink: if dir { 2 } else { 1 }, blksize: BLKSIZE }.attr(*ino, 0, (0, 0), SystemTime::UNIX_EPOCH)
 }
 
 /// Answers a `readdirplus` from `offset` on with `entries`, every one with [`expiring_attr`]: in
@@ -154,6 +154,8 @@ pub struct VirtualStat {
     pub size: u64,
     /// Link count: 2 plus subdirectories for a directory, 1 for a file.
     pub nlink: u32,
+    /// `st_blksize`: [`BLKSIZE`] unless the file asks for another ([`crate::views::FileContent::io_size`]).
+    pub blksize: u32,
 }
 
 impl VirtualStat {
@@ -162,10 +164,10 @@ impl VirtualStat {
         Ok(match &tree.nodes[id] {
             VNode::Dir(entries) => {
                 let subdirs = entries.iter().filter(|(_, c)| !matches!(tree.nodes[*c], VNode::File(_))).count();
-                VirtualStat { kind: FileType::Directory, size: 0, nlink: 2 + subdirs as u32 }
+                VirtualStat { kind: FileType::Directory, size: 0, nlink: 2 + subdirs as u32, blksize: BLKSIZE }
             }
-            VNode::Dyn(_) => VirtualStat { kind: FileType::Directory, size: 0, nlink: 2 },
-            VNode::File(f) => VirtualStat { kind: FileType::RegularFile, size: f.size()?, nlink: 1 },
+            VNode::Dyn(_) => VirtualStat { kind: FileType::Directory, size: 0, nlink: 2, blksize: BLKSIZE },
+            VNode::File(f) => VirtualStat { kind: FileType::RegularFile, size: f.size()?, nlink: 1, blksize: f.io_size().unwrap_or(BLKSIZE) },
         })
     }
 
@@ -186,7 +188,7 @@ impl VirtualStat {
             uid,
             gid,
             rdev: 0,
-            blksize: BLKSIZE,
+            blksize: self.blksize,
             flags: 0,
         }
     }

@@ -60,6 +60,12 @@ pub trait FileContent: Send + Sync {
     /// Default: nothing.
     fn drop_behind(&self, _offset: u64, _len: usize) {}
 
+    /// The read size this file's readers should use (its `st_blksize`), when it is not the
+    /// mount's (1 MiB). Default: `None`.
+    fn io_size(&self) -> Option<u32> {
+        None
+    }
+
     /// True when the content changes over time (live counters): served without page caching.
     fn volatile(&self) -> bool {
         false

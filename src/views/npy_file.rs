@@ -82,12 +82,18 @@ pub fn read_row_range_into(rows: &dyn RowBytes, b0: u64, b1: u64, out: &mut Vec<
 pub struct NpyFile {
     header: Vec<u8>,
     rows: Arc<dyn RowBytes>,
+    io_size: Option<u32>,
 }
 
 impl NpyFile {
     /// A `.npy` of `shape` and element type `t` whose data comes from `rows`.
     pub fn new(t: NumType, shape: &[u64], rows: Arc<dyn RowBytes>) -> Self {
-        NpyFile { header: header(t.npy_descr(), shape), rows }
+        NpyFile { header: header(t.npy_descr(), shape), rows, io_size: None }
+    }
+
+    /// The same file, telling readers to read `n` bytes at a time (see [`FileContent::io_size`]).
+    pub fn with_io_size(self, n: u32) -> Self {
+        NpyFile { io_size: Some(n), ..self }
     }
 
     /// A `.npy` holding an array exactly as stored (any rank).
@@ -124,6 +130,10 @@ impl FileContent for NpyFile {
         }
         let Some(spans) = self.rows.packed_spans(d0, d1, max_spans)? else { return Ok(None) };
         Ok(Some(Spliced { head: slice(&self.header, offset, (hlen.saturating_sub(offset)) as usize).to_vec(), spans }))
+    }
+
+    fn io_size(&self) -> Option<u32> {
+        self.io_size
     }
 
     fn drop_behind(&self, offset: u64, len: usize) {
