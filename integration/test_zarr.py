@@ -303,9 +303,11 @@ def test_a_sequential_read_drops_behind_what_it_passed(tmp_path):
     second read decodes again); a read from the middle of the file (a seek) drops nothing and is cached."""
     import anndata as ad
     import numpy as np
+    import scipy.sparse as sp
     x = np.random.default_rng(7).random((20000, 100), dtype=np.float32)
+    counts = sp.random(20000, 100, density=0.1, format="csr", dtype=np.float32, random_state=7)
     store = tmp_path / "stream.zarr"
-    ad.AnnData(X=x).write_zarr(store, chunks=(500, 64))
+    ad.AnnData(X=x, layers={"counts": counts}).write_zarr(store, chunks=(500, 64))
     chunks = 40 * 2  # 40 bands of 500 rows, two column chunks each
     m = mount(store, "--cache-size", "64M")
     stats = lambda: json.loads((m.mnt / ".annfs/stats.json").read_bytes())
@@ -328,6 +330,9 @@ def test_a_sequential_read_drops_behind_what_it_passed(tmp_path):
         f.seek(at)
         assert f.read(400 * 1000) == x[10000:11000].tobytes()
     assert stats()["chunks_decoded"] == third["chunks_decoded"], "the seek's chunks stay cached"
+    # Densified CSR rows drop the chunks of `indices` and `data` their entries ended in.
+    assert np.array_equal(np.load(m.mnt / "layers" / "counts" / "dense.npy"), counts.toarray())
+    assert stats()["dropped_behind"] > third["dropped_behind"]
 
 
 @need_fuse

@@ -186,8 +186,8 @@ impl ChunkCache {
     }
 
     /// Drops `key` from the cache, if held (drop-behind: a sequential reader has passed it). Its
-    /// memory is freed once no read still holds it, and is then reused for the next chunks
-    /// instead of fresh pages being faulted in.
+    /// buffer, unless a read still holds it, goes to the recycler for the next chunks (see
+    /// [`recycle`]) instead of back to the allocator.
     pub fn drop_behind(&self, key: Key) {
         if let Some((_, value)) = self.inner.remove(&key) {
             self.stats.dropped_behind();

@@ -25,8 +25,7 @@ impl Recycler {
     /// Keeps `buf` for reuse if there is room, else frees it.
     pub fn give(&self, mut buf: Vec<u8>) {
         let mut bufs = self.bufs.lock();
-        let held: usize = bufs.iter().map(Vec::capacity).sum();
-        if held + buf.capacity() <= self.limit && buf.capacity() > 0 {
+        if held(&bufs) + buf.capacity() <= self.limit && buf.capacity() > 0 {
             buf.clear();
             bufs.push(buf);
         }
@@ -41,8 +40,12 @@ impl Recycler {
 
     /// Bytes held (by capacity).
     pub fn held(&self) -> usize {
-        self.bufs.lock().iter().map(Vec::capacity).sum()
+        held(&self.bufs.lock())
     }
+}
+
+fn held(bufs: &[Vec<u8>]) -> usize {
+    bufs.iter().map(Vec::capacity).sum()
 }
 
 #[cfg(test)]

@@ -228,6 +228,7 @@ impl Arr {
         });
     }
 
+    /// The chunks stored rows `[r0, r1)` need that are not in the cache.
     fn missing_chunks(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
         let mut chunks = Vec::new();
         self.for_each_chunk(r0, r1, |_, index| {

@@ -249,6 +249,21 @@ impl RowBytes for SparseRows {
         }
     }
 
+    fn drop_behind_rows(&self, r0: u64, r1: u64) {
+        // The entries of a CSR band of rows are one run of `indices` and `data`: the chunks of
+        // those runs (and of `indptr`) that end among the rows passed are dropped. A failed
+        // pointer read drops nothing.
+        if self.m.format != SparseFormat::Csr || r0 >= r1 {
+            return;
+        }
+        if let Ok(ptr) = self.pointers(r0, r1) {
+            let (p0, p1) = (ptr[0] as u64, ptr[ptr.len() - 1] as u64);
+            self.m.indices.drop_behind(p0, p1);
+            self.m.data.drop_behind(p0, p1);
+            self.m.indptr.drop_behind(r0, r1);
+        }
+    }
+
     fn read_rows(&self, r0: u64, r1: u64) -> ViewResult<Vec<u8>> {
         if r0 >= r1 || self.row_bytes() == 0 {
             return Ok(Vec::new());
@@ -299,6 +314,10 @@ impl RowBytes for ColsRows {
         self.inner.n_rows()
     }
 
+    fn drop_behind_rows(&self, r0: u64, r1: u64) {
+        self.inner.drop_behind_rows(r0, r1)
+    }
+
     fn row_bytes(&self) -> u64 {
         (self.c1 - self.c0) * self.elem as u64
     }
@@ -342,5 +361,33 @@ pub fn narrow_rows(m: &Matrix, cache: &Arc<ChunkCache>) -> Option<Arc<dyn RowByt
     match m {
         Matrix::Sparse(s) => Some(Arc::new(SparseRows::new(s.clone(), cache.clone())?)),
         _ => dense_rows(m, cache, 1 << 20),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::array::tests::mem_sparse;
+
+    #[test]
+    fn csr_rows_drop_behind_the_chunks_their_entries_ended_in() {
+        // 6 rows x 4 columns, two entries per row; every array in chunks of 4 elements:
+        // indices and data [0,4) [4,8) [8,12), indptr (7 values) [0,4) [4,7).
+        let indptr: Vec<i64> = (0..7).map(|r| 2 * r).collect();
+        let idx: Vec<i32> = (0..12).map(|k| k % 4).collect();
+        let data: Vec<u8> = (0..12u8).flat_map(|v| [v + 1, 0]).collect();
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let m = mem_sparse(SparseFormat::Csr, [6, 4], (&indptr, &idx), (NumType::U16, data), 4, &cache);
+        let rows = SparseRows::new(m, cache.clone()).expect("numeric");
+        let whole = rows.read_rows(0, 6).unwrap();
+        let dropped = || cache.stats.snapshot()["dropped_behind"].as_u64().unwrap();
+        // Rows [0, 3) hold entries [0, 6): the first chunk of indices and of data ended there;
+        // indptr's first band [0, 4) did not.
+        rows.drop_behind_rows(0, 3);
+        assert_eq!(dropped(), 2);
+        // Rows [3, 6) hold entries [6, 12): two chunks each, and indptr's band [0, 4).
+        rows.drop_behind_rows(3, 6);
+        assert_eq!(dropped(), 7);
+        assert_eq!(rows.read_rows(0, 6).unwrap(), whole);
     }
 }
