@@ -47,7 +47,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reads up to `max` bytes of `path` in 4 MiB requests, as `annfs cat` does.
+/// Reads up to `max` bytes of `path` in 4 MiB requests, as `annfs cat` does, and drops behind
+/// each as a mount does for a sequential reader (the next read decodes what it needs again).
 fn read_file(tree: &std::sync::Arc<annfs::views::VTree>, path: &str, max: u64) -> Result<u64, String> {
     let (t, id) = tree.resolve_any(path).ok_or("vanished from the tree")?;
     let Some(VNode::File(f)) = t.nodes.get(id) else {
@@ -60,6 +61,7 @@ fn read_file(tree: &std::sync::Arc<annfs::views::VTree>, path: &str, max: u64) -
         if chunk.is_empty() {
             break;
         }
+        f.drop_behind(off, chunk.len());
         off += chunk.len() as u64;
     }
     Ok(off)
