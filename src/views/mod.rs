@@ -54,10 +54,10 @@ pub trait FileContent: Send + Sync {
     }
 
     /// Drop-behind: a sequential reader has just read `[offset, offset+len)` and moves on; what
-    /// only those bytes needed (decoded chunks) may leave the cache, so that a stream much
-    /// larger than the cache reuses memory instead of faulting in fresh pages for every chunk
-    /// (as the kernel drops behind a streamed file). Affects what is cached, never the bytes.
-    /// Default: nothing.
+    /// only those bytes needed (decoded chunks) may leave the cache, so that a stream holds
+    /// about its read-ahead window and reuses memory instead of faulting in fresh pages for
+    /// every chunk (as the kernel drops behind a streamed file). Affects what is cached, never
+    /// the bytes. Default: nothing.
     fn drop_behind(&self, _offset: u64, _len: usize) {}
 
     /// The read size this file's readers should use (its `st_blksize`), when it is not the
