@@ -300,7 +300,8 @@ def test_a_sequential_read_drops_behind_what_it_passed(tmp_path):
     """A reader streaming through a chunked array leaves the cache behind it: the chunks it passed are dropped and
     their buffers take the chunks decoded next (`.annfs/stats.json`: `dropped_behind`, `chunks_recycled`), so a
     read of 8 MB does not fault in 8 MB of fresh memory. Every byte stays what anndata wrote, read whole twice (the
-    second read decodes again); a read from the middle of the file (a seek) drops nothing and is cached."""
+    second read decodes again); a read from the middle of the file (a seek) drops nothing and is cached. Replies
+    of whole-row chunks are written from the cached chunks themselves (`bytes_sent_from_cache`)."""
     import anndata as ad
     import numpy as np
     import scipy.sparse as sp
@@ -333,6 +334,9 @@ def test_a_sequential_read_drops_behind_what_it_passed(tmp_path):
     # Densified CSR rows drop the chunks of `indices` and `data` their entries ended in.
     assert np.array_equal(np.load(m.mnt / "layers" / "counts" / "dense.npy"), counts.toarray())
     assert stats()["dropped_behind"] > third["dropped_behind"]
+    # A 1-D array's replies are written straight from its cached chunks (no reply buffer).
+    assert np.array_equal(np.load(m.mnt / "layers" / "counts" / "csr" / "data.npy"), counts.data)
+    assert stats()["bytes_sent_from_cache"] > counts.data.nbytes // 2, stats()
 
 
 @need_fuse

@@ -29,6 +29,9 @@ pub enum Key {
 /// copies nothing).
 pub type Bytes = Arc<Vec<u8>>;
 
+/// A byte range of shared bytes (a part of a cached chunk a reply is sent from).
+pub type Slice = (Bytes, std::ops::Range<usize>);
+
 /// A cached value.
 #[derive(Clone)]
 pub enum Value {
@@ -186,15 +189,13 @@ impl ChunkCache {
     }
 
     /// Drops `key` from the cache, if held (drop-behind: a sequential reader has passed it). Its
-    /// buffer, unless a read still holds it, goes to the recycler for the next chunks (see
-    /// [`recycle`]) instead of back to the allocator.
+    /// buffer goes to the recycler for the next chunks (see [`recycle`]) instead of back to the
+    /// allocator, reused once no reply still holds it.
     pub fn drop_behind(&self, key: Key) {
         if let Some((_, value)) = self.inner.remove(&key) {
             self.stats.dropped_behind();
             if let Value::Bytes(b) = value {
-                if let Ok(buf) = Arc::try_unwrap(b) {
-                    self.recycle.give(buf);
-                }
+                self.recycle.give(b);
             }
         }
     }

@@ -8,11 +8,15 @@
 //! copied into it ([`super::ChunkCache::adopt`]) while the decoder's buffer is freed at once.
 //! Bounded: at most `limit` bytes wait here, a part of the budget's in-flight reserve.
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
+
+use super::Bytes;
 
 /// A bounded stack of reusable buffers.
 pub struct Recycler {
-    bufs: Mutex<Vec<Vec<u8>>>,
+    bufs: Mutex<Vec<Bytes>>,
     limit: usize,
 }
 
@@ -22,20 +26,25 @@ impl Recycler {
         Recycler { bufs: Mutex::new(Vec::new()), limit }
     }
 
-    /// Keeps `buf` for reuse if there is room, else frees it.
-    pub fn give(&self, mut buf: Vec<u8>) {
+    /// Keeps `buf` for reuse if there is room, else lets it go. A buffer a reply is still
+    /// being sent from is kept too, and reused once nothing else holds it.
+    pub fn give(&self, buf: Bytes) {
         let mut bufs = self.bufs.lock();
         if held(&bufs) + buf.capacity() <= self.limit && buf.capacity() > 0 {
-            buf.clear();
             bufs.push(buf);
         }
     }
 
-    /// An empty buffer of capacity at least `len` and at most a quarter more, if one is kept.
+    /// An empty buffer of capacity at least `len` and at most a quarter more, if one is kept
+    /// and nothing else holds it.
     pub fn take(&self, len: usize) -> Option<Vec<u8>> {
         let mut bufs = self.bufs.lock();
-        let i = bufs.iter().rposition(|b| b.capacity() >= len && b.capacity() - len <= len / 4)?;
-        Some(bufs.swap_remove(i))
+        let fits = |b: &Bytes| b.capacity() >= len && b.capacity() - len <= len / 4 && Arc::strong_count(b) == 1;
+        let i = bufs.iter().rposition(fits)?;
+        // Only this list holds it (and no weak references are made), so it unwraps.
+        let mut buf = Arc::try_unwrap(bufs.swap_remove(i)).ok()?;
+        buf.clear();
+        Some(buf)
     }
 
     /// Bytes held (by capacity).
@@ -44,8 +53,8 @@ impl Recycler {
     }
 }
 
-fn held(bufs: &[Vec<u8>]) -> usize {
-    bufs.iter().map(Vec::capacity).sum()
+fn held(bufs: &[Bytes]) -> usize {
+    bufs.iter().map(|b| b.capacity()).sum()
 }
 
 #[cfg(test)]
@@ -55,14 +64,25 @@ mod tests {
     #[test]
     fn reuses_buffers_of_the_size_within_the_limit() {
         let r = Recycler::new(3000);
-        r.give(Vec::with_capacity(1000));
-        r.give(Vec::with_capacity(1000));
-        r.give(Vec::with_capacity(2000)); // over the limit: freed
+        r.give(Arc::new(Vec::with_capacity(1000)));
+        r.give(Arc::new(Vec::with_capacity(1000)));
+        r.give(Arc::new(Vec::with_capacity(2000))); // over the limit: freed
         assert_eq!(r.held(), 2000);
         assert!(r.take(1500).is_none(), "no buffer of that size");
         assert!(r.take(500).is_none(), "too large a buffer is not taken for a small chunk");
         let out = r.take(900).expect("a buffer of 1000 bytes fits 900");
         assert_eq!((out.len(), out.capacity()), (0, 1000));
         assert_eq!(r.held(), 1000);
+    }
+
+    #[test]
+    fn a_buffer_still_held_elsewhere_waits() {
+        let r = Recycler::new(1 << 20);
+        let shared = Arc::new(vec![1u8; 1000]);
+        r.give(shared.clone());
+        assert!(r.take(1000).is_none(), "a reply still holds it");
+        drop(shared);
+        let buf = r.take(1000).expect("free now");
+        assert_eq!((buf.len(), buf.capacity()), (0, 1000));
     }
 }

@@ -16,6 +16,7 @@ pub struct Stats {
     blocks_rendered: AtomicU64,
     bytes_served: AtomicU64,
     bytes_spliced: AtomicU64,
+    bytes_from_cache: AtomicU64,
     reads: AtomicU64,
     errors: AtomicU64,
     opens: AtomicU64,
@@ -81,6 +82,11 @@ impl Stats {
     pub fn served(&self, bytes: u64) {
         self.reads.fetch_add(1, Relaxed);
         self.bytes_served.fetch_add(bytes, Relaxed);
+    }
+
+    /// Records `bytes` answered straight from cached chunks (written from memory, not copied).
+    pub fn sent_from_cache(&self, bytes: u64) {
+        self.bytes_from_cache.fetch_add(bytes, Relaxed);
     }
 
     /// Records `bytes` of a served read that were spliced from the store file, not copied.
@@ -168,6 +174,7 @@ impl Stats {
             "reads": g(&self.reads),
             "bytes_served": g(&self.bytes_served),
             "bytes_spliced": g(&self.bytes_spliced),
+            "bytes_sent_from_cache": g(&self.bytes_from_cache),
             "errors": g(&self.errors),
             "open_files": self.open_files(),
             "prefetch_jobs": g(&self.prefetch_jobs),

@@ -312,6 +312,7 @@ impl Filesystem for AnnFs {
                     reply_buffer::give_back(data);
                 }
                 Answer::Spliced(s) => shared2.send_spliced(r, unique, s, &at2),
+                Answer::Sliced(s, in_order) => shared2.send_sliced(r, unique, s, in_order, &at2),
             },
         );
     }

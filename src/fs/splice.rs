@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::views::Spliced;
+use crate::views::{Sliced, Spliced};
 
 /// Bytes per pipe slot (a page).
 const PAGE: u64 = 4096;
@@ -98,6 +98,28 @@ impl Splicer {
     }
 }
 
+impl Splicer {
+    /// Answers request `unique` with `answer` by one `writev` into the connection: the reply
+    /// header and `answer.head`, then the slices as they lie in memory (the kernel copies them
+    /// once, into the reader's pages — no copy into a reply buffer first).
+    pub(super) fn reply_slices(&self, unique: u64, answer: &Sliced) -> Result<(), Unsent> {
+        let total = OUT_HEADER as u64 + answer.len();
+        let Ok(total32) = u32::try_from(total) else { return Err(Unsent::Fallback) };
+        let head = reply_head(total32, unique, &answer.head);
+        let mut iov = Vec::with_capacity(1 + answer.parts.len());
+        iov.push(libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() });
+        for (bytes, range) in &answer.parts {
+            let Some(part) = bytes.get(range.clone()) else { return Err(Unsent::Fallback) };
+            iov.push(libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() });
+        }
+        let Ok(count) = libc::c_int::try_from(iov.len()) else { return Err(Unsent::Fallback) };
+        // SAFETY: every iovec points into a buffer (`head`, or a slice of a chunk `answer` holds)
+        // that lives for the call and is only read; the descriptor is open.
+        let n = unsafe { libc::writev(self.dev.as_raw_fd(), iov.as_ptr(), count) };
+        outcome(n, total, "reply from memory")
+    }
+}
+
 impl Pipe {
     fn with_capacity(bytes: usize) -> std::io::Result<Pipe> {
         let mut fds = [0 as RawFd; 2];
@@ -117,11 +139,7 @@ impl Pipe {
     }
 
     fn send(&self, dev: RawFd, unique: u64, total: u32, answer: &Spliced) -> Result<(), Unsent> {
-        let mut head = Vec::with_capacity(OUT_HEADER + answer.head.len());
-        head.extend_from_slice(&total.to_ne_bytes());
-        head.extend_from_slice(&0i32.to_ne_bytes());
-        head.extend_from_slice(&unique.to_ne_bytes());
-        head.extend_from_slice(&answer.head);
+        let head = reply_head(total, unique, &answer.head);
         // SAFETY: `head` is a live buffer of `head.len()` bytes; the descriptor is open.
         let n = unsafe { libc::write(self.write.as_raw_fd(), head.as_ptr().cast(), head.len()) };
         if n != head.len() as isize {
@@ -137,15 +155,7 @@ impl Pipe {
         let n = unsafe {
             libc::splice(self.read.as_raw_fd(), std::ptr::null_mut(), dev, std::ptr::null_mut(), total as usize, 0)
         };
-        let err = std::io::Error::last_os_error();
-        match n {
-            n if n == total as isize => Ok(()),
-            n if n < 0 && err.raw_os_error() == Some(libc::ENOENT) => Err(Unsent::Gone),
-            n => {
-                log::debug!("spliced reply of {total} bytes: {}", if n < 0 { err.to_string() } else { format!("{n} sent") });
-                Err(Unsent::Fallback)
-            }
-        }
+        outcome(n, u64::from(total), "spliced reply")
     }
 
     /// Links `len` bytes of `fd` at `offset` into the pipe.
@@ -167,6 +177,32 @@ impl Pipe {
         }
         Ok(())
     }
+}
+
+/// What writing a reply of `total` bytes into the connection came to, from the call's result
+/// `n` (read right after it, with `errno`): sent whole; the request gone (`ENOENT`: interrupted
+/// or aborted); anything else leaves the reply to be sent the usual way.
+fn outcome(n: isize, total: u64, what: &str) -> Result<(), Unsent> {
+    let err = std::io::Error::last_os_error();
+    match n {
+        n if n >= 0 && n as u64 == total => Ok(()),
+        n if n < 0 && err.raw_os_error() == Some(libc::ENOENT) => Err(Unsent::Gone),
+        n => {
+            log::debug!("{what} of {total} bytes: {}", if n < 0 { err.to_string() } else { format!("{n} sent") });
+            Err(Unsent::Fallback)
+        }
+    }
+}
+
+/// A reply's `struct fuse_out_header` (length `total`, no error, request `unique`) followed by
+/// `head`.
+fn reply_head(total: u32, unique: u64, head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OUT_HEADER + head.len());
+    out.extend_from_slice(&total.to_ne_bytes());
+    out.extend_from_slice(&0i32.to_ne_bytes());
+    out.extend_from_slice(&unique.to_ne_bytes());
+    out.extend_from_slice(head);
+    out
 }
 
 /// The largest read reply up to `want` bytes this process can splice: a reply takes a pipe slot

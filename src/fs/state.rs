@@ -16,7 +16,7 @@ use super::splice::{Splicer, Unsent, MAX_SPANS, MIN_SPLICE};
 use super::{source_watch, Ownership, PageCache};
 use crate::cache::ChunkCache;
 use crate::prefetch::Prefetcher;
-use crate::views::{FileContent, NodeId, Spliced, VNode};
+use crate::views::{FileContent, NodeId, Sliced, Spliced, VNode};
 
 /// State shared by request threads and workers.
 pub(super) struct FsCore {
@@ -51,6 +51,9 @@ pub(super) enum Answer {
     Bytes(Vec<u8>),
     /// The reply as a header and spans of the store file.
     Spliced(Spliced),
+    /// The reply as a header and slices of cached chunks; true when the read was in order
+    /// (its chunks are dropped behind once the reply is sent).
+    Sliced(Sliced, bool),
 }
 
 /// A resolved inode: its tree and node id.
@@ -146,31 +149,61 @@ impl FsCore {
             let n = size.map_or(at.size as u64, |s| s.saturating_sub(at.offset).min(at.size as u64));
             in_order = self.prefetch.observe(at.fh, file, at.offset, n);
         }
-        Ok(match self.spans(at) {
-            Some(spliced) => Answer::Spliced(spliced),
-            None => {
-                let data = self.render(at)?;
-                if in_order {
-                    file.drop_behind(at.offset, data.len());
-                }
-                Answer::Bytes(data)
-            }
+        if let Some(spliced) = self.spans(at) {
+            return Ok(Answer::Spliced(spliced));
+        }
+        if let Some(sliced) = self.slices(at) {
+            return Ok(Answer::Sliced(sliced, in_order));
+        }
+        let data = self.render(at)?;
+        if in_order {
+            file.drop_behind(at.offset, data.len());
+        }
+        Ok(Answer::Bytes(data))
+    }
+
+    /// The read as slices of cached chunks, when replies can be written straight from memory
+    /// (the connection's descriptor is at hand) and the file offers them.
+    fn slices(&self, at: &ReadAt) -> Option<Sliced> {
+        self.offered(at, "slices", |f| f.read_slices(at.offset, at.size as usize, MAX_SPANS))
+    }
+
+    /// What `offer` gives for a read that may be sent past fuser (not a live file, at least
+    /// [`MIN_SPLICE`] bytes, the connection's descriptor at hand); an error gives `None`.
+    fn offered<T>(&self, at: &ReadAt, what: &str, offer: impl FnOnce(&dyn FileContent) -> crate::views::ViewResult<Option<T>>) -> Option<T> {
+        if at.file.volatile() || (at.size as usize) < MIN_SPLICE || self.splicer.get().is_none() {
+            return None;
+        }
+        offer(&*at.file).unwrap_or_else(|e| {
+            // Rendering the read reports the error.
+            log::debug!("{}: {what} at {}+{}: {e}", at.path, at.offset, at.size);
+            None
         })
+    }
+
+    /// Answers `reply` to request `unique` with `sliced`, written from memory; when it cannot
+    /// be, with the same bytes rendered as usual. A read in order then drops behind what it
+    /// passed (after the reply, so that the chunks' buffers can be recycled).
+    pub(super) fn send_sliced(&self, reply: ReplyData, unique: u64, sliced: Sliced, in_order: bool, at: &ReadAt) {
+        let sent = match self.splicer.get() {
+            Some(s) => s.reply_slices(unique, &sliced),
+            None => Err(Unsent::Fallback),
+        };
+        let n = sliced.len();
+        drop(sliced);
+        if sent.is_ok() {
+            self.cache.stats.served(n);
+            self.cache.stats.sent_from_cache(n);
+        }
+        self.finish(reply, sent, at);
+        if in_order {
+            at.file.drop_behind(at.offset, n as usize);
+        }
     }
 
     /// The read as spans of the store file, when replies can be spliced and the file offers them.
     fn spans(&self, at: &ReadAt) -> Option<Spliced> {
-        if at.file.volatile() || (at.size as usize) < MIN_SPLICE || self.splicer.get().is_none() {
-            return None;
-        }
-        match at.file.read_spans(at.offset, at.size as usize, MAX_SPANS) {
-            Ok(spliced) => spliced,
-            Err(e) => {
-                // Rendering the read reports the error.
-                log::debug!("{}: spans at {}+{}: {e}", at.path, at.offset, at.size);
-                None
-            }
-        }
+        self.offered(at, "spans", |f| f.read_spans(at.offset, at.size as usize, MAX_SPANS))
     }
 
     /// Answers `reply` to request `unique` with `spliced`; when it cannot be spliced, with the
@@ -185,6 +218,12 @@ impl FsCore {
             self.cache.stats.served(n);
             self.cache.stats.spliced(n);
         }
+        self.finish(reply, sent, at);
+    }
+
+    /// After a reply sent past fuser (spliced or written from memory): nothing more when it
+    /// was sent or the request is gone, else the read rendered and answered as usual.
+    fn finish(&self, reply: ReplyData, sent: Result<(), Unsent>, at: &ReadAt) {
         match sent {
             // The request is answered (or gone): fuser's reply must not answer it again, and it
             // has no way to be told so — dropped, it would send EIO. Forgetting it leaks one

@@ -201,7 +201,7 @@ impl Arr {
     /// The chunks stored rows `[r0, r1)` need that are not cached; when there are several, the
     /// store is told they will be read ([`ArraySource::will_need`]), so their bytes are fetched
     /// together (a cold disk serves them in parallel instead of one small read at a time).
-    fn advise_missing(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
+    pub(super) fn advise_missing(&self, r0: u64, r1: u64) -> StorageResult<Vec<u64>> {
         let chunks = self.missing_chunks(r0, r1)?;
         if chunks.len() > 1 {
             self.src.will_need(&chunks);
@@ -346,7 +346,7 @@ impl Arr {
     }
 
     /// Chunk `index` (at grid `coords`), checked to hold exactly its clipped shape's bytes.
-    fn checked_chunk(&self, coords: &[u64], index: u64) -> StorageResult<crate::cache::Bytes> {
+    pub(super) fn checked_chunk(&self, coords: &[u64], index: u64) -> StorageResult<crate::cache::Bytes> {
         let data = self.chunk(index)?;
         let want: u64 = self.meta().grid.clipped_shape(coords).iter().product::<u64>() * self.elem_size() as u64;
         if data.len() as u64 != want {

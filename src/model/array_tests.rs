@@ -189,3 +189,35 @@ fn recycled_buffers_take_the_next_chunks_with_their_bytes() {
     assert_eq!(cache.stats.snapshot()["chunks_recycled"], 2);
     assert_eq!(arr.read_rows(0, 4000).unwrap(), data);
 }
+
+proptest::proptest! {
+    /// Cached slices of any byte range, joined, are the bytes a read returns, in a row window
+    /// too; chunks that split the trailing dimensions give none.
+    #[test]
+    fn cached_slices_join_to_the_rows_read(
+        rows in 1u64..60, cols in 1u64..5, ch in 1u64..9, split in proptest::bool::ANY,
+        w in (0u64..60, 0u64..60), b in (0u64..1000, 0u64..1000), max in 1usize..20,
+    ) {
+        let n = rows * cols;
+        let data = u16s(n);
+        let chunk = vec![ch, if split && cols > 1 { cols - 1 } else { cols }];
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let arr = Arr::new(Arc::new(MemSource::num(vec![rows, cols], chunk, NumType::U16, data.clone())), &cache, &ArrIds::default());
+        let (w0, w1) = ((w.0 % rows).min(w.1 % rows), (w.0 % rows).max(w.1 % rows) + 1);
+        let win = arr.window(w0, w1);
+        let len = (w1 - w0) * cols * 2;
+        let (b0, b1) = ((b.0 % len).min(b.1 % len), (b.0 % len).max(b.1 % len) + 1);
+        let got = win.cached_slices(b0, b1, max).unwrap();
+        let row = (cols * 2) as usize;
+        let want = &data[w0 as usize * row..w1 as usize * row][b0 as usize..b1 as usize];
+        match got {
+            Some(parts) => {
+                proptest::prop_assert!(!(split && cols > 1), "chunks split the columns");
+                proptest::prop_assert!(parts.len() <= max);
+                let joined: Vec<u8> = parts.iter().flat_map(|(bytes, r)| bytes[r.clone()].to_vec()).collect();
+                proptest::prop_assert_eq!(&joined[..], want);
+            }
+            None => proptest::prop_assert!(split && cols > 1 || ((w0 * row as u64 + b1 - 1) / (ch * row as u64)) - (w0 * row as u64 + b0) / (ch * row as u64) >= max as u64),
+        }
+    }
+}

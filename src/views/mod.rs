@@ -90,6 +90,34 @@ pub trait FileContent: Send + Sync {
     fn read_spans(&self, _offset: u64, _len: usize, _max_spans: usize) -> ViewResult<Option<Spliced>> {
         Ok(None)
     }
+
+    /// What [`FileContent::read`] would return, as a few bytes rendered here followed by slices
+    /// of decoded chunks held in the cache, when the file can say so (the `.npy` of an array
+    /// whose chunks hold whole rows); at most `max_parts` slices. The FUSE layer then sends the
+    /// slices as they are instead of copying them into a reply buffer. Default: `None`.
+    fn read_slices(&self, _offset: u64, _len: usize, _max_parts: usize) -> ViewResult<Option<Sliced>> {
+        Ok(None)
+    }
+}
+
+/// A read's answer as [`FileContent::read_slices`] gives it: `head`, then the bytes of `parts`.
+pub struct Sliced {
+    /// Bytes rendered in memory (a `.npy` header), first.
+    pub head: Vec<u8>,
+    /// Ranges of shared buffers (decoded chunks), in order.
+    pub parts: Vec<crate::cache::Slice>,
+}
+
+impl Sliced {
+    /// Length of the whole answer in bytes.
+    pub fn len(&self) -> u64 {
+        self.head.len() as u64 + self.parts.iter().map(|(_, r)| r.len() as u64).sum::<u64>()
+    }
+
+    /// True for an empty answer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A read's answer as [`FileContent::read_spans`] gives it: `head`, then the bytes of `spans`.

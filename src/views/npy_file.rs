@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::format::npy_header::header;
-use super::{read_header_body_into, slice, FileContent, Spliced, ViewResult};
+use super::{read_header_body_into, slice, FileContent, Sliced, Spliced, ViewResult};
 use crate::storage::FileSpan;
 use crate::model::Arr;
 use crate::storage::NumType;
@@ -41,6 +41,12 @@ pub trait RowBytes: Send + Sync {
     /// Bytes `[b0, b1)` of the concatenated rows as spans of the store file, when they are stored
     /// as served (see [`FileContent::read_spans`]); at most `max` spans. Default: `None`.
     fn packed_spans(&self, _b0: u64, _b1: u64, _max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
+        Ok(None)
+    }
+
+    /// Bytes `[b0, b1)` of the concatenated rows as slices of cached chunks (see
+    /// [`FileContent::read_slices`]); at most `max` slices. Default: `None`.
+    fn cached_slices(&self, _b0: u64, _b1: u64, _max: usize) -> ViewResult<Option<Vec<crate::cache::Slice>>> {
         Ok(None)
     }
 }
@@ -96,6 +102,19 @@ impl NpyFile {
         NpyFile { io_size: Some(n), ..self }
     }
 
+    /// The body bytes (after the header) that a read of `len` bytes at `offset` covers, if any.
+    fn body_range(&self, offset: u64, len: usize) -> Option<(u64, u64)> {
+        let hlen = self.header.len() as u64;
+        let end = offset.saturating_add(len as u64).min(hlen + self.rows.n_rows() * self.rows.row_bytes());
+        let (d0, d1) = (offset.saturating_sub(hlen), end.saturating_sub(hlen));
+        (d1 > d0).then_some((d0, d1))
+    }
+
+    /// The header's bytes from `offset` on (none past it).
+    fn head_from(&self, offset: u64) -> Vec<u8> {
+        slice(&self.header, offset, (self.header.len() as u64).saturating_sub(offset) as usize).to_vec()
+    }
+
     /// A `.npy` holding an array exactly as stored (any rank).
     pub fn of_array(arr: &Arr) -> Option<Self> {
         let t = arr.num_type()?;
@@ -122,14 +141,15 @@ impl FileContent for NpyFile {
     }
 
     fn read_spans(&self, offset: u64, len: usize, max_spans: usize) -> ViewResult<Option<Spliced>> {
-        let hlen = self.header.len() as u64;
-        let end = offset.saturating_add(len as u64).min(hlen + self.rows.n_rows() * self.rows.row_bytes());
-        let (d0, d1) = (offset.saturating_sub(hlen), end.saturating_sub(hlen));
-        if d1 <= d0 {
-            return Ok(None);
-        }
+        let Some((d0, d1)) = self.body_range(offset, len) else { return Ok(None) };
         let Some(spans) = self.rows.packed_spans(d0, d1, max_spans)? else { return Ok(None) };
-        Ok(Some(Spliced { head: slice(&self.header, offset, (hlen.saturating_sub(offset)) as usize).to_vec(), spans }))
+        Ok(Some(Spliced { head: self.head_from(offset), spans }))
+    }
+
+    fn read_slices(&self, offset: u64, len: usize, max_parts: usize) -> ViewResult<Option<Sliced>> {
+        let Some((d0, d1)) = self.body_range(offset, len) else { return Ok(None) };
+        let Some(parts) = self.rows.cached_slices(d0, d1, max_parts)? else { return Ok(None) };
+        Ok(Some(Sliced { head: self.head_from(offset), parts }))
     }
 
     fn io_size(&self) -> Option<u32> {
@@ -195,6 +215,10 @@ impl RowBytes for ArrayRows {
 
     fn packed_spans(&self, b0: u64, b1: u64, max: usize) -> ViewResult<Option<Vec<FileSpan>>> {
         self.0.packed_spans(b0, b1, max)
+    }
+
+    fn cached_slices(&self, b0: u64, b1: u64, max: usize) -> ViewResult<Option<Vec<crate::cache::Slice>>> {
+        self.0.cached_slices(b0, b1, max)
     }
 }
 
