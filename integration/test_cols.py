@@ -439,5 +439,16 @@ def test_many_readers_while_the_index_is_built(tmp_path):
         assert "index being built" in m.stderr()
         assert any(s.get("state") == "building" for s in states), states[:3]
         assert states[-1]["state"] == "ready" and states[-1]["percent"] == 100, states[-1]
+        jobs = lambda: json.loads((m.mnt / ".annfs/stats.json").read_text())["prefetch_jobs"]
+        before = jobs()
         for k in ("indices", "indptr", "data"):
             assert same(np.load(m.mnt / "X/csc" / f"{k}.npy"), getattr(X, k)), k
+        # Streams of the transposed arrays read ahead; a column's first read loads all its later reads need, so
+        # its file starts no read-ahead (jobs would only wake threads).
+        time.sleep(0.3)
+        streamed = jobs()
+        assert streamed > before
+        for j in cols[:10]:
+            assert same(np.load(m.mnt / f"X/cols/{j}.npy"), np.ascontiguousarray(X[:, j].toarray().ravel()))
+        time.sleep(0.3)
+        assert jobs() == streamed

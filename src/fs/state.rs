@@ -144,7 +144,7 @@ impl FsCore {
         // before the reader does); direct-I/O files get ours, started before this read is
         // rendered so that the next window decodes on other cores while this one does.
         let mut in_order = false;
-        if self.is_direct(&**file, &at.path) && !file.volatile() {
+        if self.is_direct(&**file, &at.path) && !file.volatile() && file.reads_ahead() {
             let size = file.size_is_cheap().then(|| file.size().ok()).flatten();
             let n = size.map_or(at.size as u64, |s| s.saturating_sub(at.offset).min(at.size as u64));
             in_order = self.prefetch.observe(at.fh, file, at.offset, n);

@@ -229,6 +229,10 @@ impl FileContent for IndexedFile {
     fn io_size(&self) -> Option<u32> {
         matches!(self.kind, Kind::Npy1(_)).then_some(COLUMN_IO_SIZE)
     }
+
+    fn reads_ahead(&self) -> bool {
+        !matches!(self.kind, Kind::Npy1(_))
+    }
 }
 
 /// The file `kind` of `src`, as a one-file tree (`None`: not a numeric matrix).

@@ -60,6 +60,12 @@ pub trait FileContent: Send + Sync {
     /// the bytes. Default: nothing.
     fn drop_behind(&self, _offset: u64, _len: usize) {}
 
+    /// False for a file whose first read loads everything its later reads need (a gene column:
+    /// a few blocks of its index), so read-ahead would only wake threads. Default: true.
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     /// The read size this file's readers should use (its `st_blksize`), when it is not the
     /// mount's (1 MiB). Default: `None`.
     fn io_size(&self) -> Option<u32> {
