@@ -115,8 +115,8 @@ fn build_as(m: &Sparse, layout: &Layout, dest: &Path, mem: u64, progress: &Progr
     //    windows of about 3/4 of the memory, one pass each.
     let widths = (iw as usize, dw as usize);
     let count_bytes = threads * n_out * 8;
-    // The buffered scatter's per-line state besides the counts: fill, staged count and staging slots.
-    let stage_bytes = threads * n_out * (8 + 1 + buffered::STAGE as u64 * (iw + dw));
+    // The buffered scatter's per-line state besides the counts: place and fill, staging slots.
+    let stage_bytes = threads * n_out * (32 + buffered::STAGE as u64 * (iw + dw));
     let min_per_write = match how {
         Scatter::Auto => buffered::MIN_PER_WRITE,
         #[cfg(test)]
