@@ -250,3 +250,53 @@ pub(super) fn scatter(input: &Input, counted: &Counted, plan: &Plan, (iw, dw): (
     on_threads(jobs, |(lines, mut part)| with_widths!((iw, dw), part.run(lines, (iw, dw), input, writer, progress)))
     .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 64-byte-aligned storage.
+    #[repr(C, align(64))]
+    struct Lines([u8; 256]);
+
+    /// Whole aligned lines are streamed, anything else copied: the bytes are the same either way.
+    #[test]
+    fn stream_copy_copies_aligned_and_unaligned() {
+        let src: Vec<u8> = (0..=255u8).collect();
+        let mut dst = Lines([0; 256]);
+        for (at, len) in [(0, 64), (0, 256), (64, 128), (4, 64), (0, 60), (16, 48)] {
+            dst.0.fill(0);
+            stream_copy(&mut dst.0[at..at + len], &src[..len]);
+            store_fence();
+            assert_eq!(&dst.0[at..at + len], &src[..len], "at {at}, {len} bytes");
+            assert!(dst.0[..at].iter().chain(&dst.0[at + len..]).all(|&b| b == 0), "nothing else written");
+        }
+    }
+
+    /// Every line's buffer starts at a multiple of `STAGE` slots and never overlaps the next;
+    /// a line is buffered whole or in multiples of `STAGE`; a plan the build would use (writes
+    /// large enough) keeps the padding within its memory.
+    #[test]
+    fn plan_aligns_line_buffers() {
+        let small = vec![vec![0, 1, 17, 40, 5, 300], vec![3, 0, 64, 2, 100, 31]];
+        let large: Vec<Vec<u64>> = small.iter().map(|n| n.iter().map(|k| k * 1000).collect()).collect();
+        for (counts, min_per_write) in [(&small, 0), (&large, MIN_PER_WRITE)] {
+            for mem in [1u64 << 10, 4 << 10, 64 << 10, 1 << 20, 16 << 20] {
+                let Some(plan) = Plan::new(counts, mem, 8, min_per_write) else { continue };
+                for (p, n) in plan.parts.iter().zip(counts) {
+                    let mut last_end = 0;
+                    for (&(s, e), &k) in p.lines.iter().zip(n) {
+                        assert!(s % STAGE as u64 == 0 && s >= last_end && e - s <= k, "{mem}: {s}..{e} of {k}");
+                        assert!(k == 0 || e - s == k || (e - s) % STAGE as u64 == 0, "{mem}: {s}..{e} of {k}");
+                        assert!(k == 0 || e > s);
+                        last_end = e;
+                    }
+                    assert!(p.size >= last_end);
+                    if min_per_write > 0 {
+                        assert!(p.size * 8 <= mem / 2, "{mem}: {} slots exceed the part's share", p.size);
+                    }
+                }
+            }
+        }
+    }
+}
