@@ -148,6 +148,15 @@ impl Column {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The array holding one value per row (a categorical's codes, a nullable's values).
+    pub fn array(&self) -> &Arr {
+        match self {
+            Column::Num(a) | Column::Str(a) => a,
+            Column::Categorical { codes, .. } => codes,
+            Column::Nullable { values, .. } => values,
+        }
+    }
 }
 
 /// A sparse or dense matrix (or a window of one, in a `rows/` subset view).

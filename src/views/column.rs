@@ -5,13 +5,13 @@ use crate::util::RetryOnce;
 use super::format::text_values::{each_num_len, field_len, push_field, push_num};
 use super::ViewResult;
 use crate::model::{Arr, Column};
-use crate::storage::StorageError;
+use crate::storage::{NumType, StorageError};
 
 /// Renders the cells of one column, row by row.
 pub struct ColumnCells {
     col: Column,
     /// Rendered category labels, computed once (categoricals only).
-    labels: RetryOnce<Vec<Vec<u8>>>,
+    labels: RetryOnce<Labels>,
 }
 
 impl ColumnCells {
@@ -40,9 +40,9 @@ impl ColumnCells {
                 plain(values, r0, r1, cells, ends, Some(&m))
             }
             Column::Categorical { codes, categories, .. } => {
-                let labels = self.labels.get_or_try_init(|| render_all(categories))?;
+                let labels = self.labels.get_or_try_init(|| Labels::of(codes, categories))?;
                 for c in codes.read_i64(r0, r1)? {
-                    cells.extend_from_slice(label(labels, c, codes)?);
+                    cells.extend_from_slice(labels.cell(c, codes)?);
                     ends.push(cells.len());
                 }
                 Ok(())
@@ -62,10 +62,10 @@ impl ColumnCells {
                 plain_len(values, r0, r1, Some(&m))
             }
             Column::Categorical { codes, categories, .. } => {
-                let labels = self.labels.get_or_try_init(|| render_all(categories))?;
+                let labels = self.labels.get_or_try_init(|| Labels::of(codes, categories))?;
                 let (mut bytes, mut n) = (0u64, 0u64);
                 for c in codes.read_i64(r0, r1)? {
-                    bytes += label(labels, c, codes)?.len() as u64;
+                    bytes += labels.cell(c, codes)?.len() as u64;
                     n += 1;
                 }
                 Ok((bytes, n))
@@ -74,14 +74,56 @@ impl ColumnCells {
     }
 }
 
-/// The cell of category code `c`: its label, `NA` for a negative code.
-fn label<'a>(labels: &'a [Vec<u8>], c: i64, codes: &Arr) -> ViewResult<&'a [u8]> {
-    if c < 0 {
-        return Ok(b"NA");
+/// Most category labels a categorical column's cells are rendered from (they are held in
+/// memory): a damaged length must not start a pass over 10^18 missing strings.
+pub const MAX_CATEGORIES: u64 = 1 << 24;
+
+/// How many of `categories` the `codes` can refer to: all of them, but no more than the codes'
+/// type can count (an `int8` code reaches 127; anndata picks the smallest type that fits), and
+/// never more than [`MAX_CATEGORIES`].
+pub fn usable_categories(codes: &Arr, categories: &Column) -> ViewResult<u64> {
+    let reach = match codes.num_type() {
+        Some(NumType::I8) => 1 << 7,
+        Some(NumType::U8) => 1 << 8,
+        Some(NumType::I16) => 1 << 15,
+        Some(NumType::U16) => 1 << 16,
+        Some(NumType::I32) => 1 << 31,
+        _ => u64::MAX,
+    };
+    let n = categories.len().min(reach);
+    if n > MAX_CATEGORIES {
+        let why = format!("{n} categories is more than a categorical column serves ({MAX_CATEGORIES})");
+        return Err(StorageError::unsupported(categories.array().path(), why));
     }
-    labels.get(c as usize).map(Vec::as_slice).ok_or_else(|| {
-        StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", labels.len()))
-    })
+    Ok(n)
+}
+
+/// The rendered labels of a categorical, one after another, and where each ends.
+struct Labels {
+    cells: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Labels {
+    /// The labels the `codes` can refer to, rendered.
+    fn of(codes: &Arr, categories: &Column) -> ViewResult<Labels> {
+        let (mut cells, mut ends) = (Vec::new(), Vec::new());
+        let n = usable_categories(codes, categories)?;
+        ColumnCells::new(categories.clone()).render_cells(0, n, &mut cells, &mut ends)?;
+        Ok(Labels { cells, ends })
+    }
+
+    /// The cell of category code `c`: its label, `NA` for a negative code.
+    fn cell(&self, c: i64, codes: &Arr) -> ViewResult<&[u8]> {
+        if c < 0 {
+            return Ok(b"NA");
+        }
+        let label = usize::try_from(c).ok().and_then(|i| {
+            let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+            self.cells.get(start..*self.ends.get(i)?)
+        });
+        label.ok_or_else(|| StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", self.ends.len())))
+    }
 }
 
 /// [`plain`] measured: bytes and number of cells.
@@ -113,13 +155,6 @@ pub fn split_cells<'a>(cells: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item
     })
 }
 
-/// Every cell of a (small) column, e.g. the categories of a categorical.
-fn render_all(col: &Column) -> ViewResult<Vec<Vec<u8>>> {
-    let (mut cells, mut ends) = (Vec::new(), Vec::new());
-    ColumnCells::new(col.clone()).render_cells(0, col.len(), &mut cells, &mut ends)?;
-    Ok(split_cells(&cells, &ends).map(<[u8]>::to_vec).collect())
-}
-
 /// Numbers or strings of `a` (flat elements `[r0, r1)`), `NA` where `mask` is set.
 fn plain(a: &Arr, r0: u64, r1: u64, cells: &mut Vec<u8>, ends: &mut Vec<usize>, mask: Option<&[u8]>) -> ViewResult<()> {
     let missing = |i: usize| mask.is_some_and(|m| m.get(i).copied().unwrap_or(0) != 0);
@@ -146,4 +181,32 @@ fn plain(a: &Arr, r0: u64, r1: u64, cells: &mut Vec<u8>, ends: &mut Vec<usize>, 
         ends.push(cells.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::ChunkCache;
+    use crate::model::array::tests::MemSource;
+    use crate::model::ArrIds;
+
+    fn arr(len: u64, t: NumType) -> Arr {
+        let (cache, ids) = (Arc::new(ChunkCache::new(1 << 16)), ArrIds::default());
+        Arr::new(Arc::new(MemSource::num(vec![len], vec![len.clamp(1, 1 << 10)], t, Vec::new())), &cache, &ids)
+    }
+
+    /// A damaged categories length is cut to what the codes' type can reach, and refused past
+    /// [`MAX_CATEGORIES`] (a pass over 10^18 missing strings hung a reader).
+    #[test]
+    fn usable_categories_are_bounded() {
+        let huge = Column::Str(arr(8_196_812_976_469_628_410, NumType::U8));
+        assert_eq!(usable_categories(&arr(20, NumType::I8), &huge).unwrap(), 128);
+        assert_eq!(usable_categories(&arr(20, NumType::I16), &huge).unwrap(), 1 << 15);
+        let err = usable_categories(&arr(20, NumType::I64), &huge).unwrap_err().to_string();
+        assert!(err.contains("categories is more than a categorical column serves"), "{err}");
+        assert!(usable_categories(&arr(20, NumType::I32), &huge).is_err(), "2^31 labels are too many to hold");
+        assert_eq!(usable_categories(&arr(20, NumType::I32), &Column::Num(arr(5, NumType::F32))).unwrap(), 5);
+    }
 }

@@ -12,6 +12,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use super::column::usable_categories;
 use super::format::text_values::push_num;
 use super::names::{encode, encode_key};
 use super::tree::{self, TreeOptions};
@@ -98,14 +99,15 @@ impl Selectable {
 
     fn labels(&self) -> StorageResult<&Vec<String>> {
         self.labels.get_or_try_init(|| {
-            let Column::Categorical { categories, .. } = &self.col else {
+            let Column::Categorical { codes, categories, .. } = &self.col else {
                 return Ok(vec!["False".to_string(), "True".to_string()]);
             };
+            let n = usable_categories(codes, categories)?;
             let raw = match &**categories {
-                Column::Str(a) => a.read_strings(0, a.len())?,
+                Column::Str(a) => a.read_strings(0, n)?,
                 Column::Num(a) => {
                     let t = a.num_type().ok_or_else(|| StorageError::corrupt(a.path(), "categories are not numeric"))?;
-                    let bytes = a.read_flat(0, a.len())?;
+                    let bytes = a.read_flat(0, n)?;
                     let mut out = Vec::new();
                     for v in bytes.chunks_exact(t.size()) {
                         let mut s = Vec::new();
@@ -114,12 +116,7 @@ impl Selectable {
                     }
                     out
                 }
-                other => {
-                    let path = match other {
-                        Column::Categorical { codes: a, .. } | Column::Nullable { values: a, .. } | Column::Str(a) | Column::Num(a) => a.path(),
-                    };
-                    return Err(StorageError::corrupt(path, "categories are neither strings nor numbers"));
-                }
+                other => return Err(StorageError::corrupt(other.array().path(), "categories are neither strings nor numbers")),
             };
             Ok(raw.iter().map(|l| encode_value(l)).collect())
         })
