@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
-"""Write tests/fixtures/damaged/heap_zeroed.h5ad: the issue-9 hang, reproduced on purpose.
+"""Write the hand-made stores of tests/fixtures/damaged/ (the others come from fuzz_stores.py).
+
+heap_zeroed.h5ad: the issue-9 hang, reproduced on purpose.
 
 An h5ad written by anndata whose gene name `g1xxx…` (5,000 bytes) gets a global heap collection
 of its own; the objects of that collection are then zeroed with its `GCOL` header intact — the
 damage that sent the HDF5 library's heap parser into an endless loop under its global lock while
 a reader of `var.tsv` waited forever. annfs must open the store, serve everything else, and fail
 `var.tsv` (and `var/index.txt`) with a clean error.
+
+categories_reach.h5ad, strings_chunks_huge.h5ad: valid HDF5, absurd lengths — a dataset rewritten
+chunked and resized to 2^40 (categories of `obs/c`, 4,096 strings per chunk) or 2^35 (`uns/s`, four
+strings per chunk), its chunks past the first never written. Rendering `obs/c.txt` rendered every
+label first (2^40 missing strings: hours); reading `uns/s.txt` sized 2^35 lines chunk by chunk.
 
 Usage: .venv/bin/python scripts/make_damaged_fixtures.py
 """
@@ -15,6 +22,7 @@ import sys
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -50,5 +58,33 @@ def main():
     print(f"{dst.relative_to(ROOT)}: zeroed the objects of the collection at {off} ({size} bytes)")
 
 
+def resized(dst, path, chunk, length):
+    """Rewrites dataset `path` of `dst` chunked by `chunk` elements, then resizes it to `length`."""
+    with h5py.File(dst, "r+") as f:
+        d = f[path]
+        data, attrs, dtype = d[:], dict(d.attrs), d.dtype
+        del f[path]
+        new = f.create_dataset(path, shape=(len(data),), maxshape=(None,), chunks=(chunk,), dtype=dtype, data=data)
+        for k, v in attrs.items():
+            new.attrs[k] = v
+        new.resize((length,))
+
+
+def absurd_lengths():
+    for name, path, chunk, length in [("categories_reach.h5ad", "obs/c/categories", 1 << 12, 1 << 40),
+                                      ("strings_chunks_huge.h5ad", "uns/s", 4, 1 << 35)]:
+        dst = ROOT / "tests" / "fixtures" / "damaged" / name
+        a = ad.AnnData(
+            X=np.ones((5, 3), dtype=np.float32),
+            obs=pd.DataFrame({"c": pd.Categorical(list("abaab"))}, index=[f"c{i}" for i in range(5)]),
+            var=pd.DataFrame(index=list("xyz")),
+        )
+        a.uns["s"] = np.array(["u", "v", "w"], dtype=object)
+        a.write_h5ad(dst)
+        resized(dst, path, chunk, length)
+        print(f"{dst.relative_to(ROOT)}: {path} resized to {length} over chunks of {chunk}")
+
+
 if __name__ == "__main__":
     main()
+    absurd_lengths()

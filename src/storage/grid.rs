@@ -1,5 +1,13 @@
 //! Regular chunk grids: which chunk holds which element, and clipping at the edges.
 
+/// Most chunks an array may have (see [`ChunkGrid::check_count`]).
+pub const MAX_CHUNKS: u64 = 1 << 32;
+/// Most chunks of under [`SMALL_CHUNK_BYTES`] each an array may have.
+pub const MAX_SMALL_CHUNKS: u64 = 1 << 20;
+/// Chunks smaller than this count towards [`MAX_SMALL_CHUNKS`] (a million chunks of a few values
+/// each; real stores' chunks hold thousands of values, whatever their layout).
+pub const SMALL_CHUNK_BYTES: u64 = 64;
+
 /// A regular chunk grid over an N-d array (N = 0 for scalars: one chunk of one element).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkGrid {
@@ -41,6 +49,20 @@ impl ChunkGrid {
     /// Total number of chunks (1 for a scalar, 0 if any dimension is empty).
     pub fn num_chunks(&self) -> u64 {
         self.chunks_per_dim().iter().product()
+    }
+
+    /// Refuses a grid of more chunks than annfs reads: more than [`MAX_CHUNKS`], or more than
+    /// [`MAX_SMALL_CHUNKS`] of under [`SMALL_CHUNK_BYTES`] each (chunks of `elem`-byte elements).
+    /// Every read pays per chunk, so a grid of very many tiny chunks (damaged metadata, or a
+    /// dataset resized to a shape of 10^12 over one-element chunks) would take hours to read
+    /// through; it is refused as an oversized chunk is.
+    pub fn check_count(&self, elem: u64) -> Result<(), String> {
+        let n = self.num_chunks();
+        let bytes = self.chunk.iter().fold(elem.max(1), |a, d| a.saturating_mul((*d).max(1)));
+        if n > MAX_CHUNKS || (bytes < SMALL_CHUNK_BYTES && n > MAX_SMALL_CHUNKS) {
+            return Err(format!("{n} chunks of {bytes} bytes: more chunks than annfs reads"));
+        }
+        Ok(())
     }
 
     /// Grid coordinates of the chunk with linear (C-order) index `index`.
@@ -111,6 +133,21 @@ pub fn clip_chunk(grid: &ChunkGrid, coords: &[u64], full: &[u8], elem: usize) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// More than 2^32 chunks, or more than 2^20 chunks of under 64 bytes, are refused; real
+    /// grids (and many small chunks of a small array) pass.
+    #[test]
+    fn too_many_chunks_are_refused() {
+        let count = |shape: u64, chunk: u64, elem: u64| ChunkGrid::new(vec![shape], vec![chunk]).check_count(elem);
+        assert!(count(1 << 35, 4, 16).unwrap_err().contains("8589934592 chunks of 64 bytes"));
+        assert!(count(1 << 32, 1, 64).is_ok(), "2^32 chunks of 64 bytes");
+        assert!(count((1 << 20) + 1, 1, 8).is_err(), "over 2^20 chunks of 8 bytes");
+        assert!(count(1 << 20, 1, 8).is_ok());
+        assert!(count(1 << 40, 1 << 12, 16).is_ok(), "2^28 chunks of 64 KiB");
+        assert!(count(0, 1, 8).is_ok());
+        assert!(ChunkGrid::new(vec![1 << 30, 1 << 30], vec![1, 1 << 30]).check_count(4).is_ok());
+        assert!(ChunkGrid::new(vec![1 << 33, 2], vec![1, 1]).check_count(4).is_err());
+    }
 
     #[test]
     fn coords_roundtrip() {

@@ -24,7 +24,7 @@ impl H5Source {
     pub(super) fn table<'a>(&self, cell: &'a RetryOnce<ChunkTable>) -> StorageResult<&'a ChunkTable> {
         cell.get_or_try_init(|| {
             if let (Some(header), Some(sizes)) = (self.header, self.ctx.sizes) {
-                let _gate = self.ctx.gate.enter(&self.meta.path)?;
+                let _gate = self.enter()?;
                 if let Some(t) = chunk_index::read(&self.ctx.data, sizes, header, &self.meta.grid, &self.meta.path) {
                     log::debug!("{}: chunk table with {} chunks (read directly)", self.meta.path, t.len());
                     return Ok(ChunkTable::from_map(t));

@@ -37,6 +37,8 @@ pub struct H5Source {
     pub(super) header: Option<u64>,
     /// Records with variable-length string fields, as stored (`None`: through the library).
     records: Option<VlenRecords>,
+    /// Why this dataset's data is not read (a grid of more chunks than annfs reads), if so.
+    refused: Option<String>,
 }
 
 /// Where a compound's variable-length string fields sit in its stored records. The library
@@ -112,6 +114,8 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         .max(1);
     let (mut storage, grid, desc) =
         storage_of(&dset, dcpl.id(), &shape, info.file_size().max(1), raw_elem, path)?;
+    // Refused for its reads, not for the store: its files fail, the rest of the store reads.
+    let refused = grid.check_count(raw_elem as u64).err();
     let mut records = None;
     if has_vlen_fields(&info) {
         // The library reports in-memory offsets for such records, not the on-disk layout:
@@ -162,6 +166,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         in_place,
         header,
         records,
+        refused,
     })
 }
 
@@ -218,6 +223,14 @@ fn string_layout(info: &TypeInfo, sizes: Option<Sizes>) -> Option<vlen::Layout> 
 }
 
 impl H5Source {
+    /// Enters the store's gate for a read of this dataset's data, unless the dataset is refused.
+    pub(super) fn enter(&self) -> StorageResult<crate::storage::gate::Guard<'_>> {
+        if let Some(why) = &self.refused {
+            return Err(StorageError::unsupported(&self.meta.path, why.clone()));
+        }
+        self.ctx.gate.enter(&self.meta.path)
+    }
+
     /// A [`StorageError::Corrupt`] about this dataset.
     pub(super) fn corrupt(&self, reason: impl Into<String>) -> StorageError {
         StorageError::corrupt(&self.meta.path, reason)
@@ -275,7 +288,7 @@ impl ArraySource for H5Source {
     }
 
     fn read_chunk(&self, index: u64) -> StorageResult<Vec<u8>> {
-        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        let _gate = self.enter()?;
         if self.meta.null {
             return Ok(Vec::new());
         }
@@ -342,7 +355,7 @@ impl ArraySource for H5Source {
         if !self.in_place {
             return Ok(false);
         }
-        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        let _gate = self.enter()?;
         self.packed_into(index, from, dst)
     }
 
@@ -350,7 +363,7 @@ impl ArraySource for H5Source {
         if !self.in_place {
             return Ok(None);
         }
-        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        let _gate = self.enter()?;
         self.packed_span_of(index, from, len)
     }
 
@@ -361,7 +374,7 @@ impl ArraySource for H5Source {
     }
 
     fn each_string(&self, start: u64, end: u64, f: &mut dyn FnMut(&str)) -> StorageResult<()> {
-        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        let _gate = self.enter()?;
         let kind = self.str_kind().ok_or_else(|| {
             StorageError::unsupported(
                 &self.meta.path,
@@ -397,7 +410,7 @@ impl ArraySource for H5Source {
     }
 
     fn read_field_strings(&self, field: &str, start: u64, end: u64) -> StorageResult<Vec<String>> {
-        let _gate = self.ctx.gate.enter(&self.meta.path)?;
+        let _gate = self.enter()?;
         let TypeInfo::Compound { fields, .. } = &self.info else {
             return Err(StorageError::unsupported(
                 &self.meta.path,

@@ -22,14 +22,6 @@ use crate::storage::{ArrayMeta, ArraySource, ChunkGrid, StorageError, StorageRes
 
 /// Largest decoded chunk annfs accepts (guards absurd chunk shapes).
 const MAX_CHUNK_BYTES: u64 = 1 << 32;
-/// Most chunks an array may have; and most of under [`SMALL_CHUNK_BYTES`] each. Every read pays
-/// per chunk, so a grid of very many tiny chunks (damaged metadata: a shape of 10^12 over
-/// one-element chunks) would take hours to read through; it is refused as an oversized chunk is.
-const MAX_CHUNKS: u64 = 1 << 32;
-const MAX_SMALL_CHUNKS: u64 = 1 << 20;
-/// Chunks smaller than this count towards [`MAX_SMALL_CHUNKS`] (a million chunk files of a few
-/// values each; real stores' chunks hold thousands of values, whatever their layout).
-const SMALL_CHUNK_BYTES: u64 = 64;
 
 pub(super) type ZArray = Array<dyn ReadableStorageTraits>;
 
@@ -140,13 +132,9 @@ impl ZarrSource {
         let elem = kind.elem_size().max(1) as u64;
         let chunk_bytes = chunk.iter().try_fold(elem, |a, d| a.checked_mul((*d).max(1)));
         let grid = ChunkGrid::new(shape.clone(), chunk.clone());
-        let n_chunks = grid.num_chunks();
         let array = match chunk_bytes.filter(|&b| b <= MAX_CHUNK_BYTES) {
             None => Err(format!("chunk shape {chunk:?} is too large")),
-            Some(b) if n_chunks > MAX_CHUNKS || (b < SMALL_CHUNK_BYTES && n_chunks > MAX_SMALL_CHUNKS) => {
-                Err(format!("{n_chunks} chunks of {b} bytes: more chunks than annfs reads"))
-            }
-            Some(_) => array,
+            Some(_) => grid.check_count(elem).and(array),
         };
         let desc = match &shards {
             Some(_) => format!(
