@@ -231,7 +231,8 @@ impl FileContent for IndexedFile {
     }
 
     fn reads_ahead(&self) -> bool {
-        !matches!(self.kind, Kind::Npy1(_))
+        // Made at the latest by the read asking (which makes it anyway, right after).
+        self.inner().map_or(true, |f| f.reads_ahead())
     }
 }
 

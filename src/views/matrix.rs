@@ -211,6 +211,14 @@ impl SparseRows {
     }
 }
 
+impl SparseRows {
+    /// True for a CSC matrix of a few columns with sorted indices (gene columns): its rows are
+    /// rendered straight from each column's entries.
+    fn few_sorted_columns(&self) -> ViewResult<bool> {
+        Ok(self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()?)
+    }
+}
+
 impl RowBytes for SparseRows {
     fn n_rows(&self) -> u64 {
         self.m.shape[0]
@@ -225,7 +233,7 @@ impl RowBytes for SparseRows {
             SparseFormat::Csr if r0 < r1 => self.csr_rows_into(r0, r1, out),
             SparseFormat::Csr => Ok(()),
             // A few sorted columns: straight into the caller's (reused) buffer.
-            SparseFormat::Csc if self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()? => {
+            SparseFormat::Csc if self.few_sorted_columns()? => {
                 let ptr = self.pointers(0, self.m.shape[1])?;
                 let start = out.len();
                 out.resize(start + ((r1 - r0) * self.row_bytes()) as usize, 0);
@@ -242,11 +250,15 @@ impl RowBytes for SparseRows {
         match self.m.format {
             SparseFormat::Csr if r0 < r1 => self.prefetch_lines(r0, r1),
             SparseFormat::Csr => Ok(()),
-            // A few sorted columns (gene columns) are read per request, each costing about the
-            // entries it covers: rendering them ahead would only do the same work twice.
-            SparseFormat::Csc if self.m.shape[1] <= DIRECT_COLS && self.csc_sorted()? => Ok(()),
+            SparseFormat::Csc if !self.reads_ahead() => Ok(()),
             SparseFormat::Csc => self.read_rows(r0, r1).map(drop),
         }
+    }
+
+    fn reads_ahead(&self) -> bool {
+        // A few sorted columns (gene columns) are read per request, each costing about the
+        // entries it covers: rendering them ahead would only do the same work twice.
+        !(self.m.format == SparseFormat::Csc && self.few_sorted_columns().unwrap_or(false))
     }
 
     fn drop_behind_rows(&self, r0: u64, r1: u64) {

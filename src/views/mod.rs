@@ -60,9 +60,9 @@ pub trait FileContent: Send + Sync {
     /// the bytes. Default: nothing.
     fn drop_behind(&self, _offset: u64, _len: usize) {}
 
-    /// False for a file whose read-ahead has nothing to do (a gene column from the index: each
-    /// read costs about the entries it covers, and its `prefetch` loads nothing), so read-ahead
-    /// jobs would only wake threads. Default: true.
+    /// False for a file whose read-ahead has nothing to do (a gene column: each read costs
+    /// about the entries it covers, and its `prefetch` loads nothing), so read-ahead jobs would
+    /// only wake threads. Default: true.
     fn reads_ahead(&self) -> bool {
         true
     }

@@ -34,6 +34,12 @@ pub trait RowBytes: Send + Sync {
         self.read_rows_into(r0, r1, &mut scratch)
     }
 
+    /// False when [`RowBytes::prefetch_rows`] loads nothing (see [`FileContent::reads_ahead`]).
+    /// Default: true.
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     /// Rows `[r0, r1)` were just read by a sequential reader moving on past `r1`: what only
     /// they needed may leave the cache (see [`FileContent::drop_behind`]). Default: nothing.
     fn drop_behind_rows(&self, _r0: u64, _r1: u64) {}
@@ -150,6 +156,10 @@ impl FileContent for NpyFile {
         let Some((d0, d1)) = self.body_range(offset, len) else { return Ok(None) };
         let Some(parts) = self.rows.cached_slices(d0, d1, max_parts)? else { return Ok(None) };
         Ok(Some(Sliced { head: self.head_from(offset), parts }))
+    }
+
+    fn reads_ahead(&self) -> bool {
+        self.rows.reads_ahead()
     }
 
     fn io_size(&self) -> Option<u32> {
