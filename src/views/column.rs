@@ -63,12 +63,7 @@ impl ColumnCells {
             }
             Column::Categorical { codes, categories, .. } => {
                 let labels = self.labels.get_or_try_init(|| Labels::of(codes, categories))?;
-                let (mut bytes, mut n) = (0u64, 0u64);
-                for c in codes.read_i64(r0, r1)? {
-                    bytes += labels.cell(c, codes)?.len() as u64;
-                    n += 1;
-                }
-                Ok((bytes, n))
+                labels.measure(codes, &codes.read_flat(r0, r1)?)
             }
         }
     }
@@ -102,6 +97,8 @@ pub fn usable_categories(codes: &Arr, categories: &Column) -> ViewResult<u64> {
 struct Labels {
     cells: Vec<u8>,
     ends: Vec<usize>,
+    /// Each label's length (the size pass adds these up per code).
+    lens: Vec<u32>,
 }
 
 impl Labels {
@@ -110,7 +107,53 @@ impl Labels {
         let (mut cells, mut ends) = (Vec::new(), Vec::new());
         let n = usable_categories(codes, categories)?;
         ColumnCells::new(categories.clone()).render_cells(0, n, &mut cells, &mut ends)?;
-        Ok(Labels { cells, ends })
+        let lens = split_cells(&cells, &ends).map(|c| c.len() as u32).collect();
+        Ok(Labels { cells, ends, lens })
+    }
+
+    /// Bytes and number of the cells of `raw` (packed codes of `codes`' type), as
+    /// [`Labels::cell`] would give them: one table lookup per code, no cell formed.
+    fn measure(&self, codes: &Arr, raw: &[u8]) -> ViewResult<(u64, u64)> {
+        let t = codes.num_type().filter(|t| t.is_integer() || *t == NumType::Bool);
+        let t = t.ok_or_else(|| StorageError::corrupt(codes.path(), "expected an integer array"))?;
+        let lens = &self.lens;
+        // Sums the lengths of codes read as `$ty`; the first code past the labels stops it.
+        macro_rules! sum {
+            ($ty:ty) => {{
+                let mut bytes = 0u64;
+                for c in raw.chunks_exact(std::mem::size_of::<$ty>()) {
+                    let c = <$ty>::from_le_bytes(c.try_into().unwrap_or_default());
+                    #[allow(unused_comparisons)]
+                    let len = if c < 0 {
+                        2
+                    } else {
+                        match usize::try_from(c).ok().and_then(|i| lens.get(i)) {
+                            Some(&len) => len,
+                            None => return Err(self.bad_code(c as i128, codes)),
+                        }
+                    };
+                    bytes += u64::from(len);
+                }
+                bytes
+            }};
+        }
+        let bytes = match t {
+            NumType::Bool | NumType::U8 => sum!(u8),
+            NumType::I8 => sum!(i8),
+            NumType::I16 => sum!(i16),
+            NumType::U16 => sum!(u16),
+            NumType::I32 => sum!(i32),
+            NumType::U32 => sum!(u32),
+            NumType::I64 => sum!(i64),
+            NumType::U64 => sum!(u64),
+            _ => return Err(StorageError::corrupt(codes.path(), "expected an integer array")),
+        };
+        Ok((bytes, (raw.len() / t.size()) as u64))
+    }
+
+    /// The error for a code past the labels.
+    fn bad_code(&self, c: i128, codes: &Arr) -> StorageError {
+        StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", self.ends.len()))
     }
 
     /// The cell of category code `c`: its label, `NA` for a negative code.
@@ -122,7 +165,7 @@ impl Labels {
             let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
             self.cells.get(start..*self.ends.get(i)?)
         });
-        label.ok_or_else(|| StorageError::corrupt(codes.path(), format!("code {c} but only {} categories", self.ends.len())))
+        label.ok_or_else(|| self.bad_code(c.into(), codes))
     }
 }
 
@@ -208,5 +251,39 @@ mod tests {
         assert!(err.contains("categories is more than a categorical column serves"), "{err}");
         assert!(usable_categories(&arr(20, NumType::I32), &huge).is_err(), "2^31 labels are too many to hold");
         assert_eq!(usable_categories(&arr(20, NumType::I32), &Column::Num(arr(5, NumType::F32))).unwrap(), 5);
+    }
+
+    /// The size pass's sum of label lengths equals the rendered cells, for every code type; a
+    /// code past the labels fails both.
+    #[test]
+    fn categorical_measure_is_rendered_length() {
+        let (cache, ids) = (Arc::new(ChunkCache::new(1 << 16)), ArrIds::default());
+        let labels = vec!["a".to_string(), "bb\t".to_string(), String::new(), "d\"q".to_string()];
+        let categories = Column::Str(Arr::new(Arc::new(MemSource::strings(labels, 3)), &cache, &ids));
+        let codes = [0i64, 3, -1, 1, 2, 2, -1, 0];
+        for t in [NumType::I8, NumType::I16, NumType::I32, NumType::I64, NumType::U8, NumType::U16, NumType::U64] {
+            let to_raw = |codes: &[i64]| -> Vec<u8> {
+                codes.iter().flat_map(|&c| c.to_le_bytes()[..t.size()].to_vec()).collect()
+            };
+            let signed = !matches!(t, NumType::U8 | NumType::U16 | NumType::U64);
+            let codes: Vec<i64> = codes.iter().map(|&c| if signed { c } else { c.max(0) }).collect();
+            let col = |codes: &[i64]| {
+                let n = codes.len() as u64;
+                let src = MemSource::num(vec![n], vec![3], t, to_raw(codes));
+                ColumnCells::new(Column::Categorical {
+                    codes: Arr::new(Arc::new(src), &cache, &ids),
+                    categories: Box::new(categories.clone()),
+                    ordered: false,
+                })
+            };
+            let cells = col(&codes);
+            let (mut rendered, mut ends) = (Vec::new(), Vec::new());
+            cells.render_cells(1, 8, &mut rendered, &mut ends).unwrap();
+            assert_eq!(cells.measure_cells(1, 8).unwrap(), (rendered.len() as u64, 7), "{t:?}");
+            let bad = col(&[1, 4]);
+            let err = bad.measure_cells(0, 2).unwrap_err().to_string();
+            assert!(err.contains("code 4 but only 4 categories"), "{t:?}: {err}");
+            assert!(bad.render_cells(0, 2, &mut rendered, &mut ends).is_err());
+        }
     }
 }
