@@ -14,6 +14,14 @@ chunked and resized to 2^40 (categories of `obs/c`, 4,096 strings per chunk) or 
 strings per chunk), its chunks past the first never written. Rendering `obs/c.txt` rendered every
 label first (2^40 missing strings: hours); reading `uns/s.txt` sized 2^35 lines chunk by chunk.
 
+links_cycle.h5ad, links_doubling.h5ad: valid HDF5, groups linked into themselves — `uns/a` a hard
+link to the root and `uns/d/up` one to `uns` (found by the semantic fuzzer: fuzz_stores.py --seed 77
+--only 25, a root link in uns/neighbors/params); a chain of 24 groups under `uns/g` each linking
+the next twice (2^24 paths). The tree walk at open copied every cycle down to 64 levels (with two
+cycles, a tree doubling per level: the open never ended) and walked all 2^24 paths. Now a link
+back to a group it is inside is not followed (the store reads without it), and a file of more
+than 131,072 groups and datasets is refused at open.
+
 Usage: .venv/bin/python scripts/make_damaged_fixtures.py
 """
 
@@ -85,6 +93,35 @@ def absurd_lengths():
         print(f"{dst.relative_to(ROOT)}: {path} resized to {length} over chunks of {chunk}")
 
 
+def small(dst):
+    a = ad.AnnData(
+        X=np.ones((5, 3), dtype=np.float32),
+        obs=pd.DataFrame({"c": pd.Categorical(list("abaab"))}, index=[f"c{i}" for i in range(5)]),
+        var=pd.DataFrame(index=list("xyz")),
+    )
+    a.uns["d"] = {"v": 1}
+    a.write_h5ad(dst)
+
+
+def link_cycles():
+    dst = ROOT / "tests" / "fixtures" / "damaged" / "links_cycle.h5ad"
+    small(dst)
+    with h5py.File(dst, "r+") as f:
+        f["uns/a"] = f["/"]
+        f["uns/d/up"] = f["uns"]
+    print(f"{dst.relative_to(ROOT)}: uns/a links to /, uns/d/up to uns")
+    dst = ROOT / "tests" / "fixtures" / "damaged" / "links_doubling.h5ad"
+    small(dst)
+    with h5py.File(dst, "r+") as f:
+        groups = [f.create_group(f"uns/g/{i}") for i in range(25)]
+        groups[-1]["v"] = np.arange(3)
+        for g, nxt in zip(groups, groups[1:]):
+            g["l"] = nxt
+            g["r"] = nxt
+    print(f"{dst.relative_to(ROOT)}: 24 groups under uns/g, each linking the next twice")
+
+
 if __name__ == "__main__":
     main()
     absurd_lengths()
+    link_cycles()

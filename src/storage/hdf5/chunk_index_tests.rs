@@ -4,7 +4,7 @@
 use super::*;
 use crate::storage::hdf5::chunks;
 use crate::storage::hdf5::ffi::Hid;
-use crate::storage::hdf5::source::header_address;
+use crate::storage::hdf5::source::object_address;
 use std::sync::Arc;
 
 /// Every chunked dataset below `g`: (path, dataset).
@@ -26,7 +26,7 @@ fn grid_and_header(d: &hdf5::Dataset, name: &str) -> (ChunkGrid, u64) {
     // SAFETY: the handle takes its own reference to the open dataset. Under the library lock:
     // the library is not thread-safe, and other tests call it at the same time.
     crate::storage::hdf5::ffi::locked(|| unsafe { hdf5_sys::h5i::H5Iinc_ref(d.id()) });
-    (grid, header_address(&Hid::new(d.id(), name).unwrap()).expect("object header address"))
+    (grid, object_address(&Hid::new(d.id(), name).unwrap()).expect("object header address"))
 }
 
 #[test]

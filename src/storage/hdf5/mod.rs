@@ -144,7 +144,7 @@ fn open_source(src: Arc<dyn RangeRead>, name: &std::ffi::CStr, info: StoreInfo) 
         file: fid,
         gate: gate.clone(),
     });
-    let root = tree::walk(&ctx, &root, "/", 0)?;
+    let root = tree::walk(&ctx, &root, "/")?;
     Ok(Store { root, info, gate })
 }
 

@@ -151,7 +151,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
     };
     let in_place = !null && ctx.data.rereads_are_cheap() && stored_packed(&info, &storage, &meta.grid);
     let header = match storage {
-        Storage::Chunked { .. } => header_address(&dset),
+        Storage::Chunked { .. } => object_address(&dset),
         _ => None,
     };
     Ok(H5Source {
@@ -175,8 +175,9 @@ extern "C" {
     fn H5VLnative_token_to_addr(loc: hdf5_sys::h5i::hid_t, token: hdf5_sys::h5o::H5O_token_t, addr: *mut u64) -> hdf5_sys::h5::herr_t;
 }
 
-/// The file address of `dset`'s object header, asked of the library (it holds the header).
-pub(super) fn header_address(dset: &Hid) -> Option<u64> {
+/// The file address of an object's header (a dataset's, a group's), asked of the library (it
+/// holds the header): the object's identity in the file.
+pub(super) fn object_address(dset: &Hid) -> Option<u64> {
     locked(|| {
         let mut info = std::mem::MaybeUninit::<hdf5_sys::h5o::H5O_info2_t>::uninit();
         // SAFETY: `info` is a valid out-pointer; the dataset id is open.

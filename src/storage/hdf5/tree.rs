@@ -9,79 +9,122 @@ use hdf5_sys::h5i::H5I_type_t;
 use hdf5_sys::h5l::{H5L_info2_t, H5L_type_t};
 
 use super::ffi::{locked, Hid};
+use super::source::object_address;
 use super::{attrs, source, FileCtx};
 use crate::storage::{Array, Group, Node, StorageError, StorageResult};
 
-/// Groups nested deeper than this are not descended into (guards hard-link cycles).
+/// Groups nested deeper than this are not descended into.
 const MAX_DEPTH: usize = 64;
 
-/// Builds the group at `path` (open as `gid`) with all descendants.
-pub fn walk(ctx: &Arc<FileCtx>, gid: &Hid, path: &str, depth: usize) -> StorageResult<Group> {
-    let attrs = attrs::read_all(gid.id(), path);
-    let mut children = Vec::new();
-    for (raw, kind) in links(gid.id(), path)? {
-        let name = raw.to_string_lossy().into_owned();
-        let child = join(path, &name);
-        if kind != H5L_type_t::H5L_TYPE_HARD && kind != H5L_type_t::H5L_TYPE_SOFT {
-            log::debug!("{child}: skipping {kind:?} link");
-            continue;
-        }
-        if let Some(node) = node(ctx, gid, &raw, &child, kind, depth)? {
-            children.push((name, node));
-        }
-    }
-    Ok(Group {
-        path: path.to_string(),
-        attrs,
-        children,
-    })
+/// Most groups and datasets a file's tree is built from (each dataset is held open). More
+/// fails the open: hard links repeating a group inside itself several times over make a tree
+/// that doubles with every level, built for ever from a file of a few kilobytes.
+pub const MAX_ELEMENTS: usize = 1 << 17;
+
+/// Builds the group at `path` (open as `gid`, the file's root) with all descendants.
+pub fn walk(ctx: &Arc<FileCtx>, gid: &Hid, path: &str) -> StorageResult<Group> {
+    let mut walker = Walker { ctx, ancestors: Vec::new(), depth: 0, elements: 0 };
+    walker.group(gid, path)
 }
 
-/// Opens and builds one child; `None` for things annfs skips (named datatypes, dangling links).
-fn node(
-    ctx: &Arc<FileCtx>,
-    gid: &Hid,
-    cname: &CStr,
-    path: &str,
-    kind: H5L_type_t,
+/// The state of one walk: the groups on the path to the current one (by object address) and
+/// the elements met so far.
+struct Walker<'a> {
+    ctx: &'a Arc<FileCtx>,
+    /// Object addresses of the groups being walked, outermost first.
+    ancestors: Vec<(u64, String)>,
+    /// Groups being walked (including any whose address the library would not give).
     depth: usize,
-) -> StorageResult<Option<Node>> {
-    let obj = match locked(|| {
-        Hid::new(
-            // SAFETY: `cname` is a NUL-terminated link name alive for the call and `gid` an open
-            // group; under the library lock, and the object id is owned by the `Hid`.
-            unsafe { hdf5_sys::h5o::H5Oopen(gid.id(), cname.as_ptr(), 0) },
-            path,
-        )
-    }) {
-        Ok(o) => o,
-        Err(e) if kind == H5L_type_t::H5L_TYPE_SOFT => {
-            log::debug!("{path}: dangling soft link: {e}");
-            return Ok(None);
+    elements: usize,
+}
+
+impl Walker<'_> {
+    /// Builds the group at `path` (open as `gid`) with all descendants.
+    fn group(&mut self, gid: &Hid, path: &str) -> StorageResult<Group> {
+        let addr = object_address(gid);
+        if let Some(a) = addr {
+            self.ancestors.push((a, path.to_string()));
         }
-        Err(e) => return Err(as_corrupt(e)),
-    };
-    // SAFETY: `obj` is an open id owned by this frame; H5Iget_type only looks it up; under the
-    // library lock.
-    match locked(|| unsafe { hdf5_sys::h5i::H5Iget_type(obj.id()) }) {
-        H5I_type_t::H5I_GROUP if depth >= MAX_DEPTH => {
-            log::warn!(
-                "{path}: groups nested deeper than {MAX_DEPTH} (link cycle?); not descending"
-            );
-            Ok(None)
+        self.depth += 1;
+        let built = self.members(gid, path);
+        self.depth -= 1;
+        if addr.is_some() {
+            self.ancestors.pop();
         }
-        H5I_type_t::H5I_GROUP => Ok(Some(Node::Group(walk(ctx, &obj, path, depth + 1)?))),
-        H5I_type_t::H5I_DATASET => {
-            let attrs = attrs::read_all(obj.id(), path);
-            let src = source::open(ctx.clone(), obj, path).map_err(as_corrupt)?;
-            Ok(Some(Node::Array(Array {
-                attrs,
-                source: Arc::new(src),
-            })))
+        built
+    }
+
+    fn members(&mut self, gid: &Hid, path: &str) -> StorageResult<Group> {
+        let attrs = attrs::read_all(gid.id(), path);
+        let mut children = Vec::new();
+        for (raw, kind) in links(gid.id(), path)? {
+            let name = raw.to_string_lossy().into_owned();
+            let child = join(path, &name);
+            if kind != H5L_type_t::H5L_TYPE_HARD && kind != H5L_type_t::H5L_TYPE_SOFT {
+                log::debug!("{child}: skipping {kind:?} link");
+                continue;
+            }
+            if let Some(node) = self.node(gid, &raw, &child, kind)? {
+                children.push((name, node));
+            }
         }
-        other => {
-            log::debug!("{path}: skipping {other:?} object");
-            Ok(None)
+        Ok(Group {
+            path: path.to_string(),
+            attrs,
+            children,
+        })
+    }
+
+    /// Opens and builds one child; `None` for things annfs skips (named datatypes, dangling
+    /// links, a link back to a group it is inside).
+    fn node(&mut self, gid: &Hid, cname: &CStr, path: &str, kind: H5L_type_t) -> StorageResult<Option<Node>> {
+        let obj = match locked(|| {
+            Hid::new(
+                // SAFETY: `cname` is a NUL-terminated link name alive for the call and `gid` an
+                // open group; under the library lock, and the object id is owned by the `Hid`.
+                unsafe { hdf5_sys::h5o::H5Oopen(gid.id(), cname.as_ptr(), 0) },
+                path,
+            )
+        }) {
+            Ok(o) => o,
+            Err(e) if kind == H5L_type_t::H5L_TYPE_SOFT => {
+                log::debug!("{path}: dangling soft link: {e}");
+                return Ok(None);
+            }
+            Err(e) => return Err(as_corrupt(e)),
+        };
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            let why = format!("the file holds more than {MAX_ELEMENTS} groups and datasets (links repeating groups?)");
+            return Err(StorageError::unsupported(path, why));
+        }
+        // SAFETY: `obj` is an open id owned by this frame; H5Iget_type only looks it up; under
+        // the library lock.
+        match locked(|| unsafe { hdf5_sys::h5i::H5Iget_type(obj.id()) }) {
+            H5I_type_t::H5I_GROUP if self.depth > MAX_DEPTH => {
+                log::warn!("{path}: groups nested deeper than {MAX_DEPTH}; not descending");
+                Ok(None)
+            }
+            H5I_type_t::H5I_GROUP => {
+                let addr = object_address(&obj);
+                if let Some((_, outer)) = self.ancestors.iter().find(|(a, _)| Some(*a) == addr) {
+                    log::warn!("{path}: a link back to {outer}, which holds it (a cycle); not descending");
+                    return Ok(None);
+                }
+                Ok(Some(Node::Group(self.group(&obj, path)?)))
+            }
+            H5I_type_t::H5I_DATASET => {
+                let attrs = attrs::read_all(obj.id(), path);
+                let src = source::open(self.ctx.clone(), obj, path).map_err(as_corrupt)?;
+                Ok(Some(Node::Array(Array {
+                    attrs,
+                    source: Arc::new(src),
+                })))
+            }
+            other => {
+                log::debug!("{path}: skipping {other:?} object");
+                Ok(None)
+            }
         }
     }
 }
