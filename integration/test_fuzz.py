@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ANNFS_BIN, FIXTURES, REPO, Mount, bin_skip_reason, fuse_skip_reason, run_annfs
+from conftest import ANNFS_BIN, FIXTURES, REPO, Mount, bin_skip_reason, fuse_skip_reason, mount_stats, run_annfs
 
 DAMAGED = FIXTURES / "damaged"
 MANIFEST = json.loads((DAMAGED / "MANIFEST.json").read_text())
@@ -42,6 +42,21 @@ def test_damaged_fixture_fails_cleanly(name):
         r = run_annfs("cat", store, path, timeout=20)
         assert r.returncode == 0, r.stderr.decode("utf-8", "replace")
         assert r.stdout.decode() == expected, f"{name} {path}"
+
+
+@pytest.mark.skipif(fuse_skip_reason() is not None, reason=fuse_skip_reason() or "")
+def test_subsets_size_a_long_categories_listing_once(tmp_path):
+    """categories_long.v2.zarr (a semantic-fuzzer finding): the categories listing is the same file in
+    every where/ subset, sized once for the mount (each subset sized its own 4M lines before)."""
+    store = DAMAGED / "categories_long.v2.zarr"
+    with Mount(store, tmp_path / "m", "--cache-dir", str(tmp_path / "cache")) as m:
+        subsets = sorted(p for p in (m.mnt / "where").iterdir() if p.name.startswith("c="))
+        assert len(subsets) == 30, subsets
+        want = (m.mnt / "obs" / "c.categories.txt").read_bytes()
+        assert want.startswith(b"t00\nt01\n") and want.count(b"\n") == 1 << 22
+        for sub in subsets:
+            assert (sub / "obs" / "c.categories.txt").read_bytes() == want, sub
+        assert mount_stats(m.mnt)["text_views_sized"] == 1
 
 
 @pytest.mark.skipif(fuse_skip_reason() is not None, reason=fuse_skip_reason() or "")

@@ -1,4 +1,4 @@
-"""Seeded semantic damage for copies of `.h5ad` files (used by fuzz_stores.py).
+"""Seeded semantic damage for copies of `.h5ad` files and Zarr stores (used by fuzz_stores.py).
 
 Byte damage ([`fuzz_mutations`]) mostly breaks a file's structure, which the HDF5 library or
 annfs's own parsers then refuse. This module keeps the file valid HDF5 and lies about the
@@ -6,13 +6,17 @@ AnnData inside it instead, through h5py: datasets resized (chunked, the new chun
 written, so the file stays small while its shape grows), attributes changed or removed
 (`encoding-type`, `shape`, `_index`, `column-order`, ...), hostile values written (an `indptr`
 running backwards, codes past the categories), datasets retyped or reshaped, members deleted,
-renamed, or replaced by links (a group holding itself, a link to nothing). The hand-made stores
+renamed, or replaced by links (a group holding itself, a link to nothing). A Zarr store's
+metadata stays valid JSON the same way: shapes grown over chunks never written, chunk shapes
+shrunk, dtypes, fill values and codecs swapped, attributes changed, nodes deleted or renamed,
+with the consolidated copy changed alike (or, one time in five, left behind). The hand-made stores
 that found the chunk-count and categories-length hangs were of this kind.
 
 Every function takes a `random.Random` and returns short descriptions of what it did, so a case
 is understood from its record and reproduced from its seed.
 """
 
+import json
 import warnings
 
 import h5py
@@ -239,4 +243,165 @@ def damage_h5_semantic(path, rng):
             except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
                 what = f"{kind}: h5py refused ({type(e).__name__})"
             done.append(f"sem:{name}: {what}")
+    return done
+
+
+# --- Zarr -----------------------------------------------------------------------------------------
+
+V2_DTYPES = ["<i1", "<u8", "<f2", "<f8", "|b1", "<c8", "|S3", "|O", ">i4", "<M8[ns]"]
+V3_DTYPES = ["int8", "uint64", "float16", "float64", "bool", "complex64", "string", "int32"]
+FILLS = [None, "NaN", "Infinity", 2**63, -1, "", "AAAA", 0.5, [1, 2]]
+
+
+class _ZarrDocs:
+    """The metadata documents of a store: each node's own file and, when the store is consolidated,
+    its entry in the consolidated metadata — both changed alike unless asked otherwise."""
+
+    def __init__(self, root):
+        self.root = root
+        self.v3 = (root / "zarr.json").exists()
+        self.files = sorted(p for p in root.rglob("zarr.json" if self.v3 else ".z*")
+                            if p.name in ("zarr.json", ".zarray", ".zattrs"))
+        cons = root / ("zarr.json" if self.v3 else ".zmetadata")
+        self.cons_path = cons if cons.exists() else None
+        self.cons = None
+        if self.cons_path:
+            try:
+                doc = json.loads(self.cons_path.read_text())
+                self.cons = doc
+            except ValueError:
+                self.cons = None
+
+    def _entries(self):
+        if self.cons is None:
+            return None
+        if self.v3:
+            return (self.cons.get("consolidated_metadata") or {}).get("metadata")
+        return self.cons.get("metadata")
+
+    def key(self, p):
+        rel = p.relative_to(self.root)
+        return str(rel.parent) if self.v3 else str(rel)
+
+    def load(self, p):
+        try:
+            return json.loads(p.read_text())
+        except ValueError:
+            return None
+
+    def store(self, p, doc, both=True):
+        """Writes `doc` as `p`'s content (and its consolidated entry when `both`)."""
+        entries = self._entries()
+        k = self.key(p)
+        if p == self.cons_path and self.v3:
+            keep = self.cons.get("consolidated_metadata") if self.cons else None
+            if keep is not None and "consolidated_metadata" not in doc:
+                doc["consolidated_metadata"] = keep
+            self.cons = doc
+        elif both and entries is not None and k in entries:
+            entries[k] = doc
+        p.write_text(json.dumps(doc))
+        if self.cons_path and p != self.cons_path:
+            self.cons_path.write_text(json.dumps(self.cons))
+
+
+def _zarr_array(rng, doc, v3):
+    op = rng.choice(["grow", "dtype", "fill", "codecs", "order", "separator", "chunks"])
+    shape = doc.get("shape")
+    if op in ("grow", "chunks") and isinstance(shape, list) and shape and isinstance(shape[0], int):
+        g = rng.choice(GROWTH)
+        n = shape[0]
+        shape[0] = max(0, n + g) if g in (-1, 1) else (n * g if g in (0, 2) else g)
+        c = rng.choice(CHUNKS)
+        if v3 and op == "chunks":
+            conf = (doc.get("chunk_grid") or {}).get("configuration") or {}
+            if isinstance(conf.get("chunk_shape"), list) and conf["chunk_shape"]:
+                conf["chunk_shape"][0] = c
+        elif op == "chunks" and isinstance(doc.get("chunks"), list) and doc["chunks"]:
+            doc["chunks"][0] = c
+        return f"{op} {n}->{shape[0]}" + (f" chunk {c}" if op == "chunks" else "")
+    if op == "dtype":
+        key, t = ("data_type", rng.choice(V3_DTYPES)) if v3 else ("dtype", rng.choice(V2_DTYPES))
+        doc[key] = t
+        return f"dtype {t}"
+    if op == "fill":
+        doc["fill_value"] = rng.choice(FILLS)
+        return f"fill {str(doc['fill_value'])[:12]}"
+    if op == "codecs":
+        if v3:
+            doc["codecs"] = [{"name": "bytes", "configuration": {"endian": rng.choice(["little", "big"])}}]
+        else:
+            doc["compressor"] = None
+            doc["filters"] = rng.choice([None, [{"id": "delta", "dtype": "<i8"}]])
+        return "codecs stripped"
+    if op == "order" and not v3:
+        doc["order"] = "F"
+        return "order F"
+    if op == "separator" and not v3:
+        doc["dimension_separator"] = "/" if doc.get("dimension_separator", ".") == "." else "."
+        return "separator swapped"
+    return f"{op}: skipped"
+
+
+def _zarr_attrs(rng, attrs, members):
+    key = rng.choice(["encoding-type", "encoding-version", "shape", "_index", "column-order", "ordered",
+                      "categories", "delete"])
+    if key == "delete":
+        if not attrs:
+            return "attr: none to delete"
+        k = rng.choice(sorted(attrs))
+        del attrs[k]
+        return f"attr del {k}"
+    attrs[key] = {
+        "encoding-type": lambda: rng.choice(ENCODINGS),
+        "encoding-version": lambda: rng.choice(VERSIONS),
+        "shape": lambda: rng.choice([[2**40, 2**40], [-1, 3], [0, 0], [3, 2**62], [7], [2**24, 5]]),
+        "_index": lambda: rng.choice(members + ["missing", ""]),
+        "column-order": lambda: [rng.choice(members + ["missing"]) for _ in range(rng.randint(0, 4))],
+        "ordered": lambda: rng.choice([True, "x", 7]),
+        "categories": lambda: rng.choice(members + ["missing"]),
+    }[key]()
+    return f"attr {key}={str(attrs[key])[:24]}"
+
+
+def damage_zarr_semantic(root, rng):
+    """Applies 1 to 3 semantic damages to the Zarr store at `root` (its metadata kept valid JSON,
+    the consolidated copy changed alike, 1 time in 5 not); returns descriptions."""
+    from pathlib import Path
+    import shutil
+
+    root = Path(root)
+    done = []
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        docs = _ZarrDocs(root)
+        if not docs.files:
+            break
+        p = rng.choice(docs.files)
+        doc = docs.load(p)
+        if not isinstance(doc, dict):
+            continue
+        rel = str(p.relative_to(root))
+        both = rng.random() < 0.8
+        node = p.parent
+        kind = rng.choice(["array", "attrs", "attrs", "member"])
+        if kind == "member" and node != root:
+            op = rng.choice(["delete", "rename"])
+            if op == "delete":
+                shutil.rmtree(node)
+            else:
+                node.rename(node.with_name(node.name + "_"))
+            done.append(f"zsem:{rel}: {op} node (consolidated copy kept)")
+            continue
+        is_array = (doc.get("node_type") == "array") if docs.v3 else p.name == ".zarray"
+        members = sorted(c.name for c in node.iterdir() if c.is_dir())
+        if kind == "array" and is_array:
+            what = _zarr_array(rng, doc, docs.v3)
+        elif docs.v3:
+            what = _zarr_attrs(rng, doc.setdefault("attributes", {}), members)
+        elif p.name == ".zattrs":
+            what = _zarr_attrs(rng, doc, members)
+        else:
+            continue
+        docs.store(p, doc, both)
+        done.append(f"zsem:{rel}: {what}{'' if both else ' (not consolidated)'}")
     return done

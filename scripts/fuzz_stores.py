@@ -4,8 +4,9 @@
 Each damaged store is made from one fixture (tests/fixtures/*.h5ad, tests/fixtures/zarr/*.zarr)
 by a seeded RNG: random byte flips, zeroed ranges and truncations, and targeted damage (HDF5
 superblock, object headers, B-tree / chunk index nodes, global heap collections; zarr JSON
-metadata, chunk files, shard indexes); or, for a share of the .h5ad cases (`--semantic`), damage
-that keeps the file valid HDF5 and lies about the AnnData in it (scripts/fuzz_semantic.py). Then every file of its virtual tree is read (the code path
+metadata, chunk files, shard indexes); or, for a share of the cases (`--semantic`), damage that
+keeps the file valid HDF5 (the metadata valid JSON) and lies about the AnnData in it
+(scripts/fuzz_semantic.py). Then every file of its virtual tree is read (the code path
 of a mount, without FUSE) under a deadline: by default in one process per store with
 `target/release/examples/fuzz_read` (`annfs cat`'s open and read calls, for every file), or with
 `--cat` as `annfs ls -r STORE` then one `annfs cat STORE PATH` per file.
@@ -152,17 +153,15 @@ def one_case(args, seed, index, fxs, workdir):
         shutil.rmtree(dst)
     elif dst.exists():
         dst.unlink()
+    # Its own RNG: runs from before semantic damage existed replay with --semantic 0.
+    sem = random.Random(f"{seed}:{index}:semantic")
+    semantic_case = sem.random() < args.semantic
     if src.is_dir():
         shutil.copytree(src, dst)
-        done = mut.damage_zarr(dst, rng)
+        done = semantic.damage_zarr_semantic(dst, sem) if semantic_case else mut.damage_zarr(dst, rng)
     else:
         shutil.copyfile(src, dst)
-        # Its own RNG: runs from before semantic damage existed replay with --semantic 0.
-        sem = random.Random(f"{seed}:{index}:semantic")
-        if sem.random() < args.semantic:
-            done = semantic.damage_h5_semantic(dst, sem)
-        else:
-            done = mut.damage_h5(dst, rng)
+        done = semantic.damage_h5_semantic(dst, sem) if semantic_case else mut.damage_h5(dst, rng)
     t = time.monotonic()
     # Sidecar files (sizes of big text views) go to the case's own directory.
     outcome, detail, nfiles = check_store(args, dst, {"XDG_CACHE_HOME": str(workdir)}, rng)
@@ -202,7 +201,7 @@ def main(argv=None):
     ap.add_argument("--json", help="write every record to this file")
     ap.add_argument("--fixture", help="damage only the fixtures whose file name contains this")
     ap.add_argument("--semantic", type=float, default=0.3,
-                    help="fraction of .h5ad cases damaged semantically (valid HDF5, lying AnnData: "
+                    help="fraction of cases damaged semantically (valid HDF5 or JSON, lying AnnData: "
                          "scripts/fuzz_semantic.py) instead of byte by byte (default 0.3; 0 replays "
                          "runs from before it existed)")
     ap.add_argument("-v", "--verbose", action="store_true")

@@ -22,6 +22,13 @@ cycles, a tree doubling per level: the open never ended) and walked all 2^24 pat
 back to a group it is inside is not followed (the store reads without it), and a file of more
 than 131,072 groups and datasets is refused at open.
 
+categories_long.v2.zarr: valid Zarr, a long categories array — obs/c's categories (30 labels, 30
+of 40 cells' values) grown to 2^22 in their .zarray and the consolidated .zmetadata, the chunks
+past the first never written (found by the semantic fuzzer: fuzz_stores.py --seed 81 --only 191,
+on dense_f32.v2.zarr). Every where/c=V/ subset made its own obs/c.categories.txt and sized its
+4M lines again: reading the store's files took 30 s of which the subsets' copies were nearly all.
+Subsets now serve the root's file.
+
 Usage: .venv/bin/python scripts/make_damaged_fixtures.py
 """
 
@@ -121,7 +128,34 @@ def link_cycles():
     print(f"{dst.relative_to(ROOT)}: 24 groups under uns/g, each linking the next twice")
 
 
+def long_categories():
+    import json
+    import shutil
+
+    dst = ROOT / "tests" / "fixtures" / "damaged" / "categories_long.v2.zarr"
+    shutil.rmtree(dst, ignore_errors=True)
+    labels = [f"t{i:02d}" for i in range(30)]
+    a = ad.AnnData(
+        X=np.ones((40, 2), dtype=np.float32),
+        obs=pd.DataFrame({"c": pd.Categorical([labels[i % 30] for i in range(40)], categories=labels)},
+                         index=[f"c{i}" for i in range(40)]),
+        var=pd.DataFrame(index=["x", "y"]),
+    )
+    with ad.settings.override(zarr_write_format=2):
+        a.write_zarr(dst)
+    zarray = dst / "obs" / "c" / "categories" / ".zarray"
+    meta = json.loads(zarray.read_text())
+    meta["shape"] = [1 << 22]
+    zarray.write_text(json.dumps(meta, indent=2))
+    cons = dst / ".zmetadata"
+    doc = json.loads(cons.read_text())
+    doc["metadata"]["obs/c/categories/.zarray"] = meta
+    cons.write_text(json.dumps(doc, indent=2))
+    print(f"{dst.relative_to(ROOT)}: obs/c/categories grown to 2^22 (chunks of {meta['chunks'][0]})")
+
+
 if __name__ == "__main__":
     main()
     absurd_lengths()
     link_cycles()
+    long_categories()

@@ -121,7 +121,7 @@ fn size_text_views(
     let t0 = Instant::now();
     let sidecar = Arc::new(sidecar);
     let before = sidecar.len();
-    let opts = TreeOptions { sidecar: Some(sidecar.clone()), prefix: String::new(), with_rows: false, list_where: false, index: None };
+    let opts = TreeOptions { sidecar: Some(sidecar.clone()), prefix: String::new(), with_rows: false, list_where: false, index: None, shared: None };
     let tree = Arc::new(tree::build(ad, info, cache.clone(), &opts));
     let mut paths = Vec::new();
     tree.walk_paths(VTree::ROOT, "", &mut paths);

@@ -136,7 +136,7 @@ pub fn open_indexed(store: &str, cache_bytes: u64, setup: &StoreSetup) -> Result
     let ad = crate::model::build(&st, &cache).map_err(|source| CliError::Model { store: store.into(), source })?;
     let sidecar = setup.sidecar(&st.info);
     let index = setup.index_dir.clone().map(|d| crate::index::IndexService::new(d, setup.index_wait, &st.info, cache.clone()));
-    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone() };
+    let opts = crate::views::tree::TreeOptions { sidecar, prefix: String::new(), with_rows: true, list_where: true, index: index.clone(), shared: None };
     let tree = Arc::new(crate::views::tree::build(&Arc::new(ad), &st.info, cache.clone(), &opts));
     Ok(Opened { tree, cache, info: st.info, index, gate: st.gate })
 }

@@ -309,7 +309,7 @@ impl Collection {
     fn build_tree(&self, rel: &str, slot: &Slot) -> VTree {
         match slot.result() {
             Ok(s) => {
-                let opts = TreeOptions { sidecar: s.sidecar.clone(), prefix: String::new(), with_rows: true, list_where: true, index: s.index.clone() };
+                let opts = TreeOptions { sidecar: s.sidecar.clone(), prefix: String::new(), with_rows: true, list_where: true, index: s.index.clone(), shared: None };
                 tree::build(&s.ad, &s.info, self.cache.clone(), &opts)
             }
             Err(why) => {

@@ -237,6 +237,28 @@ mod tests {
             .collect()
     }
 
+    /// A subset tree serves the store's files that no row selection changes (`var.tsv`,
+    /// `var/`, `uns/`, categories listings) as the root tree's own: read once, they read nothing
+    /// more in `rows/S:E/` or `where/C=V/`; files of the rows (`obs.tsv`) are the subset's.
+    #[test]
+    fn subsets_share_the_files_rows_do_not_change() {
+        let (tree, counters) = counted_tree("dense_f32.h5ad", Some(SPLIT));
+        let shared = ["var.tsv", "var/index.txt", "obs/cat_str.categories.txt"];
+        let want: Vec<Vec<u8>> = shared.iter().map(|p| read_all(&tree, p)).collect();
+        let after_root = [counters.of("/var/gene_symbol"), counters.of("/obs/cat_str/categories")];
+        assert!(after_root[0].strings > 0, "{:?}", after_root[0]);
+        for sub in ["rows/1:4", "where/cat_str=T cell", "rows/0:5/where/cat_int=10"] {
+            for (p, want) in shared.iter().zip(&want) {
+                let path = format!("{sub}/{p}");
+                assert!(Arc::ptr_eq(&file_of(&tree, &path), &file_of(&tree, p)), "{path}");
+                assert_eq!(&read_all(&tree, &path), want, "{path}");
+            }
+            let obs = format!("{sub}/obs.tsv");
+            assert!(!Arc::ptr_eq(&file_of(&tree, &obs), &file_of(&tree, "obs.tsv")), "{obs}");
+        }
+        assert_eq!([counters.of("/var/gene_symbol"), counters.of("/obs/cat_str/categories")], after_root);
+    }
+
     /// Chunks of `SPLIT` elements that elements `[a, b)` lie in.
     fn covering(a: u64, b: u64) -> BTreeSet<u64> {
         if a == b {

@@ -38,21 +38,42 @@ pub struct TreeOptions {
     /// Whether `where/` lists its names (at a store's root and in `rows/S:E/`; a `where/`
     /// inside a metadata subset lists only README.txt, so a recursive walk stays finite).
     pub list_where: bool,
+    /// The store's files that no row selection changes, shared by its root tree and every
+    /// subset tree (`None`: the tree being built is a store's root and starts them).
+    pub shared: Option<Arc<SharedFiles>>,
+}
+
+/// Files whose bytes do not depend on which obs rows a tree holds — `var.tsv`, `var/`,
+/// `varm/`, `varp/`, `uns/`, `raw/var*` and every `*.categories.txt` — by their path below the
+/// tree's root. The first tree of a store to build one (its root tree) keeps it here; the
+/// `rows/S:E/` and `where/C=V/` subset trees then serve the same file, so its size pass, its
+/// rendered blocks and its remembered layout are shared instead of made again per subset.
+#[derive(Default)]
+pub struct SharedFiles(parking_lot::Mutex<std::collections::HashMap<String, Arc<dyn FileContent>>>);
+
+impl SharedFiles {
+    /// The file kept under `rel`, or `make`'s, kept from now on.
+    fn get_or_keep(&self, rel: &str, make: Arc<dyn FileContent>) -> Arc<dyn FileContent> {
+        self.0.lock().entry(rel.to_string()).or_insert(make).clone()
+    }
 }
 
 /// Builds the virtual tree of `ad`.
 pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: &TreeOptions) -> VTree {
-    let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], paths: vec![opts.prefix.clone()], cache, opts: opts.clone() };
+    let opts = &TreeOptions { shared: Some(opts.shared.clone().unwrap_or_default()), ..opts.clone() };
+    let mut b = Builder { nodes: vec![VNode::Dir(Vec::new())], paths: vec![opts.prefix.clone()], cache, opts: opts.clone(), rows_free: false };
     let root = VTree::ROOT;
     let text = readme::readme(ad, info);
     let stats_cache = b.cache.clone();
     b.file(root, "README.txt", LiveFile::new(Box::new(move || readme::with_failures(&text, &stats_cache.stats.failures()))));
     b.table(root, "obs.tsv", &ad.obs);
-    b.table(root, "var.tsv", &ad.var);
     let d = b.dir(root, "obs");
     b.frame(d, &ad.obs);
-    let d = b.dir(root, "var");
-    b.frame(d, &ad.var);
+    b.rows_free(|b| {
+        b.table(root, "var.tsv", &ad.var);
+        let d = b.dir(root, "var");
+        b.frame(d, &ad.var);
+    });
     let axes = Axes { obs: &ad.obs, var: &ad.var };
     if let Some(x) = &ad.x {
         let d = b.dir(root, "X");
@@ -73,7 +94,11 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
         ("uns", &ad.uns, "txt"),
     ] {
         let d = b.dir(root, name);
-        b.elements(d, map, ext);
+        if matches!(name, "varm" | "varp" | "uns") {
+            b.rows_free(|b| b.elements(d, map, ext));
+        } else {
+            b.elements(d, map, ext);
+        }
     }
     if let Some(raw) = &ad.raw {
         let d = b.dir(root, "raw");
@@ -81,11 +106,13 @@ pub fn build(ad: &Arc<AnnData>, info: &StoreInfo, cache: Arc<ChunkCache>, opts: 
             let xd = b.dir(d, "X");
             b.matrix(xd, x, Some(&Axes { obs: &ad.obs, var: &raw.var }));
         }
-        b.table(d, "var.tsv", &raw.var);
-        let vd = b.dir(d, "var");
-        b.frame(vd, &raw.var);
-        let md = b.dir(d, "varm");
-        b.elements(md, &raw.varm, "tsv");
+        b.rows_free(|b| {
+            b.table(d, "var.tsv", &raw.var);
+            let vd = b.dir(d, "var");
+            b.frame(vd, &raw.var);
+            let md = b.dir(d, "varm");
+            b.elements(md, &raw.varm, "tsv");
+        });
     }
     if opts.with_rows {
         let rows = RootRows::new(ad.clone(), info.clone(), b.cache.clone(), TreeOptions { with_rows: false, ..opts.clone() });
@@ -138,9 +165,18 @@ struct Builder {
     paths: Vec<String>,
     cache: Arc<ChunkCache>,
     opts: TreeOptions,
+    /// True while building files no row selection changes (see [`SharedFiles`]).
+    rows_free: bool,
 }
 
 impl Builder {
+    /// Runs `build` with its files marked as independent of the tree's rows.
+    fn rows_free(&mut self, build: impl FnOnce(&mut Self)) {
+        let was = std::mem::replace(&mut self.rows_free, true);
+        build(self);
+        self.rows_free = was;
+    }
+
     fn add(&mut self, parent: NodeId, name: &str, node: VNode) -> NodeId {
         let id = self.nodes.len();
         self.nodes.push(node);
@@ -157,7 +193,19 @@ impl Builder {
     }
 
     fn file(&mut self, parent: NodeId, name: &str, f: impl FileContent + 'static) {
-        self.add(parent, name, VNode::File(Arc::new(f)));
+        let f: Arc<dyn FileContent> = Arc::new(f);
+        let f = match (&self.opts.shared, self.rows_free) {
+            (Some(shared), true) => {
+                let path = self.key(parent, name);
+                let rel = match self.opts.prefix.as_str() {
+                    "" => path.as_str(),
+                    prefix => path.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')).unwrap_or(&path),
+                };
+                shared.get_or_keep(rel, f)
+            }
+            _ => f,
+        };
+        self.add(parent, name, VNode::File(f));
     }
 
     fn key(&self, parent: NodeId, name: &str) -> String {
@@ -207,7 +255,7 @@ impl Builder {
                 Column::Categorical { codes, categories, .. } => {
                     self.npy(d, &format!("{stem}.codes.npy"), codes);
                     let n = categories.len();
-                    self.lines(d, &format!("{stem}.categories.txt"), (**categories).clone(), n);
+                    self.rows_free(|b| b.lines(d, &format!("{stem}.categories.txt"), (**categories).clone(), n));
                 }
                 Column::Nullable { values, mask } => {
                     if let Some(t) = values.num_type() {

@@ -305,7 +305,7 @@ impl DynDir for WhereDir {
         let prefix = format!("{}where/{name}", self.prefix_slash());
         // Sizes of a subset's text views are not remembered across mounts: a walk of the mount
         // visits every subset, and the sidecar would keep (and store) an index for each.
-        let opts = TreeOptions { sidecar: None, prefix, with_rows: true, list_where: false, index: None };
+        let opts = TreeOptions { sidecar: None, prefix, with_rows: true, list_where: false, index: None, shared: self.opts.shared.clone() };
         Some(tree::build(&Arc::new(sub), &self.info, self.cache.clone(), &opts))
     }
 }
