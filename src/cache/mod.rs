@@ -2,6 +2,7 @@
 //! mount. Sharded (no global lock) and single-flight: concurrent misses on one key run the
 //! loader once while the others wait for its result.
 
+pub mod held;
 pub mod ids;
 pub mod recycle;
 pub mod stats;
@@ -82,6 +83,8 @@ pub struct ChunkCache {
     pub stats: Arc<Stats>,
     /// Ids of what is cached here (arrays, files, plans).
     pub ids: KeyIds,
+    /// Values held outside the entries while used (a categorical's labels), shared by key.
+    pub held: held::Held,
 }
 
 impl ChunkCache {
@@ -108,7 +111,7 @@ impl ChunkCache {
             Ok(opts) => Cache::with_options(opts, ByteWeighter, DefaultHashBuilder::default(), DefaultLifecycle::default()),
             Err(_) => Cache::with_weighter(est_items, capacity, ByteWeighter),
         };
-        ChunkCache { inner, budget, capacity, lent: Default::default(), recycle: recycle::Recycler::new((in_flight_reserve(budget) / 4) as usize), stats: Arc::new(Stats::default()), ids: KeyIds::default() }
+        ChunkCache { inner, budget, capacity, lent: Default::default(), recycle: recycle::Recycler::new((in_flight_reserve(budget) / 4) as usize), stats: Arc::new(Stats::default()), ids: KeyIds::default(), held: held::Held::default() }
     }
 
     /// Bytes the cache itself may hold (the budget minus the in-flight reserve).

@@ -48,6 +48,12 @@ impl Arr {
         &self.cache
     }
 
+    /// What this array's content is known by in the cache's held values: (its cache id, its
+    /// window's first row).
+    pub fn held_key(&self, count: u64) -> crate::cache::held::HeldKey {
+        (self.id, self.offset, count)
+    }
+
     /// The rows `[r0, r1)` of this array's first axis, as an array of its own.
     /// Scalars and out-of-range windows are clamped.
     pub fn window(&self, r0: u64, r1: u64) -> Arr {

@@ -1,5 +1,8 @@
 //! Text cells of dataframe columns: numbers, strings, categorical labels, `NA` for missing.
 
+use std::sync::Arc;
+
+use crate::cache::Loan;
 use crate::util::RetryOnce;
 
 use super::format::text_values::{each_num_len, field_len, push_field, push_num};
@@ -10,8 +13,9 @@ use crate::storage::{NumType, StorageError};
 /// Renders the cells of one column, row by row.
 pub struct ColumnCells {
     col: Column,
-    /// Rendered category labels, computed once (categoricals only).
-    labels: RetryOnce<Labels>,
+    /// Rendered category labels, computed once (categoricals only) and shared with every other
+    /// column of the same categories (a subset's) while held.
+    labels: RetryOnce<Arc<Labels>>,
 }
 
 impl ColumnCells {
@@ -93,22 +97,30 @@ pub fn usable_categories(codes: &Arr, categories: &Column) -> ViewResult<u64> {
     Ok(n)
 }
 
-/// The rendered labels of a categorical, one after another, and where each ends.
+/// The rendered labels of a categorical, one after another, and where each ends; their bytes
+/// are lent from the cache's budget while held.
 struct Labels {
     cells: Vec<u8>,
     ends: Vec<usize>,
     /// Each label's length (the size pass adds these up per code).
     lens: Vec<u32>,
+    _loan: Loan,
 }
 
 impl Labels {
-    /// The labels the `codes` can refer to, rendered.
-    fn of(codes: &Arr, categories: &Column) -> ViewResult<Labels> {
-        let (mut cells, mut ends) = (Vec::new(), Vec::new());
+    /// The labels the `codes` can refer to, rendered — or the ones already held for the same
+    /// categories (every subset of a store shares its columns' labels).
+    fn of(codes: &Arr, categories: &Column) -> ViewResult<Arc<Labels>> {
         let n = usable_categories(codes, categories)?;
-        ColumnCells::new(categories.clone()).render_cells(0, n, &mut cells, &mut ends)?;
-        let lens = split_cells(&cells, &ends).map(|c| c.len() as u32).collect();
-        Ok(Labels { cells, ends, lens })
+        let cats = categories.array();
+        cats.cache().held.get_or_make(cats.held_key(n), || {
+            let (mut cells, mut ends) = (Vec::new(), Vec::new());
+            ColumnCells::new(categories.clone()).render_cells(0, n, &mut cells, &mut ends)?;
+            let lens: Vec<u32> = split_cells(&cells, &ends).map(|c| c.len() as u32).collect();
+            let bytes = cells.capacity() + ends.capacity() * 8 + lens.capacity() * 4;
+            let _loan = cats.cache().lend(bytes as u64);
+            Ok(Labels { cells, ends, lens, _loan })
+        })
     }
 
     /// Bytes and number of the cells of `raw` (packed codes of `codes`' type), as
@@ -251,6 +263,32 @@ mod tests {
         assert!(err.contains("categories is more than a categorical column serves"), "{err}");
         assert!(usable_categories(&arr(20, NumType::I32), &huge).is_err(), "2^31 labels are too many to hold");
         assert_eq!(usable_categories(&arr(20, NumType::I32), &Column::Num(arr(5, NumType::F32))).unwrap(), 5);
+    }
+
+    /// Columns of the same categories (a store's and its subsets') share one rendering of the
+    /// labels while any holds it, its bytes lent from the cache's budget.
+    #[test]
+    fn labels_are_shared_and_lent_from_the_budget() {
+        let (cache, ids) = (Arc::new(ChunkCache::new(64 << 20)), ArrIds::default());
+        let names: Vec<String> = (0..1000).map(|i| format!("label number {i}")).collect();
+        let categories = Column::Str(Arr::new(Arc::new(MemSource::strings(names, 64)), &cache, &ids));
+        let col = |codes: &[u8]| {
+            let src = MemSource::num(vec![codes.len() as u64], vec![4], NumType::I16, codes.iter().flat_map(|&c| [c, 0]).collect());
+            ColumnCells::new(Column::Categorical { codes: Arr::new(Arc::new(src), &cache, &ids), categories: Box::new(categories.clone()), ordered: false })
+        };
+        let free = || cache.lend(u64::MAX).bytes();
+        let before = free();
+        let (a, b) = (col(&[1, 2, 3]), col(&[7, 7]));
+        let (mut cells, mut ends) = (Vec::new(), Vec::new());
+        a.render_cells(0, 3, &mut cells, &mut ends).unwrap();
+        b.render_cells(0, 2, &mut cells, &mut ends).unwrap();
+        assert_eq!(&cells[..], b"label number 1label number 2label number 3label number 7label number 7");
+        assert!(Arc::ptr_eq(a.labels.get().unwrap(), b.labels.get().unwrap()));
+        assert_eq!(cache.held.len(), 1);
+        assert!(free() + 15_000 < before, "the labels' bytes are lent from the budget");
+        drop((a, b));
+        assert!(cache.held.is_empty());
+        assert_eq!(free(), before);
     }
 
     /// The size pass's sum of label lengths equals the rendered cells, for every code type; a
