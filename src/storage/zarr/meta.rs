@@ -3,7 +3,7 @@
 //! walking the store directory.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -11,6 +11,12 @@ use crate::storage::{Attrs, StorageError, StorageResult};
 
 /// Groups nested deeper than this are not descended into.
 const MAX_DEPTH: usize = 64;
+
+/// Most groups and arrays a walked store is built from: directory symlinks repeating a group
+/// at every level of a chain make a tree that doubles per level. More fails the open (each
+/// node walked costs a few file reads: 2^15 of them take seconds). Stores with consolidated
+/// metadata, as anndata writes them, are not walked.
+const MAX_NODES: usize = 1 << 15;
 
 /// The Zarr format version of a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +80,7 @@ pub fn collect(read: &ReadKey, dir: Option<&Path>, location: &str) -> StorageRes
             ));
         };
         let mut nodes = BTreeMap::new();
-        walk_v2(read, dir, "", 0, &mut nodes)?;
+        walk_v2(read, dir, "", 0, &mut nodes, &mut vec![real_dir(dir, "")])?;
         return Ok(Nodes { version: Version::V2, consolidated: false, nodes });
     }
     if read(".zarray")?.is_some() {
@@ -122,7 +128,7 @@ fn v3(read: &ReadKey, root: Value, dir: Option<&Path>, location: &str) -> Storag
             "a remote Zarr v3 store needs consolidated metadata (in the root zarr.json)",
         ));
     };
-    walk_v3(read, dir, "", 0, &mut nodes)?;
+    walk_v3(read, dir, "", 0, &mut nodes, &mut vec![real_dir(dir, "")])?;
     Ok(Nodes { version: Version::V3, consolidated: false, nodes })
 }
 
@@ -186,13 +192,15 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// Sub-directories of `dir` (sorted), skipping hidden entries.
+/// Sub-directories of `dir` (sorted), skipping hidden entries; a symlink to a directory is one
+/// (as zarr-python lists it).
 fn subdirs(dir: &Path) -> StorageResult<Vec<String>> {
     let io = |e| StorageError::Io { path: dir.display().to_string(), source: e };
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(io)? {
         let e = e.map_err(io)?;
-        if e.file_type().map_err(io)?.is_dir() {
+        let kind = e.file_type().map_err(io)?;
+        if kind.is_dir() || (kind.is_symlink() && std::fs::metadata(e.path()).is_ok_and(|m| m.is_dir())) {
             if let Ok(name) = e.file_name().into_string() {
                 if !name.starts_with('.') {
                     out.push(name);
@@ -213,12 +221,37 @@ fn zattrs(read: &ReadKey, prefix: &str) -> StorageResult<Attrs> {
     }
 }
 
+/// The directory of the group at `prefix` below `dir`, symlinks resolved (as given when they
+/// cannot be).
+fn real_dir(dir: &Path, prefix: &str) -> PathBuf {
+    let p = dir.join(prefix);
+    std::fs::canonicalize(&p).unwrap_or(p)
+}
+
+/// Whether the group at `path` may be walked: not when its directory is one the walk is inside
+/// (`ancestors`; a symlink back to a group holding it, a cycle: a warning says so, and it is
+/// left out); and not past [`MAX_NODES`] (an error). Pushes its directory on `ancestors`.
+fn enter(dir: &Path, path: &str, ancestors: &mut Vec<PathBuf>, nodes: usize) -> StorageResult<bool> {
+    if nodes > MAX_NODES {
+        let why = format!("the store holds more than {MAX_NODES} groups and arrays (symlinks repeating groups?)");
+        return Err(StorageError::unsupported(path, why));
+    }
+    let real = real_dir(dir, path);
+    if let Some(outer) = ancestors.iter().find(|a| **a == real) {
+        log::warn!("{path}: a link back to {}, which holds it (a cycle); not descending", outer.display());
+        return Ok(false);
+    }
+    ancestors.push(real);
+    Ok(true)
+}
+
 fn walk_v2(
     read: &ReadKey,
     dir: &Path,
     prefix: &str,
     depth: usize,
     nodes: &mut BTreeMap<String, NodeMeta>,
+    ancestors: &mut Vec<PathBuf>,
 ) -> StorageResult<()> {
     nodes.insert(prefix.to_string(), NodeMeta::Group(zattrs(read, prefix)?));
     if depth >= MAX_DEPTH {
@@ -231,8 +264,9 @@ fn walk_v2(
             let doc = parse(&format!("{path}/.zarray"), &b)?;
             let attrs = zattrs(read, &path)?;
             nodes.insert(path, NodeMeta::Array(doc, attrs));
-        } else if read(&format!("{path}/.zgroup"))?.is_some() {
-            walk_v2(read, dir, &path, depth + 1, nodes)?;
+        } else if read(&format!("{path}/.zgroup"))?.is_some() && enter(dir, &path, ancestors, nodes.len())? {
+            walk_v2(read, dir, &path, depth + 1, nodes, ancestors)?;
+            ancestors.pop();
         }
     }
     Ok(())
@@ -244,6 +278,7 @@ fn walk_v3(
     prefix: &str,
     depth: usize,
     nodes: &mut BTreeMap<String, NodeMeta>,
+    ancestors: &mut Vec<PathBuf>,
 ) -> StorageResult<()> {
     if depth >= MAX_DEPTH {
         log::warn!("{prefix}: groups nested deeper than {MAX_DEPTH}; not descending");
@@ -254,10 +289,12 @@ fn walk_v3(
         let key = format!("{path}/zarr.json");
         let Some(b) = read(&key)? else { continue };
         let node = v3_node(&parse(&key, &b)?, &key)?;
-        let is_group = matches!(node, NodeMeta::Group(_));
-        nodes.insert(path.clone(), node);
-        if is_group {
-            walk_v3(read, dir, &path, depth + 1, nodes)?;
+        if !matches!(node, NodeMeta::Group(_)) {
+            nodes.insert(path, node);
+        } else if enter(dir, &path, ancestors, nodes.len())? {
+            nodes.insert(path.clone(), node);
+            walk_v3(read, dir, &path, depth + 1, nodes, ancestors)?;
+            ancestors.pop();
         }
     }
     Ok(())

@@ -202,3 +202,46 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Without consolidated metadata the store directory is walked: a symlinked group or array is
+/// listed (as zarr-python lists it), a symlink back to a group holding it is left out (a
+/// cycle), and symlinks doubling a group per level are refused instead of walked for ever.
+#[test]
+fn walked_stores_follow_symlinks_but_not_cycles() {
+    use std::os::unix::fs::symlink;
+    for (name, meta) in [("uns_edge.v2.zarr", ".zmetadata"), ("uns_edge.v3.zarr", "")] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.zarr");
+        copy_dir(&fixture(name), &store);
+        if meta.is_empty() {
+            let root = store.join("zarr.json");
+            let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&root).unwrap()).unwrap();
+            doc.as_object_mut().unwrap().remove("consolidated_metadata");
+            std::fs::write(&root, doc.to_string()).unwrap();
+        } else {
+            std::fs::remove_file(store.join(meta)).unwrap();
+        }
+        std::fs::rename(store.join("uns/cube"), dir.path().join("cube")).unwrap();
+        symlink(dir.path().join("cube"), store.join("uns/cube")).unwrap();
+        symlink("..", store.join("uns/loop")).unwrap();
+        symlink("../uns", store.join("obsm/up")).unwrap();
+        let s = open_dir(&store).unwrap();
+        assert_eq!(array(&s, "uns/cube").meta().shape.len(), 3, "{name}");
+        assert!(s.root.get_path("uns/loop").is_none(), "{name}: a cycle is left out");
+        assert!(matches!(s.root.get_path("obsm/up/cube"), Some(Node::Array(_))), "{name}: not a cycle");
+        if meta.is_empty() {
+            continue; // the chain below walks the same way in both formats
+        }
+        let chain: Vec<PathBuf> = (0..17).map(|i| store.join(format!("uns/g{i}"))).collect();
+        for (i, g) in chain.iter().enumerate() {
+            std::fs::create_dir(g).unwrap();
+            std::fs::write(g.join(".zgroup"), r#"{"zarr_format":2}"#).unwrap();
+            if i > 0 {
+                symlink(g, chain[i - 1].join("l")).unwrap();
+                symlink(g, chain[i - 1].join("r")).unwrap();
+            }
+        }
+        let e = open_dir(&store).err().expect("2^16 paths are refused").to_string();
+        assert!(e.contains("groups and arrays"), "{name}: {e}");
+    }
+}
