@@ -17,7 +17,9 @@ is understood from its record and reproduced from its seed.
 """
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -41,14 +43,6 @@ def _elements(f):
     out = []
     f.visititems(lambda name, obj: out.append((name, obj)))
     return sorted(out, key=lambda t: t[0])
-
-
-def _copy_attrs(src, dst):
-    for k, v in src.attrs.items():
-        try:
-            dst.attrs[k] = v
-        except (TypeError, ValueError, OSError):
-            pass
 
 
 def _replace(ds, make):
@@ -264,13 +258,8 @@ class _ZarrDocs:
                             if p.name in ("zarr.json", ".zarray", ".zattrs"))
         cons = root / ("zarr.json" if self.v3 else ".zmetadata")
         self.cons_path = cons if cons.exists() else None
-        self.cons = None
-        if self.cons_path:
-            try:
-                doc = json.loads(self.cons_path.read_text())
-                self.cons = doc
-            except ValueError:
-                self.cons = None
+        cons = self.load(self.cons_path) if self.cons_path else None
+        self.cons = cons if isinstance(cons, dict) else None
 
     def _entries(self):
         if self.cons is None:
@@ -301,7 +290,7 @@ class _ZarrDocs:
         elif both and entries is not None and k in entries:
             entries[k] = doc
         p.write_text(json.dumps(doc))
-        if self.cons_path and p != self.cons_path:
+        if self.cons is not None and p != self.cons_path:
             self.cons_path.write_text(json.dumps(self.cons))
 
 
@@ -367,9 +356,6 @@ def _zarr_attrs(rng, attrs, members):
 def damage_zarr_semantic(root, rng):
     """Applies 1 to 3 semantic damages to the Zarr store at `root` (its metadata kept valid JSON,
     the consolidated copy changed alike, 1 time in 5 not); returns descriptions."""
-    from pathlib import Path
-    import shutil
-
     root = Path(root)
     done = []
     for _ in range(rng.choice([1, 1, 2, 3])):

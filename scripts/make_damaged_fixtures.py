@@ -85,40 +85,37 @@ def resized(dst, path, chunk, length):
         new.resize((length,))
 
 
-def absurd_lengths():
-    for name, path, chunk, length in [("categories_reach.h5ad", "obs/c/categories", 1 << 12, 1 << 40),
-                                      ("strings_chunks_huge.h5ad", "uns/s", 4, 1 << 35)]:
-        dst = ROOT / "tests" / "fixtures" / "damaged" / name
-        a = ad.AnnData(
-            X=np.ones((5, 3), dtype=np.float32),
-            obs=pd.DataFrame({"c": pd.Categorical(list("abaab"))}, index=[f"c{i}" for i in range(5)]),
-            var=pd.DataFrame(index=list("xyz")),
-        )
-        a.uns["s"] = np.array(["u", "v", "w"], dtype=object)
-        a.write_h5ad(dst)
-        resized(dst, path, chunk, length)
-        print(f"{dst.relative_to(ROOT)}: {path} resized to {length} over chunks of {chunk}")
-
-
-def small(dst):
+def small(dst, **uns):
+    """A 5 x 3 AnnData with a categorical obs column `c` and `uns`, written to `dst`."""
     a = ad.AnnData(
         X=np.ones((5, 3), dtype=np.float32),
         obs=pd.DataFrame({"c": pd.Categorical(list("abaab"))}, index=[f"c{i}" for i in range(5)]),
         var=pd.DataFrame(index=list("xyz")),
     )
-    a.uns["d"] = {"v": 1}
+    a.uns.update(uns)
     a.write_h5ad(dst)
+
+
+def absurd_lengths():
+    for name, path, chunk, length in [("categories_reach.h5ad", "obs/c/categories", 1 << 12, 1 << 40),
+                                      ("strings_chunks_huge.h5ad", "uns/s", 4, 1 << 35)]:
+        dst = ROOT / "tests" / "fixtures" / "damaged" / name
+        small(dst, s=np.array(["u", "v", "w"], dtype=object))
+        resized(dst, path, chunk, length)
+        print(f"{dst.relative_to(ROOT)}: {path} resized to {length} over chunks of {chunk}")
+
+
 
 
 def link_cycles():
     dst = ROOT / "tests" / "fixtures" / "damaged" / "links_cycle.h5ad"
-    small(dst)
+    small(dst, d={"v": 1})
     with h5py.File(dst, "r+") as f:
         f["uns/a"] = f["/"]
         f["uns/d/up"] = f["uns"]
     print(f"{dst.relative_to(ROOT)}: uns/a links to /, uns/d/up to uns")
     dst = ROOT / "tests" / "fixtures" / "damaged" / "links_doubling.h5ad"
-    small(dst)
+    small(dst, d={"v": 1})
     with h5py.File(dst, "r+") as f:
         groups = [f.create_group(f"uns/g/{i}") for i in range(25)]
         groups[-1]["v"] = np.arange(3)
