@@ -29,6 +29,13 @@ on dense_f32.v2.zarr). Every where/c=V/ subset made its own obs/c.categories.txt
 4M lines again: reading the store's files took 30 s of which the subsets' copies were nearly all.
 Subsets now serve the root's file.
 
+chunks_tiny.h5ad: valid HDF5, a million one-element chunks — `uns/arr` (4 floats) rewritten in
+chunks of one element and resized to 2^20, the chunks past the fourth never written (found by
+the semantic fuzzer: fuzz_stores.py --seed 1352 --only 228, and --only 139 the same on a Zarr
+store). A sequential reader of `uns/arr.npy` dropped each 8-byte chunk behind it into the
+recycler of chunk buffers, which kept every one and summed them all on each new one: the read
+never ended. Buffers under 64 KiB are no longer kept.
+
 Usage: .venv/bin/python scripts/make_damaged_fixtures.py
 """
 
@@ -105,8 +112,6 @@ def absurd_lengths():
         print(f"{dst.relative_to(ROOT)}: {path} resized to {length} over chunks of {chunk}")
 
 
-
-
 def link_cycles():
     dst = ROOT / "tests" / "fixtures" / "damaged" / "links_cycle.h5ad"
     small(dst, d={"v": 1})
@@ -151,8 +156,16 @@ def long_categories():
     print(f"{dst.relative_to(ROOT)}: obs/c/categories grown to 2^22 (chunks of {meta['chunks'][0]})")
 
 
+def tiny_chunks():
+    dst = ROOT / "tests" / "fixtures" / "damaged" / "chunks_tiny.h5ad"
+    small(dst, arr=np.arange(1, 5, dtype=np.float64))
+    resized(dst, "uns/arr", 1, 1 << 20)
+    print(f"{dst.relative_to(ROOT)}: uns/arr resized to 2^20 over chunks of one element")
+
+
 if __name__ == "__main__":
     main()
     absurd_lengths()
     link_cycles()
     long_categories()
+    tiny_chunks()

@@ -122,7 +122,7 @@ impl MemSource {
 }
 
 fn u16s(n: u64) -> Vec<u8> {
-    (0..n as u16).flat_map(|v| v.to_le_bytes()).collect()
+    (0..n).flat_map(|v| (v as u16).to_le_bytes()).collect()
 }
 
 proptest::proptest! {
@@ -178,16 +178,19 @@ fn drop_behind_forgets_the_chunks_that_end_among_the_rows_read() {
 
 #[test]
 fn recycled_buffers_take_the_next_chunks_with_their_bytes() {
-    let data = u16s(4000);
+    // Chunks of 64 KiB, the smallest the recycler keeps.
+    let c = (crate::cache::recycle::MIN_BYTES / 2) as u64;
+    let data = u16s(4 * c);
     let cache = Arc::new(ChunkCache::new(64 << 20));
-    let arr = Arr::new(Arc::new(MemSource::num(vec![4000], vec![1000], NumType::U16, data.clone())), &cache, &ArrIds::default());
-    assert_eq!(arr.read_rows(0, 2000).unwrap(), data[..4000]);
-    arr.drop_behind(0, 2000);
+    let arr = Arr::new(Arc::new(MemSource::num(vec![4 * c], vec![c], NumType::U16, data.clone())), &cache, &ArrIds::default());
+    let half = data.len() / 2;
+    assert_eq!(arr.read_rows(0, 2 * c).unwrap(), data[..half]);
+    arr.drop_behind(0, 2 * c);
     assert_eq!(cache.stats.snapshot()["dropped_behind"], 2);
     // The next two chunks land in the two buffers dropped behind, with their own bytes.
-    assert_eq!(arr.read_rows(2000, 4000).unwrap(), data[4000..]);
+    assert_eq!(arr.read_rows(2 * c, 4 * c).unwrap(), data[half..]);
     assert_eq!(cache.stats.snapshot()["chunks_recycled"], 2);
-    assert_eq!(arr.read_rows(0, 4000).unwrap(), data);
+    assert_eq!(arr.read_rows(0, 4 * c).unwrap(), data);
 }
 
 proptest::proptest! {
