@@ -13,27 +13,45 @@ pub type HeldKey = (u32, u64, u64);
 
 /// The values alive now, by key.
 #[derive(Default)]
-pub struct Held(Mutex<HashMap<HeldKey, Weak<dyn Any + Send + Sync>>>);
+pub struct Held(Mutex<Table>);
+
+/// Weak references by key; entries whose value is gone are swept when the table has doubled
+/// since the last sweep (so a store of many categorical columns costs O(1) per value, not a
+/// pass over every column each time).
+#[derive(Default)]
+struct Table {
+    values: HashMap<HeldKey, Weak<dyn Any + Send + Sync>>,
+    sweep_at: usize,
+}
 
 impl Held {
     /// The value alive under `key`, or `make`'s, kept alive by its users from now on. Two
     /// callers missing at once may both make one (the second is used by its caller only);
     /// `make` runs without the table's lock.
     pub fn get_or_make<T: Any + Send + Sync, E>(&self, key: HeldKey, make: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
-        if let Some(v) = self.0.lock().get(&key).and_then(Weak::upgrade).and_then(|v| v.downcast::<T>().ok()) {
+        if let Some(v) = self.0.lock().values.get(&key).and_then(Weak::upgrade).and_then(|v| v.downcast::<T>().ok()) {
             return Ok(v);
         }
         let made = Arc::new(make()?);
-        let mut map = self.0.lock();
-        map.retain(|_, w| w.strong_count() > 0);
+        let mut t = self.0.lock();
+        if t.values.len() >= t.sweep_at {
+            t.values.retain(|_, w| w.strong_count() > 0);
+            t.sweep_at = (2 * t.values.len()).max(64);
+        }
         let any: Arc<dyn Any + Send + Sync> = made.clone();
-        map.insert(key, Arc::downgrade(&any));
+        t.values.insert(key, Arc::downgrade(&any));
         Ok(made)
     }
 
     /// Keys with a live value.
     pub fn len(&self) -> usize {
-        self.0.lock().values().filter(|w| w.strong_count() > 0).count()
+        self.0.lock().values.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    /// Entries in the table, live or not yet swept.
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.0.lock().values.len()
     }
 
     /// True when no value is alive.
@@ -60,5 +78,24 @@ mod tests {
         assert_eq!(*c, vec![4]);
         assert!(held.get_or_make((2, 0, 0), || Err::<Vec<u8>, _>("no")).is_err());
         assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn dead_entries_are_swept_as_the_table_doubles() {
+        let held = Held::default();
+        let mut alive = Vec::new();
+        for i in 0..10_000u64 {
+            let v = held.get_or_make((1, i, 0), || Ok::<_, ()>(i)).unwrap();
+            if i % 2 == 0 {
+                alive.push(v);
+            }
+        }
+        assert_eq!(held.len(), 5_000);
+        assert!(held.entries() < 10_000, "swept: {}", held.entries());
+        assert!(held.entries() <= 2 * 5_000 + 64);
+        for (k, v) in alive.iter().enumerate() {
+            let again = held.get_or_make((1, 2 * k as u64, 0), || Ok::<_, ()>(u64::MAX)).unwrap();
+            assert!(Arc::ptr_eq(v, &again));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Fix-ups that make old layouts read as anndata reads them today.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::build::Ctx;
@@ -12,7 +13,8 @@ use crate::storage::DType;
 /// As anndata's `_clean_uns`, turn each into a categorical when its codes fit, and drop the
 /// `uns` entry once used.
 pub(super) fn categories_from_uns(obs: &mut DataFrame, var: &mut DataFrame, uns: &mut Elements) {
-    let mut used = Vec::new();
+    // A set: a legacy store may hold many categorical columns (one pass, not one per entry).
+    let mut used = HashSet::new();
     for (key, el) in uns.iter() {
         let Some(name) = key.strip_suffix("_categories") else { continue };
         let cats = match el {
@@ -31,7 +33,7 @@ pub(super) fn categories_from_uns(obs: &mut DataFrame, var: &mut DataFrame, uns:
                     continue;
                 }
                 *col = Column::Categorical { codes: codes.clone(), categories: Box::new(cats_col.clone()), ordered: false };
-                used.push(key.clone());
+                used.insert(key.clone());
             }
         }
     }
