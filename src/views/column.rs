@@ -5,7 +5,8 @@ use std::sync::Arc;
 use crate::cache::Loan;
 use crate::util::RetryOnce;
 
-use super::format::text_values::{each_num_len, field_len, push_field, push_num};
+use super::format::text_lengths::each_num_len;
+use super::format::text_values::{field_len, push_field, push_num};
 use super::ViewResult;
 use crate::model::{Arr, Column};
 use crate::storage::{NumType, StorageError};
