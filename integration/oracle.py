@@ -130,7 +130,27 @@ def string_array_lines(arr) -> list[str]:
 # Column names -> file names
 # --------------------------------------------------------------------------------------------------------------
 
-def encode_col(name: str) -> str:
+MAX_STEM = 200
+
+
+def fnv1a64(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def cut(encoded: str, name: str, limit: int = MAX_STEM) -> str:
+    """An encoded name longer than `limit` bytes: its first bytes (whole characters) + `%~` + the 16 hex digits
+    of the FNV-1a 64 hash of the name's UTF-8 bytes, `limit` bytes in all (docs/TREE.md)."""
+    raw = encoded.encode("utf-8")
+    if len(raw) <= limit:
+        return encoded
+    tag = "%~" + format(fnv1a64(str(name).encode("utf-8")), "016x")
+    return raw[:max(0, limit - len(tag))].decode("utf-8", "ignore") + tag
+
+
+def encode_col_uncut(name: str) -> str:
     s = str(name).replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
     if s.startswith("."):
         s = "%2E" + s[1:]
@@ -139,6 +159,10 @@ def encode_col(name: str) -> str:
         last = s[-1]
         s = s[:-1] + "".join(f"%{b:02X}" for b in last.encode("utf-8"))
     return s
+
+
+def encode_col(name: str) -> str:
+    return cut(encode_col_uncut(name), name)
 
 
 # --------------------------------------------------------------------------------------------------------------

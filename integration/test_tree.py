@@ -13,7 +13,7 @@ import pandas as pd
 
 import checks
 import oracle
-from conftest import walk_files
+from conftest import Mount, walk_files
 
 
 def _oracle(store):
@@ -130,3 +130,36 @@ def test_ls_recursive_matches_mount(store, mounted):
     files = {conftest_escape(f) for f in files}
     assert listed == files, (f"only in ls -r: {sorted(listed - files)[:10]}; "
                              f"only in mount: {sorted(files - listed)[:10]}")
+
+
+def test_long_names_are_cut_listable_and_readable(tmp_path):
+    """A name longer than a path component allows (Linux opens none over 255 bytes; FUSE fails a whole listing
+    holding one over 1,024) is cut to its first bytes + `%~` + the FNV-1a hash of the name (docs/TREE.md): the
+    rest of its directory lists as before and every file of it reads."""
+    import anndata as ad
+
+    long_key, long_col, long_label, long_obsm = "k" * 5000, "c=" * 150, "é" * 300, "m" * 300
+    obs = pd.DataFrame({long_col: pd.Categorical([long_label, "b", long_label]), "n": [1, 2, 3]}, index=["x", "y", "z"])
+    a = ad.AnnData(X=np.ones((3, 2), np.float32), obs=obs, var=pd.DataFrame(index=["g0", "g1"]))
+    a.uns[long_key] = np.arange(4)
+    a.uns["short"] = np.arange(2)
+    a.obsm[long_obsm] = np.full((3, 2), 7.0)
+    store = tmp_path / "long.h5ad"
+    a.write_h5ad(store)
+    with Mount(store, tmp_path / "m") as m:
+        key = oracle.cut(long_key, long_key)
+        uns = sorted(os.listdir(m.mnt / "uns"))
+        assert uns == sorted([f"{key}.npy", f"{key}.txt", "short.npy", "short.txt"]), uns
+        assert np.load(m.mnt / "uns" / f"{key}.npy").tolist() == [0, 1, 2, 3]
+        col = oracle.encode_col(long_col)
+        assert len(col.encode()) <= oracle.MAX_STEM and "%~" in col
+        assert {f"{col}.txt", f"{col}.codes.npy", f"{col}.categories.txt", "n.txt"} <= set(os.listdir(m.mnt / "obs"))
+        assert (m.mnt / "obs" / f"{col}.txt").read_text().splitlines() == [long_label, "b", long_label]
+        head = oracle.cut(oracle.encode_col_uncut(long_col).replace("=", "%3D"), long_col) + "="
+        value = oracle.cut(long_label, long_label, 254 - len(head.encode()))
+        where = os.listdir(m.mnt / "where")
+        assert head + value in where and head + "b" in where, where
+        assert all(len(n.encode()) <= 255 for n in where + uns)
+        assert (m.mnt / "where" / (head + value) / "obs" / "index.txt").read_text().splitlines() == ["x", "z"]
+        mk = oracle.cut(long_obsm, long_obsm)
+        assert np.load(m.mnt / "obsm" / f"{mk}.npy").tolist() == [[7.0, 7.0]] * 3

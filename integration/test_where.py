@@ -115,9 +115,9 @@ def _unmount():
 # Names and masks, from the contract
 # --------------------------------------------------------------------------------------------------------------
 
-def encode_value(label: str) -> str:
+def encode_value(label: str, limit: int = 254) -> str:
     s = label.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
-    return "%2E" + s[1:] if s.startswith(".") else s
+    return oracle.cut("%2E" + s[1:] if s.startswith(".") else s, label, limit)
 
 
 def label_text(c) -> str:
@@ -129,11 +129,11 @@ def selections(obs: pd.DataFrame) -> dict[str, np.ndarray]:
     out = {}
     for col in obs.columns:
         s = obs[col]
-        head = oracle.encode_col(col).replace("=", "%3D") + "="
+        head = oracle.cut(oracle.encode_col_uncut(col).replace("=", "%3D"), col) + "="
         if isinstance(s.dtype, pd.CategoricalDtype):
             labels = [label_text(c) for c in s.cat.categories]
             codes = s.cat.codes.to_numpy()
-            vals = [(encode_value(lab), codes == k) for k, lab in enumerate(labels)]
+            vals = [(encode_value(lab, 254 - len(head.encode())), codes == k) for k, lab in enumerate(labels)]
             if "NA" not in labels:
                 vals.append(("NA", codes < 0))
         elif isinstance(s.dtype, pd.BooleanDtype):

@@ -17,6 +17,24 @@ pub fn advance_c_order(idx: &mut [u64], shape: &[u64]) -> bool {
     false
 }
 
+/// Most bytes of store-controlled text (an element path, an attribute's value) shown in one
+/// error message or log line.
+pub const CLIP_BYTES: usize = 512;
+
+/// `s` for a message: whole when at most [`CLIP_BYTES`] long, else its first bytes (cut at a
+/// character boundary) and how long it was — a damaged store can name an element with an
+/// attribute of 50 MB, which must not become a 50 MB log line.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= CLIP_BYTES {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = CLIP_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+}
+
 /// A value computed once on first use — but only a success is kept: a failure (a chunk that
 /// could not be read, a network error) is returned to that caller and the next caller tries
 /// again. Concurrent first callers wait for one computation instead of repeating it.
@@ -73,6 +91,18 @@ pub fn advise_huge_pages(buf: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_text_in_messages_is_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(CLIP_BYTES);
+        let c = clip(&long);
+        assert!(c.len() < CLIP_BYTES + 32 && c.ends_with(&format!("… ({} bytes)", long.len())), "{c}");
+        let e = crate::storage::StorageError::corrupt("x".repeat(50_000_000), "y".repeat(1 << 20));
+        assert!(e.to_string().len() < 2 * CLIP_BYTES + 100);
+        let m = crate::model::ModelError::invalid("p".repeat(1 << 20), "dataframe index is missing");
+        assert!(m.to_string().ends_with(": dataframe index is missing") && m.to_string().len() < CLIP_BYTES + 100);
+    }
 
     #[test]
     fn failures_are_retried_and_successes_kept() {

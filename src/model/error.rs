@@ -1,6 +1,7 @@
 //! Errors that make a store unusable as an AnnData.
 
 use crate::storage::StorageError;
+use crate::util::clip;
 
 /// Why a store cannot be presented as an AnnData.
 #[derive(Debug, thiserror::Error)]
@@ -9,7 +10,7 @@ pub enum ModelError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// An element is missing or malformed; names the element.
-    #[error("{path}: {reason}")]
+    #[error("{}: {}", clip(path), clip(reason))]
     Invalid {
         /// Store path of the element.
         path: String,
@@ -22,7 +23,7 @@ impl ModelError {
     /// The reason alone, without the element path (for lists that already name the element).
     pub fn reason(&self) -> String {
         match self {
-            ModelError::Invalid { reason, .. } => reason.clone(),
+            ModelError::Invalid { reason, .. } => clip(reason).into_owned(),
             ModelError::Storage(e) => e.to_string(),
         }
     }

@@ -1,5 +1,7 @@
 //! Errors raised while opening or reading a store. Every variant names the element.
 
+use crate::util::clip;
+
 /// Result alias for storage operations.
 pub type StorageResult<T> = Result<T, StorageError>;
 
@@ -7,7 +9,7 @@ pub type StorageResult<T> = Result<T, StorageError>;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The operating system refused an operation on the store.
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", clip(path))]
     Io {
         /// File or element path.
         path: String,
@@ -16,7 +18,7 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// The store is not in a format annfs can open (e.g. not HDF5).
-    #[error("{path}: not a readable store: {reason}")]
+    #[error("{}: not a readable store: {}", clip(path), clip(reason))]
     NotAStore {
         /// File path.
         path: String,
@@ -24,7 +26,7 @@ pub enum StorageError {
         reason: String,
     },
     /// Metadata or data is malformed (truncated file, bad chunk, bad attribute).
-    #[error("{path}: corrupt data: {reason}")]
+    #[error("{}: corrupt data: {}", clip(path), clip(reason))]
     Corrupt {
         /// Element path.
         path: String,
@@ -32,7 +34,7 @@ pub enum StorageError {
         reason: String,
     },
     /// A valid feature annfs does not read (a filter, a type, a layout).
-    #[error("{path}: unsupported: {reason}")]
+    #[error("{}: unsupported: {}", clip(path), clip(reason))]
     Unsupported {
         /// Element path.
         path: String,
@@ -40,7 +42,7 @@ pub enum StorageError {
         reason: String,
     },
     /// An error reported by the HDF5 library.
-    #[error("{path}: HDF5 error: {reason}")]
+    #[error("{}: HDF5 error: {}", clip(path), clip(reason))]
     Hdf5 {
         /// Element path.
         path: String,

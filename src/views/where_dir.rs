@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::column::usable_categories;
 use super::format::text_values::push_num;
-use super::names::{encode, encode_key};
+use super::names::{encode_uncut, fit, percent, MAX_STEM};
 use super::tree::{self, TreeOptions};
 use super::{DynDir, StaticFile, VTree};
 use crate::cache::ChunkCache;
@@ -66,12 +66,16 @@ fn scan(col: &Column, mut f: impl FnMut(u64, Option<i64>)) -> StorageResult<()> 
     Ok(())
 }
 
-/// The value part of a name: `%`, `/`, NUL and a leading `.` percent-encoded (empty stays empty).
-fn encode_value(label: &str) -> String {
+/// Longest `<COL>=<VALUE>` name (a path component holds 255 bytes).
+const MAX_NAME: usize = 254;
+
+/// The value part of a name: `%`, `/`, NUL and a leading `.` percent-encoded (empty stays empty),
+/// cut to `max` bytes ([`fit`]).
+fn encode_value(label: &str, max: usize) -> String {
     if label.is_empty() {
         String::new()
     } else {
-        encode_key(label)
+        fit(percent(label), label, max)
     }
 }
 
@@ -90,7 +94,7 @@ impl Selectable {
             Column::Str(_) => false,
         };
         ok.then(|| Selectable {
-            dir_name: encode(name).replace('=', "%3D"),
+            dir_name: fit(encode_uncut(name).replace('=', "%3D"), name, MAX_STEM),
             col: col.clone(),
             labels: RetryOnce::new(),
             counts: RetryOnce::new(),
@@ -118,7 +122,8 @@ impl Selectable {
                 }
                 other => return Err(StorageError::corrupt(other.array().path(), "categories are neither strings nor numbers")),
             };
-            Ok(raw.iter().map(|l| encode_value(l)).collect())
+            let max = MAX_NAME.saturating_sub(self.dir_name.len() + 1);
+            Ok(raw.iter().map(|l| encode_value(l, max)).collect())
         })
     }
 
@@ -316,12 +321,15 @@ mod tests {
 
     #[test]
     fn value_names_follow_the_contract() {
-        assert_eq!(encode_value("T cell"), "T cell");
-        assert_eq!(encode_value("a/b"), "a%2Fb");
-        assert_eq!(encode_value("100%"), "100%25");
-        assert_eq!(encode_value(".x"), "%2Ex");
-        assert_eq!(encode_value("x=y"), "x=y");
-        assert_eq!(encode_value(""), "");
-        assert_eq!(encode("a=b").replace('=', "%3D"), "a%3Db");
+        assert_eq!(encode_value("T cell", MAX_NAME), "T cell");
+        assert_eq!(encode_value("a/b", MAX_NAME), "a%2Fb");
+        assert_eq!(encode_value("100%", MAX_NAME), "100%25");
+        assert_eq!(encode_value(".x", MAX_NAME), "%2Ex");
+        assert_eq!(encode_value("x=y", MAX_NAME), "x=y");
+        assert_eq!(encode_value("", MAX_NAME), "");
+        assert_eq!(encode_uncut("a=b").replace('=', "%3D"), "a%3Db");
+        // A long label is cut to what its column's name leaves of a path component.
+        let v = encode_value(&"v".repeat(1000), MAX_NAME - 201);
+        assert!(v.len() <= MAX_NAME - 201 && v.contains("%~"), "{v}");
     }
 }
