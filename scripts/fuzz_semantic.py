@@ -6,9 +6,10 @@ AnnData inside it instead, through h5py: datasets resized (chunked, the new chun
 written, so the file stays small while its shape grows), attributes changed or removed
 (`encoding-type`, `shape`, `_index`, `column-order`, ...), hostile values written (an `indptr`
 running backwards, codes past the categories), datasets retyped or reshaped, members deleted,
-renamed, or replaced by links (a group holding itself, a link to nothing). A Zarr store's
-metadata stays valid JSON the same way: shapes grown over chunks never written, chunk shapes
-shrunk, dtypes, fill values and codecs swapped, attributes changed, nodes deleted or renamed,
+renamed (one in four to a name of 300+ bytes), or replaced by links (a group holding itself, a
+link to nothing). A Zarr store's metadata stays valid JSON the same way: shapes grown over chunks
+never written, chunk shapes shrunk, dtypes, fill values and codecs swapped, attributes changed,
+nodes deleted or renamed (one in four to 250 bytes),
 with the consolidated copy changed alike (or, one time in five, left behind). The hand-made stores
 that found the chunk-count and categories-length hangs were of this kind.
 
@@ -19,6 +20,7 @@ is understood from its record and reproduced from its seed.
 import json
 import shutil
 import warnings
+import zlib
 from pathlib import Path
 
 import h5py
@@ -36,6 +38,11 @@ VERSIONS = ["0.1.0", "0.2.0", "0.9.9", "", "x"]
 HOSTILE_INTS = [-1, -(2**31), 2**31 - 1, 2**32, 2**62, 7]
 HOSTILE_FLOATS = [np.nan, np.inf, -np.inf, -0.0, 3.4e38, 1e-45]
 RETYPES = ["i1", "u8", "f2", "f8", "?", "c8", "S3", "str", "compound"]
+
+
+def _long_name(name):
+    """Whether a renamed member gets a name of 250+ bytes (by the name's CRC-32: one in four)."""
+    return zlib.crc32(name.encode()) % 4 == 0
 
 
 def _elements(f):
@@ -193,8 +200,11 @@ def _member(rng, f, name, obj):
     base = name.rsplit("/", 1)[-1]
     op = rng.choice(["delete", "rename", "self-link", "root-link", "dangling", "other", "external"])
     if op == "rename":
-        parent.move(base, base + "_")
-        return f"rename {name}"
+        # One name in four (chosen by the name, not the RNG, so earlier seeds replay) becomes longer than
+        # a path component allows, which the mount must cut (docs/TREE.md).
+        new = base + ("_" * 300 if _long_name(name) else "_")
+        parent.move(base, new)
+        return f"rename {name}" + (" (long)" if len(new) > 255 else "")
     del parent[base]
     if op == "self-link":
         parent[base] = parent  # a group holding itself: the hierarchy has a cycle
@@ -375,7 +385,8 @@ def damage_zarr_semantic(root, rng):
             if op == "delete":
                 shutil.rmtree(node)
             else:
-                node.rename(node.with_name(node.name + "_"))
+                long = _long_name(rel) and len(node.name) < 250
+                node.rename(node.with_name(node.name + "_" * (250 - len(node.name) if long else 1)))
             done.append(f"zsem:{rel}: {op} node (consolidated copy kept)")
             continue
         is_array = (doc.get("node_type") == "array") if docs.v3 else p.name == ".zarray"
