@@ -241,3 +241,36 @@ proptest! {
         prop_assert_eq!(next, rows);
     }
 }
+
+/// A table of `n` lines costing one "column read" per rendered or measured block.
+struct WideLines {
+    n: u64,
+    blocks: std::sync::atomic::AtomicU64,
+}
+
+impl super::text_file::RowText for WideLines {
+    fn n_rows(&self) -> u64 {
+        self.n
+    }
+    fn row_cost(&self) -> u64 {
+        12 * 20_000
+    }
+    fn render(&self, r0: u64, r1: u64, out: &mut Vec<u8>) -> super::ViewResult<()> {
+        self.blocks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (r0..r1).for_each(|r| out.extend_from_slice(format!("{r}\n").as_bytes()));
+        Ok(())
+    }
+}
+
+#[test]
+fn wide_tables_are_cut_into_blocks_of_many_lines() {
+    // 20,000 columns make one line cost ~240 KB: blocks of one line each read every column once
+    // per line. At least 32 lines per block: 200 lines are 7 blocks, sized and rendered once each.
+    let cache = Arc::new(ChunkCache::new(64 << 20));
+    let body = Arc::new(WideLines { n: 200, blocks: Default::default() });
+    let f = TextFile::new(Vec::new(), body.clone(), cache);
+    let want: Vec<u8> = (0..200).flat_map(|r| format!("{r}\n").into_bytes()).collect();
+    assert_eq!(f.size().unwrap(), want.len() as u64);
+    assert_eq!(f.read(0, want.len()).unwrap(), want);
+    assert_eq!(body.blocks.load(std::sync::atomic::Ordering::SeqCst), 2 * 200u64.div_ceil(32));
+}
