@@ -28,11 +28,17 @@ pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
     if s.len() <= CLIP_BYTES {
         return std::borrow::Cow::Borrowed(s);
     }
-    let mut end = CLIP_BYTES;
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..char_floor(s, CLIP_BYTES)], s.len()))
+}
+
+/// The largest index at most `i` (and at most `s.len()`) that starts a character of `s`: where
+/// `s` may be cut without splitting one.
+pub fn char_floor(s: &str, i: usize) -> usize {
+    let mut end = i.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+    end
 }
 
 /// A value computed once on first use — but only a success is kept: a failure (a chunk that

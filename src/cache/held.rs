@@ -44,6 +44,7 @@ impl Held {
     }
 
     /// Keys with a live value.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.lock().values.values().filter(|w| w.strong_count() > 0).count()
     }
@@ -55,6 +56,7 @@ impl Held {
     }
 
     /// True when no value is alive.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -80,11 +80,13 @@ impl Recycler {
     }
 
     /// Bytes held (by capacity).
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.bufs.lock().bytes
     }
 
     /// Buffers held.
+    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.bufs.lock().bufs.len()
     }

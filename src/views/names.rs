@@ -43,10 +43,7 @@ pub fn fit(encoded: String, name: &str, max: usize) -> String {
         return encoded;
     }
     let tag = format!("%~{:016x}", fnv1a(name.as_bytes()));
-    let mut end = max.saturating_sub(tag.len()).min(encoded.len());
-    while !encoded.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = crate::util::char_floor(&encoded, max.saturating_sub(tag.len()));
     format!("{}{tag}", &encoded[..end])
 }
 
