@@ -5,6 +5,7 @@
 pub mod held;
 pub mod ids;
 pub mod recycle;
+pub mod resident;
 pub mod stats;
 
 use std::sync::Arc;
@@ -132,6 +133,11 @@ impl ChunkCache {
         });
         self.inner.set_capacity(self.capacity.saturating_sub(self.lent.load(SeqCst)).max(1));
         Loan { cache: self.clone(), bytes: granted }
+    }
+
+    /// Bytes of the budget lent out ([`ChunkCache::lend`]).
+    pub fn lent(&self) -> u64 {
+        self.lent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The configured budget in bytes.

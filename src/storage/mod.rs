@@ -16,12 +16,14 @@ pub mod gate;
 pub mod grid;
 pub mod hdf5;
 pub mod range;
+pub mod shared_attrs;
 pub mod zarr;
 
 use std::sync::Arc;
 
 pub use error::{StorageError, StorageResult};
 pub use grid::ChunkGrid;
+pub use shared_attrs::{AttrsInterner, SharedAttrs};
 
 /// Attribute values, JSON-shaped. HDF5 object references become `String` paths
 /// (absolute, e.g. `/obs/__categories/cell_type`), as Zarr stores them.
@@ -306,7 +308,7 @@ pub struct Group {
     /// Absolute path (`/` for the root).
     pub path: String,
     /// The group's attributes.
-    pub attrs: Attrs,
+    pub attrs: SharedAttrs,
     /// Children in store order.
     pub children: Vec<(String, Node)>,
 }
@@ -336,7 +338,7 @@ impl Group {
 #[derive(Clone)]
 pub struct Array {
     /// The array's attributes.
-    pub attrs: Attrs,
+    pub attrs: SharedAttrs,
     /// Reads the array's data.
     pub source: Arc<dyn ArraySource>,
 }

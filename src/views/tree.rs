@@ -143,6 +143,7 @@ pub fn stats_json(cache: &ChunkCache) -> serde_json::Value {
     let mut v = cache.stats.snapshot();
     v["cache_bytes"] = cache.weight().into();
     v["cache_budget"] = cache.budget().into();
+    v["cache_lent"] = cache.lent().into();
     v
 }
 

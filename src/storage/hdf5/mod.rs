@@ -5,7 +5,7 @@
 //! Modules: [`tree`] walks groups, [`attrs`] turns attributes into JSON, [`dtype`] maps
 //! datatypes, [`chunks`] lists chunk addresses, [`layout`] describes storage, [`source`]
 //! implements [`ArraySource`](crate::storage::ArraySource) with [`raw`] byte reads over
-//! [`file`], [`vlen`] and [`gheap`] decode strings, [`library`] reads through the library
+//! [`file`] (datasets reopened on use by [`handles`]), [`vlen`] and [`gheap`] decode strings, [`library`] reads through the library
 //! (attributes, compact/external layouts, string fields of records), [`vfd`] is the driver the
 //! library reads the file through (it checks heap collections first, and has the child nodes of
 //! chunk-index nodes, parsed by [`btree`], fetched together from remote files), and [`ffi`]
@@ -22,6 +22,7 @@ pub mod file;
 mod extensible_array;
 mod fixed_array;
 pub mod gheap;
+pub mod handles;
 pub mod layout;
 mod raw;
 pub mod source;
@@ -56,6 +57,8 @@ pub struct FileCtx {
     pub sizes: Option<gheap::Sizes>,
     /// The library's file handle (keeps the file open while readers exist).
     pub file: Hid,
+    /// Dataset handles opened on use and the few kept open.
+    pub handles: handles::Handles,
     /// The store's gate, entered around every read of the file.
     pub gate: Arc<super::gate::Gate>,
 }
@@ -142,6 +145,7 @@ fn open_source(src: Arc<dyn RangeRead>, name: &std::ffi::CStr, info: StoreInfo) 
         data: file::DataFile::new(src),
         sizes,
         file: fid,
+        handles: handles::Handles::default(),
         gate: gate.clone(),
     });
     let root = tree::walk(&ctx, &root, "/")?;

@@ -30,7 +30,7 @@ impl H5Source {
                     return Ok(ChunkTable::from_map(t));
                 }
             }
-            chunks::build(self.dset.id(), &self.meta.grid, &self.meta.path).map_err(|e| StorageError::Hdf5 {
+            chunks::build(self.dset()?.id(), &self.meta.grid, &self.meta.path).map_err(|e| StorageError::Hdf5 {
                 path: self.meta.path.clone(),
                 reason: e.to_string(),
             })
@@ -183,13 +183,14 @@ impl H5Source {
         let grid = &self.meta.grid;
         let start: Vec<u64> = coords.iter().zip(&grid.chunk).map(|(c, k)| c * k).collect();
         let count = grid.clipped_shape(coords);
-        let mt = raw_mem_type(self.ftype.id(), &self.info, &self.meta.path)?;
+        let dset = self.dset()?;
+        let mt = raw_mem_type(self.file_type(&dset)?.id(), &self.info, &self.meta.path)?;
         let region = Region {
             start: &start,
             count: &count,
         };
         library::read_bytes(
-            self.dset.id(),
+            dset.id(),
             mt.id(),
             self.info.file_size(),
             &region,

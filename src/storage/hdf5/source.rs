@@ -10,6 +10,7 @@ use hdf5_sys::h5d;
 use super::dtype::{inspect, CField, TypeInfo};
 use super::ffi::{locked, Hid};
 use super::gheap::Sizes;
+use super::handles::{object_token, Dataset};
 use super::layout::{fill_value, storage_of, user_fill, Storage};
 use super::library::{self, StrKind};
 use super::vlen;
@@ -22,8 +23,8 @@ use crate::storage::{ArrayMeta, ArraySource, DType, FieldType, FileSpan, Storage
 pub struct H5Source {
     pub(super) meta: ArrayMeta,
     pub(super) ctx: Arc<FileCtx>,
-    pub(super) dset: Hid,
-    pub(super) ftype: Hid,
+    /// The dataset, reopened for the reads that go through the library ([`super::handles`]).
+    dataset: Dataset,
     pub(super) info: TypeInfo,
     pub(super) storage: Storage,
     /// One stored element of fill value in file layout.
@@ -157,8 +158,7 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
     Ok(H5Source {
         meta,
         ctx,
-        dset,
-        ftype,
+        dataset: Dataset::keep(dset),
         info,
         storage,
         fill,
@@ -177,19 +177,12 @@ extern "C" {
 
 /// The file address of an object's header (a dataset's, a group's), asked of the library (it
 /// holds the header): the object's identity in the file.
-pub(super) fn object_address(dset: &Hid) -> Option<u64> {
-    locked(|| {
-        let mut info = std::mem::MaybeUninit::<hdf5_sys::h5o::H5O_info2_t>::uninit();
-        // SAFETY: `info` is a valid out-pointer; the dataset id is open.
-        if unsafe { hdf5_sys::h5o::H5Oget_info3(dset.id(), info.as_mut_ptr(), hdf5_sys::h5o::H5O_INFO_BASIC) } < 0 {
-            return None;
-        }
-        // SAFETY: H5Oget_info3 succeeded, so `info` is initialised (its basic fields).
-        let token = unsafe { info.assume_init() }.token;
-        let mut addr = 0u64;
-        // SAFETY: `addr` is a valid out-pointer; the token came from the library.
-        (unsafe { H5VLnative_token_to_addr(dset.id(), token, &mut addr) } >= 0).then_some(addr)
-    })
+pub(super) fn object_address(obj: &Hid) -> Option<u64> {
+    let token = object_token(obj)?;
+    let mut addr = 0u64;
+    // SAFETY: `addr` is a valid out-pointer; the token came from the library for this object;
+    // under the library lock.
+    locked(|| unsafe { H5VLnative_token_to_addr(obj.id(), token, &mut addr) } >= 0).then_some(addr)
 }
 
 /// True when the stored bytes of every chunk are its packed elements: unfiltered (or
@@ -224,6 +217,17 @@ fn string_layout(info: &TypeInfo, sizes: Option<Sizes>) -> Option<vlen::Layout> 
 }
 
 impl H5Source {
+    /// An open handle to the dataset, for a read through the library.
+    pub(super) fn dset(&self) -> StorageResult<Arc<Hid>> {
+        self.ctx.handles.open(&self.ctx.file, &self.dataset, &self.meta.path)
+    }
+
+    /// The dataset's stored datatype, for a read through the library.
+    pub(super) fn file_type(&self, dset: &Hid) -> StorageResult<Hid> {
+        // SAFETY: `dset` is an open dataset handle; the type id goes to the `Hid`; under the lock.
+        locked(|| Hid::new(unsafe { h5d::H5Dget_type(dset.id()) }, &self.meta.path))
+    }
+
     /// Enters the store's gate for a read of this dataset's data, unless the dataset is refused.
     pub(super) fn enter(&self) -> StorageResult<crate::storage::gate::Guard<'_>> {
         if let Some(why) = &self.refused {
@@ -396,9 +400,10 @@ impl ArraySource for H5Source {
         }
         // Compact, external and virtual layouts (no raw bytes to reach), unusual address widths
         // and user-defined variable-length fill values: through the library.
+        let dset = self.dset()?;
         library::dataset_strings(
-            self.dset.id(),
-            self.ftype.id(),
+            dset.id(),
+            self.file_type(&dset)?.id(),
             &kind,
             &self.meta.shape,
             start,
@@ -450,7 +455,7 @@ impl ArraySource for H5Source {
         // Records whose stored layout could not be derived: the library converts them, taking
         // its lock.
         let cset = self.member_cset(field);
-        library::field_strings(self.dset.id(), field, cset, start, end, &self.meta.path)
+        library::field_strings(self.dset()?.id(), field, cset, start, end, &self.meta.path)
     }
 }
 
@@ -461,14 +466,17 @@ impl H5Source {
         let Ok(name) = std::ffi::CString::new(field) else {
             return h5t::H5T_cset_t::H5T_CSET_UTF8;
         };
-        // SAFETY: `name` is a NUL-terminated string alive for the call and `self.ftype` an open
+        let Ok(ftype) = self.dset().and_then(|d| self.file_type(&d)) else {
+            return h5t::H5T_cset_t::H5T_CSET_UTF8;
+        };
+        // SAFETY: `name` is a NUL-terminated string alive for the call and `ftype` an open
         // type; the member type id is owned (and released) by `mt`. Under the library lock.
         locked(|| unsafe {
-            let idx = h5t::H5Tget_member_index(self.ftype.id(), name.as_ptr());
+            let idx = h5t::H5Tget_member_index(ftype.id(), name.as_ptr());
             if idx < 0 {
                 return h5t::H5T_cset_t::H5T_CSET_UTF8;
             }
-            match Hid::new(h5t::H5Tget_member_type(self.ftype.id(), idx as u32), "") {
+            match Hid::new(h5t::H5Tget_member_type(ftype.id(), idx as u32), "") {
                 Ok(mt) => h5t::H5Tget_cset(mt.id()),
                 Err(_) => h5t::H5T_cset_t::H5T_CSET_UTF8,
             }

@@ -312,8 +312,8 @@ fn latest_format_and_creation_order() {
         want(&expected("name_order")["order"]["/"])
     );
     assert_eq!(
-        store.root.attrs,
-        serde_json::from_value(exp["attrs"]["/"].clone()).unwrap()
+        *store.root.attrs,
+        serde_json::from_value::<crate::storage::Attrs>(exp["attrs"]["/"].clone()).unwrap()
     );
 }
 

@@ -11,7 +11,7 @@ use hdf5_sys::h5l::{H5L_info2_t, H5L_type_t};
 use super::ffi::{locked, Hid};
 use super::source::object_address;
 use super::{attrs, source, FileCtx};
-use crate::storage::{Array, Group, Node, StorageError, StorageResult};
+use crate::storage::{Array, AttrsInterner, Group, Node, StorageError, StorageResult};
 
 /// Groups nested deeper than this are not descended into.
 const MAX_DEPTH: usize = 64;
@@ -23,7 +23,7 @@ pub const MAX_ELEMENTS: usize = 1 << 17;
 
 /// Builds the group at `path` (open as `gid`, the file's root) with all descendants.
 pub fn walk(ctx: &Arc<FileCtx>, gid: &Hid, path: &str) -> StorageResult<Group> {
-    let mut walker = Walker { ctx, ancestors: Vec::new(), depth: 0, elements: 0 };
+    let mut walker = Walker { ctx, ancestors: Vec::new(), depth: 0, elements: 0, attrs: AttrsInterner::default() };
     walker.group(gid, path)
 }
 
@@ -36,6 +36,8 @@ struct Walker<'a> {
     /// Groups being walked (including any whose address the library would not give).
     depth: usize,
     elements: usize,
+    /// Equal attribute sets, shared.
+    attrs: AttrsInterner,
 }
 
 impl Walker<'_> {
@@ -55,7 +57,7 @@ impl Walker<'_> {
     }
 
     fn members(&mut self, gid: &Hid, path: &str) -> StorageResult<Group> {
-        let attrs = attrs::read_all(gid.id(), path);
+        let attrs = self.attrs.share(attrs::read_all(gid.id(), path));
         let mut children = Vec::new();
         for (raw, kind) in links(gid.id(), path)? {
             let name = raw.to_string_lossy().into_owned();
@@ -114,7 +116,7 @@ impl Walker<'_> {
                 Ok(Some(Node::Group(self.group(&obj, path)?)))
             }
             H5I_type_t::H5I_DATASET => {
-                let attrs = attrs::read_all(obj.id(), path);
+                let attrs = self.attrs.share(attrs::read_all(obj.id(), path));
                 let src = source::open(self.ctx.clone(), obj, path).map_err(as_corrupt)?;
                 Ok(Some(Node::Array(Array {
                     attrs,

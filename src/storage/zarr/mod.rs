@@ -28,7 +28,7 @@ use zarrs::storage::ReadableStorageTraits;
 use meta::{NodeMeta, Nodes};
 use source::ZarrSource;
 
-use super::{Array, Attrs, Group, Node, StorageError, StorageResult, Store, StoreInfo};
+use super::{Array, Attrs, AttrsInterner, Group, Node, StorageError, StorageResult, Store, StoreInfo};
 
 /// Paths nested deeper than this are not built (guards hostile metadata).
 const MAX_DEPTH: usize = 64;
@@ -127,7 +127,7 @@ fn build(storage: Arc<dyn ReadableStorageTraits>, nodes: Nodes, info: StoreInfo,
         nodes.nodes.len(),
         if nodes.consolidated { "consolidated metadata" } else { "walked" }
     );
-    let ctx = Ctx { storage, ahead, nodes: &nodes, kids: &kids, opts: codec_options() };
+    let ctx = Ctx { storage, ahead, nodes: &nodes, kids: &kids, opts: codec_options(), attrs: Default::default() };
     let root_attrs = match nodes.nodes.get("") {
         Some(NodeMeta::Group(a)) => a.clone(),
         _ => Attrs::new(),
@@ -142,6 +142,8 @@ struct Ctx<'a> {
     nodes: &'a Nodes,
     kids: &'a BTreeMap<String, BTreeSet<String>>,
     opts: CodecOptions,
+    /// Equal attribute sets, shared.
+    attrs: std::cell::RefCell<AttrsInterner>,
 }
 
 impl Ctx<'_> {
@@ -153,7 +155,7 @@ impl Ctx<'_> {
                 Some(NodeMeta::Array(doc, attrs)) => {
                     let mut src = ZarrSource::open(self.storage.clone(), &format!("/{child}"), doc, self.nodes.version, self.opts)?;
                     src.send_ahead(self.ahead.clone());
-                    Node::Array(Array { attrs: attrs.clone(), source: Arc::new(src) })
+                    Node::Array(Array { attrs: self.attrs.borrow_mut().share(attrs.clone()), source: Arc::new(src) })
                 }
                 _ if depth >= MAX_DEPTH => {
                     log::warn!("/{child}: groups nested deeper than {MAX_DEPTH}; not descending");
@@ -164,6 +166,7 @@ impl Ctx<'_> {
             };
             children.push((name.clone(), node));
         }
+        let attrs = self.attrs.borrow_mut().share(attrs);
         Ok(Group { path: format!("/{path}"), attrs, children })
     }
 }
