@@ -285,7 +285,11 @@ impl Builder {
                 let sd = self.dir(d, s.format.name());
                 self.npy(sd, "data.npy", &s.data);
                 self.npy(sd, "indices.npy", &s.indices);
-                if let Some(t) = s.indptr.num_type() {
+                if s.indptr_base == 0 {
+                    // The stored array as it is: read in place (spliced, read ahead) as data and
+                    // indices are, not rendered block by block.
+                    self.npy(sd, "indptr.npy", &s.indptr);
+                } else if let Some(t) = s.indptr.num_type() {
                     let rows = ShiftedRows { arr: s.indptr.clone(), shift: s.indptr_base };
                     self.file(sd, "indptr.npy", NpyFile::new(t, s.indptr.shape(), Arc::new(rows)));
                 }
