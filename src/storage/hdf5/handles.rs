@@ -80,7 +80,6 @@ impl Handles {
         recent.push_back(entry);
         Some(h)
     }
-
 }
 
 /// The object token (identity in the file) of an open object, if the library gives it.
