@@ -99,6 +99,14 @@ pub fn mtx_file(m: &Matrix, cache: &Arc<ChunkCache>, transpose: bool, opts: &Tre
     Some(TextFile::with_header(header, Arc::new(body), cache.clone()).remembered(opts.sidecar.clone(), key))
 }
 
+impl MatrixRows {
+    /// Rows `[a, b)` of the matrix; a failure to read what the window needs (the `indptr`
+    /// entries of a CSR matrix) is logged, and the name then does not resolve.
+    fn window(&self, a: u64, b: u64, key: &str) -> Option<Matrix> {
+        self.m.rows(a, b).map_err(|e| log::warn!("{key}: {e}")).ok()
+    }
+}
+
 impl DynDir for MatrixRows {
     fn list(&self) -> Vec<String> {
         let n = self.m.shape().0;
@@ -111,7 +119,7 @@ impl DynDir for MatrixRows {
         let (stem, ext) = name.rsplit_once('.')?;
         let key = format!("{}/rows/{name}", self.opts.prefix);
         if let Some((a, b)) = parse_slice(stem, n) {
-            let m = self.m.rows(a, b).ok()?;
+            let m = self.window(a, b, &key)?;
             return match ext {
                 "npy" => self.npy(&m, &[b - a, cols]),
                 "tsv" => self.tsv(&m, key),
@@ -120,7 +128,7 @@ impl DynDir for MatrixRows {
             };
         }
         let i = parse_index(stem, n)?;
-        let m = self.m.rows(i, i + 1).ok()?;
+        let m = self.window(i, i + 1, &key)?;
         match ext {
             "npy" => self.npy(&m, &[cols]),
             "tsv" => self.tsv(&m, key),
