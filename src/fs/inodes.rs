@@ -51,12 +51,23 @@ pub(super) struct Inodes {
     next: AtomicU64,
     by_name: DashMap<(u64, String), u64>,
     refs: DashMap<u64, u64>,
+    /// Held while a reference is counted together with finding what it counts, and while one
+    /// is given back together with dropping the tree: a lookup that found a grafted tree must
+    /// not count it after a forget on another thread dropped it (an overlay mount reads
+    /// requests on two threads; the kernel then opened an inode that no longer was: `ENOENT`).
+    counting: parking_lot::Mutex<()>,
 }
 
 impl Inodes {
     /// A table holding `root` at inode 1.
     pub(super) fn new(root: Arc<VTree>) -> Self {
-        let t = Inodes { grafts: RwLock::new(BTreeMap::new()), next: AtomicU64::new(1), by_name: DashMap::new(), refs: DashMap::new() };
+        let t = Inodes {
+            grafts: RwLock::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
+            by_name: DashMap::new(),
+            refs: DashMap::new(),
+            counting: parking_lot::Mutex::new(()),
+        };
         t.insert(root, 1, String::new(), None, None);
         t
     }
@@ -105,16 +116,26 @@ impl Inodes {
         build: impl FnOnce() -> Option<VTree>,
     ) -> Option<u64> {
         let key = (dir_ino, name.to_string());
-        let known = self.by_name.get(&key).map(|b| *b).and_then(|base| self.grafts.read().get(&base).cloned());
-        let (base, own) = match known {
-            Some(g) => (g.base, own_activity(&g.tree)),
+        let count = |base: u64| *self.refs.entry(base).or_insert(0) += 1;
+        let found = {
+            let _counting = self.counting.lock();
+            let known = self.by_name.get(&key).map(|b| *b).and_then(|base| self.grafts.read().get(&base).cloned());
+            known.map(|g| {
+                count(g.base);
+                (g.base, own_activity(&g.tree))
+            })
+        };
+        let (base, own) = match found {
+            Some(f) => f,
             None => {
                 let tree = Arc::new(build()?);
                 let prefix = if dir_path.is_empty() { name.to_string() } else { format!("{dir_path}/{name}") };
                 let own = own_activity(&tree);
                 let activity = own.clone().or_else(|| inherited.cloned());
                 let base = self.insert(tree, dir_ino, prefix, Some(key.clone()), activity);
+                let _counting = self.counting.lock();
                 self.by_name.insert(key, base);
+                count(base);
                 (base, own)
             }
         };
@@ -122,12 +143,12 @@ impl Inodes {
         if let Some(a) = own {
             a.entered_as(dir_ino, name);
         }
-        *self.refs.entry(base).or_insert(0) += 1;
         Some(base)
     }
 
     /// The kernel dropped `n` references to `ino`: a grafted subtree goes when none are left.
     pub(super) fn forget(&self, ino: u64, n: u64) {
+        let _counting = self.counting.lock();
         let gone = match self.refs.get_mut(&ino) {
             Some(mut r) => {
                 *r = r.saturating_sub(n);
@@ -156,6 +177,30 @@ impl Inodes {
 mod tests {
     use super::*;
     use crate::views::StaticFile;
+
+    #[test]
+    fn a_lookup_racing_a_forget_never_counts_a_dropped_tree() {
+        let root = VTree { nodes: vec![VNode::Dir(Vec::new())] };
+        let t = Arc::new(Inodes::new(Arc::new(root)));
+        let leaf = || Some(VTree { nodes: vec![VNode::File(Arc::new(StaticFile(vec![1])))] });
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        let ino = t.lookup_dynamic(1, "d", "x", None, leaf).unwrap();
+                        // This thread holds a reference: the inode must resolve until it forgets it.
+                        assert!(t.get(ino).is_some_and(|(g, id)| g.base == ino && id == 0), "inode {ino} gone while referenced");
+                        t.forget(ino, 1);
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(t.grafted(), 0, "every reference given back");
+    }
 
     #[test]
     fn graft_lookup_and_forget() {
