@@ -50,12 +50,12 @@ pub(super) struct Inodes {
     grafts: RwLock<BTreeMap<u64, Arc<Graft>>>,
     next: AtomicU64,
     by_name: DashMap<(u64, String), u64>,
-    refs: DashMap<u64, u64>,
-    /// Held while a reference is counted together with finding what it counts, and while one
-    /// is given back together with dropping the tree: a lookup that found a grafted tree must
-    /// not count it after a forget on another thread dropped it (an overlay mount reads
-    /// requests on two threads; the kernel then opened an inode that no longer was: `ENOENT`).
-    counting: parking_lot::Mutex<()>,
+    /// Kernel references per grafted tree root. Locked while a reference is counted together
+    /// with finding what it counts, and while one is given back together with dropping the
+    /// tree: a lookup that found a grafted tree must not count it after a forget on another
+    /// thread dropped it (an overlay mount reads requests on two threads; the kernel then
+    /// opened an inode that no longer was: `ENOENT`).
+    refs: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Inodes {
@@ -65,8 +65,7 @@ impl Inodes {
             grafts: RwLock::new(BTreeMap::new()),
             next: AtomicU64::new(1),
             by_name: DashMap::new(),
-            refs: DashMap::new(),
-            counting: parking_lot::Mutex::new(()),
+            refs: parking_lot::Mutex::default(),
         };
         t.insert(root, 1, String::new(), None, None);
         t
@@ -116,12 +115,11 @@ impl Inodes {
         build: impl FnOnce() -> Option<VTree>,
     ) -> Option<u64> {
         let key = (dir_ino, name.to_string());
-        let count = |base: u64| *self.refs.entry(base).or_insert(0) += 1;
         let found = {
-            let _counting = self.counting.lock();
+            let mut refs = self.refs.lock();
             let known = self.by_name.get(&key).map(|b| *b).and_then(|base| self.grafts.read().get(&base).cloned());
             known.map(|g| {
-                count(g.base);
+                *refs.entry(g.base).or_insert(0) += 1;
                 (g.base, own_activity(&g.tree))
             })
         };
@@ -133,9 +131,9 @@ impl Inodes {
                 let own = own_activity(&tree);
                 let activity = own.clone().or_else(|| inherited.cloned());
                 let base = self.insert(tree, dir_ino, prefix, Some(key.clone()), activity);
-                let _counting = self.counting.lock();
+                let mut refs = self.refs.lock();
                 self.by_name.insert(key, base);
-                count(base);
+                *refs.entry(base).or_insert(0) += 1;
                 (base, own)
             }
         };
@@ -148,20 +146,16 @@ impl Inodes {
 
     /// The kernel dropped `n` references to `ino`: a grafted subtree goes when none are left.
     pub(super) fn forget(&self, ino: u64, n: u64) {
-        let _counting = self.counting.lock();
-        let gone = match self.refs.get_mut(&ino) {
-            Some(mut r) => {
-                *r = r.saturating_sub(n);
-                *r == 0
-            }
-            None => false,
-        };
-        if gone {
-            self.refs.remove(&ino);
-            if let Some(g) = self.grafts.write().remove(&ino) {
-                if let Some(key) = &g.key {
-                    self.by_name.remove_if(key, |_, b| *b == ino);
-                }
+        let mut refs = self.refs.lock();
+        let Some(r) = refs.get_mut(&ino) else { return };
+        *r = r.saturating_sub(n);
+        if *r > 0 {
+            return;
+        }
+        refs.remove(&ino);
+        if let Some(g) = self.grafts.write().remove(&ino) {
+            if let Some(key) = &g.key {
+                self.by_name.remove_if(key, |_, b| *b == ino);
             }
         }
     }

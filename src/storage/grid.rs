@@ -51,6 +51,11 @@ impl ChunkGrid {
         self.chunks_per_dim().iter().product()
     }
 
+    /// Bytes of one full chunk of `elem`-byte elements (saturating; empty dimensions count as 1).
+    pub fn chunk_bytes(&self, elem: u64) -> u64 {
+        self.chunk.iter().fold(elem.max(1), |a, d| a.saturating_mul((*d).max(1)))
+    }
+
     /// Refuses a grid of more chunks than annfs reads: more than [`MAX_CHUNKS`], or more than
     /// [`MAX_SMALL_CHUNKS`] of under [`SMALL_CHUNK_BYTES`] each (chunks of `elem`-byte elements).
     /// Every read pays per chunk, so a grid of very many tiny chunks (damaged metadata, or a
@@ -58,7 +63,7 @@ impl ChunkGrid {
     /// through; it is refused as an oversized chunk is.
     pub fn check_count(&self, elem: u64) -> Result<(), String> {
         let n = self.num_chunks();
-        let bytes = self.chunk.iter().fold(elem.max(1), |a, d| a.saturating_mul((*d).max(1)));
+        let bytes = self.chunk_bytes(elem);
         if n > MAX_CHUNKS || (bytes < SMALL_CHUNK_BYTES && n > MAX_SMALL_CHUNKS) {
             return Err(format!("{n} chunks of {bytes} bytes: more chunks than annfs reads"));
         }

@@ -237,8 +237,7 @@ impl Builder {
 
     fn npy(&mut self, parent: NodeId, name: &str, arr: &Arr) {
         let grid = &arr.meta().grid;
-        let chunk_bytes = grid.chunk.iter().fold(arr.elem_size() as u64, |a, d| a.saturating_mul(*d));
-        if chunk_bytes < TINY_CHUNK_BYTES && grid.num_chunks() > MANY_TINY_CHUNKS {
+        if grid.chunk_bytes(arr.elem_size() as u64) < TINY_CHUNK_BYTES && grid.num_chunks() > MANY_TINY_CHUNKS {
             if let Some(t) = arr.num_type() {
                 let rows = CachedRows::new(Arc::new(ArrayRows(arr.clone())), self.cache.clone(), TINY_CHUNKS_BLOCK_BYTES);
                 self.file(parent, name, NpyFile::new(t, arr.shape(), Arc::new(rows)));

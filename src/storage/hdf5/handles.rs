@@ -34,6 +34,14 @@ impl Dataset {
             None => Dataset::Held(Arc::new(dset)),
         }
     }
+
+    /// The dataset's object token, when it is kept as one.
+    pub fn token(&self) -> Option<H5O_token_t> {
+        match self {
+            Dataset::Token(t) => Some(*t),
+            Dataset::Held(_) => None,
+        }
+    }
 }
 
 /// The most recently used dataset handles of one file, newest last.

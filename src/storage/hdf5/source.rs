@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hdf5_sys::h5d;
+use hdf5_sys::{h5d, h5o::H5O_token_t};
 
 use super::dtype::{inspect, CField, TypeInfo};
 use super::ffi::{locked, Hid};
@@ -151,14 +151,15 @@ pub fn open(ctx: Arc<FileCtx>, dset: Hid, path: &str) -> StorageResult<H5Source>
         storage_desc: desc,
     };
     let in_place = !null && ctx.data.rereads_are_cheap() && stored_packed(&info, &storage, &meta.grid);
+    let dataset = Dataset::keep(dset);
     let header = match storage {
-        Storage::Chunked { .. } => object_address(&dset),
+        Storage::Chunked { .. } => dataset.token().and_then(|t| token_address(&ctx.file, t)),
         _ => None,
     };
     Ok(H5Source {
         meta,
         ctx,
-        dataset: Dataset::keep(dset),
+        dataset,
         info,
         storage,
         fill,
@@ -178,11 +179,15 @@ extern "C" {
 /// The file address of an object's header (a dataset's, a group's), asked of the library (it
 /// holds the header): the object's identity in the file.
 pub(super) fn object_address(obj: &Hid) -> Option<u64> {
-    let token = object_token(obj)?;
+    token_address(obj, object_token(obj)?)
+}
+
+/// The file address `token` (an object's, in the file `loc` is in) stands for.
+fn token_address(loc: &Hid, token: H5O_token_t) -> Option<u64> {
     let mut addr = 0u64;
-    // SAFETY: `addr` is a valid out-pointer; the token came from the library for this object;
-    // under the library lock.
-    locked(|| unsafe { H5VLnative_token_to_addr(obj.id(), token, &mut addr) } >= 0).then_some(addr)
+    // SAFETY: `addr` is a valid out-pointer; `loc` is open and the token came from the library
+    // for an object of its file; under the library lock.
+    locked(|| unsafe { H5VLnative_token_to_addr(loc.id(), token, &mut addr) } >= 0).then_some(addr)
 }
 
 /// True when the stored bytes of every chunk are its packed elements: unfiltered (or
