@@ -58,11 +58,14 @@ against its peer (ratio > 1 = annfs faster), with the daemon's VmHWM per workloa
   http (nginx) v3s, when nginx is installed   the same store served by nginx, same peer             >= 0.7x
 Every annfs run is on a fresh mount with an empty --cache-dir; as root the OS page cache is dropped (sync;
 echo 3 > /proc/sys/vm/drop_caches) before every cold measurement of either side (the output says whether it
-was). Values are medians of --reps runs. --json PATH writes the same table as JSON.
+was). On a VM that hands free pages back to its host, root also holds that back for the run and touches the free
+memory once (--vm-memory-as-is skips it; bench_util.steady_vm_memory says why). Values are medians of --reps
+runs. --json PATH writes the same table as JSON.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -167,6 +170,8 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=200, help="--scale: training batches of 64 rows")
     ap.add_argument("--gzip-cells", type=int, default=100000, help="--scale: cells of the gzip store (0: skip)")
     ap.add_argument("--zarr-cells", type=int, default=200000, help="--scale: cells of the zarr stores (0: skip)")
+    ap.add_argument("--vm-memory-as-is", action="store_true", help="--scale: leave a VM's free-page reporting alone "
+                    "(see bench_util.steady_vm_memory)")
     ap.add_argument("--only", default=None, help="--scale: only these row groups, comma-separated (mount, random, "
                     "block, obsm, seq, two, training, threads, text, where, collection, gzip, zarr)")
     args = ap.parse_args()
@@ -190,30 +195,31 @@ def main() -> int:
 def scale_main(args) -> int:
     """--scale: write (or reuse) the stores, run every workload, print the table (and --json)."""
     from bench_scale import Scale
-    from bench_util import BIN, can_drop_caches, parse_size, render_table, write_json
+    from bench_util import BIN, can_drop_caches, parse_size, render_table, steady_vm_memory, write_json
 
     work = Path(args.workdir or tempfile.gettempdir()) / "annfs-bench-scale"
     work.mkdir(parents=True, exist_ok=True)
     dropped = can_drop_caches()
     commit = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
-    load0 = os.getloadavg()
-    rows = Scale(args, work).run()
-    load1 = os.getloadavg()
+    with contextlib.nullcontext("VM memory left as it is") if args.vm_memory_as_is else steady_vm_memory() as vm:
+        load0 = os.getloadavg()
+        rows = Scale(args, work).run()
+        load1 = os.getloadavg()
     budget_mib = parse_size(args.cache_size) / (1 << 20)
     built = time.strftime("%Y-%m-%d %H:%M", time.localtime(BIN.stat().st_mtime))
     header = (f"annfs --scale (bench at {commit}; binary {BIN}, built {built}): {args.cells:,} cells x {args.genes:,} genes, CSR float32 at "
               f"{args.density:.0%}, uncompressed (anndata defaults); --cache-size {args.cache_size}; median of "
               f"{args.reps} runs; ratio > 1 = annfs faster\n"
               f"OS page cache {'dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every cold measurement' if dropped else 'NOT dropped (not root): first reads of both sides may hit the page cache'}"
-              f"; every annfs run on a fresh mount with an empty --cache-dir\n"
+              f"; every annfs run on a fresh mount with an empty --cache-dir\n{vm}\n"
               f"{os.cpu_count()} CPUs; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
               f"(other work on the machine adds noise)")
     print("\n" + header + "\n" + render_table(rows, budget_mib))
     if args.json:
         config = {k: v for k, v in vars(args).items()}
         config.update(commit=commit, binary=str(BIN), binary_built=built, page_cache_dropped=dropped, budget_mib=budget_mib, cpus=os.cpu_count(),
-                      loadavg_start=load0[0], loadavg_end=load1[0])
+                      loadavg_start=load0[0], loadavg_end=load1[0], vm_memory=vm)
         write_json(Path(args.json), config, rows)
     return 0
 

@@ -12,10 +12,12 @@ Rows:
   memory         daemon VmHWM after all of the above                  vs  --cache-size + 64 MiB
 
 Usage: bench_cols.py [--cells 1000000] [--genes 2000] [--density 0.02] [--cache 256M] [--work DIR]
+                     [--vm-memory-as-is]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -101,7 +103,16 @@ def main() -> int:
     ap.add_argument("--density", type=float, default=0.02)
     ap.add_argument("--cache", default="256M")
     ap.add_argument("--work", type=Path, default=Path("/tmp/annfs-bench-cols"))
+    ap.add_argument("--vm-memory-as-is", action="store_true",
+                    help="leave a VM's free-page reporting alone (see bench_util.steady_vm_memory)")
     a = ap.parse_args()
+    from bench_util import steady_vm_memory
+    with contextlib.nullcontext("VM memory left as it is") if a.vm_memory_as_is else steady_vm_memory() as vm:
+        return run(a, vm)
+
+
+def run(a: argparse.Namespace, vm: str) -> int:
+    """Every row of the table, printed."""
     warnings.simplefilter("ignore")
     import anndata as ad
 
@@ -182,7 +193,7 @@ def main() -> int:
                  peer_one / ceiling))
     rows.append(("index build in a mount (1st cols/ read)", build, "sequential read of X/csr/*.npy", seq, build / seq))
     rows.append(("annfs index (CLI)", cli, "sequential read of X/csr/*.npy", seq, cli / seq))
-    print(f"\nstore: {a.cells} x {a.genes} CSR float32, density {a.density}, --cache-size {a.cache}")
+    print(f"\nstore: {a.cells} x {a.genes} CSR float32, density {a.density}, --cache-size {a.cache}\n{vm}")
     print(f"{'task':44} {'annfs':>9}   {'peer':34} {'peer s':>8}  ratio")
     for name, t, peer, pt, ratio in rows:
         print(f"{name:44} {t:8.3f}s   {peer:34} {pt:7.3f}s  {ratio:7.1f}x")
