@@ -143,7 +143,7 @@ def steady_vm_memory(hold_ms: int = 300_000, keep_free: int = 1 << 30):
         old = PAGE_REPORTING.read_text().strip()
         PAGE_REPORTING.write_text(f"{hold_ms}\n")
     except OSError:
-        yield "VM free-page reporting left as it is (no min_free_ms to set here)"
+        yield "VM free-page reporting left as it is (no min_free_ms here, or not root)"
         return
     try:
         import numpy as np
