@@ -236,15 +236,13 @@ impl Builder {
     }
 
     fn npy(&mut self, parent: NodeId, name: &str, arr: &Arr) {
+        let Some(t) = arr.num_type() else { return };
         let grid = &arr.meta().grid;
+        let mut rows: Arc<dyn RowBytes> = Arc::new(ArrayRows(arr.clone()));
         if grid.chunk_bytes(arr.elem_size() as u64) < TINY_CHUNK_BYTES && grid.num_chunks() > MANY_TINY_CHUNKS {
-            if let Some(t) = arr.num_type() {
-                let rows = CachedRows::new(Arc::new(ArrayRows(arr.clone())), self.cache.clone(), TINY_CHUNKS_BLOCK_BYTES);
-                self.file(parent, name, NpyFile::new(t, arr.shape(), Arc::new(rows)));
-            }
-        } else if let Some(f) = NpyFile::of_array(arr) {
-            self.file(parent, name, f);
+            rows = Arc::new(CachedRows::new(rows, self.cache.clone(), TINY_CHUNKS_BLOCK_BYTES));
         }
+        self.file(parent, name, NpyFile::new(t, arr.shape(), rows));
     }
 
     /// One value per line.
